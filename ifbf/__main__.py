@@ -1,0 +1,5 @@
+import sys
+
+from ifbf.cli import main
+
+sys.exit(main())

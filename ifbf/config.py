@@ -1,0 +1,340 @@
+"""Strict configs: YAML files and dotted overrides loaded onto frozen dataclasses.
+
+The defaults below are the paper's recipe (section 4.1, see docs/paper-notes.md); experiments/base.yaml
+spells every one of them out so the recipe can be read in one place (a test keeps the two equal).
+Unknown keys, wrong types and values outside a field's choices raise one ``ConfigError`` naming the key
+and where it came from (the file, or "override").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from ifbf.errors import ConfigError
+
+Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+Norm = Literal["bn", "syncbn", "inplace_abn", "inplace_abn_sync"]
+FusionPlacement = Literal["concat", "after_convs"]
+Ohem = Literal["none", "thresh", "topk"]
+Amp = Literal["none", "bf16", "fp16"]
+Dataset = Literal["cityscapes", "synthetic"]
+
+PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # section 4.3.4, "DA"
+PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # section 4.3.4, "MS"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture switches (section 3; every ablation of Tables 2, 3 and 5)."""
+
+    backbone: Backbone = "resnet101"
+    pretrained: str | None = None  # local torchvision-format state dict
+    aspp: bool = True
+    aspp_rates: tuple[int, ...] = (6, 12, 18)
+    aspp_1x1_branch: bool = False  # DeepLabV3 has one; the paper's section 4.3.1 does not
+    reduce_without_aspp: bool = True  # keep the 2048 -> 256 reduction in the no-ASPP rows
+    skip: bool = True
+    balanced_fusion: bool = True
+    fusion_placement: FusionPlacement = "concat"
+    spatial_stream: bool = True
+    spatial_channels: int = 128
+    aux_head: bool = True
+    num_classes: int = 19
+    norm: Norm = "inplace_abn_sync"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size of the embedded synthetic Cityscapes-layout dataset (used when data.dataset=synthetic)."""
+
+    train: int = 48
+    val: int = 12
+    test: int = 4
+    height: int = 128
+    width: int = 256
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset and training-time augmentation (section 4.1)."""
+
+    dataset: Dataset = "cityscapes"
+    root: str | None = None  # None: $CITYSCAPES_DATASET (or the synthetic cache)
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: tuple[int, int] = (876, 876)  # (H, W)
+    scales: tuple[float, ...] = PAPER_SCALES  # (1.0,) switches "DA" off (Table 4)
+    hflip: bool = True
+    batch_size: int = 4  # per process; the paper does not say (docs/paper-notes.md)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and loss (sections 3.4 and 4.1)."""
+
+    iters: int = 81_000
+    warmup_iters: int = 1_000
+    lr: float = 0.01
+    lr_mult: float = 10.0  # aux head and fusion modules
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    ohem: Ohem = "thresh"
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100_000
+    ohem_keep_ratio: float = 0.75
+    aux_weight: float = 0.4
+    amp: Amp = "none"
+    channels_last: bool = False
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Inference settings; not part of a run's identity (they reuse a trained checkpoint)."""
+
+    scales: tuple[float, ...] = PAPER_MS_SCALES  # "MS" in Tables 2-5; (1.0,) = single scale
+    flip: bool = False  # the paper flips on the test set only (docs/paper-notes.md)
+    window: tuple[int, int] | None = None  # sliding-window crop (H, W); None = whole image
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How a run executes; never changes its result, so not part of its identity."""
+
+    workers: int = 4
+    log_every: int = 20
+    ckpt_every: int = 1_000
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
+
+# Sections and keys that do not change what a training produces (see RunConfig identity).
+NOT_IDENTITY = ("eval", "runtime", "data.root")
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in canonical form."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        inner = [t for t in options if t is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            if not value:
+                raise ConfigError(f"{where}: expected a non-empty list")
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r}")  # a bug in this module, not user input
+
+
+def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, where, key + ".")
+        else:
+            kwargs[name] = _coerce(value, tp, f"{where}: {key}")
+    obj = cls(**kwargs)
+    _validate(obj, where, prefix)
+    return obj
+
+
+def _validate(obj: Any, where: str, prefix: str) -> None:
+    """Range checks that types alone cannot express."""
+    positive = {
+        ModelConfig: ("spatial_channels", "num_classes"),
+        DataConfig: ("batch_size",),
+        TrainConfig: ("iters", "lr", "lr_mult", "ohem_min_kept"),
+        EvalConfig: ("batch_size",),
+        RuntimeConfig: ("log_every", "ckpt_every"),
+        SynthConfig: ("train", "val", "height", "width"),
+    }.get(type(obj), ())
+    for name in positive:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(f"{where}: {prefix}{name}: must be > 0, got {getattr(obj, name)!r}")
+    checks: list[tuple[bool, str, str]] = []
+    if isinstance(obj, TrainConfig):
+        checks = [
+            (obj.warmup_iters >= 0, "warmup_iters", "must be >= 0"),
+            (0 < obj.ohem_thresh < 1, "ohem_thresh", "must be in (0, 1)"),
+            (0 < obj.ohem_keep_ratio <= 1, "ohem_keep_ratio", "must be in (0, 1]"),
+            (obj.aux_weight >= 0, "aux_weight", "must be >= 0"),
+        ]
+    elif isinstance(obj, DataConfig):
+        checks = [
+            (all(s > 0 for s in obj.crop_size), "crop_size", "must be positive"),
+            (all(s > 0 for s in obj.scales), "scales", "must be positive"),
+        ]
+    elif isinstance(obj, EvalConfig):
+        checks = [(all(s > 0 for s in obj.scales), "scales", "must be positive")]
+    elif isinstance(obj, RuntimeConfig):
+        checks = [(obj.workers >= 0, "workers", "must be >= 0")]
+    for ok, name, msg in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {prefix}{name}: {msg}, got {getattr(obj, name)!r}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"model.spatial_channels=64"`` -> (["model", "spatial_channels"], 64); values are YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.iters=200")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err.problem})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Return a copy of the nested mapping ``data`` with dotted overrides applied."""
+    data = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, train, ...)")
+    return data
+
+
+def from_dict(data: dict, where: str = "config") -> Config:
+    return _build(Config, data, where)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
+
+    Errors from the file name the file; errors from an override name the override.
+    """
+    where = str(path) if path is not None else "defaults"
+    data = read_yaml(path) if path is not None else {}
+    cfg = from_dict(data, where)
+    for text in overrides:  # one at a time, so an error names the override that caused it
+        cfg = from_dict(apply_overrides(to_dict(cfg), [text]), f"override {text!r}")
+    if cfg.train.warmup_iters >= cfg.train.iters:  # the one check across keys, once all are applied
+        source = f"{where} + overrides" if overrides else where
+        raise ConfigError(
+            f"{source}: train.warmup_iters ({cfg.train.warmup_iters}) must be < train.iters ({cfg.train.iters})"
+        )
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists), suitable for YAML and JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def identity(cfg: Config) -> dict:
+    """The part of a config that determines what a training run produces."""
+    data = to_dict(cfg)
+    for key in NOT_IDENTITY:
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node.pop(last)
+    return data
+
+
+def config_hash(cfg: Config) -> str:
+    """Stable 12-hex-digit identity of a training run (independent of eval/runtime settings)."""
+    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,24 @@
+"""``ifbf config --config FILE [overrides]``: print the resolved config as YAML and its run hash."""
+
+from __future__ import annotations
+
+import argparse
+
+from ifbf.config import BASE_CONFIG, config_hash, dump_yaml, load_config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and trailing KEY=VALUE overrides, shared by every command that builds a config."""
+    parser.add_argument("--config", default=str(BASE_CONFIG), help="YAML config (default: experiments/base.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.iters=200")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    print(dump_yaml(cfg), end="")
+    print(f"# hash: {config_hash(cfg)}")
+    return 0

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from ifbf.config import BASE_CONFIG, Config, ConfigError, config_hash, dump_yaml, load_config, to_dict
+
+
+def test_base_yaml_spells_out_every_default():
+    """base.yaml is the documented recipe; the dataclass defaults must not drift from it."""
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    assert to_dict(Config()) == raw
+
+
+def test_paper_recipe_values():
+    cfg = load_config(BASE_CONFIG)
+    assert (cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay) == (0.01, 0.9, 5e-4)
+    assert (cfg.train.iters, cfg.train.warmup_iters, cfg.train.poly_power) == (81_000, 1_000, 0.9)
+    assert cfg.train.aux_weight == 0.4 and cfg.train.lr_mult == 10.0
+    assert cfg.data.crop_size == (876, 876)
+    assert cfg.data.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    assert cfg.eval.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    assert cfg.model.spatial_channels == 128 and cfg.model.norm == "inplace_abn_sync"
+
+
+def test_overrides_are_typed():
+    cfg = load_config(BASE_CONFIG, ["model.spatial_channels=64", "train.iters=200", "train.warmup_iters=10", "data.scales=[1.0]",
+                                    "train.lr=1e-3", "model.pretrained=/tmp/w.pth"])
+    assert cfg.model.spatial_channels == 64 and cfg.train.iters == 200
+    assert cfg.data.scales == (1.0,) and cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.model.pretrained == "/tmp/w.pth"
+    assert dataclasses.is_dataclass(cfg) and cfg.__dataclass_params__.frozen
+
+
+def test_int_accepted_where_float_expected():
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.spatial_chanels=64", "unknown key 'model.spatial_chanels'"),
+        ("modle.aspp=false", "unknown key 'modle'"),
+        ("train.iters=abc", "train.iters: expected an integer"),
+        ("model.aspp=yes please", "model.aspp: expected true or false"),
+        ("model.backbone=resnet152", "model.backbone: expected one of"),
+        ("model.spatial_channels=0", "model.spatial_channels: must be > 0"),
+        ("data.crop_size=[512]", "data.crop_size: expected a list of 2 values"),
+        ("train.iters", "expected KEY=VALUE"),
+        ("train.warmup_iters=100000", "train.warmup_iters (100000) must be < train.iters"),
+    ],
+)
+def test_bad_override_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_config(BASE_CONFIG, [override])
+
+
+def test_bad_override_names_the_override():
+    with pytest.raises(ConfigError, match=r"override 'train.iters=abc'"):
+        load_config(BASE_CONFIG, ["train.lr=0.1", "train.iters=abc"])
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  backbone: resnet50\n  fusoin: true\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "model.fusoin" in str(err.value)
+
+
+def test_wrong_type_in_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=rf"{path}: train.lr: expected a number"):
+        load_config(path)
+
+
+def test_section_must_be_mapping(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: resnet50\n")
+    with pytest.raises(ConfigError, match="model: expected a mapping"):
+        load_config(path)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found: /nonexistent/x.yaml"):
+        load_config("/nonexistent/x.yaml")
+
+
+def test_dump_roundtrip_and_hash(tmp_path):
+    cfg = load_config(BASE_CONFIG, ["model.spatial_channels=64"])
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_yaml(cfg))
+    again = load_config(path)
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+    assert len(config_hash(cfg)) == 12
+
+
+def test_hash_is_the_training_identity():
+    base = load_config(BASE_CONFIG)
+    # eval and runtime settings and the dataset location do not change what a training produces
+    same = load_config(BASE_CONFIG, ["eval.scales=[1.0]", "eval.flip=true", "runtime.workers=0", "data.root=/x"])
+    assert config_hash(same) == config_hash(base)
+    for change in ["model.spatial_channels=64", "train.aux_weight=0.5", "data.scales=[1.0]", "train.seed=1"]:
+        assert config_hash(load_config(BASE_CONFIG, [change])) != config_hash(base), change
+
+
+def test_hash_is_stable_across_processes():
+    """The hash must not depend on dict order or the Python process (it keys finished runs on disk)."""
+    import subprocess
+    import sys
+
+    code = "from ifbf.config import *; print(config_hash(load_config(BASE_CONFIG, ['train.iters=7', 'train.warmup_iters=1'])))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == config_hash(load_config(BASE_CONFIG, ["train.iters=7", "train.warmup_iters=1"]))
