@@ -1,0 +1,135 @@
+"""Cityscapes (and the synthetic dataset in its layout): discovery, decoding, labelId -> trainId.
+
+Every problem with the files is one ``DataError`` that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ifbf._torchvision import torchvision  # noqa: F401 - must precede any torchvision submodule import
+from ifbf.config import DataConfig
+from ifbf.data.labels import ID_TO_TRAIN, UNKNOWN
+from ifbf.data.synth import SynthSpec, ensure_dataset
+from ifbf.errors import IfbfError
+from torchvision import tv_tensors  # noqa: E402
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+
+class DataError(IfbfError):
+    """A dataset file or folder is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str  # <city>_<seq>_<frame>
+    image: Path
+    label: Path | None
+
+
+def resolve_root(cfg: DataConfig) -> Path:
+    """The dataset root: data.root, else $CITYSCAPES_DATASET; for synthetic data, generated on first use."""
+    if cfg.dataset == "synthetic":
+        s = cfg.synth
+        return ensure_dataset(SynthSpec(s.train, s.val, s.test, s.height, s.width, s.seed), cfg.root)
+    root = cfg.root or os.environ.get("CITYSCAPES_DATASET")
+    if not root:
+        raise DataError(
+            "no Cityscapes root: set CITYSCAPES_DATASET=/path/to/cityscapes (the folder holding leftImg8bit/ "
+            "and gtFine/) or data.root=..., or use the embedded synthetic data (data.dataset=synthetic)"
+        )
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"Cityscapes root {path} does not exist (from data.root or CITYSCAPES_DATASET)")
+    return path
+
+
+def find_samples(root: Path, split: str, with_labels: bool = True) -> list[Sample]:
+    image_dir = root / "leftImg8bit" / split
+    if not image_dir.is_dir():
+        raise DataError(f"split {split!r} not found: {image_dir} is missing (is {root} a Cityscapes root?)")
+    images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+    if not images:
+        raise DataError(f"split {split!r} has no images: nothing matches {image_dir}/*/*{IMAGE_SUFFIX}")
+    samples = []
+    for image in images:
+        name = image.name[: -len(IMAGE_SUFFIX)]
+        label = root / "gtFine" / split / image.parent.name / f"{name}{LABEL_SUFFIX}"
+        if with_labels and not label.is_file():
+            raise DataError(f"image {image} has no label: expected {label}")
+        samples.append(Sample(name, image, label if with_labels else None))
+    return samples
+
+
+def read_png(path: Path, mode: str | None = None) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert(mode) if mode else img)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read PNG {path}: {err}") from None
+
+
+def read_train_ids(path: Path) -> np.ndarray:
+    """labelId PNG -> trainIds (uint8, 255 = ignore); an id outside the Cityscapes table is an error."""
+    ids = read_png(path)
+    if ids.ndim != 2 or ids.dtype != np.uint8:
+        raise DataError(f"label {path} is not a single-channel 8-bit labelId PNG (shape {ids.shape}, {ids.dtype})")
+    train = ID_TO_TRAIN[ids]
+    if (train == UNKNOWN).any():
+        bad = sorted(set(np.unique(ids[train == UNKNOWN]).tolist()))
+        raise DataError(f"label {path} has label ids {bad} that are not in the Cityscapes label table")
+    return train
+
+
+Transform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
+
+
+class CityscapesDataset(torch.utils.data.Dataset):
+    """Items are (image, trainId mask, name). An item may be requested as ``(index, seed)``: the random
+    transforms then draw from ``seed``, which makes augmentation a function of the iteration (exact
+    resume, and the same global batch under any number of processes)."""
+
+    def __init__(self, root: Path, split: str, transform: Transform | None = None, with_labels: bool = True) -> None:
+        self.root, self.split, self.transform = root, split, transform
+        self.samples = find_samples(root, split, with_labels)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask | None]:
+        sample = self.samples[index]
+        image = read_png(sample.image, "RGB")
+        mask = None
+        if sample.label is not None:
+            train = read_train_ids(sample.label)
+            if train.shape != image.shape[:2]:
+                raise DataError(
+                    f"size mismatch: image {sample.image} is {image.shape[1]}x{image.shape[0]} but its label "
+                    f"{sample.label} is {train.shape[1]}x{train.shape[0]}"
+                )
+            mask = tv_tensors.Mask(torch.from_numpy(train.copy()))
+        return tv_tensors.Image(torch.from_numpy(image.copy()).permute(2, 0, 1)), mask
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        image, mask = self.load(index)
+        if mask is None:
+            mask = tv_tensors.Mask(torch.full(image.shape[-2:], 255, dtype=torch.uint8))
+        if self.transform is not None:
+            if seed is None:
+                image, mask = self.transform(image, mask)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    image, mask = self.transform(image, mask)
+        return image, mask.long(), self.samples[index].name

@@ -1,0 +1,66 @@
+"""Data loading by iteration: which samples and augmentation seeds make up global batch ``i`` depends
+only on (seed, i), never on the process count or on where a run was resumed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ifbf.config import Config
+from ifbf.data.cityscapes import CityscapesDataset, resolve_root
+from ifbf.data.transforms import eval_transform, train_transform
+
+
+class IterationSampler(torch.utils.data.Sampler):
+    """Infinite sampler of ``(index, augmentation seed)`` for one rank, from iteration ``start_iter`` on.
+
+    Global batch i is positions [i * B * world, (i + 1) * B * world) of an endless stream of epochs, each a
+    permutation seeded by (seed, epoch); rank r takes the r-th slice of B. A 2-process run therefore sees
+    exactly the samples and augmentations of a 1-process run with twice the batch size.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_iter: int = 0, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start_iter, self.rank, self.world = start_iter, rank, world
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        global_batch = self.batch_size * self.world
+        it = self.start_iter
+        cached_epoch, perm = -1, np.empty(0, dtype=np.int64)
+        while True:
+            base = it * global_batch + self.rank * self.batch_size
+            for pos in range(base, base + self.batch_size):
+                epoch = pos // self.size
+                if epoch != cached_epoch:
+                    cached_epoch, perm = epoch, self._perm(epoch)
+                yield int(perm[pos % self.size]), int(np.random.default_rng([self.seed, 1, pos]).integers(2**31))
+            it += 1
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode and augment; leave the cores to the model
+
+
+def train_loader(cfg: Config, start_iter: int = 0, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
+    dataset = CityscapesDataset(resolve_root(cfg.data), cfg.data.train_split, train_transform(cfg.data))
+    sampler = IterationSampler(len(dataset), cfg.data.batch_size, cfg.train.seed, start_iter, rank, world)
+    workers = cfg.runtime.workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.data.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=workers > 0,
+        worker_init_fn=_worker_init if workers > 0 else None,
+    )
+
+
+def eval_dataset(cfg: Config, split: str | None = None, with_labels: bool = True) -> CityscapesDataset:
+    return CityscapesDataset(resolve_root(cfg.data), split or cfg.data.val_split, eval_transform(cfg.data), with_labels)

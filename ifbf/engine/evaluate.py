@@ -1,0 +1,86 @@
+"""Inference (whole image, multi-scale + flip, sliding window) and the confusion matrix."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ifbf.config import EvalConfig
+from ifbf.data.cityscapes import CityscapesDataset
+from ifbf.engine.dist import DistInfo, all_reduce_sum
+from ifbf.losses import IGNORE
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def window_logits(model: nn.Module, x: torch.Tensor, window: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """Sliding-window logits: windows of ``window`` at a stride of 2/3 of it, overlaps averaged.
+    Inputs smaller than the window are padded (the padding is cropped off again)."""
+    wh, ww = window
+    h, w = x.shape[-2:]
+    ph, pw = max(wh - h, 0), max(ww - w, 0)
+    x = F.pad(x, (0, pw, 0, ph))
+    H, W = x.shape[-2:]
+    sh, sw = max(1, wh * 2 // 3), max(1, ww * 2 // 3)
+    rows = list(range(0, H - wh + 1, sh)) or [0]
+    cols = list(range(0, W - ww + 1, sw)) or [0]
+    if rows[-1] != H - wh:
+        rows.append(H - wh)
+    if cols[-1] != W - ww:
+        cols.append(W - ww)
+    logits = x.new_zeros(x.shape[0], num_classes, H, W)
+    count = x.new_zeros(1, 1, H, W)
+    for r in rows:
+        for c in cols:
+            logits[..., r : r + wh, c : c + ww] += model(x[..., r : r + wh, c : c + ww])["out"]
+            count[..., r : r + wh, c : c + ww] += 1
+    return (logits / count)[..., :h, :w]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image: torch.Tensor, cfg: EvalConfig, num_classes: int) -> torch.Tensor:
+    """Class probabilities (N, K, H, W), averaged over ``cfg.scales`` and, with ``cfg.flip``, mirror images."""
+    size = image.shape[-2:]
+    total = image.new_zeros(image.shape[0], num_classes, *size)
+    for scale in cfg.scales:
+        scaled = image if scale == 1.0 else _resize(image, (round(size[0] * scale), round(size[1] * scale)))
+        for flip in (False, True) if cfg.flip else (False,):
+            x = scaled.flip(-1) if flip else scaled
+            logits = window_logits(model, x, cfg.window, num_classes) if cfg.window else model(x)["out"]
+            logits = logits.flip(-1) if flip else logits
+            total += torch.softmax(_resize(logits.float(), size), dim=1)
+    return total / (len(cfg.scales) * (2 if cfg.flip else 1))
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """K x K counts (rows ground truth, columns prediction) over non-ignored pixels, on pred's device."""
+    valid = target != IGNORE
+    index = target[valid] * num_classes + pred[valid]
+    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: CityscapesDataset,
+    cfg: EvalConfig,
+    num_classes: int,
+    device: torch.device,
+    dist_info: DistInfo = DistInfo(),
+    progress: bool = True,
+) -> torch.Tensor:
+    """Confusion matrix of ``model`` over ``dataset`` (one image at a time, each rank a shard, summed)."""
+    model.eval()
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    indices = range(dist_info.rank, len(dataset), dist_info.world)
+    bar = tqdm(indices, desc="evaluate", unit="img", disable=None if progress and dist_info.main else True, leave=False)
+    for index in bar:
+        image, target, _ = dataset[index]
+        image, target = image.unsqueeze(0).to(device), target.unsqueeze(0).to(device)
+        pred = predict(model, image, cfg, num_classes).argmax(1)
+        conf += confusion(pred, target, num_classes)
+    return all_reduce_sum(conf).cpu()

@@ -1,0 +1,33 @@
+"""``ifbf train --config FILE [--out RUN_DIR] [overrides]``: train and evaluate one run (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ifbf.config import config_hash, load_config
+from ifbf.config_cmd import add_config_arguments
+
+
+def default_run_dir(cfg_hash: str) -> Path:
+    return Path("runs") / cfg_hash
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--out", help="run directory (default: runs/<config hash>); resumed if it holds a checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ifbf.engine.train import Interrupted, run as train_run
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else default_run_dir(config_hash(cfg))
+    try:
+        train_run(cfg, out, progress=not args.no_progress)
+    except Interrupted as stop:
+        print(f"ifbf train: {stop}; run the same command again to resume from {out}", file=sys.stderr)
+        return 3
+    return 0

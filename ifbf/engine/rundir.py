@@ -1,0 +1,148 @@
+"""A run directory: what it holds and how it is written (atomically, never losing a finished result).
+
+    config.yaml      resolved config (written once; a different config in the same dir is an error)
+    log.jsonl        one JSON line per log step
+    checkpoint.pth   model, optimizer, scheduler, scaler, RNG states, iteration, config and its hash
+    metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
+    env.json         git commit, package versions, device
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ifbf.config import Config, EvalConfig, config_hash, dump_yaml, from_dict
+from ifbf.errors import IfbfError
+
+CHECKPOINT = "checkpoint.pth"
+METRICS = "metrics.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def eval_key(cfg: EvalConfig) -> str:
+    """Identity of an inference setting (scales, flip, window)."""
+    data = {"scales": list(cfg.scales), "flip": cfg.flip, "window": list(cfg.window) if cfg.window else None}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def log(self) -> Path:
+        return self.path / "log.jsonl"
+
+    def config(self) -> Config:
+        path = self.path / "config.yaml"
+        if not path.is_file():
+            raise IfbfError(f"{self.path} is not a run directory: {path} is missing")
+        return from_dict(yaml.safe_load(path.read_text()), str(path))
+
+    def claim(self, cfg: Config) -> None:
+        """Create the run dir for ``cfg``, or check that an existing one holds the same training."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / "config.yaml"
+        if path.is_file():
+            existing = self.config()
+            if config_hash(existing) != config_hash(cfg):
+                raise IfbfError(
+                    f"{self.path} holds another run (config hash {config_hash(existing)}, this config "
+                    f"{config_hash(cfg)}); choose another --out, or delete that directory to start over"
+                )
+        atomic_write_text(path, dump_yaml(cfg))  # eval/runtime settings may differ: keep the latest
+
+    def metrics(self) -> dict[str, Any] | None:
+        if not self.metrics_path.is_file():
+            return None
+        return json.loads(self.metrics_path.read_text())
+
+    def finished(self, cfg: Config) -> bool:
+        m = self.metrics()
+        return m is not None and m.get("config_hash") == config_hash(cfg) and m.get("iters") == cfg.train.iters
+
+    def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False) -> dict:
+        """Add one evaluation to metrics.json, keeping every earlier one; ``main`` makes it the headline."""
+        metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
+        entry = {"eval": json.loads(json.dumps(asdict(eval_cfg))), **result}
+        metrics.setdefault("evaluations", {})[eval_key(eval_cfg)] = entry
+        if main:
+            metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
+        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")
+        return metrics
+
+    def truncate_log(self, last_iter: int) -> None:
+        """Drop log lines after ``last_iter`` (written by a run that died after its last checkpoint)."""
+        if not self.log.is_file():
+            return
+        lines = [line for line in self.log.read_text().splitlines() if line and json.loads(line)["iter"] <= last_iter]
+        atomic_write_text(self.log, "".join(line + "\n" for line in lines))
+
+    def append_log(self, record: dict) -> None:
+        with self.log.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_log(self) -> list[dict]:
+        if not self.log.is_file():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+    def write_env(self, device: str, world: int) -> None:
+        import numpy
+        import torch
+
+        from ifbf import __version__
+
+        def version(module: str) -> str | None:
+            try:
+                return __import__(module).__version__
+            except Exception:  # noqa: BLE001 - optional packages
+                return None
+
+        repo = Path(__file__).resolve().parents[2]
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip() or None
+            dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
+                                        text=True, timeout=10).stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            commit, dirty = None, None
+        env = {
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "ifbf": __version__,
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "torchvision": version("torchvision"),
+            "numpy": numpy.__version__,
+            "inplace_abn": version("inplace_abn"),
+            "device": device,
+            "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+            "world_size": world,
+            "host": platform.node(),
+        }
+        atomic_write_text(self.path / "env.json", json.dumps(env, indent=1) + "\n")
