@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     except IfbfError as err:
         print(f"ifbf {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except KeyboardInterrupt:
         print(f"ifbf {args.command}: interrupted", file=sys.stderr)
         return 130

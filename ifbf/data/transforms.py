@@ -26,6 +26,11 @@ class RandomScale(v2.Transform):
         return {"size": [max(1, round(h * scale)), max(1, round(w * scale))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            # NEAREST_EXACT samples at pixel centres like bilinear does; torchvision's default NEAREST for
+            # masks samples at corners, which shifts labels up to half a pixel against the image.
+            out = F.resize_image(inpt.as_subclass(torch.Tensor)[None], params["size"], F.InterpolationMode.NEAREST_EXACT)
+            return tv_tensors.wrap(out[0], like=inpt)
         return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
 
 

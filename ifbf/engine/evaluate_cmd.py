@@ -12,7 +12,8 @@ from ifbf.config_cmd import add_config_arguments
 from ifbf.errors import IfbfError
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which model (--run, or --config + --checkpoint) and how to infer (--ms, --flip, --scales, --window)."""
     parser.add_argument("--run", help="run directory (its config.yaml and checkpoint.pth)")
     add_config_arguments(parser)
     parser.add_argument("--checkpoint", help="checkpoint file (with --config, instead of --run)")
@@ -20,8 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
     parser.add_argument("--scales", type=float, nargs="+", help="inference scales (overrides --ms)")
     parser.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window crop size")
-    parser.add_argument("--split", help="split to evaluate (default: data.val_split)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_inference_arguments(parser)
+    parser.add_argument("--split", help="split to evaluate (default: data.val_split)")
 
 
 def eval_settings(cfg: Config, args: argparse.Namespace) -> Config:
@@ -37,15 +42,12 @@ def eval_settings(cfg: Config, args: argparse.Namespace) -> Config:
     return dataclasses.replace(cfg, eval=e)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ifbf.data.loader import eval_dataset
+def load_run(args: argparse.Namespace):
+    """(config with the requested eval settings, model with the checkpoint's weights, device, dist info,
+    run dir or None, checkpoint state) from --run, or --config with --checkpoint."""
     from ifbf.engine.dist import init_distributed
-    from ifbf.engine.evaluate import evaluate
     from ifbf.engine.rundir import RunDir
     from ifbf.engine.train import load_checkpoint, resolve_device
-    from ifbf.metrics import iou_from_train_confusion, summary
     from ifbf.models import build_model
 
     if args.run:
@@ -64,10 +66,19 @@ def run(args: argparse.Namespace) -> int:
     dist_info = init_distributed(resolve_device(cfg).type)
     device = resolve_device(cfg, dist_info.local_rank)
     state = load_checkpoint(checkpoint, cfg)
-    if run_dir and state["iter"] < cfg.train.iters:
+    if state["iter"] < cfg.train.iters:
         print(f"note: {checkpoint} is at iteration {state['iter']} of {cfg.train.iters} (training not finished)")
     model = build_model(cfg.model).to(device)
     model.load_state_dict(state["model"])
+    return cfg, model.eval(), device, dist_info, run_dir, state
+
+
+def run(args: argparse.Namespace) -> int:
+    from ifbf.data.loader import eval_dataset
+    from ifbf.engine.evaluate import evaluate
+    from ifbf.metrics import iou_from_train_confusion, summary
+
+    cfg, model, device, dist_info, run_dir, state = load_run(args)
     split = args.split or cfg.data.val_split
     dataset = eval_dataset(cfg, split)
     conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, not args.no_progress)
