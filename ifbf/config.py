@@ -110,6 +110,7 @@ class EvalConfig:
     scales: tuple[float, ...] = PAPER_MS_SCALES  # "MS" in Tables 2-5; (1.0,) = single scale
     flip: bool = False  # the paper flips on the test set only (docs/paper-notes.md)
     window: tuple[int, int] | None = None  # sliding-window crop (H, W); None = whole image
+    split: str | None = None  # None: data.val_split (Table 6 evaluates "test")
     batch_size: int = 1
 
 

@@ -73,6 +73,7 @@ class Preset:
     name: str
     overrides: tuple[str, ...]
     backbone_map: dict[str, str]
+    estimate: dict[str, float | str]  # seconds_per_iter, eval_seconds, gpus, basis (for --plan)
 
 
 def presets() -> list[str]:
@@ -87,7 +88,8 @@ def load_preset(name: str) -> Preset:
     overrides, backbone_map = data.get("overrides", []), data.get("backbone_map", {})
     if not isinstance(overrides, list) or not isinstance(backbone_map, dict):
         raise ConfigError(f"{path}: expected 'overrides' (a list) and optionally 'backbone_map' (a mapping)")
-    return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()})
+    estimate = data.get("estimate", {})
+    return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()}, estimate)
 
 
 def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Config:

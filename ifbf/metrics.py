@@ -3,7 +3,7 @@
 Two flavours, both equal to what the Cityscapes evaluation reports for the 19 classes:
 - ``iou_from_train_confusion``: K x K confusion over trainIds (rows ground truth, columns prediction),
   ignore pixels already left out; used by ``ifbf evaluate`` and training.
-- ``cityscapes_iou``: 256 x 256 confusion over label ids, with cityscapesscripts' exact rules
+- ``cityscapes_iou``: 34 x 34 confusion over label ids 0..33, with cityscapesscripts' exact rules
   (a false positive counts only where the ground truth is an evaluated class; a false negative counts
   every other prediction, void ones included); used by ``ifbf score``.
 """

@@ -63,4 +63,5 @@ def train_loader(cfg: Config, start_iter: int = 0, rank: int = 0, world: int = 1
 
 
 def eval_dataset(cfg: Config, split: str | None = None, with_labels: bool = True) -> CityscapesDataset:
-    return CityscapesDataset(resolve_root(cfg.data), split or cfg.data.val_split, eval_transform(cfg.data), with_labels)
+    split = split or cfg.eval.split or cfg.data.val_split
+    return CityscapesDataset(resolve_root(cfg.data), split, eval_transform(cfg.data), with_labels)

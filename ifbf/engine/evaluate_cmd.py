@@ -39,6 +39,8 @@ def eval_settings(cfg: Config, args: argparse.Namespace) -> Config:
             flip=args.flip,
             window=tuple(args.window) if args.window else None,
         )
+    if getattr(args, "split", None):
+        e = dataclasses.replace(e, split=args.split)
     return dataclasses.replace(cfg, eval=e)
 
 
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ifbf.metrics import iou_from_train_confusion, summary
 
     cfg, model, device, dist_info, run_dir, state = load_run(args)
-    split = args.split or cfg.data.val_split
+    split = cfg.eval.split or cfg.data.val_split
     dataset = eval_dataset(cfg, split)
     conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, not args.no_progress)
     result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "split": split}
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
               f"flip {e.flip}, window {e.window})")
         for name, iou in result["iou"].items():
             print(f"  {name:14s} {'   n/a' if iou is None else f'{100 * iou:6.2f}'}")
-        if run_dir and state["iter"] >= cfg.train.iters and split == cfg.data.val_split:
+        if run_dir and state["iter"] >= cfg.train.iters:
             run_dir.record_evaluation(cfg, cfg.eval, result)
             print(f"recorded in {run_dir.metrics_path}")
     return 0

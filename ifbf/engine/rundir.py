@@ -37,6 +37,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def eval_key(cfg: EvalConfig) -> str:
     """Identity of an inference setting (scales, flip, window)."""
     data = {"scales": list(cfg.scales), "flip": cfg.flip, "window": list(cfg.window) if cfg.window else None}
+    if cfg.split:
+        data["split"] = cfg.split
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -83,7 +83,7 @@ class BalancedFusion(nn.Module):
         return torch.sigmoid(self.weight_conv(self.pool(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weights(x) * x + x
+        return x * (1 + self.weights(x))  # = W ⊙ X + X in one pass over the feature map
 
 
 class SpatialStream(nn.Sequential):

@@ -1,0 +1,116 @@
+"""The one job callable (train + evaluate one run) and the executors that submit it.
+
+``TrainJob`` is picklable (plain data only) and a submitit ``Checkpointable``: on preemption or timeout
+submitit calls ``checkpoint()``, which resubmits the same job; the requeued job resumes from
+``run_dir/checkpoint.pth``, the file the training loop writes, so resume and save paths are one path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from ifbf.config import Config, EvalConfig, from_dict, to_dict
+from ifbf.engine.rundir import RunDir, atomic_write_text, eval_key
+from ifbf.errors import IfbfError
+
+STATUS = "status.json"
+
+
+def write_status(run_dir: Path, state: str, **extra: Any) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    previous = read_status(run_dir) or {}
+    for key in ("executor", "log"):  # keep where the job runs and logs across state changes
+        if key in previous:
+            record[key] = previous[key]
+    record.update(extra)
+    atomic_write_text(run_dir / STATUS, json.dumps(record, indent=1) + "\n")
+
+
+def read_status(run_dir: Path) -> dict | None:
+    path = run_dir / STATUS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """Train (or resume) one run, then add every extra inference setting it is needed for."""
+
+    def __init__(self, config: dict, run_dir: str, evals: list[dict], threads: int | None = None) -> None:
+        self.config, self.run_dir, self.evals, self.threads = config, run_dir, evals, threads
+
+    @classmethod
+    def of(cls, cfg: Config, run_dir: Path, evals: list[EvalConfig], threads: int | None = None) -> TrainJob:
+        return cls(to_dict(cfg), str(run_dir), [json.loads(json.dumps(asdict(e))) for e in evals], threads)
+
+    def __call__(self) -> dict:
+        import torch
+
+        from ifbf.engine.train import run
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        cfg = from_dict(self.config, f"job config of {self.run_dir}")
+        run_dir = Path(self.run_dir)
+        write_status(run_dir, "running", job_id=os.environ.get("SLURM_JOB_ID"))
+        try:
+            metrics = run(cfg, run_dir, progress=False)
+            for e in self.evals:
+                metrics = self._extra_eval(cfg, from_dict({**self.config, "eval": e}).eval)
+        except Exception as err:
+            write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+            raise
+        write_status(run_dir, "done")
+        return metrics
+
+    def _extra_eval(self, cfg: Config, eval_cfg: EvalConfig) -> dict:
+        """Evaluate the finished checkpoint with another inference setting (e.g. Table 4's single scale)."""
+        import dataclasses
+
+        from ifbf.data.loader import eval_dataset
+        from ifbf.engine.dist import init_distributed
+        from ifbf.engine.evaluate import evaluate
+        from ifbf.engine.train import load_checkpoint, resolve_device
+        from ifbf.metrics import iou_from_train_confusion, summary
+        from ifbf.models import build_model
+
+        run_dir = RunDir(self.run_dir)
+        metrics = run_dir.metrics() or {}
+        if eval_key(eval_cfg) in metrics.get("evaluations", {}):
+            return metrics
+        cfg = dataclasses.replace(cfg, eval=eval_cfg)
+        dist_info = init_distributed(resolve_device(cfg).type)
+        device = resolve_device(cfg, dist_info.local_rank)
+        model = build_model(cfg.model).to(device)
+        model.load_state_dict(load_checkpoint(run_dir.checkpoint, cfg, device)["model"])
+        conf = evaluate(model, eval_dataset(cfg), eval_cfg, cfg.model.num_classes, device, dist_info, progress=False)
+        result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist()}
+        if dist_info.main:
+            metrics = run_dir.record_evaluation(cfg, eval_cfg, result)
+        return metrics
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on preemption/timeout: resubmit; the new job resumes from checkpoint.pth."""
+        write_status(Path(self.run_dir), "requeued")
+        return submitit.helpers.DelayedSubmission(self)
+
+
+EXECUTORS = ("slurm", "local", "debug")
+
+
+def make_executor(kind: str, folder: Path, params: dict[str, Any]) -> submitit.Executor:
+    """Build a submitit executor (the only place that does). ``params`` are submitit parameters."""
+    if kind not in EXECUTORS:
+        raise IfbfError(f"unknown executor {kind!r} (choose from {', '.join(EXECUTORS)})")
+    folder.mkdir(parents=True, exist_ok=True)
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=kind)
+    executor.update_parameters(**params)
+    return executor

@@ -1,0 +1,129 @@
+"""What a table needs: its cells (row x seed), the trainings behind them (one per training-config hash,
+shared across rows and tables), the inference settings each training must be evaluated with, and the
+status of each training on disk (done / running / failed / todo)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ifbf.config import Config, EvalConfig, config_hash
+from ifbf.engine.rundir import RunDir, eval_key
+from ifbf.experiments import Preset, RowSpec, TableSpec, row_config
+from ifbf.jobs import read_status
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of one table at one seed."""
+
+    table: int
+    row: RowSpec
+    seed: int
+    cfg: Config
+
+    @property
+    def run_hash(self) -> str:
+        return config_hash(self.cfg)
+
+    @property
+    def eval_key(self) -> str:
+        return eval_key(self.cfg.eval)
+
+
+@dataclass
+class Training:
+    """One training run (identified by its config hash) and every inference setting asked of it."""
+
+    cfg: Config  # the training config (its eval section is the first cell's)
+    run_dir: Path
+    evals: list[EvalConfig] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def run_hash(self) -> str:
+        return config_hash(self.cfg)
+
+    def evaluated(self) -> set[str]:
+        metrics = RunDir(self.run_dir).metrics() or {}
+        return set(metrics.get("evaluations", {}))
+
+    def status(self, stale_after_s: float = 0) -> str:
+        """done | running | failed | todo (a finished training missing an evaluation is todo)."""
+        rd = RunDir(self.run_dir)
+        if rd.finished(self.cfg) and {eval_key(e) for e in self.evals} <= self.evaluated():
+            return "done"
+        status = read_status(self.run_dir)
+        if status is None:
+            return "todo"
+        if status["state"] == "failed":
+            return "failed"
+        if status["state"] in ("running", "submitted", "requeued"):
+            return "running" if _alive(status, stale_after_s) else "todo"
+        return "todo"
+
+    def log_path(self) -> str | None:
+        status = read_status(self.run_dir) or {}
+        return status.get("log")
+
+
+def _alive(status: dict, stale_after_s: float) -> bool:
+    """A status written by a job that can still be working: a local pid that still exists, or a
+    scheduler job (SLURM) that the scheduler still lists; without either, trust a recent timestamp."""
+    if status.get("executor") == "slurm" and status.get("job_id"):
+        from ifbf.cluster import slurm_job_active
+
+        return slurm_job_active(str(status["job_id"]))
+    pid = status.get("pid")
+    if status.get("host") == socket.gethostname() and pid:
+        try:
+            os.kill(int(pid), 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    return stale_after_s <= 0 or time.time() - status.get("time", 0) < stale_after_s
+
+
+@dataclass
+class Plan:
+    preset: Preset
+    tables: list[TableSpec]
+    cells: list[Cell]
+    trainings: dict[str, Training]
+
+    def training_of(self, cell: Cell) -> Training:
+        return self.trainings[cell.run_hash]
+
+
+def runs_root(preset: str, results: Path = RESULTS) -> Path:
+    return results / preset / "runs"
+
+
+def build_plan(tables: list[TableSpec], preset: Preset, seeds: int, results: Path = RESULTS,
+               extra: tuple[str, ...] = ()) -> Plan:
+    cells: list[Cell] = []
+    trainings: dict[str, Training] = {}
+    for table in tables:
+        for row in table.runnable():
+            for seed in range(seeds):
+                cfg = row_config(row, preset, (*extra, f"train.seed={seed}"))
+                cell = Cell(table.number, row, seed, cfg)
+                cells.append(cell)
+                training = trainings.get(cell.run_hash)
+                if training is None:
+                    training = trainings[cell.run_hash] = Training(cfg, runs_root(preset.name, results) / cell.run_hash)
+                training.cells.append(cell)
+                if cell.eval_key not in {eval_key(e) for e in training.evals}:
+                    training.evals.append(cfg.eval)
+    return Plan(preset, tables, cells, trainings)
+
+
+def with_main_eval(training: Training) -> Config:
+    """The training's config with its first inference setting (evaluated at the end of training)."""
+    return dataclasses.replace(training.cfg, eval=training.evals[0])

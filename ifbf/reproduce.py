@@ -1,0 +1,238 @@
+"""``python reproduce.py --table N``: plan, submit, collect and report the paper's tables.
+
+Re-running is idempotent: finished runs (metrics.json of the same config hash with every evaluation a
+table needs) are skipped, running ones are not submitted twice, failed ones are reported with their log
+and retried only with --rerun-failed. Results: results/<preset>/table<N>.{md,tex,csv} and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from ifbf.cluster import SlurmProfile, load_profile, profiles
+from ifbf.errors import IfbfError
+from ifbf.experiments import TABLES, load_preset, load_table, presets
+from ifbf.jobs import EXECUTORS, TrainJob, make_executor, read_status, write_status
+from ifbf.plan import RESULTS, Plan, Training, build_plan, with_main_eval
+
+DEFAULT_PROFILE = {"slurm": "example", "local": "local", "debug": "local"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="reproduce.py",
+        description="Train, evaluate and tabulate the IFBFNet paper's tables (see README.md).",
+    )
+    p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")
+    p.add_argument("--preset", default="paper", help=f"overrides for every run: {', '.join(presets())} (default: paper)")
+    p.add_argument("--executor", default="slurm", help="slurm | local | debug (debug: in this process)")
+    p.add_argument("--seeds", type=int, default=1, help="trainings per row with seeds 0..K-1 (default: 1)")
+    p.add_argument("--plan", action="store_true", help="print runs, their status and a cost estimate; submit nothing")
+    p.add_argument("--rerun-failed", action="store_true", help="resubmit runs that failed (resuming their checkpoints)")
+    p.add_argument("--report-only", action="store_true", help="only regenerate tables and plots from what exists")
+    p.add_argument("--paper-only", action="store_true", help="render the paper's own values as the tables; no runs")
+    p.add_argument("--no-wait", action="store_true", help="submit and return; run --report-only later")
+    p.add_argument("--profile", help=f"cluster profile: {', '.join(profiles())} or a YAML file "
+                                     "(default: example for slurm, local otherwise)")
+    p.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="profile overrides, e.g. partition=gpu timeout_min=2880 gpus_per_node=4")
+    p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once (default: 1)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: results/)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
+                   help="extra config overrides for every run (they change run identities)")
+    return p.parse_args(argv)
+
+
+def _tables(arg: str) -> list[int]:
+    if arg == "all":
+        return list(TABLES)
+    try:
+        number = int(arg)
+    except ValueError:
+        raise IfbfError(f"unknown table {arg!r}: give a number {TABLES[0]}-{TABLES[-1]} or 'all'") from None
+    if number not in TABLES:
+        raise IfbfError(f"unknown table {number}: the paper has tables {TABLES[0]}-{TABLES[-1]}")
+    return [number]
+
+
+def _check_environment(plan: Plan, executor: str, profile: SlurmProfile) -> None:
+    """Fail before submitting anything: dataset missing, or GPUs asked where none exist."""
+    from ifbf.data.cityscapes import DataError, resolve_root
+
+    for training in plan.trainings.values():
+        if training.cfg.data.dataset == "cityscapes":
+            try:
+                resolve_root(training.cfg.data)
+            except DataError as err:
+                raise IfbfError(f"{err}; or run the embedded synthetic preset: --preset smoke") from None
+            break
+    if executor in ("local", "debug") and profile.gpus_per_node:
+        import torch
+
+        have = torch.cuda.device_count()
+        if have < profile.gpus_per_node:
+            raise IfbfError(
+                f"the profile asks for {profile.gpus_per_node} GPU(s) per run but this machine has {have}; "
+                "use a profile with gpus_per_node: 0 (e.g. --profile local) or --executor slurm"
+            )
+    if executor == "slurm":
+        from ifbf.cluster import slurm_available
+
+        if not slurm_available():
+            raise IfbfError("--executor slurm: no SLURM controller answers here (sbatch/scontrol ping); "
+                            "use --executor local, or run from a cluster login node")
+
+
+def estimate(plan: Plan, todo: list[Training]) -> str:
+    est = plan.preset.estimate
+    if not est:
+        return ""
+    seconds = sum(t.cfg.train.iters * est["seconds_per_iter"] + est.get("eval_seconds", 0) for t in todo)
+    gpus = est.get("gpus", 0)
+    if gpus:
+        return f"estimate: {seconds * gpus / 3600:.0f} GPU-hours for {len(todo)} training(s) ({est.get('basis', '')})"
+    return f"estimate: {seconds / 60:.1f} CPU-minutes for {len(todo)} training(s) ({est.get('basis', '')})"
+
+
+def print_plan(plan: Plan) -> None:
+    rows = []
+    for training in plan.trainings.values():
+        status = training.status()
+        names = sorted({f"T{c.table} {c.row.name}" + (f" s{c.seed}" if c.seed else "") for c in training.cells})
+        extra = f"  log: {training.log_path()}" if status == "failed" else ""
+        rows.append(f"  {training.run_hash}  {status:8s} {len(training.evals)} eval  {'; '.join(names)}{extra}")
+    tables = ", ".join(str(t.number) for t in plan.tables)
+    print(f"Table(s) {tables}, preset {plan.preset.name}: {len(plan.cells)} cells need "
+          f"{len(plan.trainings)} training(s) (identical configs are trained once)")
+    print("\n".join(rows))
+    todo = [t for t in plan.trainings.values() if t.status() in ("todo", "failed")]
+    print(estimate(plan, todo) if todo else "nothing to run")
+
+
+def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile: SlurmProfile, parallel: int,
+                  results: Path, wait: bool = True) -> dict[str, str]:
+    """Submit trainings (at most ``parallel`` at once for the local executor); returns run hash -> outcome."""
+    folder = results / plan.preset.name / ".submitit"
+    ex = make_executor(executor, folder, profile.submitit_params(executor))
+    threads = max(1, (os.cpu_count() or 1) // max(1, parallel)) if executor != "slurm" else None
+    jobs = []
+
+    def submit(batch: list[Training]) -> list:
+        submitted = []
+        if executor == "slurm" and len(batch) > 1:
+            with ex.batch():
+                pending = [ex.submit(TrainJob.of(with_main_eval(t), t.run_dir, t.evals[1:], threads)) for t in batch]
+            submitted = list(zip(batch, pending))
+        else:
+            submitted = [(t, ex.submit(TrainJob.of(with_main_eval(t), t.run_dir, t.evals[1:], threads))) for t in batch]
+        for training, job in submitted:
+            write_status(training.run_dir, "submitted", executor=executor, job_id=str(job.job_id),
+                         log=str(job.paths.stderr) if executor != "debug" else None,
+                         pid=int(job.job_id) if executor == "local" else None if executor == "slurm" else os.getpid())
+        return submitted
+
+    outcomes: dict[str, str] = {}
+    step = len(trainings) if executor == "slurm" else max(1, parallel)
+    for start in range(0, len(trainings), step):
+        batch = submit(trainings[start : start + step])
+        jobs += batch
+        if executor == "slurm" and not wait:
+            continue
+        for training, job in batch:
+            outcomes[training.run_hash] = _wait(training, job)
+    return outcomes
+
+
+def _wait(training: Training, job) -> str:
+    try:
+        job.result()
+        return "done"
+    except Exception as err:  # noqa: BLE001 - any job failure is reported, never raised past the table
+        status = read_status(training.run_dir) or {}
+        if status.get("state") != "failed":
+            write_status(training.run_dir, "failed", error=f"{type(err).__name__}: {str(err)[-2000:]}",
+                         log=status.get("log"), job_id=str(job.job_id))
+        return "failed"
+
+
+def report(plan: Plan, out: Path, paper_only: bool = False) -> list[Path]:
+    from ifbf.report import collect, write_figures, write_table
+
+    written = []
+    for table in plan.tables:
+        df = collect(plan, table, paper_only)
+        note = ""
+        if table.split == "test" and plan.preset.name == "paper":
+            note = ("Cityscapes test labels are private: our row is empty until the test server's numbers are in. "
+                    "Produce the upload with `ifbf export --run RUN_DIR --split test --ms --flip --out DIR --zip`.")
+        written += write_table(df, table, out, note)
+        written += write_figures(plan, table, df, out, paper_only)
+    write_results_readme(out.parent)
+    return written
+
+
+def write_results_readme(results: Path) -> None:
+    from ifbf.report_readme import README
+
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "README.md").write_text(README)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    if args.executor not in EXECUTORS:
+        raise IfbfError(f"unknown executor {args.executor!r} (choose from {', '.join(EXECUTORS)})")
+    if args.seeds < 1:
+        raise IfbfError("--seeds must be >= 1")
+    tables = [load_table(n) for n in _tables(args.table)]
+    preset = load_preset(args.preset)
+    plan = build_plan(tables, preset, args.seeds, args.results, tuple(args.extra))
+    out = args.results / ("paper-only" if args.paper_only else preset.name)
+    if args.paper_only:
+        for path in report(plan, out, paper_only=True):
+            print(f"wrote {path}")
+        return 0
+    if args.plan:
+        print_plan(plan)
+        return 0
+    if not args.report_only:
+        profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
+        statuses = {h: t.status() for h, t in plan.trainings.items()}
+        wanted = {"todo", "failed"} if args.rerun_failed else {"todo"}
+        todo = [t for h, t in plan.trainings.items() if statuses[h] in wanted]
+        for h, t in plan.trainings.items():
+            if statuses[h] == "failed" and not args.rerun_failed:
+                print(f"failed: {h} ({'; '.join(sorted({c.row.name for c in t.cells}))}); log: {t.log_path()} "
+                      "— fix it and use --rerun-failed")
+            elif statuses[h] == "running":
+                print(f"running: {h} (not submitted again)")
+        done = sum(s == "done" for s in statuses.values())
+        print(f"{len(plan.trainings)} training(s): {done} done, {len(todo)} to run")
+        if todo:
+            _check_environment(plan, args.executor, profile)
+            outcomes = run_trainings(plan, todo, args.executor, profile, args.parallel, args.results,
+                                     wait=not args.no_wait)
+            failed = [h for h, o in outcomes.items() if o == "failed"]
+            for h in failed:
+                print(f"failed: {h}; log: {plan.trainings[h].log_path()}")
+            if args.no_wait and args.executor == "slurm":
+                print("submitted; run again with --report-only (or the same command) once the jobs are done")
+    for path in report(plan, out):
+        print(f"wrote {path}")
+    print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        return main(argv)
+    except IfbfError as err:
+        print(f"reproduce.py: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0

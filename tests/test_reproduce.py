@@ -1,0 +1,214 @@
+"""reproduce.py: planning and dedup, idempotent re-runs, reports, and the whole loop on tiny runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, TINY_TRAIN
+from ifbf.experiments import load_preset, load_table
+from ifbf.jobs import write_status
+from ifbf.plan import build_plan
+from ifbf.reproduce import cli
+
+PAPER = REPO.parent / "shared" / "paper" / "000_23c25cfa4a04569d.txt"
+# Every run of these tests: the tiny engine recipe on top of the smoke preset, 6 iterations.
+TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]
+
+
+def _plan(tables, seeds=1, results=None, preset="smoke"):
+    return build_plan([load_table(n) for n in tables], load_preset(preset), seeds, results or REPO / "results")
+
+
+def test_shared_training_is_counted_once():
+    plan = _plan([2, 3, 5])
+    # Table 2's last R101 row, Table 3's C=128 and Table 5's λ=0.4 are one training
+    shared = [t for t in plan.trainings.values() if len(t.cells) > 1]
+    assert len(shared) == 1
+    assert sorted((c.table, c.row.name) for c in shared[0].cells) == [(2, "R101 IFBFNet"), (3, "C=128"), (5, "λ=0.4")]
+    assert len(plan.cells) == 26 and len(plan.trainings) == 24
+
+
+def test_inference_only_variants_reuse_the_training():
+    plan = _plan([4])
+    assert len(plan.cells) == 4 and len(plan.trainings) == 3  # "OHEM + DA" and "+ MS" differ only at inference
+    shared = next(t for t in plan.trainings.values() if len(t.cells) == 2)
+    assert sorted(len(e.scales) for e in shared.evals) == [1, 6]
+
+
+def test_seeds_multiply_trainings():
+    assert len(_plan([3], seeds=3).trainings) == 18
+
+
+def test_smoke_preset_keeps_depths_apart():
+    plan = _plan([2])
+    backbones = {c.row.name: c.cfg.model.backbone for c in plan.cells}
+    assert backbones["R50 IFBFNet"] == "resnet18" and backbones["R101 IFBFNet"] == "resnet34"
+    assert all(c.cfg.data.dataset == "synthetic" for c in plan.cells)
+
+
+def test_paper_rows_match_the_paper_switches():
+    plan = _plan([2], preset="paper")
+    flags = [(c.cfg.model.backbone, c.cfg.model.aspp, c.cfg.model.skip, c.cfg.model.balanced_fusion,
+              c.cfg.model.spatial_stream) for c in plan.cells]
+    expected = []
+    for backbone in ("resnet50", "resnet101"):
+        for n in range(5):  # rows add ASPP, skip, fusion, spatial stream one at a time
+            expected.append((backbone, n >= 1, n >= 2, n >= 3, n >= 4))
+    assert flags == expected
+
+
+def _fake_finished(training, miou=0.5):
+    from ifbf.engine.rundir import RunDir
+
+    rd = RunDir(training.run_dir)
+    rd.claim(training.cfg)
+    result = {"miou": miou, "iou": {}}
+    for i, e in enumerate(training.evals):
+        rd.record_evaluation(training.cfg, e, result, main=i == 0)
+    (training.run_dir / "checkpoint.pth").write_bytes(b"")
+
+
+def test_status_done_failed_running_todo(tmp_path):
+    plan = _plan([3], results=tmp_path)
+    t = list(plan.trainings.values())
+    _fake_finished(t[0])
+    write_status(t[1].run_dir, "failed", error="boom", log="/x/log.err")
+    write_status(t[2].run_dir, "running")  # this process: alive
+    write_status(t[3].run_dir, "running", pid=2**22 + 12345)  # a pid that does not exist: stale
+    assert [x.status() for x in t] == ["done", "failed", "running", "todo", "todo", "todo"]
+    assert t[1].log_path() == "/x/log.err"
+
+
+def test_plan_and_skip_and_rerun(tmp_path, capsys, monkeypatch):
+    plan = _plan([3], results=tmp_path)
+    t = list(plan.trainings.values())
+    _fake_finished(t[0], 0.42)
+    write_status(t[1].run_dir, "failed", error="boom", log="/x/log.err")
+    assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert f"{t[0].run_hash}  done" in out and f"{t[1].run_hash}  failed" in out and "log: /x/log.err" in out
+
+    submitted = []
+    monkeypatch.setattr("ifbf.reproduce.run_trainings",
+                        lambda plan, todo, *a, **k: submitted.append([x.run_hash for x in todo]) or {})
+    monkeypatch.setattr("ifbf.reproduce._check_environment", lambda *a: None)
+    assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), "--executor", "local"]) == 0
+    out = capsys.readouterr().out
+    assert submitted[-1] == [x.run_hash for x in t[2:]]  # neither the done nor the failed one
+    assert "--rerun-failed" in out and "/x/log.err" in out
+    assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), "--executor", "local",
+                "--rerun-failed"]) == 0
+    assert submitted[-1] == [x.run_hash for x in t[1:]]
+    # the finished run's value made it into the table
+    df = pd.read_csv(tmp_path / "smoke" / "table3.csv", index_col=0)
+    assert df.loc["C=16", "ours"] == pytest.approx(42.0)
+
+
+def _paper_values(table_title_start: str, stop: str) -> list[float]:
+    text = PAPER.read_text()
+    start = text.index(table_title_start)
+    block = text[start: text.index(stop, start)]
+    return [float(v) for v in re.findall(r"^\s*(\d+\.\d+)\s*$", block, flags=re.M)]
+
+
+@pytest.mark.skipif(not PAPER.is_file(), reason="the paper text in ../shared is absent")
+def test_paper_only_tables_equal_the_paper_cell_for_cell(tmp_path):
+    assert cli(["--table", "all", "--paper-only", "--results", str(tmp_path)]) == 0
+    out = tmp_path / "paper-only"
+    expected = {
+        2: _paper_values("Table 2. Ablation", "Table 3. Comparison"),
+        3: _paper_values("Table 3. Comparison", "Table 4. Performance"),
+        4: _paper_values("Table 4. Performance", "Table 5. Comparison"),
+        5: _paper_values("Table 5. Comparison", "Table 6. Per-class"),
+    }
+    for number, values in expected.items():
+        df = pd.read_csv(out / f"table{number}.csv", index_col=0)
+        assert df["paper"].tolist() == values, number
+        assert df["ours"].isna().all()
+        md = (out / f"table{number}.md").read_text()
+        for v in values:
+            assert f"{v:.2f}" in md
+    t2 = pd.read_csv(out / "table2.csv", index_col=0)
+    assert t2.loc["R101 + ASPP + skip", "Skip-Connection"] and not t2.loc["R101 + ASPP + skip", "Feature Balanced Fusion"]
+    t1 = pd.read_csv(out / "table1.csv", index_col=0)
+    assert list(t1.columns[:3]) == ["Road", "S.walk", "Build"] and t1.loc["Ours", "Mean"] == 81.2
+    assert (out / "table2_bars.png").is_file() and (out / "table3_channel.pdf").is_file()
+    assert (tmp_path / "README.md").is_file()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine installed")
+def test_latex_compiles(tmp_path):
+    cli(["--table", "all", "--paper-only", "--results", str(tmp_path)])
+    for tex in sorted((tmp_path / "paper-only").glob("*.tex")):
+        result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+                                cwd=tex.parent, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_latex_is_booktabs_and_escaped(tmp_path):
+    cli(["--table", "5", "--paper-only", "--results", str(tmp_path)])
+    tex = (tmp_path / "paper-only" / "table5.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\begin{document}" in tex
+    assert "$\\lambda$=0.4" in tex and "λ" not in tex
+
+
+@pytest.mark.parametrize("executor", ["debug", "local"])
+def test_end_to_end_table4(tmp_path, executor, capsys):
+    args = ["--table", "4", "--preset", "smoke", "--executor", executor, "--results", str(tmp_path), "--set", *TINY]
+    assert cli(args) == 0
+    df = pd.read_csv(tmp_path / "smoke" / "table4.csv", index_col=0)
+    assert df["ours"].notna().all() and ((df["ours"] >= 0) & (df["ours"] <= 100)).all()
+    assert (df["within_noise"] == "n<2").all()
+    runs = list((tmp_path / "smoke" / "runs").iterdir())
+    assert len(runs) == 3  # four rows, three trainings
+    shared = [r for r in runs if len(json.loads((r / "metrics.json").read_text())["evaluations"]) == 2]
+    assert len(shared) == 1
+    assert (tmp_path / "smoke" / "table4_bars.png").is_file() and (tmp_path / "smoke" / "table4_loss.png").is_file()
+    capsys.readouterr()
+    # idempotent: a second run submits nothing and reports the same numbers
+    assert cli(args) == 0
+    assert "3 done, 0 to run" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "smoke" / "table4.csv", index_col=0)["ours"].tolist() == df["ours"].tolist()
+
+
+def test_failed_job_is_reported_not_raised(tmp_path, capsys):
+    args = ["--table", "3", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
+            "--set", *TINY, "model.pretrained=/no/such/weights.pth"]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("failed:") == 6
+    status = json.loads(next((tmp_path / "smoke" / "runs").glob("*/status.json")).read_text())
+    assert status["state"] == "failed" and "model.pretrained: file not found" in status["error"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--table", "9"], "unknown table 9"),
+        (["--table", "two"], "unknown table 'two'"),
+        (["--table", "2", "--preset", "huge"], "unknown preset 'huge'"),
+        (["--table", "2", "--executor", "kubernetes"], "unknown executor 'kubernetes'"),
+        (["--table", "2", "--executor", "local"], "set CITYSCAPES_DATASET"),
+        (["--table", "2", "--preset", "smoke", "--executor", "local", "--slurm", "gpus_per_node=2"],
+         "asks for 2 GPU(s) per run but this machine has 0"),
+        (["--table", "2", "--preset", "smoke", "--profile", "nope"], "unknown cluster profile 'nope'"),
+        (["--table", "2", "--seeds", "0"], "--seeds must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path, capsys, args, message):
+    assert cli([*args, "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert "or run the embedded synthetic preset: --preset smoke" in err if "CITYSCAPES" in message else True
+
+
+def test_script_help():
+    out = subprocess.run([sys.executable, str(REPO / "reproduce.py"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--paper-only" in out.stdout and "--rerun-failed" in out.stdout
