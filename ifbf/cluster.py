@@ -21,6 +21,7 @@ PROFILES = Path(__file__).resolve().parents[1] / "slurm" / "profiles"
 class SlurmProfile:
     partition: str | None = None
     gpus_per_node: int = 0
+    tasks_per_node: int | None = None  # processes per run; default one per GPU (1 without GPUs)
     cpus_per_task: int = 4
     mem_gb: int = 16
     timeout_min: int = 60
@@ -31,7 +32,7 @@ class SlurmProfile:
     max_requeues: int = 3  # preemptions/timeouts a run may survive (submitit's max_num_timeout)
 
     def submitit_params(self, executor: str) -> dict[str, Any]:
-        tasks = max(1, self.gpus_per_node)
+        tasks = self.tasks_per_node or max(1, self.gpus_per_node)
         params: dict[str, Any] = {"timeout_min": self.timeout_min, "tasks_per_node": tasks, "nodes": 1}
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node

@@ -101,6 +101,7 @@ class TrainConfig:
     channels_last: bool = False
     seed: int = 0
     deterministic: bool = False
+    float64: bool = False  # verification mode: train and evaluate in double precision (CPU, slow)
 
 
 @dataclass(frozen=True)

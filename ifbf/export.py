@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = eval_dataset(cfg, args.split, with_labels=False)
     for index in tqdm(range(len(dataset)), desc="export", unit="img", disable=None if not args.no_progress else True):
         image, _, name = dataset[index]
-        pred = predict(model, image.unsqueeze(0).to(device), cfg.eval, cfg.model.num_classes).argmax(1)[0]
+        image = image.unsqueeze(0).to(device, next(model.parameters()).dtype)
+        pred = predict(model, image, cfg.eval, cfg.model.num_classes).argmax(1)[0]
         ids = TRAIN_TO_ID[pred.to(torch.uint8).cpu().numpy()]
         Image.fromarray(ids).save(args.out / f"{name}_leftImg8bit.png")
     print(f"wrote {len(dataset)} labelId PNGs to {args.out}")

@@ -54,26 +54,49 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         import torch
 
-        from ifbf.engine.train import run
+        from ifbf.engine.train import Interrupted, run
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        rank = _setup_distributed()
         cfg = from_dict(self.config, f"job config of {self.run_dir}")
         run_dir = Path(self.run_dir)
-        write_status(run_dir, "running", job_id=os.environ.get("SLURM_JOB_ID"))
+        if rank == 0:
+            write_status(run_dir, "running", job_id=os.environ.get("SLURM_JOB_ID"))
         try:
             metrics = run(cfg, run_dir, progress=False)
             for e in self.evals:
                 metrics = self._extra_eval(cfg, from_dict({**self.config, "eval": e}).eval)
-        except Exception as err:
-            write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        except Interrupted as stop:
+            self._interrupted(stop, rank, run_dir)
             raise
-        write_status(run_dir, "done")
+        except Exception as err:
+            if rank == 0:
+                write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+            raise
+        if rank == 0:
+            write_status(run_dir, "done")
         return metrics
+
+    def _interrupted(self, stop: Exception, rank: int, run_dir: Path) -> None:
+        """The checkpoint is saved. USR2 (preemption, time limit): hand over to submitit's handler, which
+        calls ``checkpoint()`` and requeues the job; the other ranks wait to be stopped by the requeue.
+        SIGTERM (scancel): the run ends as failed, resumable with --rerun-failed."""
+        import signal
+
+        if stop.signum == signal.SIGUSR2 and callable(stop.handler):
+            if rank == 0:
+                stop.handler(stop.signum, None)  # requeues and exits
+            else:
+                time.sleep(300)
+        elif rank == 0:
+            write_status(run_dir, "failed", error=f"{stop}; resume with --rerun-failed")
 
     def _extra_eval(self, cfg: Config, eval_cfg: EvalConfig) -> dict:
         """Evaluate the finished checkpoint with another inference setting (e.g. Table 4's single scale)."""
         import dataclasses
+
+        import torch
 
         from ifbf.data.loader import eval_dataset
         from ifbf.engine.dist import init_distributed
@@ -89,7 +112,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         cfg = dataclasses.replace(cfg, eval=eval_cfg)
         dist_info = init_distributed(resolve_device(cfg).type)
         device = resolve_device(cfg, dist_info.local_rank)
-        model = build_model(cfg.model).to(device)
+        model = build_model(cfg.model).to(device, torch.float64 if cfg.train.float64 else torch.float32)
         model.load_state_dict(load_checkpoint(run_dir.checkpoint, cfg, device)["model"])
         conf = evaluate(model, eval_dataset(cfg), eval_cfg, cfg.model.num_classes, device, dist_info, progress=False)
         result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist()}
@@ -103,14 +126,28 @@ class TrainJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self)
 
 
+def _setup_distributed() -> int:
+    """Inside a multi-task submitit job: export RANK, WORLD_SIZE, MASTER_ADDR/PORT for env:// init
+    (one task per GPU; each task picks its GPU by LOCAL_RANK). Returns this task's global rank."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (debug executor, tests)
+        return 0
+    if env.num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return env.global_rank
+
+
 EXECUTORS = ("slurm", "local", "debug")
 
 
-def make_executor(kind: str, folder: Path, params: dict[str, Any]) -> submitit.Executor:
-    """Build a submitit executor (the only place that does). ``params`` are submitit parameters."""
+def make_executor(kind: str, folder: Path, params: dict[str, Any], max_requeues: int = 3) -> submitit.Executor:
+    """Build a submitit executor (the only place that does). ``params`` are submitit parameters;
+    ``max_requeues`` is how many preemptions/timeouts a job may survive."""
     if kind not in EXECUTORS:
         raise IfbfError(f"unknown executor {kind!r} (choose from {', '.join(EXECUTORS)})")
     folder.mkdir(parents=True, exist_ok=True)
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=kind)
+    extra = {f"{kind}_max_num_timeout": max_requeues} if kind in ("slurm", "local") else {}
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=kind, **extra)
     executor.update_parameters(**params)
     return executor

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ifbf.config import TrainConfig
 
 IGNORE = 255
+
+
+def global_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean over the pixels of the whole global batch.
+
+    DDP averages gradients over ranks, so dividing each rank's sum by (global count / world size) gives
+    exactly the gradient of the single-process mean, even when ranks hold different numbers of valid pixels.
+    """
+    count = torch.tensor(float(values.numel()), device=values.device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(count)
+        count = count / dist.get_world_size()
+    return values.sum() / count.clamp_min(1.0)
 
 
 def ohem_thresh_ce(logits: torch.Tensor, target: torch.Tensor, thresh: float, min_kept: int) -> torch.Tensor:
@@ -16,21 +30,22 @@ def ohem_thresh_ce(logits: torch.Tensor, target: torch.Tensor, thresh: float, mi
     A valid pixel is kept when its true-class probability is <= max(thresh, p_k), where p_k is the
     ``min_kept``-th smallest true-class probability in the batch, so at least ``min_kept`` pixels are
     kept even when fewer fall under ``thresh``; with fewer than ``min_kept`` valid pixels all are kept.
-    The loss is the mean CE over the kept pixels.
+    The loss is the mean CE over the kept pixels. Under DDP the hard pixels are chosen per process
+    (as in the reference code) and the mean is over all processes' kept pixels.
     """
     pixel_ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none").flatten()
     valid_ce = pixel_ce[target.flatten() != IGNORE]
     if valid_ce.numel() == 0:
-        return pixel_ce.sum() * 0.0
+        return global_mean(valid_ce)
     if min_kept > valid_ce.numel():
-        return valid_ce.mean()
+        return global_mean(valid_ce)
     with torch.no_grad():
         prob = torch.exp(-valid_ce)  # true-class probability p = exp(-CE)
         threshold = torch.tensor(thresh, dtype=prob.dtype, device=prob.device)
         if min_kept > 0:
             threshold = torch.maximum(threshold, prob.kthvalue(min_kept).values)
         kept = prob <= threshold
-    return valid_ce[kept].mean()
+    return global_mean(valid_ce[kept])
 
 
 def ohem_topk_ce(logits: torch.Tensor, target: torch.Tensor, keep_ratio: float) -> torch.Tensor:
@@ -38,9 +53,9 @@ def ohem_topk_ce(logits: torch.Tensor, target: torch.Tensor, keep_ratio: float) 
     pixel_ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none").flatten()
     valid_ce = pixel_ce[target.flatten() != IGNORE]
     if valid_ce.numel() == 0:
-        return pixel_ce.sum() * 0.0
+        return global_mean(valid_ce)
     k = max(1, int(valid_ce.numel() * keep_ratio))
-    return valid_ce.topk(k, sorted=False).values.mean()
+    return global_mean(valid_ce.topk(k, sorted=False).values)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -48,7 +63,8 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TrainConf
         return ohem_thresh_ce(logits, target, cfg.ohem_thresh, cfg.ohem_min_kept)
     if cfg.ohem == "topk":
         return ohem_topk_ce(logits, target, cfg.ohem_keep_ratio)
-    return F.cross_entropy(logits, target, ignore_index=IGNORE)
+    pixel_ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none").flatten()
+    return global_mean(pixel_ce[target.flatten() != IGNORE])
 
 
 def total_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:

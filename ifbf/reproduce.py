@@ -117,7 +117,7 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile:
                   results: Path, wait: bool = True) -> dict[str, str]:
     """Submit trainings (at most ``parallel`` at once for the local executor); returns run hash -> outcome."""
     folder = results / plan.preset.name / ".submitit"
-    ex = make_executor(executor, folder, profile.submitit_params(executor))
+    ex = make_executor(executor, folder, profile.submitit_params(executor), profile.max_requeues)
     threads = max(1, (os.cpu_count() or 1) // max(1, parallel)) if executor != "slurm" else None
     jobs = []
 

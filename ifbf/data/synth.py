@@ -226,10 +226,12 @@ def write_dataset(out: str | Path, spec: SynthSpec) -> Path:
             ]
             for path, array in paths:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.png")
-                Image.fromarray(array).save(tmp)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: ranks may generate at once
+                Image.fromarray(array).save(tmp, format="PNG")
                 os.replace(tmp, path)
-    (out / "SYNTHETIC.json").write_text(json.dumps(asdict(spec), indent=1) + "\n")
+    marker = out / f".SYNTHETIC.json.{os.getpid()}"
+    marker.write_text(json.dumps(asdict(spec), indent=1) + "\n")
+    os.replace(marker, out / "SYNTHETIC.json")
     return out
 
 

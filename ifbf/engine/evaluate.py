@@ -76,11 +76,12 @@ def evaluate(
     """Confusion matrix of ``model`` over ``dataset`` (one image at a time, each rank a shard, summed)."""
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    dtype = next(model.parameters()).dtype
     indices = range(dist_info.rank, len(dataset), dist_info.world)
     bar = tqdm(indices, desc="evaluate", unit="img", disable=None if progress and dist_info.main else True, leave=False)
     for index in bar:
         image, target, _ = dataset[index]
-        image, target = image.unsqueeze(0).to(device), target.unsqueeze(0).to(device)
+        image, target = image.unsqueeze(0).to(device, dtype), target.unsqueeze(0).to(device)
         pred = predict(model, image, cfg, num_classes).argmax(1)
         conf += confusion(pred, target, num_classes)
     return all_reduce_sum(conf).cpu()

@@ -47,6 +47,8 @@ def eval_settings(cfg: Config, args: argparse.Namespace) -> Config:
 def load_run(args: argparse.Namespace):
     """(config with the requested eval settings, model with the checkpoint's weights, device, dist info,
     run dir or None, checkpoint state) from --run, or --config with --checkpoint."""
+    import torch
+
     from ifbf.engine.dist import init_distributed
     from ifbf.engine.rundir import RunDir
     from ifbf.engine.train import load_checkpoint, resolve_device
@@ -70,7 +72,7 @@ def load_run(args: argparse.Namespace):
     state = load_checkpoint(checkpoint, cfg)
     if state["iter"] < cfg.train.iters:
         print(f"note: {checkpoint} is at iteration {state['iter']} of {cfg.train.iters} (training not finished)")
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model).to(device, torch.float64 if cfg.train.float64 else torch.float32)
     model.load_state_dict(state["model"])
     return cfg, model.eval(), device, dist_info, run_dir, state
 

@@ -38,11 +38,16 @@ class TrainingDiverged(IfbfError):
 
 
 class Interrupted(Exception):
-    """SIGUSR2/SIGTERM arrived; the checkpoint was saved and the run can be resumed."""
+    """SIGUSR2/SIGTERM arrived; the checkpoint was saved and the run can be resumed.
 
-    def __init__(self, iteration: int) -> None:
-        super().__init__(f"interrupted at iteration {iteration}; checkpoint saved")
-        self.iteration = iteration
+    ``handler`` is the handler that was installed for that signal before training started (under
+    submitit: its preemption handler, which requeues the job); the job callable decides what to do.
+    """
+
+    def __init__(self, iteration: int, signum: int, handler: Any = None) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name} at iteration {iteration}; checkpoint saved")
+        self.iteration, self.signum, self.handler = iteration, signum, handler
 
 
 def param_groups(model: IFBFNet, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -166,7 +171,11 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     if t.amp != "none" and device.type != "cuda" and dist_info.main:
         print(f"note: train.amp={t.amp} applies on CUDA only; training in fp32 on {device}")
 
-    model = build_model(cfg.model).to(device)
+    if cfg.model.norm == "syncbn" and dist_info.world > 1 and device.type != "cuda":
+        raise IfbfError("model.norm=syncbn needs GPUs (torch's SyncBatchNorm is CUDA-only); on CPU use "
+                        "model.norm=inplace_abn_sync, which synchronises over gloo, or model.norm=bn")
+    dtype = torch.float64 if t.float64 else torch.float32
+    model = build_model(cfg.model).to(device, dtype)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, t)
@@ -207,7 +216,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     with _StopSignal() as stop:
         for it in bar:
             image, target, _ = next(batches)
-            image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            image, target = image.to(device, dtype, non_blocking=True), target.to(device, non_blocking=True)
             if t.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             with _autocast(t, device):
@@ -238,7 +247,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
             if stop.received is not None:
                 if done % cfg.runtime.ckpt_every and done != t.iters:
                     checkpoint(done)
-                raise Interrupted(done)
+                raise Interrupted(done, stop.received, stop.previous.get(stop.received))
     bar.close()
     return model
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from ifbf.errors import IfbfError
@@ -26,11 +27,28 @@ IABN_INSTALL = (
 )
 
 
+def _reduce_statistics(all_mean: torch.Tensor, all_var: torch.Tensor, all_count: torch.Tensor):
+    """Pool per-process batch statistics (biased variances) into global ones.
+
+    Why: inplace-abn 1.1.0 implements ``reduce_statistics`` only in its CUDA backend, so InPlaceABNSync
+    fails in a multi-process CPU (gloo) run. This is the same pooling, in torch; it is installed only
+    when the compiled backend lacks it.
+    """
+    count = all_count.to(all_mean.dtype)  # (world, 1)
+    total = count.sum(0)
+    mean = (all_mean * count).sum(0) / total
+    var = ((all_var + (all_mean - mean) ** 2) * count).sum(0) / total
+    return mean, var, total.to(all_count.dtype)
+
+
 def _inplace_abn():
     try:
         import inplace_abn
+        from inplace_abn import _backend
     except ImportError:
         raise IfbfError(f"model.norm asks for InPlace-ABN, but the inplace-abn package is not installed: {IABN_INSTALL}") from None
+    if not hasattr(_backend, "reduce_statistics"):  # CPU-only build: see _reduce_statistics
+        _backend.reduce_statistics = _reduce_statistics
     return inplace_abn
 
 
@@ -47,8 +65,21 @@ def norm_act(kind: str) -> NormFactory:
     if kind == "inplace_abn":
         return functools.partial(_inplace_abn().InPlaceABN, activation="leaky_relu", activation_param=0.01)
     if kind == "inplace_abn_sync":
-        return functools.partial(_inplace_abn().InPlaceABNSync, activation="leaky_relu", activation_param=0.01)
+        return functools.partial(_inplace_abn().InPlaceABNSync, activation="leaky_relu", activation_param=0.01,
+                                 group=_world_group())
     raise IfbfError(f"model.norm: unknown norm {kind!r}")
+
+
+def _world_group():
+    """The process group InPlaceABNSync must synchronise over.
+
+    Why: inplace-abn's default ``group=distributed.group.WORLD`` is evaluated when the library is imported,
+    before any process group exists, so it is None and the layers silently use per-process statistics.
+    The builder runs after ``init_process_group``, so the group is taken here, explicitly.
+    """
+    import torch.distributed as dist
+
+    return dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
 
 
 def backbone_norm(kind: str) -> NormFactory:
@@ -60,5 +91,5 @@ def backbone_norm(kind: str) -> NormFactory:
     if kind == "inplace_abn":
         return functools.partial(_inplace_abn().InPlaceABN, activation="identity")
     if kind == "inplace_abn_sync":
-        return functools.partial(_inplace_abn().InPlaceABNSync, activation="identity")
+        return functools.partial(_inplace_abn().InPlaceABNSync, activation="identity", group=_world_group())
     raise IfbfError(f"model.norm: unknown norm {kind!r}")
