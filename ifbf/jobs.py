@@ -29,7 +29,7 @@ def write_status(run_dir: Path, state: str, **extra: Any) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
     previous = read_status(run_dir) or {}
-    for key in ("executor", "log"):  # keep where the job runs and logs across state changes
+    for key in ("executor", "log", "job_id"):  # keep where the job runs and logs across state changes
         if key in previous:
             record[key] = previous[key]
     record.update(extra)
@@ -62,9 +62,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         cfg = from_dict(self.config, f"job config of {self.run_dir}")
         run_dir = Path(self.run_dir)
         if rank == 0:
-            write_status(run_dir, "running", job_id=os.environ.get("SLURM_JOB_ID"))
+            write_status(run_dir, "running")
         try:
-            metrics = run(cfg, run_dir, progress=False)
+            metrics = run(cfg, run_dir, progress=False, terminate_stops=False)
             for e in self.evals:
                 metrics = self._extra_eval(cfg, from_dict({**self.config, "eval": e}).eval)
         except Interrupted as stop:
@@ -79,18 +79,15 @@ class TrainJob(submitit.helpers.Checkpointable):
         return metrics
 
     def _interrupted(self, stop: Exception, rank: int, run_dir: Path) -> None:
-        """The checkpoint is saved. USR2 (preemption, time limit): hand over to submitit's handler, which
-        calls ``checkpoint()`` and requeues the job; the other ranks wait to be stopped by the requeue.
-        SIGTERM (scancel): the run ends as failed, resumable with --rerun-failed."""
-        import signal
-
-        if stop.signum == signal.SIGUSR2 and callable(stop.handler):
+        """The checkpoint is saved at an iteration boundary. Hand over to submitit's USR2 handler, which
+        calls ``checkpoint()`` and requeues the job (or gives up after max_requeues); the other ranks wait
+        to be stopped by the requeue. Outside submitit the exception just propagates."""
+        if callable(stop.handler):
             if rank == 0:
+                write_status(run_dir, "requeued", iteration=stop.iteration)
                 stop.handler(stop.signum, None)  # requeues and exits
             else:
                 time.sleep(300)
-        elif rank == 0:
-            write_status(run_dir, "failed", error=f"{stop}; resume with --rerun-failed")
 
     def _extra_eval(self, cfg: Config, eval_cfg: EvalConfig) -> dict:
         """Evaluate the finished checkpoint with another inference setting (e.g. Table 4's single scale)."""
@@ -121,8 +118,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         return metrics
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        """Called by submitit on preemption/timeout: resubmit; the new job resumes from checkpoint.pth."""
-        write_status(Path(self.run_dir), "requeued")
+        """Called by submitit on preemption/timeout: resubmit; the new job resumes from checkpoint.pth
+        (the training loop has just written it, at the iteration the signal arrived)."""
         return submitit.helpers.DelayedSubmission(self)
 
 
@@ -131,9 +128,10 @@ def _setup_distributed() -> int:
     (one task per GPU; each task picks its GPU by LOCAL_RANK). Returns this task's global rank."""
     try:
         env = submitit.JobEnvironment()
-    except RuntimeError:  # not inside a submitit job (debug executor, tests)
+        tasks = env.num_tasks
+    except Exception:  # noqa: BLE001 - not inside a cluster job (debug executor, tests)
         return 0
-    if env.num_tasks > 1:
+    if tasks > 1:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     return env.global_rank
 

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import submitit
+
 from ifbf.cluster import SlurmProfile, load_profile, profiles
 from ifbf.errors import IfbfError
 from ifbf.experiments import TABLES, load_preset, load_table, presets
@@ -138,7 +140,14 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile:
     outcomes: dict[str, str] = {}
     step = len(trainings) if executor == "slurm" else max(1, parallel)
     for start in range(0, len(trainings), step):
-        batch = submit(trainings[start : start + step])
+        try:
+            batch = submit(trainings[start : start + step])
+        except submitit.core.utils.FailedJobError as err:
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+            raise IfbfError(
+                f"SLURM rejected the job: {reason}. Check the profile's partition, gpus_per_node (GPUs must "
+                "exist on that partition), cpus_per_task and mem_gb against `sinfo -o '%P %G %c %m'`"
+            ) from None
         jobs += batch
         if executor == "slurm" and not wait:
             continue

@@ -129,10 +129,17 @@ def load_checkpoint(path: Path, cfg: Config, map_location: str | torch.device = 
 
 
 class _StopSignal:
-    """Turns SIGUSR2/SIGTERM into a flag the loop checks between iterations (main thread only)."""
+    """Turns signals into flags the loop checks between iterations (main thread only).
 
-    def __init__(self) -> None:
-        self.received: int | None = None
+    SIGUSR2 (preemption or time limit) always stops the run after a checkpoint. SIGTERM stops it too when
+    ``terminate_stops`` (a plain ``ifbf train``: kill, scancel); under submitit, where a preemption sends
+    SIGTERM *before* USR2 and a cancel sends SIGTERM then SIGKILL, it only asks for a checkpoint now.
+    """
+
+    def __init__(self, terminate_stops: bool = True) -> None:
+        self.terminate_stops = terminate_stops
+        self.received: int | None = None  # a signal that stops the run
+        self.save_requested = False
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignal:
@@ -144,7 +151,10 @@ class _StopSignal:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
+        if signum == signal.SIGTERM and not self.terminate_stops:
+            self.save_requested = True
+        else:
+            self.received = signum
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
@@ -157,7 +167,8 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
 
 
-def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool = True) -> nn.Module:
+def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool = True,
+          terminate_stops: bool = True) -> nn.Module:
     """Train to ``cfg.train.iters``, resuming from ``run_dir/checkpoint.pth`` when it exists."""
     t = cfg.train
     torch.manual_seed(t.seed)
@@ -213,7 +224,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     bar = tqdm(range(start, t.iters), initial=start, total=t.iters, desc="train", unit="it",
                disable=None if progress and dist_info.main else True)
     tick, seen = time.perf_counter(), 0
-    with _StopSignal() as stop:
+    with _StopSignal(terminate_stops) as stop:
         for it in bar:
             image, target, _ = next(batches)
             image, target = image.to(device, dtype, non_blocking=True), target.to(device, non_blocking=True)
@@ -244,6 +255,9 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
                 tick, seen = now, 0
             if done % cfg.runtime.ckpt_every == 0 or done == t.iters:
                 checkpoint(done)
+            elif stop.save_requested:
+                checkpoint(done)
+            stop.save_requested = False
             if stop.received is not None:
                 if done % cfg.runtime.ckpt_every and done != t.iters:
                     checkpoint(done)
@@ -252,8 +266,9 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     return model
 
 
-def run(cfg: Config, out: str | Path, progress: bool = True) -> dict:
-    """Train (or resume) and evaluate one run; returns its metrics. A finished run is not retrained."""
+def run(cfg: Config, out: str | Path, progress: bool = True, terminate_stops: bool = True) -> dict:
+    """Train (or resume) and evaluate one run; returns its metrics. A finished run is not retrained.
+    ``terminate_stops``: whether SIGTERM stops the run (see ``_StopSignal``)."""
     run_dir = RunDir(out)
     device_kind = "cuda" if resolve_device(cfg).type == "cuda" else "cpu"
     dist_info = init_distributed(device_kind)
@@ -269,7 +284,7 @@ def run(cfg: Config, out: str | Path, progress: bool = True) -> dict:
     if dist_info.main:
         run_dir.write_env(str(device), dist_info.world)
     started = time.perf_counter()
-    model = train(cfg, run_dir, dist_info, device, progress)
+    model = train(cfg, run_dir, dist_info, device, progress, terminate_stops)
     dataset = eval_dataset(cfg)
     conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
     result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist()}
