@@ -17,7 +17,8 @@ COMMANDS = {
     "evaluate": ("ifbf.engine.evaluate_cmd", "evaluate a run's checkpoint on the validation split"),
     "score": ("ifbf.score", "score labelId prediction PNGs against Cityscapes gtFine"),
     "export": ("ifbf.export", "write test-server labelId PNGs for a run"),
-    "profile": ("ifbf.profile", "parameters, FLOPs and CPU latency of a model config"),
+    "profile": ("ifbf.profile", "parameters, FLOPs and latency of a model config, or a table's cost table"),
+    "visualize": ("ifbf.visualize", "figures 5 and 6: features around the fusion, predictions side by side"),
     "config": ("ifbf.config_cmd", "print the resolved config and its hash"),
 }
 

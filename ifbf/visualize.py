@@ -1,0 +1,230 @@
+"""``ifbf visualize``: the paper's Figure 6 (predictions) and Figure 5 (what the balanced fusion does).
+
+    ifbf visualize predictions --run RUN_DIR [--compare RUN_DIR_B] --split val --n 8 --out DIR
+    ifbf visualize features --run RUN_DIR --image FILE --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+
+from ifbf.data.labels import PALETTE
+from ifbf.errors import IfbfError
+
+DIFF_COLOUR = (255, 230, 0)  # the paper marks differing regions in yellow
+
+
+def colorize(train_ids: np.ndarray) -> np.ndarray:
+    """trainIds (H, W) -> RGB in the Cityscapes palette (ignore: black)."""
+    return PALETTE[train_ids.astype(np.uint8)]
+
+
+def denormalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    x = image.detach().cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def difference_outline(a: np.ndarray, b: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """Boolean mask of the outline of regions where two label maps differ (the paper's yellow lines)."""
+    diff = a != b
+    padded = np.pad(diff, thickness)
+    inner = np.ones_like(diff)
+    for dy in range(-thickness, thickness + 1):
+        for dx in range(-thickness, thickness + 1):
+            inner &= padded[thickness + dy : thickness + dy + diff.shape[0], thickness + dx : thickness + dx + diff.shape[1]]
+    return diff & ~inner
+
+
+def _titled(panels: list[tuple[str, np.ndarray]], gap: int = 4, title_h: int = 14) -> Image.Image:
+    h, w = panels[0][1].shape[:2]
+    sheet = Image.new("RGB", (len(panels) * w + (len(panels) - 1) * gap, h + title_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (title, rgb) in enumerate(panels):
+        x = i * (w + gap)
+        sheet.paste(Image.fromarray(rgb), (x, title_h))
+        draw.text((x + 2, 1), title, fill="black")
+    return sheet
+
+
+def _load(run: str, split: str | None):
+    from ifbf.engine.evaluate_cmd import load_run
+
+    ns = argparse.Namespace(run=run, checkpoint=None, config=None, overrides=[], ms=False, flip=False, scales=None,
+                            window=None, split=split)
+    cfg, model, device, _, _, _ = load_run(ns)
+    return cfg, model, device
+
+
+def predictions(run: str, out: Path, split: str = "val", n: int = 8, compare: str | None = None) -> list[Path]:
+    """Figure 6: input | ground truth | prediction (| second run's prediction | where they differ)."""
+    from ifbf.data.loader import eval_dataset
+    from ifbf.engine.evaluate import predict
+
+    cfg, model, device = _load(run, split)
+    other = _load(compare, split) if compare else None
+    dataset = eval_dataset(cfg, split)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    dtype = next(model.parameters()).dtype
+    for index in range(min(n, len(dataset))):
+        image, target, name = dataset[index]
+        x = image.unsqueeze(0).to(device, dtype)
+        pred = predict(model, x, cfg.eval, cfg.model.num_classes).argmax(1)[0].cpu().numpy()
+        gt = target.numpy()
+        panels = [("input", denormalize(image, cfg.data.mean, cfg.data.std)), ("ground truth", colorize(gt)),
+                  (Path(run).name, colorize(pred))]
+        if other:
+            ocfg, omodel, odevice = other
+            opred = predict(omodel, image.unsqueeze(0).to(odevice, next(omodel.parameters()).dtype), ocfg.eval,
+                            ocfg.model.num_classes).argmax(1)[0].cpu().numpy()
+            marked = colorize(pred).copy()
+            marked[difference_outline(pred, opred)] = DIFF_COLOUR
+            panels += [(Path(compare).name, colorize(opred)), ("differences (yellow)", marked)]
+        path = out / f"{name}.png"
+        _titled(panels).save(path)
+        written.append(path)
+    return written
+
+
+@dataclass
+class FusionFeatures:
+    """Figure 5's four maps for one image and the first fusion module's weights."""
+
+    low: torch.Tensor  # S1: backbone stage 1 output (C1, H/4, W/4)
+    deep: torch.Tensor  # ASPP output upsampled to H/4 (256, H/4, W/4)
+    concat: torch.Tensor  # the input of fusion 1 (plain concatenation)
+    fused: torch.Tensor | None  # the output of fusion 1 (None without balanced fusion)
+    weights: torch.Tensor | None  # W = W_h || W_l of fusion 1, (C,)
+    high_channels: int  # how many leading channels of W are W_h
+
+
+class FeatureHooks:
+    """Forward hooks on the modules Figure 5 shows; ``capture(image)`` returns what they saw."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from ifbf.models.ifbfnet import SkipDecoder
+
+        if not isinstance(model.decoder, SkipDecoder):
+            raise IfbfError("this run has no skip connection (model.skip=false): there is no fusion to show")
+        self.model, self.seen, self.handles = model, {}, []
+        decoder = model.decoder
+        fusion = model.fusion_modules()[0] if model.fusion_modules() else None
+        self._hook(model.backbone.layer1, "low")
+        self._hook(model.aspp, "deep")
+        # fusion 1 acts on the concat ("concat" placement) or on the convs' output ("after_convs")
+        target = fusion if fusion is not None else decoder.pre_fusion
+        self.handles.append(target.register_forward_hook(self._fusion_hook))
+        self.fusion = fusion
+
+    def _hook(self, module: nn.Module, key: str) -> None:
+        self.handles.append(module.register_forward_hook(lambda m, i, o: self.seen.__setitem__(key, o.detach())))
+
+    def _fusion_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self.seen["concat"] = inputs[0].detach()
+        self.seen["fused"] = output.detach() if self.fusion is not None else None
+        self.seen["weights"] = self.fusion.weights(inputs[0]).detach().flatten() if self.fusion is not None else None
+
+    @torch.no_grad()
+    def capture(self, image: torch.Tensor) -> FusionFeatures:
+        self.seen.clear()
+        self.model.eval()(image)
+        low, concat = self.seen["low"][0], self.seen["concat"][0]
+        deep = nn.functional.interpolate(self.seen["deep"], size=low.shape[-2:], mode="bilinear", align_corners=False)[0]
+        fused = self.seen["fused"][0] if self.seen["fused"] is not None else None
+        high = deep.shape[0] if concat.shape[0] == deep.shape[0] + 64 else concat.shape[0]
+        return FusionFeatures(low, deep, concat, fused, self.seen["weights"], high)
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def heatmap(feature: torch.Tensor) -> np.ndarray:
+    """Channel-aggregated activation (mean |x| over channels), normalised to [0, 1]."""
+    m = feature.abs().mean(0).float()
+    m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)
+    return m.cpu().numpy()
+
+
+def features(run: str, image_path: Path, out: Path) -> list[Path]:
+    """Figure 5 for one image, plus a plot of the learned fusion weights W_h / W_l."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ifbf.data.cityscapes import read_png
+    from ifbf.data.transforms import eval_transform
+    from torchvision import tv_tensors
+
+    cfg, model, device = _load(run, None)
+    if not image_path.is_file():
+        raise IfbfError(f"image not found: {image_path}")
+    rgb = read_png(image_path, "RGB")
+    image = eval_transform(cfg.data)(tv_tensors.Image(torch.from_numpy(rgb.copy()).permute(2, 0, 1)))
+    hooks = FeatureHooks(model)
+    feats = hooks.capture(image.unsqueeze(0).to(device, next(model.parameters()).dtype))
+    hooks.remove()
+    out.mkdir(parents=True, exist_ok=True)
+    panels = [("input", rgb), ("low-level (S1)", heatmap(feats.low)), ("deep (ASPP, upsampled)", heatmap(feats.deep)),
+              ("concatenation", heatmap(feats.concat))]
+    panels.append(("balanced fusion", heatmap(feats.fused)) if feats.fused is not None else ("(no balanced fusion)", None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.2))
+    for ax, (title, data) in zip(axes, panels):
+        ax.axis("off")
+        ax.set_title(title, fontsize=8)
+        if data is not None:
+            ax.imshow(data, cmap=None if data.ndim == 3 else "inferno")
+    stem = out / f"{image_path.stem}_features"
+    written = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in written:
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    if feats.weights is not None:
+        w = feats.weights.float().cpu().numpy()
+        hc = feats.high_channels
+        fig, ax = plt.subplots(figsize=(7, 2.6))
+        ax.bar(np.arange(hc), w[:hc], width=1.0, color="#2f6fdb", label=f"W_h (deep, mean {w[:hc].mean():.3f})")
+        ax.bar(np.arange(hc, len(w)), w[hc:], width=1.0, color="#e4572e", label=f"W_l (low-level, mean {w[hc:].mean():.3f})")
+        ax.set_xlabel("channel of the concatenation")
+        ax.set_ylabel("balance weight W")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.set_title("Fusion 1: learned weights for this image (eq. 2)", fontsize=9)
+        wstem = out / f"{image_path.stem}_fusion_weights"
+        for suffix in (".png", ".pdf"):
+            fig.savefig(wstem.with_suffix(suffix), dpi=150, bbox_inches="tight")
+            written.append(wstem.with_suffix(suffix))
+        plt.close(fig)
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="what", required=True, metavar="{predictions,features}")
+    p = sub.add_parser("predictions", help="input, ground truth and prediction side by side (Figure 6)")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--compare", help="a second run directory: mark where the two predictions differ")
+    p.add_argument("--split", default="val")
+    p.add_argument("--n", type=int, default=8, help="number of images (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True)
+    f = sub.add_parser("features", help="low-level, deep, concatenated and balanced features (Figure 5)")
+    f.add_argument("--run", required=True, help="run directory")
+    f.add_argument("--image", type=Path, required=True, help="an RGB image (e.g. a leftImg8bit PNG)")
+    f.add_argument("--out", type=Path, required=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "predictions":
+        paths = predictions(args.run, args.out, args.split, args.n, args.compare)
+    else:
+        paths = features(args.run, args.image, args.out)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
