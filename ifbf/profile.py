@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ifbf.config import ModelConfig, load_config
 from ifbf.config_cmd import add_config_arguments
 from ifbf.models import build_model
+from ifbf.models.inference import inference_ready
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def measure(cfg: ModelConfig, height: int, width: int, repeat: int = 3, threads: int | None = None) -> ModelCost:
-    """Cost of the inference network (aux head excluded from FLOPs and latency, as it is unused there)."""
+    """Cost of the inference network (aux head excluded from FLOPs and latency, as it is unused there).
+
+    Latency is that of the deployment form: BatchNorm folded into the convolutions, channels_last."""
     if threads:
         torch.set_num_threads(threads)
     model = build_model(cfg).eval()
@@ -38,10 +41,12 @@ def measure(cfg: ModelConfig, height: int, width: int, repeat: int = 3, threads:
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
             model(x)
+        fast = inference_ready(model)
+        x = x.contiguous(memory_format=torch.channels_last)
         times = []
         for _ in range(repeat + 1):  # the first pass warms up allocators and is dropped
             start = time.perf_counter()
-            model(x)
+            fast(x)
             times.append(time.perf_counter() - start)
     return ModelCost(count_params(model) / 1e6, counter.get_total_flops() / 1e9, 1e3 * statistics.median(times[1:]))
 
@@ -96,7 +101,7 @@ def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tu
     path = out / f"cost_table{number}.md"
     threads = torch.get_num_threads()
     note = (f"Preset {preset}. CPU latency: median of {repeat} eager forward passes, batch 1, BatchNorm, "
-            f"{threads} threads. FLOPs: 2 per multiply-add, aux head excluded (inference network). "
+            f"{threads} threads, BatchNorm folded, channels_last. FLOPs: 2 per multiply-add, aux head excluded (inference network). "
             + ("GPU columns: this machine's GPU." if on_gpu else "No GPU here: GPU latency and memory not measured."))
     path.write_text(f"# Cost of Table {number}'s rows: {table.title}\n\n{df.to_markdown()}\n\n{note}\n")
     return path

@@ -244,3 +244,36 @@ def test_inplace_abn_missing_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "inplace_abn", None)  # makes `import inplace_abn` fail
     with pytest.raises(IfbfError, match="inplace-abn package is not installed: pip install"):
         build_model(model_cfg("model.norm=inplace_abn"))
+
+
+def test_fold_batchnorm_keeps_outputs():
+    from ifbf.models.inference import fold_batchnorm
+
+    model = build_model(model_cfg()).train()
+    with torch.no_grad():
+        for _ in range(3):  # give BatchNorm non-trivial running statistics
+            model(torch.randn(2, 3, 64, 96))
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(folded(x)["out"], model(x)["out"], atol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_inference_form_equals_the_model(batch):
+    """BN folded and the balance weights folded into the next convs (eq. 4) give the same outputs."""
+    from ifbf.models.inference import FoldedFusionConv, FoldedSpatialMerge, inference_ready
+
+    model = build_model(model_cfg()).train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(2, 3, 64, 96))
+    model.eval()
+    fast = inference_ready(model)
+    assert isinstance(fast.decoder.convs[0][0], FoldedFusionConv) and isinstance(fast.decoder.spatial, FoldedSpatialMerge)
+    x = torch.randn(batch, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last))["out"], model(x)["out"], atol=1e-4)
