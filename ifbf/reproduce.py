@@ -121,7 +121,6 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile:
     folder = results / plan.preset.name / ".submitit"
     ex = make_executor(executor, folder, profile.submitit_params(executor), profile.max_requeues)
     threads = max(1, (os.cpu_count() or 1) // max(1, parallel)) if executor != "slurm" else None
-    jobs = []
 
     def submit(batch: list[Training]) -> list:
         submitted = []
@@ -148,7 +147,6 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile:
                 f"SLURM rejected the job: {reason}. Check the profile's partition, gpus_per_node (GPUs must "
                 "exist on that partition), cpus_per_task and mem_gb against `sinfo -o '%P %G %c %m'`"
             ) from None
-        jobs += batch
         if executor == "slurm" and not wait:
             continue
         for training, job in batch:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import submitit
 import torch
 
 from conftest import TINY_TRAIN

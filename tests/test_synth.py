@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from ifbf.cli import main

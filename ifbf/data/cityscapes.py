@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from ifbf._torchvision import torchvision  # noqa: F401 - must precede any torchvision submodule import
 from ifbf.config import DataConfig
 from ifbf.data.labels import ID_TO_TRAIN, UNKNOWN
-from ifbf.data.synth import SynthSpec, ensure_dataset
+from ifbf.data.synth import ensure_dataset
 from ifbf.errors import IfbfError
 from torchvision import tv_tensors  # noqa: E402
 
@@ -39,8 +39,7 @@ class Sample:
 def resolve_root(cfg: DataConfig) -> Path:
     """The dataset root: data.root, else $CITYSCAPES_DATASET; for synthetic data, generated on first use."""
     if cfg.dataset == "synthetic":
-        s = cfg.synth
-        return ensure_dataset(SynthSpec(s.train, s.val, s.test, s.height, s.width, s.seed), cfg.root)
+        return ensure_dataset(cfg.synth, cfg.root)
     root = cfg.root or os.environ.get("CITYSCAPES_DATASET")
     if not root:
         raise DataError(

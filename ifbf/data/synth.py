@@ -18,12 +18,13 @@ import argparse
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ifbf.config import SynthConfig
 from ifbf.data.labels import NAME_TO_ID, THING_IDS
 
 CITIES = {"train": ("synthtown", "synthville"), "val": ("synthcity",), "test": ("synthburg",)}
@@ -56,17 +57,11 @@ STYLE: dict[str, tuple[tuple[int, int, int], int]] = {
 }
 
 
-@dataclass(frozen=True)
-class SynthSpec:
-    train: int = 48
-    val: int = 12
-    test: int = 4
-    height: int = 128
-    width: int = 256
-    seed: int = 0
+SynthSpec = SynthConfig  # the dataset's size and seed: data.synth in a config
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+def fingerprint(spec: SynthSpec) -> str:
+    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
 
 
 class _Canvas:
@@ -241,7 +236,7 @@ def cache_root() -> Path:
 
 def ensure_dataset(spec: SynthSpec, root: str | Path | None = None) -> Path:
     """The dataset for ``spec`` under ``root`` (default: the cache), written once and then reused."""
-    out = Path(root) if root else cache_root() / f"synthetic-{spec.fingerprint()}"
+    out = Path(root) if root else cache_root() / f"synthetic-{fingerprint(spec)}"
     marker = out / "SYNTHETIC.json"
     if marker.is_file() and json.loads(marker.read_text()) == asdict(spec):
         return out
