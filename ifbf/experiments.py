@@ -74,6 +74,7 @@ class Preset:
     overrides: tuple[str, ...]
     backbone_map: dict[str, str]
     estimate: dict[str, float | str]  # seconds_per_iter, eval_seconds, gpus, basis (for --plan)
+    description: str = ""
 
 
 def presets() -> list[str]:
@@ -89,7 +90,8 @@ def load_preset(name: str) -> Preset:
     if not isinstance(overrides, list) or not isinstance(backbone_map, dict):
         raise ConfigError(f"{path}: expected 'overrides' (a list) and optionally 'backbone_map' (a mapping)")
     estimate = data.get("estimate", {})
-    return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()}, estimate)
+    return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()}, estimate,
+                  str(data.get("description", "")))
 
 
 def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Config:

@@ -172,9 +172,9 @@ def report(plan: Plan, out: Path, paper_only: bool = False) -> list[Path]:
     written = []
     for table in plan.tables:
         df = collect(plan, table, paper_only)
-        note = ""
+        note = "" if paper_only else f"Preset `{plan.preset.name}`: {plan.preset.description}"
         if table.split == "test" and plan.preset.name == "paper":
-            note = ("Cityscapes test labels are private: our row is empty until the test server's numbers are in. "
+            note += (" Cityscapes test labels are private: our row is empty until the test server's numbers are in. "
                     "Produce the upload with `ifbf export --run RUN_DIR --split test --ms --flip --out DIR --zip`.")
         written += write_table(df, table, out, note)
         written += write_figures(plan, table, df, out, paper_only)
