@@ -100,8 +100,9 @@ def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tu
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"cost_table{number}.md"
     threads = torch.get_num_threads()
-    note = (f"Preset {preset}. CPU latency: median of {repeat} eager forward passes, batch 1, BatchNorm, "
-            f"{threads} threads, BatchNorm folded, channels_last. FLOPs: 2 per multiply-add, aux head excluded (inference network). "
+    note = (f"Preset {preset}. CPU latency: median of {repeat} forward passes of the deployment form (BatchNorm "
+            f"and balance weights folded into the convolutions, channels_last), batch 1, {threads} threads. "
+            "FLOPs: 2 per multiply-add, aux head excluded (inference network). "
             + ("GPU columns: this machine's GPU." if on_gpu else "No GPU here: GPU latency and memory not measured."))
     path.write_text(f"# Cost of Table {number}'s rows: {table.title}\n\n{df.to_markdown()}\n\n{note}\n")
     return path

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rerun-failed", action="store_true", help="resubmit runs that failed (resuming their checkpoints)")
     p.add_argument("--report-only", action="store_true", help="only regenerate tables and plots from what exists")
     p.add_argument("--paper-only", action="store_true", help="render the paper's own values as the tables; no runs")
-    p.add_argument("--no-wait", action="store_true", help="submit and return; run --report-only later")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; run --report-only later")
     p.add_argument("--profile", help=f"cluster profile: {', '.join(profiles())} or a YAML file "
                                      "(default: example for slurm, local otherwise)")
     p.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",

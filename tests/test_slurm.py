@@ -113,3 +113,28 @@ def test_two_slurm_tasks_train_like_one_process(tmp_path):
     job.results()
     assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2
     assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
+def test_sbatch_template_runs_one_distributed_run(tmp_path):
+    """slurm/train.sbatch (without reproduce.py): two SLURM tasks train what one process trains."""
+    pytest.importorskip("inplace_abn")
+    import os
+    import sys
+
+    from test_distributed import DDP_RECIPE, assert_same_training
+
+    template = (Path(__file__).resolve().parents[1] / "slurm" / "train.sbatch").read_text()
+    script = tmp_path / "train.sbatch"  # the same script without the GPU request (the test node has none)
+    script.write_text("\n".join(line for line in template.splitlines() if "--gpus-per-node" not in line) + "\n")
+    run(load_config(BASE_CONFIG, [*DDP_RECIPE, "data.batch_size=4"]), tmp_path / "one", progress=False)
+    env = {**os.environ, "PYTHON": sys.executable}
+    result = subprocess.run(
+        ["sbatch", "--wait", "--partition=debug", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=4G",
+         "--time=20", f"--output={tmp_path}/slurm-%j.out", str(script), str(tmp_path / "two"),
+         *DDP_RECIPE, "data.batch_size=2"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    log = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert result.returncode == 0, result.stderr + log[-3000:]
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2
+    assert_same_training(tmp_path / "one", tmp_path / "two")
