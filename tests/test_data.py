@@ -176,3 +176,16 @@ def test_synthetic_dataset_is_generated_on_first_use():
     root = resolve_root(cfg)
     assert len(find_samples(root, "train")) == 2
     assert resolve_root(dataclasses.replace(cfg)) == root  # cached
+
+
+def test_loader_batches_do_not_depend_on_workers():
+    from ifbf.data.loader import train_loader
+
+    base = ["data.dataset=synthetic", "data.synth.train=6", "data.synth.val=1", "data.synth.test=0",
+            "data.synth.height=32", "data.synth.width=64", "data.crop_size=[32, 32]", "data.batch_size=2"]
+    batches = []
+    for workers in (0, 2):
+        it = iter(train_loader(load_config(BASE_CONFIG, [*base, f"runtime.workers={workers}"]), start_iter=3))
+        batches.append([next(it) for _ in range(4)])
+    for (xa, ya, na), (xb, yb, nb) in zip(*batches):
+        assert na == nb and torch.equal(xa, xb) and torch.equal(ya, yb)
