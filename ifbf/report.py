@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ifbf.config import Config
 from ifbf.data.labels import CLASS_NAMES
 from ifbf.engine.rundir import RunDir
 from ifbf.experiments import TableSpec
@@ -141,10 +140,11 @@ def to_latex_document(df: pd.DataFrame, caption: str) -> str:
     body = shown.to_latex(escape=False, column_format="l" + "c" * len(shown.columns))
     return (
         "\\documentclass{article}\n\\usepackage[margin=1cm,landscape]{geometry}\n\\usepackage{booktabs}\n"
-        "\\usepackage{amssymb}\n\\usepackage[utf8]{inputenc}\n\\begin{document}\n\\begin{table}[h]\n\\centering\n"
+        "\\usepackage{amssymb}\n\\usepackage{graphicx}\n\\usepackage[utf8]{inputenc}\n\\begin{document}\n"
+        "\\begin{table}[h]\n\\centering\n"
         f"\\resizebox{{\\linewidth}}{{!}}{{%\n{body}}}\n\\caption{{{_latex_escape(caption)}}}\n\\end{{table}}\n"
         "\\end{document}\n"
-    ).replace("\\usepackage{amssymb}\n", "\\usepackage{amssymb}\n\\usepackage{graphicx}\n")
+    )
 
 
 def write_table(df: pd.DataFrame, table: TableSpec, out: Path, note: str = "") -> list[Path]:
@@ -260,7 +260,3 @@ def write_figures(plan: Plan, table: TableSpec, df: pd.DataFrame, out: Path, pap
         paths += plot_losses(plan, table, out, preset)
     return paths
 
-
-def first_config(plan: Plan, table: TableSpec) -> Config | None:
-    cells = [c for c in plan.cells if c.table == table.number]
-    return cells[0].cfg if cells else None

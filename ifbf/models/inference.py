@@ -13,9 +13,7 @@ from ifbf.models.blocks import BalancedFusion
 
 
 def _leading_bn(module: nn.Module) -> tuple[nn.Module, str] | None:
-    """The BatchNorm that ``module`` starts with (itself, or the first child of a Sequential)."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return None  # handled by the caller as a direct sibling
+    """(module, "0") when ``module`` is a Sequential that starts with a BatchNorm (our norm + act blocks)."""
     if isinstance(module, nn.Sequential) and len(module) and isinstance(module[0], nn.modules.batchnorm._BatchNorm):
         return module, "0"
     return None
