@@ -212,3 +212,24 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, args, message):
 def test_script_help():
     out = subprocess.run([sys.executable, str(REPO / "reproduce.py"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--paper-only" in out.stdout and "--rerun-failed" in out.stdout
+
+
+def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
+    from ifbf.data.labels import CLASS_NAMES
+    from ifbf.engine.rundir import RunDir
+    from ifbf.report import collect
+
+    plan = _plan([1], seeds=2, results=tmp_path)
+    for seed, training in enumerate(plan.trainings.values()):
+        rd = RunDir(training.run_dir)
+        rd.claim(training.cfg)
+        iou = {name: 0.5 + 0.01 * i + 0.1 * seed for i, name in enumerate(CLASS_NAMES)}
+        iou["train"] = None  # a class that never occurred in this run
+        rd.record_evaluation(training.cfg, training.evals[0], {"miou": 0.6 + 0.1 * seed, "iou": iou}, main=True)
+    df = collect(plan, load_table(1))
+    ours = df.loc["Ours, ifbf (2 seeds)"]
+    assert ours["Road"] == pytest.approx(55.0) and ours["S.walk"] == pytest.approx(56.0)  # mean over seeds, in %
+    assert ours["Mean"] == pytest.approx(65.0) and pd.isna(ours["Train"])
+    delta = df.loc["Δ (Ours, ifbf − paper)"]
+    assert delta["Road"] == pytest.approx(55.0 - 98.2) and delta["Mean"] == pytest.approx(65.0 - 81.2)
+    assert df.loc["LRR [43]", "Road"] == 97.7 and list(df.columns)[-1] == "Mean"
