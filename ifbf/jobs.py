@@ -93,14 +93,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         """Evaluate the finished checkpoint with another inference setting (e.g. Table 4's single scale)."""
         import dataclasses
 
-        import torch
-
-        from ifbf.data.loader import eval_dataset
         from ifbf.engine.dist import init_distributed
-        from ifbf.engine.evaluate import evaluate
-        from ifbf.engine.train import load_checkpoint, resolve_device
-        from ifbf.metrics import iou_from_train_confusion, summary
-        from ifbf.models import build_model
+        from ifbf.engine.evaluate import evaluate_run
+        from ifbf.engine.train import model_from_checkpoint, resolve_device
 
         run_dir = RunDir(self.run_dir)
         metrics = run_dir.metrics() or {}
@@ -109,10 +104,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         cfg = dataclasses.replace(cfg, eval=eval_cfg)
         dist_info = init_distributed(resolve_device(cfg).type)
         device = resolve_device(cfg, dist_info.local_rank)
-        model = build_model(cfg.model).to(device, torch.float64 if cfg.train.float64 else torch.float32)
-        model.load_state_dict(load_checkpoint(run_dir.checkpoint, cfg, device)["model"])
-        conf = evaluate(model, eval_dataset(cfg), eval_cfg, cfg.model.num_classes, device, dist_info, progress=False)
-        result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist()}
+        model, _ = model_from_checkpoint(cfg, run_dir.checkpoint, device)
+        result, _ = evaluate_run(model, cfg, device, dist_info, progress=False)
         if dist_info.main:
             metrics = run_dir.record_evaluation(cfg, eval_cfg, result)
         return metrics

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ifbf.config import EvalConfig
+from ifbf.config import Config, EvalConfig
 from ifbf.data.cityscapes import CityscapesDataset
 from ifbf.engine.dist import DistInfo, all_reduce_sum
 from ifbf.losses import IGNORE
@@ -85,3 +85,14 @@ def evaluate(
         pred = predict(model, image, cfg, num_classes).argmax(1)
         conf += confusion(pred, target, num_classes)
     return all_reduce_sum(conf).cpu()
+
+
+def evaluate_run(model: nn.Module, cfg: Config, device: torch.device, dist_info: DistInfo = DistInfo(),
+                 progress: bool = True) -> tuple[dict, CityscapesDataset]:
+    """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion"}, the dataset)."""
+    from ifbf.data.loader import eval_dataset
+    from ifbf.metrics import iou_from_train_confusion, summary
+
+    dataset = eval_dataset(cfg)
+    conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
+    return {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist()}, dataset

@@ -47,12 +47,9 @@ def eval_settings(cfg: Config, args: argparse.Namespace) -> Config:
 def load_run(args: argparse.Namespace):
     """(config with the requested eval settings, model with the checkpoint's weights, device, dist info,
     run dir or None, checkpoint state) from --run, or --config with --checkpoint."""
-    import torch
-
     from ifbf.engine.dist import init_distributed
     from ifbf.engine.rundir import RunDir
-    from ifbf.engine.train import load_checkpoint, resolve_device
-    from ifbf.models import build_model
+    from ifbf.engine.train import model_from_checkpoint, resolve_device
 
     if args.run:
         run_dir = RunDir(args.run)
@@ -69,24 +66,19 @@ def load_run(args: argparse.Namespace):
     cfg = eval_settings(cfg, args)
     dist_info = init_distributed(resolve_device(cfg).type)
     device = resolve_device(cfg, dist_info.local_rank)
-    state = load_checkpoint(checkpoint, cfg)
+    model, state = model_from_checkpoint(cfg, checkpoint, device)
     if state["iter"] < cfg.train.iters:
         print(f"note: {checkpoint} is at iteration {state['iter']} of {cfg.train.iters} (training not finished)")
-    model = build_model(cfg.model).to(device, torch.float64 if cfg.train.float64 else torch.float32)
-    model.load_state_dict(state["model"])
-    return cfg, model.eval(), device, dist_info, run_dir, state
+    return cfg, model, device, dist_info, run_dir, state
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifbf.data.loader import eval_dataset
-    from ifbf.engine.evaluate import evaluate
-    from ifbf.metrics import iou_from_train_confusion, summary
+    from ifbf.engine.evaluate import evaluate_run
 
     cfg, model, device, dist_info, run_dir, state = load_run(args)
     split = cfg.eval.split or cfg.data.val_split
-    dataset = eval_dataset(cfg, split)
-    conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, not args.no_progress)
-    result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "split": split}
+    result, dataset = evaluate_run(model, cfg, device, dist_info, not args.no_progress)
+    result["split"] = split
     if dist_info.main:
         e = cfg.eval
         print(f"mIoU {100 * result['miou']:.2f}  ({split}, {len(dataset)} images, scales {list(e.scales)}, "

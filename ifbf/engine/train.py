@@ -23,13 +23,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ifbf.config import Config, TrainConfig, config_hash, to_dict
-from ifbf.data.loader import eval_dataset, train_loader
+from ifbf.data.loader import train_loader
 from ifbf.engine.dist import DistInfo, barrier, init_distributed
-from ifbf.engine.evaluate import evaluate
+from ifbf.engine.evaluate import evaluate_run
 from ifbf.engine.rundir import RunDir
 from ifbf.errors import IfbfError
 from ifbf.losses import total_loss
-from ifbf.metrics import iou_from_train_confusion, summary
 from ifbf.models import IFBFNet, build_model
 
 
@@ -128,6 +127,18 @@ def load_checkpoint(path: Path, cfg: Config, map_location: str | torch.device = 
     return state
 
 
+def model_dtype(cfg: Config) -> torch.dtype:
+    return torch.float64 if cfg.train.float64 else torch.float32
+
+
+def model_from_checkpoint(cfg: Config, path: Path, device: torch.device) -> tuple[IFBFNet, dict[str, Any]]:
+    """(model in eval mode with the checkpoint's weights, the checkpoint); refuses another config's file."""
+    state = load_checkpoint(path, cfg, device)
+    model = build_model(cfg.model).to(device, model_dtype(cfg))
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
 class _StopSignal:
     """Turns signals into flags the loop checks between iterations (main thread only).
 
@@ -185,7 +196,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     if cfg.model.norm == "syncbn" and dist_info.world > 1 and device.type != "cuda":
         raise IfbfError("model.norm=syncbn needs GPUs (torch's SyncBatchNorm is CUDA-only); on CPU use "
                         "model.norm=inplace_abn_sync, which synchronises over gloo, or model.norm=bn")
-    dtype = torch.float64 if t.float64 else torch.float32
+    dtype = model_dtype(cfg)
     model = build_model(cfg.model).to(device, dtype)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -285,9 +296,7 @@ def run(cfg: Config, out: str | Path, progress: bool = True, terminate_stops: bo
         run_dir.write_env(str(device), dist_info.world)
     started = time.perf_counter()
     model = train(cfg, run_dir, dist_info, device, progress, terminate_stops)
-    dataset = eval_dataset(cfg)
-    conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
-    result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist()}
+    result, dataset = evaluate_run(model, cfg, device, dist_info, progress)
     metrics = run_dir.record_evaluation(cfg, cfg.eval, result, main=True) if dist_info.main else {"miou": result["miou"]}
     barrier()
     if dist_info.main:
