@@ -4,7 +4,7 @@ See `python reproduce.py --help` and README.md."""
 
 import sys
 
-from ifbf.reproduce import cli
+from ifbf.commands.reproduce import cli
 
 if __name__ == "__main__":
     sys.exit(cli())

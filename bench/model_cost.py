@@ -19,8 +19,8 @@ import torch
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.experiments import load_table
 from ifbf.models import build_model
-from ifbf.models.inference import inference_ready
-from ifbf.profile import measure
+from ifbf.models.deploy import inference_ready
+from ifbf.models.cost import measure
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import torch
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.engine.train import build_optimizer
 from ifbf.experiments import load_preset, load_table, row_config
-from ifbf.losses import total_loss
+from ifbf.engine.losses import total_loss
 from ifbf.models import build_model
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from ifbf.cli import main
+from ifbf.commands.cli import main
 
 sys.exit(main())

@@ -340,3 +340,11 @@ def config_hash(cfg: Config) -> str:
     """Stable 12-hex-digit identity of a training run (independent of eval/runtime settings)."""
     blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def eval_key(cfg: EvalConfig) -> str:
+    """Identity of an inference setting (scales, flip, window)."""
+    data = {"scales": list(cfg.scales), "flip": cfg.flip, "window": list(cfg.window) if cfg.window else None}
+    if cfg.split:
+        data["split"] = cfg.split
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]

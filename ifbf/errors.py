@@ -1,4 +1,5 @@
-"""The one exception type for user mistakes: the CLI prints its message and exits with status 2."""
+"""Every user-facing error kind. The CLI (``ifbf.commands.cli``) prints the message of any of them on
+one line and exits with status 2; the message names the problem and the fix."""
 
 
 class IfbfError(Exception):
@@ -7,3 +8,15 @@ class IfbfError(Exception):
 
 class ConfigError(IfbfError):
     """A config file or override is invalid."""
+
+
+class DataError(IfbfError):
+    """The dataset is missing, incomplete or unreadable."""
+
+
+class ScoreError(IfbfError):
+    """Predictions or ground truth given to ``ifbf score`` do not match."""
+
+
+class TrainingDiverged(IfbfError):
+    """The loss became NaN or infinite."""

@@ -6,10 +6,11 @@ marks another method's row: the paper's values only) and the values the paper re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ifbf.config import BASE_CONFIG, ConfigError, Config, load_config, read_yaml
+from ifbf.config import BASE_CONFIG, ConfigError, Config, config_hash, eval_key, load_config, read_yaml
 
 EXPERIMENTS = BASE_CONFIG.parent
 TABLES = (1, 2, 3, 4, 5, 6)
@@ -23,13 +24,49 @@ class RowSpec:
 
 
 @dataclass(frozen=True)
+class ColumnSpec:
+    """A table column that describes a row by one field of its resolved config."""
+
+    header: str
+    key: str  # dotted config field, e.g. "model.aspp"
+    names: dict[str, str] = field(default_factory=dict)  # printed names of values
+    true_unless: Any = None  # show a check mark unless the value equals this
+    many: bool = False  # show a check mark when the value holds more than one element
+
+    def value(self, cfg: Config) -> Any:
+        value: Any = cfg
+        for part in self.key.split("."):
+            value = getattr(value, part)
+        if self.many:
+            return len(value) > 1
+        if self.true_unless is not None:
+            unless = tuple(self.true_unless) if isinstance(self.true_unless, list) else self.true_unless
+            return value != unless
+        return self.names.get(value, value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """How a mIoU table is drawn: ``bars`` (paper vs ours per row) or ``sweep`` (mIoU against ``column``)."""
+
+    kind: str = "bars"
+    column: str = ""
+    xlabel: str = ""
+    log_x: bool = False
+    file: str = ""  # file name part of a sweep figure: table<N>_<file>.{png,pdf}
+
+
+@dataclass(frozen=True)
 class TableSpec:
     number: int
     title: str
     metric: str  # "miou" or "per_class"
     split: str
-    columns: tuple[str, ...]
+    columns: tuple[ColumnSpec, ...]
     rows: tuple[RowSpec, ...]
+    figure: FigureSpec | None = None  # None: no figure (per-class tables)
+    classes: dict[str, str] = field(default_factory=dict)  # per-class tables: class name -> header, in order
+    notes: dict[str, str] = field(default_factory=dict)  # preset name -> note printed under the table
 
     def runnable(self) -> list[RowSpec]:
         return [row for row in self.rows if row.overrides is not None]
@@ -58,8 +95,11 @@ def load_table(number: int) -> TableSpec:
             title=str(data["title"]),
             metric=str(data["metric"]),
             split=str(data.get("split", "val")),
-            columns=tuple(data.get("columns", ())),
+            columns=tuple(ColumnSpec(**c) for c in data.get("columns", ())),
             rows=rows,
+            figure=FigureSpec(**data["figure"]) if "figure" in data else None,
+            classes={str(k): str(v) for k, v in data.get("classes", {}).items()},
+            notes={str(k): str(v) for k, v in data.get("notes", {}).items()},
         )
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ConfigError(f"{path}: malformed table spec ({err!r})") from None
@@ -102,3 +142,31 @@ def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Con
         cfg = load_config(BASE_CONFIG, [*preset.overrides, *row.overrides, *extra,
                                         f"model.backbone={preset.backbone_map[cfg.model.backbone]}"])
     return cfg
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of one table at one seed, with its resolved config. Cells with the same ``run_hash`` share
+    one training; ``eval_key`` names the inference setting the cell reads from it."""
+
+    table: int
+    row: RowSpec
+    seed: int
+    cfg: Config
+
+    @property
+    def run_hash(self) -> str:
+        return config_hash(self.cfg)
+
+    @property
+    def eval_key(self) -> str:
+        return eval_key(self.cfg.eval)
+
+
+def table_cells(table: TableSpec, preset: Preset, seeds: int, extra: tuple[str, ...] = ()) -> list[Cell]:
+    """Every runnable row of ``table`` at seeds 0..seeds-1 (the plan and the reports enumerate the same)."""
+    return [
+        Cell(table.number, row, seed, row_config(row, preset, (*extra, f"train.seed={seed}")))
+        for row in table.runnable()
+        for seed in range(seeds)
+    ]

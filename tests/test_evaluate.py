@@ -13,13 +13,13 @@ from PIL import Image
 from torch import nn
 
 from conftest import TINY_TRAIN
-from ifbf.cli import main
+from ifbf.commands.cli import main
 from ifbf.config import BASE_CONFIG, EvalConfig, load_config
 from ifbf.data.labels import TRAIN_TO_ID
 from ifbf.engine.evaluate import confusion, predict
-from ifbf.engine.train import run
-from ifbf.metrics import iou_from_train_confusion
-from ifbf.score import score
+from ifbf.engine.run import run
+from ifbf.engine.metrics import iou_from_train_confusion
+from ifbf.engine.score import score
 
 
 class PixelModel(nn.Module):

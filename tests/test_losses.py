@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ifbf.config import BASE_CONFIG, load_config
-from ifbf.losses import ohem_thresh_ce, ohem_topk_ce, segmentation_loss, total_loss
+from ifbf.engine.losses import ohem_thresh_ce, ohem_topk_ce, segmentation_loss, total_loss
 
 # 1 image, 2 classes, 1 x 6 pixels; logits chosen so the true-class probabilities are known exactly.
 PROBS = [0.9, 0.8, 0.6, 0.3, 0.75, 0.5]  # true-class probability per pixel

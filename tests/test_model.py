@@ -247,7 +247,7 @@ def test_inplace_abn_missing_gives_install_hint(monkeypatch):
 
 
 def test_fold_batchnorm_keeps_outputs():
-    from ifbf.models.inference import fold_batchnorm
+    from ifbf.models.deploy import fold_batchnorm
 
     model = build_model(model_cfg()).train()
     with torch.no_grad():
@@ -265,7 +265,7 @@ def test_fold_batchnorm_keeps_outputs():
 @pytest.mark.parametrize("batch", [1, 2])
 def test_inference_form_equals_the_model(batch):
     """BN folded and the balance weights folded into the next convs (eq. 4) give the same outputs."""
-    from ifbf.models.inference import FoldedFusionConv, FoldedSpatialMerge, inference_ready
+    from ifbf.models.deploy import FoldedFusionConv, FoldedSpatialMerge, inference_ready
 
     model = build_model(model_cfg()).train()
     with torch.no_grad():

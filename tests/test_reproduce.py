@@ -13,9 +13,9 @@ import pytest
 
 from conftest import REPO, TINY_TRAIN
 from ifbf.experiments import load_preset, load_table
-from ifbf.jobs import write_status
-from ifbf.plan import build_plan
-from ifbf.reproduce import cli
+from ifbf.rundir import write_status
+from ifbf.orchestrate.plan import build_plan
+from ifbf.commands.reproduce import cli
 
 PAPER = REPO.parent / "shared" / "paper" / "000_23c25cfa4a04569d.txt"
 # Every run of these tests: the tiny engine recipe on top of the smoke preset, 6 iterations.
@@ -65,7 +65,7 @@ def test_paper_rows_match_the_paper_switches():
 
 
 def _fake_finished(training, miou=0.5):
-    from ifbf.engine.rundir import RunDir
+    from ifbf.rundir import RunDir
 
     rd = RunDir(training.run_dir)
     rd.claim(training.cfg)
@@ -96,9 +96,9 @@ def test_plan_and_skip_and_rerun(tmp_path, capsys, monkeypatch):
     assert f"{t[0].run_hash}  done" in out and f"{t[1].run_hash}  failed" in out and "log: /x/log.err" in out
 
     submitted = []
-    monkeypatch.setattr("ifbf.reproduce.run_trainings",
+    monkeypatch.setattr("ifbf.orchestrate.reproduce.run_trainings",
                         lambda plan, todo, *a, **k: submitted.append([x.run_hash for x in todo]) or {})
-    monkeypatch.setattr("ifbf.reproduce._check_environment", lambda *a: None)
+    monkeypatch.setattr("ifbf.orchestrate.reproduce._check_environment", lambda *a: None)
     assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), "--executor", "local"]) == 0
     out = capsys.readouterr().out
     assert submitted[-1] == [x.run_hash for x in t[2:]]  # neither the done nor the failed one
@@ -216,8 +216,9 @@ def test_script_help():
 
 def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
     from ifbf.data.labels import CLASS_NAMES
-    from ifbf.engine.rundir import RunDir
-    from ifbf.report import collect
+    from ifbf.rundir import RunDir
+    from ifbf.report import records
+    from ifbf.report.tables import table_frame
 
     plan = _plan([1], seeds=2, results=tmp_path)
     for seed, training in enumerate(plan.trainings.values()):
@@ -226,7 +227,7 @@ def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
         iou = {name: 0.5 + 0.01 * i + 0.1 * seed for i, name in enumerate(CLASS_NAMES)}
         iou["train"] = None  # a class that never occurred in this run
         rd.record_evaluation(training.cfg, training.evals[0], {"miou": 0.6 + 0.1 * seed, "iou": iou}, main=True)
-    df = collect(plan, load_table(1))
+    df = table_frame(records.collect(plan.tables, plan.preset, 2, tmp_path), load_table(1))
     ours = df.loc["Ours, ifbf (2 seeds)"]
     assert ours["Road"] == pytest.approx(55.0) and ours["S.walk"] == pytest.approx(56.0)  # mean over seeds, in %
     assert ours["Mean"] == pytest.approx(65.0) and pd.isna(ours["Train"])

@@ -13,9 +13,9 @@ from PIL import Image
 
 from cityscapes_reference import reference_scores
 from conftest import SHARED_SAMPLE
-from ifbf.cli import main
+from ifbf.commands.cli import main
 from ifbf.data.labels import CLASS_NAMES, NAME_TO_ID
-from ifbf.score import ScoreError, score
+from ifbf.engine.score import ScoreError, score
 
 
 def _write_predictions(gt_root, split, out, seed=0, drop_class=None, nested=False):
@@ -90,7 +90,7 @@ def test_equals_cityscapesscripts_on_the_real_sample(tmp_path):
 
 def test_cli_json_and_no_torch_import(synth_root, tmp_path):
     pred = _write_predictions(synth_root, "val", tmp_path / "pred")
-    code = ("import sys; from ifbf.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from ifbf.commands.cli import main; rc = main(sys.argv[1:]); "
             "assert 'torch' not in sys.modules, 'score imported torch'; sys.exit(rc)")
     out = tmp_path / "r.json"
     subprocess.run([sys.executable, "-c", code, "score", "--gt", str(synth_root), "--split", "val", "--pred", str(pred),

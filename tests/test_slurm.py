@@ -14,13 +14,15 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
-from ifbf.cluster import load_profile, slurm_available
+from ifbf.orchestrate.cluster import load_profile, slurm_available
 from ifbf.config import BASE_CONFIG, load_config
-from ifbf.engine.rundir import RunDir
-from ifbf.engine.train import run
-from ifbf.jobs import TrainJob, make_executor, read_status
-from ifbf.plan import Training
-from ifbf.reproduce import _wait, cli
+from ifbf.rundir import RunDir
+from ifbf.engine.run import run
+from ifbf.orchestrate.jobs import TrainJob, make_executor
+from ifbf.rundir import read_status
+from ifbf.orchestrate.plan import Training
+from ifbf.commands.reproduce import cli
+from ifbf.orchestrate.reproduce import _wait
 
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not slurm_available(), reason="no local SLURM (slurm/local-up.sh)")]
 

@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from ifbf.cli import main
+from ifbf.commands.cli import main
 from ifbf.data.labels import ID_TO_TRAIN, IGNORE, NAME_TO_ID, THING_IDS
 from ifbf.data.synth import SynthSpec, render, write_dataset
 

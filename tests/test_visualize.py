@@ -10,13 +10,13 @@ from cityscapesscripts.helpers.labels import trainId2label
 from PIL import Image
 
 from conftest import TINY_TRAIN
-from ifbf.cli import main
+from ifbf.commands.cli import main
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.data.cityscapes import resolve_root
 from ifbf.data.labels import NUM_CLASSES, PALETTE
-from ifbf.engine.train import run
+from ifbf.engine.run import run
 from ifbf.models import build_model
-from ifbf.visualize import FeatureHooks, colorize, difference_outline
+from ifbf.engine.visualize import FeatureHooks, colorize, difference_outline
 
 
 def test_palette_is_cityscapes():

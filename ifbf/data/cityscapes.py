@@ -18,15 +18,11 @@ from ifbf._torchvision import torchvision  # noqa: F401 - must precede any torch
 from ifbf.config import DataConfig
 from ifbf.data.labels import ID_TO_TRAIN, UNKNOWN
 from ifbf.data.synth import ensure_dataset
-from ifbf.errors import IfbfError
+from ifbf.errors import DataError
 from torchvision import tv_tensors  # noqa: E402
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
-
-
-class DataError(IfbfError):
-    """A dataset file or folder is missing or unreadable."""
 
 
 @dataclass(frozen=True)

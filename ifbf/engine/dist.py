@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ifbf.config import Config
+from ifbf.errors import IfbfError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -54,3 +57,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
+    want = cfg.runtime.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise IfbfError("runtime.device asks for CUDA but no GPU is visible here; use runtime.device=cpu")
+    return torch.device(f"cuda:{local_rank}" if want == "cuda" else want)
+
+
+def setup(cfg: Config) -> tuple[DistInfo, torch.device]:
+    """Join the process group (if any) and pick this process's device."""
+    dist_info = init_distributed(resolve_device(cfg).type)
+    return dist_info, resolve_device(cfg, dist_info.local_rank)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ifbf.config import Config, EvalConfig
+from ifbf.config import PAPER_MS_SCALES, Config, EvalConfig
 from ifbf.data.cityscapes import CityscapesDataset
+from ifbf.data.labels import IGNORE
+from ifbf.data.loader import eval_dataset
 from ifbf.engine.dist import DistInfo, all_reduce_sum
-from ifbf.losses import IGNORE
+from ifbf.engine.metrics import iou_from_train_confusion, summary
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -90,9 +94,19 @@ def evaluate(
 def evaluate_run(model: nn.Module, cfg: Config, device: torch.device, dist_info: DistInfo = DistInfo(),
                  progress: bool = True) -> tuple[dict, CityscapesDataset]:
     """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion"}, the dataset)."""
-    from ifbf.data.loader import eval_dataset
-    from ifbf.metrics import iou_from_train_confusion, summary
-
     dataset = eval_dataset(cfg)
     conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
     return {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist()}, dataset
+
+
+def with_inference(cfg: Config, scales: tuple[float, ...] | None = None, ms: bool = False, flip: bool = False,
+                   window: tuple[int, int] | None = None, split: str | None = None) -> Config:
+    """``cfg`` with another inference setting: explicit ``scales`` win over ``ms`` (the paper's scales);
+    when none of scales/ms/flip/window is given, the config's own setting is kept."""
+    e = cfg.eval
+    if scales or ms or flip or window:
+        e = dataclasses.replace(e, scales=tuple(scales) if scales else PAPER_MS_SCALES if ms else (1.0,), flip=flip,
+                                window=tuple(window) if window else None)
+    if split:
+        e = dataclasses.replace(e, split=split)
+    return dataclasses.replace(cfg, eval=e)

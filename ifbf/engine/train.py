@@ -1,5 +1,5 @@
-"""Iteration-based training (section 4.1) with exact resume, and ``run(cfg, run_dir)`` which trains and
-evaluates one run end to end.
+"""Iteration-based training (section 4.1) with exact resume: the loop only (checkpoints live in
+``engine.checkpoint``; ``engine.run`` trains and evaluates one run end to end).
 
 Resume is exact on CPU with a fixed seed: the data stream is a function of the iteration
 (``IterationSampler``), and the checkpoint carries model, optimizer, scheduler, scaler and RNG states.
@@ -8,13 +8,11 @@ Resume is exact on CPU with a fixed seed: the data stream is a function of the i
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,18 +20,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ifbf.config import Config, TrainConfig, config_hash, to_dict
+from ifbf.config import Config, TrainConfig
 from ifbf.data.loader import train_loader
-from ifbf.engine.dist import DistInfo, barrier, init_distributed
-from ifbf.engine.evaluate import evaluate_run
-from ifbf.engine.rundir import RunDir
-from ifbf.errors import IfbfError
-from ifbf.losses import total_loss
+from ifbf.engine.checkpoint import load_checkpoint, model_dtype, save_checkpoint, set_rng_state
+from ifbf.engine.dist import DistInfo, barrier
+from ifbf.engine.losses import total_loss
+from ifbf.errors import IfbfError, TrainingDiverged
 from ifbf.models import IFBFNet, build_model
-
-
-class TrainingDiverged(IfbfError):
-    """The loss became NaN or infinite."""
+from ifbf.rundir import RunDir
 
 
 class Interrupted(Exception):
@@ -69,74 +63,6 @@ def build_optimizer(model: IFBFNet, cfg: TrainConfig) -> tuple[torch.optim.SGD, 
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
     return optimizer, scheduler
-
-
-def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
-    want = cfg.runtime.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise IfbfError("runtime.device asks for CUDA but no GPU is visible here; use runtime.device=cpu")
-    return torch.device(f"cuda:{local_rank}" if want == "cuda" else want)
-
-
-def _rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
-def save_checkpoint(path: Path, cfg: Config, it: int, model: nn.Module, optimizer, scheduler, scaler) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    state = {
-        "iter": it,
-        "config": to_dict(cfg),
-        "config_hash": config_hash(cfg),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": _rng_state(),
-    }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, cfg: Config, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint gets the same message
-        raise IfbfError(f"cannot read checkpoint {path}: {err}") from None
-    if state.get("config_hash") != config_hash(cfg):
-        raise IfbfError(
-            f"refusing to resume {path}: it was trained with config hash {state.get('config_hash')}, "
-            f"but this config has hash {config_hash(cfg)}. Use another run directory for a different config."
-        )
-    return state
-
-
-def model_dtype(cfg: Config) -> torch.dtype:
-    return torch.float64 if cfg.train.float64 else torch.float32
-
-
-def model_from_checkpoint(cfg: Config, path: Path, device: torch.device) -> tuple[IFBFNet, dict[str, Any]]:
-    """(model in eval mode with the checkpoint's weights, the checkpoint); refuses another config's file."""
-    state = load_checkpoint(path, cfg, device)
-    model = build_model(cfg.model).to(device, model_dtype(cfg))
-    model.load_state_dict(state["model"])
-    return model.eval(), state
 
 
 class _StopSignal:
@@ -210,7 +136,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         start = state["iter"]
         if dist_info.main:
             run_dir.truncate_log(start)
@@ -275,32 +201,3 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
                 raise Interrupted(done, stop.received, stop.previous.get(stop.received))
     bar.close()
     return model
-
-
-def run(cfg: Config, out: str | Path, progress: bool = True, terminate_stops: bool = True) -> dict:
-    """Train (or resume) and evaluate one run; returns its metrics. A finished run is not retrained.
-    ``terminate_stops``: whether SIGTERM stops the run (see ``_StopSignal``)."""
-    run_dir = RunDir(out)
-    device_kind = "cuda" if resolve_device(cfg).type == "cuda" else "cpu"
-    dist_info = init_distributed(device_kind)
-    device = resolve_device(cfg, dist_info.local_rank)
-    if dist_info.main:
-        run_dir.claim(cfg)
-    barrier()
-    if run_dir.finished(cfg) and run_dir.checkpoint.is_file():
-        metrics = run_dir.metrics()
-        if dist_info.main:
-            print(f"{run_dir.path}: already finished (mIoU {100 * metrics['miou']:.2f}); nothing to do")
-        return metrics
-    if dist_info.main:
-        run_dir.write_env(str(device), dist_info.world)
-    started = time.perf_counter()
-    model = train(cfg, run_dir, dist_info, device, progress, terminate_stops)
-    result, dataset = evaluate_run(model, cfg, device, dist_info, progress)
-    metrics = run_dir.record_evaluation(cfg, cfg.eval, result, main=True) if dist_info.main else {"miou": result["miou"]}
-    barrier()
-    if dist_info.main:
-        minutes = (time.perf_counter() - started) / 60
-        print(f"{run_dir.path}: {cfg.train.iters} iterations, mIoU {100 * result['miou']:.2f} on "
-              f"{len(dataset)} {cfg.data.val_split} images ({minutes:.1f} min)")
-    return metrics

@@ -15,6 +15,7 @@ import functools
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ifbf.errors import IfbfError
@@ -42,7 +43,7 @@ def _reduce_statistics(all_mean: torch.Tensor, all_var: torch.Tensor, all_count:
 
 
 def _inplace_abn():
-    try:
+    try:  # an optional, compiled dependency: imported only when a config asks for it
         import inplace_abn
         from inplace_abn import _backend
     except ImportError:
@@ -77,8 +78,6 @@ def _world_group():
     before any process group exists, so it is None and the layers silently use per-process statistics.
     The builder runs after ``init_process_group``, so the group is taken here, explicitly.
     """
-    import torch.distributed as dist
-
     return dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
 
 

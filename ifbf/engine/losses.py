@@ -7,8 +7,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ifbf.config import TrainConfig
-
-IGNORE = 255
+from ifbf.data.labels import IGNORE
 
 
 def global_mean(values: torch.Tensor) -> torch.Tensor:

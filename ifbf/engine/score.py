@@ -1,16 +1,13 @@
-"""``ifbf score``: per-class IoU and mIoU of labelId prediction PNGs against Cityscapes gtFine.
+"""Scoring prediction PNGs (``ifbf score``): per-class IoU and mIoU of labelId prediction PNGs against Cityscapes gtFine.
 
 Same numbers as cityscapesscripts' evalPixelLevelSemanticLabeling (same matching of prediction files,
-same confusion rules; see ``ifbf.metrics.cityscapes_iou``), computed with one ``np.bincount`` per image
+same confusion rules; see ``ifbf.engine.metrics.cityscapes_iou``), computed with one ``np.bincount`` per image
 in a process pool. This module imports neither torch nor torchvision, so the command starts fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,14 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ifbf.errors import IfbfError
+from ifbf.engine.metrics import cityscapes_iou, summary
+from ifbf.errors import ScoreError
 
 GT_SUFFIX = "_gtFine_labelIds.png"
 MAX_LABEL_ID = 33  # cityscapesscripts evaluates label ids 0..33; any other predicted id is an error
-
-
-class ScoreError(IfbfError):
-    pass
 
 
 def frame_key(filename: str) -> str | None:
@@ -97,8 +91,6 @@ def confusion_of(pairs: Iterable[tuple[Path, Path]], workers: int) -> np.ndarray
 
 
 def score(gt_root: Path, split: str, pred_dir: Path, workers: int | None = None) -> dict:
-    from ifbf.metrics import cityscapes_iou, summary
-
     gt_dir = gt_root / "gtFine" / split
     if not gt_dir.is_dir():
         raise ScoreError(f"ground truth not found: {gt_dir} is missing (--gt is the Cityscapes root holding gtFine/)")
@@ -110,26 +102,3 @@ def score(gt_root: Path, split: str, pred_dir: Path, workers: int | None = None)
     pairs = match_predictions(gt_files, pred_dir)
     conf = confusion_of(pairs, workers or os.cpu_count() or 1)
     return {**summary(cityscapes_iou(conf)), "images": len(pairs)}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt", type=Path, default=os.environ.get("CITYSCAPES_DATASET"),
-                        help="Cityscapes root holding gtFine/ (default: $CITYSCAPES_DATASET)")
-    parser.add_argument("--split", default="val", help="split (default: %(default)s)")
-    parser.add_argument("--pred", type=Path, required=True, help="folder of labelId PNGs <city>_<seq>_<frame>*.png")
-    parser.add_argument("--json", type=Path, help="also write the result as JSON to this file")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.gt is None:
-        raise ScoreError("give --gt ROOT or set CITYSCAPES_DATASET")
-    result = score(Path(args.gt), args.split, args.pred, args.workers)
-    for name, iou in result["iou"].items():
-        print(f"{name:14s} {'   nan' if iou is None else f'{100 * iou:6.2f}'}")
-    print(f"{'mIoU':14s} {100 * result['miou']:6.2f}   ({result['images']} images)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    sys.stdout.flush()
-    return 0

@@ -11,30 +11,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ifbf.config import Config, EvalConfig, config_hash
-from ifbf.engine.rundir import RunDir, eval_key
-from ifbf.experiments import Preset, RowSpec, TableSpec, row_config
-from ifbf.jobs import read_status
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One row of one table at one seed."""
-
-    table: int
-    row: RowSpec
-    seed: int
-    cfg: Config
-
-    @property
-    def run_hash(self) -> str:
-        return config_hash(self.cfg)
-
-    @property
-    def eval_key(self) -> str:
-        return eval_key(self.cfg.eval)
+from ifbf.config import Config, EvalConfig, config_hash, eval_key
+from ifbf.experiments import Cell, Preset, TableSpec, table_cells
+from ifbf.orchestrate.cluster import slurm_job_active
+from ifbf.rundir import RESULTS, RunDir, read_status, runs_root
 
 
 @dataclass
@@ -77,8 +57,6 @@ def _alive(status: dict, stale_after_s: float) -> bool:
     """A status written by a job that can still be working: a local pid that still exists, or a
     scheduler job (SLURM) that the scheduler still lists; without either, trust a recent timestamp."""
     if status.get("executor") == "slurm" and status.get("job_id"):
-        from ifbf.cluster import slurm_job_active
-
         return slurm_job_active(str(status["job_id"]))
     pid = status.get("pid")
     if status.get("host") == socket.gethostname() and pid:
@@ -101,26 +79,19 @@ class Plan:
         return self.trainings[cell.run_hash]
 
 
-def runs_root(preset: str, results: Path = RESULTS) -> Path:
-    return results / preset / "runs"
-
-
 def build_plan(tables: list[TableSpec], preset: Preset, seeds: int, results: Path = RESULTS,
                extra: tuple[str, ...] = ()) -> Plan:
     cells: list[Cell] = []
     trainings: dict[str, Training] = {}
     for table in tables:
-        for row in table.runnable():
-            for seed in range(seeds):
-                cfg = row_config(row, preset, (*extra, f"train.seed={seed}"))
-                cell = Cell(table.number, row, seed, cfg)
-                cells.append(cell)
-                training = trainings.get(cell.run_hash)
-                if training is None:
-                    training = trainings[cell.run_hash] = Training(cfg, runs_root(preset.name, results) / cell.run_hash)
-                training.cells.append(cell)
-                if cell.eval_key not in {eval_key(e) for e in training.evals}:
-                    training.evals.append(cfg.eval)
+        for cell in table_cells(table, preset, seeds, extra):
+            cells.append(cell)
+            training = trainings.get(cell.run_hash)
+            if training is None:
+                training = trainings[cell.run_hash] = Training(cell.cfg, runs_root(preset.name, results) / cell.run_hash)
+            training.cells.append(cell)
+            if cell.eval_key not in {eval_key(e) for e in training.evals}:
+                training.evals.append(cell.cfg.eval)
     return Plan(preset, tables, cells, trainings)
 
 

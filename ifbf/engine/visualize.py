@@ -1,4 +1,4 @@
-"""``ifbf visualize``: the paper's Figure 6 (predictions) and Figure 5 (what the balanced fusion does).
+"""The paper's Figure 6 (predictions) and Figure 5 (what the balanced fusion does).
 
     ifbf visualize predictions --run RUN_DIR [--compare RUN_DIR_B] --split val --n 8 --out DIR
     ifbf visualize features --run RUN_DIR --image FILE --out DIR
@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,17 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from ifbf._torchvision import torchvision  # noqa: F401 - must precede any torchvision submodule import
+from ifbf.data.cityscapes import read_png
 from ifbf.data.labels import PALETTE
+from ifbf.data.loader import eval_dataset
+from ifbf.data.transforms import eval_transform
+from ifbf.engine.checkpoint import locate, model_from_checkpoint
+from ifbf.engine.dist import setup
+from ifbf.engine.evaluate import predict, with_inference
 from ifbf.errors import IfbfError
+from ifbf.models.ifbfnet import SkipDecoder
+from torchvision import tv_tensors  # noqa: E402
 
 DIFF_COLOUR = (255, 230, 0)  # the paper marks differing regions in yellow
 
@@ -54,19 +62,16 @@ def _titled(panels: list[tuple[str, np.ndarray]], gap: int = 4, title_h: int = 1
 
 
 def _load(run: str, split: str | None):
-    from ifbf.engine.evaluate_cmd import load_run
-
-    ns = argparse.Namespace(run=run, checkpoint=None, config=None, overrides=[], ms=False, flip=False, scales=None,
-                            window=None, split=split)
-    cfg, model, device, _, _, _ = load_run(ns)
+    """(config with ``split`` to evaluate, model from the run's checkpoint, device)."""
+    source = locate(run)
+    cfg = with_inference(source.cfg, split=split)
+    _, device = setup(cfg)
+    model, _ = model_from_checkpoint(cfg, source.checkpoint, device)
     return cfg, model, device
 
 
 def predictions(run: str, out: Path, split: str = "val", n: int = 8, compare: str | None = None) -> list[Path]:
     """Figure 6: input | ground truth | prediction (| second run's prediction | where they differ)."""
-    from ifbf.data.loader import eval_dataset
-    from ifbf.engine.evaluate import predict
-
     cfg, model, device = _load(run, split)
     other = _load(compare, split) if compare else None
     dataset = eval_dataset(cfg, split)
@@ -109,8 +114,6 @@ class FeatureHooks:
     """Forward hooks on the modules Figure 5 shows; ``capture(image)`` returns what they saw."""
 
     def __init__(self, model: nn.Module) -> None:
-        from ifbf.models.ifbfnet import SkipDecoder
-
         if not isinstance(model.decoder, SkipDecoder):
             raise IfbfError("this run has no skip connection (model.skip=false): there is no fusion to show")
         self.model, self.seen, self.handles = model, {}, []
@@ -155,14 +158,11 @@ def heatmap(feature: torch.Tensor) -> np.ndarray:
 
 def features(run: str, image_path: Path, out: Path) -> list[Path]:
     """Figure 5 for one image, plus a plot of the learned fusion weights W_h / W_l."""
+    # matplotlib only for this figure: Figure 6 and the library's other users do not need it
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ifbf.data.cityscapes import read_png
-    from ifbf.data.transforms import eval_transform
-    from torchvision import tv_tensors
 
     cfg, model, device = _load(run, None)
     if not image_path.is_file():
@@ -204,27 +204,3 @@ def features(run: str, image_path: Path, out: Path) -> list[Path]:
             written.append(wstem.with_suffix(suffix))
         plt.close(fig)
     return written
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="what", required=True, metavar="{predictions,features}")
-    p = sub.add_parser("predictions", help="input, ground truth and prediction side by side (Figure 6)")
-    p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--compare", help="a second run directory: mark where the two predictions differ")
-    p.add_argument("--split", default="val")
-    p.add_argument("--n", type=int, default=8, help="number of images (default: %(default)s)")
-    p.add_argument("--out", type=Path, required=True)
-    f = sub.add_parser("features", help="low-level, deep, concatenated and balanced features (Figure 5)")
-    f.add_argument("--run", required=True, help="run directory")
-    f.add_argument("--image", type=Path, required=True, help="an RGB image (e.g. a leftImg8bit PNG)")
-    f.add_argument("--out", type=Path, required=True)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.what == "predictions":
-        paths = predictions(args.run, args.out, args.split, args.n, args.compare)
-    else:
-        paths = features(args.run, args.image, args.out)
-    for path in paths:
-        print(f"wrote {path}")
-    return 0

@@ -6,8 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ifbf.commands.config import add_config_arguments
 from ifbf.config import config_hash, load_config
-from ifbf.config_cmd import add_config_arguments
+from ifbf.engine.run import run as run_training
+from ifbf.engine.train import Interrupted
+
+EXIT_INTERRUPTED = 3  # stopped by a signal after a checkpoint: the same command resumes
 
 
 def default_run_dir(cfg_hash: str) -> Path:
@@ -21,13 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifbf.engine.train import Interrupted, run as train_run
-
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else default_run_dir(config_hash(cfg))
     try:
-        train_run(cfg, out, progress=not args.no_progress)
+        run_training(cfg, out, progress=not args.no_progress)
     except Interrupted as stop:
         print(f"ifbf train: {stop}; run the same command again to resume from {out}", file=sys.stderr)
-        return 3
+        return EXIT_INTERRUPTED
     return 0

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ifbf.models.blocks import BalancedFusion
+from ifbf.models.ifbfnet import SkipDecoder, SpatialMerge
 
 
 def _leading_bn(module: nn.Module) -> tuple[nn.Module, str] | None:
@@ -81,8 +82,6 @@ class FoldedSpatialMerge(nn.Module):
 
 def fold_fusions(model: nn.Module) -> nn.Module:
     """Fold both balanced fusions (placement "concat") into the convolutions that follow them."""
-    from ifbf.models.ifbfnet import SkipDecoder, SpatialMerge
-
     decoder = getattr(model, "decoder", None)
     if not isinstance(decoder, SkipDecoder):
         return model

@@ -8,8 +8,6 @@ submitit calls ``checkpoint()``, which resubmits the same job; the requeued job 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import traceback
 from dataclasses import asdict
@@ -19,26 +17,8 @@ from typing import Any
 import submitit
 
 from ifbf.config import Config, EvalConfig, from_dict, to_dict
-from ifbf.engine.rundir import RunDir, atomic_write_text, eval_key
 from ifbf.errors import IfbfError
-
-STATUS = "status.json"
-
-
-def write_status(run_dir: Path, state: str, **extra: Any) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
-    previous = read_status(run_dir) or {}
-    for key in ("executor", "log", "job_id"):  # keep where the job runs and logs across state changes
-        if key in previous:
-            record[key] = previous[key]
-    record.update(extra)
-    atomic_write_text(run_dir / STATUS, json.dumps(record, indent=1) + "\n")
-
-
-def read_status(run_dir: Path) -> dict | None:
-    path = run_dir / STATUS
-    return json.loads(path.read_text()) if path.is_file() else None
+from ifbf.rundir import write_status
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -52,9 +32,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         return cls(to_dict(cfg), str(run_dir), [json.loads(json.dumps(asdict(e))) for e in evals], threads)
 
     def __call__(self) -> dict:
+        # torch and the engine only inside the job: planning and submitting must not pay for importing them
         import torch
 
-        from ifbf.engine.train import Interrupted, run
+        from ifbf.engine.run import run
+        from ifbf.engine.train import Interrupted
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -64,9 +46,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         if rank == 0:
             write_status(run_dir, "running")
         try:
-            metrics = run(cfg, run_dir, progress=False, terminate_stops=False)
-            for e in self.evals:
-                metrics = self._extra_eval(cfg, from_dict({**self.config, "eval": e}).eval)
+            evals = [from_dict({**self.config, "eval": e}).eval for e in self.evals]
+            metrics = run(cfg, run_dir, evals, progress=False, terminate_stops=False)
         except Interrupted as stop:
             self._interrupted(stop, rank, run_dir)
             raise
@@ -88,27 +69,6 @@ class TrainJob(submitit.helpers.Checkpointable):
                 stop.handler(stop.signum, None)  # requeues and exits
             else:
                 time.sleep(300)
-
-    def _extra_eval(self, cfg: Config, eval_cfg: EvalConfig) -> dict:
-        """Evaluate the finished checkpoint with another inference setting (e.g. Table 4's single scale)."""
-        import dataclasses
-
-        from ifbf.engine.dist import init_distributed
-        from ifbf.engine.evaluate import evaluate_run
-        from ifbf.engine.train import model_from_checkpoint, resolve_device
-
-        run_dir = RunDir(self.run_dir)
-        metrics = run_dir.metrics() or {}
-        if eval_key(eval_cfg) in metrics.get("evaluations", {}):
-            return metrics
-        cfg = dataclasses.replace(cfg, eval=eval_cfg)
-        dist_info = init_distributed(resolve_device(cfg).type)
-        device = resolve_device(cfg, dist_info.local_rank)
-        model, _ = model_from_checkpoint(cfg, run_dir.checkpoint, device)
-        result, _ = evaluate_run(model, cfg, device, dist_info, progress=False)
-        if dist_info.main:
-            metrics = run_dir.record_evaluation(cfg, eval_cfg, result)
-        return metrics
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on preemption/timeout: resubmit; the new job resumes from checkpoint.pth

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ifbf.config import ConfigError, _coerce, parse_override, read_yaml
 
-PROFILES = Path(__file__).resolve().parents[1] / "slurm" / "profiles"
+PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,6 @@ def load_profile(name_or_path: str, overrides: list[str] = ()) -> SlurmProfile:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"{path}: unknown profile key '{unknown[0]}' (known: {', '.join(known)})")
-    import typing
-
     hints = typing.get_type_hints(SlurmProfile)
     values = {k: _coerce(v, hints[k], f"{path}: {k}") for k, v in data.items()}
     return replace(SlurmProfile(), **values)

@@ -7,46 +7,44 @@ and retried only with --rerun-failed. Results: results/<preset>/table<N>.{md,tex
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
 
-from ifbf.cluster import SlurmProfile, load_profile, profiles
-from ifbf.errors import IfbfError
-from ifbf.experiments import TABLES, load_preset, load_table, presets
-from ifbf.jobs import EXECUTORS, TrainJob, make_executor, read_status, write_status
-from ifbf.plan import RESULTS, Plan, Training, build_plan, with_main_eval
+from ifbf.errors import DataError, IfbfError
+from ifbf.experiments import TABLES, load_preset, load_table
+from ifbf.orchestrate.cluster import SlurmProfile, load_profile, slurm_available
+from ifbf.orchestrate.jobs import EXECUTORS, TrainJob, make_executor
+from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
+from ifbf.report import records
+from ifbf.report.readme import README
+from ifbf.report.tables import table_frame, write_table
+from ifbf.rundir import RESULTS, read_status, write_status
 
 DEFAULT_PROFILE = {"slurm": "example", "local": "local", "debug": "local"}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="reproduce.py",
-        description="Train, evaluate and tabulate the IFBFNet paper's tables (see README.md).",
-    )
-    p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")
-    p.add_argument("--preset", default="paper", help=f"overrides for every run: {', '.join(presets())} (default: paper)")
-    p.add_argument("--executor", default="slurm", help="slurm | local | debug (debug: in this process)")
-    p.add_argument("--seeds", type=int, default=1, help="trainings per row with seeds 0..K-1 (default: 1)")
-    p.add_argument("--plan", action="store_true", help="print runs, their status and a cost estimate; submit nothing")
-    p.add_argument("--rerun-failed", action="store_true", help="resubmit runs that failed (resuming their checkpoints)")
-    p.add_argument("--report-only", action="store_true", help="only regenerate tables and plots from what exists")
-    p.add_argument("--paper-only", action="store_true", help="render the paper's own values as the tables; no runs")
-    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; run --report-only later")
-    p.add_argument("--profile", help=f"cluster profile: {', '.join(profiles())} or a YAML file "
-                                     "(default: example for slurm, local otherwise)")
-    p.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="profile overrides, e.g. partition=gpu timeout_min=2880 gpus_per_node=4")
-    p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once (default: 1)")
-    p.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: results/)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
-                   help="extra config overrides for every run (they change run identities)")
-    return p.parse_args(argv)
+@dataclass(frozen=True)
+class Request:
+    """What ``reproduce.py`` was asked to do (its flags, typed; see ``ifbf.commands.reproduce``)."""
+
+    table: str
+    preset: str = "paper"
+    executor: str = "slurm"
+    seeds: int = 1
+    plan: bool = False
+    rerun_failed: bool = False
+    report_only: bool = False
+    paper_only: bool = False
+    no_wait: bool = False
+    profile: str | None = None
+    slurm: list[str] = field(default_factory=list)
+    parallel: int = 1
+    results: Path = RESULTS
+    extra: list[str] = field(default_factory=list)
 
 
 def _tables(arg: str) -> list[int]:
@@ -63,7 +61,7 @@ def _tables(arg: str) -> list[int]:
 
 def _check_environment(plan: Plan, executor: str, profile: SlurmProfile) -> None:
     """Fail before submitting anything: dataset missing, or GPUs asked where none exist."""
-    from ifbf.data.cityscapes import DataError, resolve_root
+    from ifbf.data.cityscapes import resolve_root  # imports torch: only when something is to be submitted
 
     for training in plan.trainings.values():
         if training.cfg.data.dataset == "cityscapes":
@@ -73,7 +71,7 @@ def _check_environment(plan: Plan, executor: str, profile: SlurmProfile) -> None
                 raise IfbfError(f"{err}; or run the embedded synthetic preset: --preset smoke") from None
             break
     if executor in ("local", "debug") and profile.gpus_per_node:
-        import torch
+        import torch  # only here: planning and reporting must not pay for importing torch
 
         have = torch.cuda.device_count()
         if have < profile.gpus_per_node:
@@ -82,8 +80,6 @@ def _check_environment(plan: Plan, executor: str, profile: SlurmProfile) -> None
                 "use a profile with gpus_per_node: 0 (e.g. --profile local) or --executor slurm"
             )
     if executor == "slurm":
-        from ifbf.cluster import slurm_available
-
         if not slurm_available():
             raise IfbfError("--executor slurm: no SLURM controller answers here (sbatch/scontrol ping); "
                             "use --executor local, or run from a cluster login node")
@@ -166,31 +162,31 @@ def _wait(training: Training, job) -> str:
         return "failed"
 
 
-def report(plan: Plan, out: Path, paper_only: bool = False) -> list[Path]:
-    from ifbf.report import collect, write_figures, write_table
+def report(plan: Plan, results: Path, seeds: int, extra: tuple[str, ...], out: Path,
+           paper_only: bool = False) -> list[Path]:
+    """Tables and figures of the plan's tables from what is stored under ``results`` (nothing is run)."""
+    # matplotlib only when figures are drawn: --plan and --help stay fast
+    from ifbf.report.figures import write_figures
 
+    frame = records.collect(plan.tables, plan.preset, seeds, results, extra, read_results=not paper_only)
     written = []
     for table in plan.tables:
-        df = collect(plan, table, paper_only)
+        df = table_frame(frame, table)
         note = "" if paper_only else f"Preset `{plan.preset.name}`: {plan.preset.description}"
-        if table.split == "test" and plan.preset.name == "paper":
-            note += (" Cityscapes test labels are private: our row is empty until the test server's numbers are in. "
-                    "Produce the upload with `ifbf export --run RUN_DIR --split test --ms --flip --out DIR --zip`.")
+        if not paper_only and plan.preset.name in table.notes:
+            note += " " + table.notes[plan.preset.name]
         written += write_table(df, table, out, note)
-        written += write_figures(plan, table, df, out, paper_only)
+        written += write_figures(frame, table, df, out, plan.preset.name, paper_only)
     write_results_readme(out.parent)
     return written
 
 
 def write_results_readme(results: Path) -> None:
-    from ifbf.report_readme import README
-
     results.mkdir(parents=True, exist_ok=True)
     (results / "README.md").write_text(README)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: Request) -> int:
     started = time.perf_counter()
     if args.executor not in EXECUTORS:
         raise IfbfError(f"unknown executor {args.executor!r} (choose from {', '.join(EXECUTORS)})")
@@ -200,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     preset = load_preset(args.preset)
     plan = build_plan(tables, preset, args.seeds, args.results, tuple(args.extra))
     out = args.results / ("paper-only" if args.paper_only else preset.name)
+    report_args = (args.results, args.seeds, tuple(args.extra), out)
     if args.paper_only:
-        for path in report(plan, out, paper_only=True):
+        for path in report(plan, *report_args, paper_only=True):
             print(f"wrote {path}")
         return 0
     if args.plan:
@@ -229,17 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"failed: {h}; log: {plan.trainings[h].log_path()}")
             if args.no_wait and args.executor == "slurm":
                 print("submitted; run again with --report-only (or the same command) once the jobs are done")
-    for path in report(plan, out):
+    for path in report(plan, *report_args):
         print(f"wrote {path}")
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    try:
-        return main(argv)
-    except IfbfError as err:
-        print(f"reproduce.py: error: {err}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return 0

@@ -1,10 +1,14 @@
-"""A run directory: what it holds and how it is written (atomically, never losing a finished result).
+"""The run store: one run directory and every file in it. This is the only module that writes or parses
+these files (atomically, never losing a finished result):
 
     config.yaml      resolved config (written once; a different config in the same dir is an error)
     log.jsonl        one JSON line per log step
     checkpoint.pth   model, optimizer, scheduler, scaler, RNG states, iteration, config and its hash
+                     (its path lives here; ``engine.checkpoint`` reads and writes its content)
     metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
     env.json         git commit, package versions, device
+    status.json      what the scheduler side knows: submitted / running / requeued / done / failed, with
+                     job id, executor, log path, host and pid
 """
 
 from __future__ import annotations
@@ -13,19 +17,33 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from ifbf.config import Config, EvalConfig, config_hash, dump_yaml, from_dict
+from ifbf import __version__
+from ifbf.config import Config, EvalConfig, config_hash, dump_yaml, eval_key, from_dict
 from ifbf.errors import IfbfError
 
 CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.json"
+STATUS = "status.json"
+ENV = "env.json"
+RUN_FILES = (f"`config.yaml`, `log.jsonl`, `{CHECKPOINT}`, `{METRICS}` (every evaluation of it), `{ENV}`, "
+             f"`{STATUS}`")  # for docs written by the reports
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def runs_root(preset: str, results: Path = RESULTS) -> Path:
+    """Where a preset's runs live: one directory per training-config hash."""
+    return results / preset / "runs"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -34,12 +52,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def eval_key(cfg: EvalConfig) -> str:
-    """Identity of an inference setting (scales, flip, window)."""
-    data = {"scales": list(cfg.scales), "flip": cfg.flip, "window": list(cfg.window) if cfg.window else None}
-    if cfg.split:
-        data["split"] = cfg.split
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+def write_status(run_dir: Path, state: str, **extra: Any) -> None:
+    """Record the run's scheduler-side state; executor, log and job id carry over from the previous record."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    previous = read_status(run_dir) or {}
+    for key in ("executor", "log", "job_id"):  # keep where the job runs and logs across state changes
+        if key in previous:
+            record[key] = previous[key]
+    record.update(extra)
+    atomic_write_text(run_dir / STATUS, json.dumps(record, indent=1) + "\n")
+
+
+def read_status(run_dir: Path) -> dict | None:
+    path = run_dir / STATUS
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 class RunDir:
@@ -113,10 +140,8 @@ class RunDir:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
     def write_env(self, device: str, world: int) -> None:
-        import numpy
+        # torch only here: the orchestrator and the reports read run dirs without paying for its import
         import torch
-
-        from ifbf import __version__
 
         def version(module: str) -> str | None:
             try:
@@ -124,7 +149,7 @@ class RunDir:
             except Exception:  # noqa: BLE001 - optional packages
                 return None
 
-        repo = Path(__file__).resolve().parents[2]
+        repo = Path(__file__).resolve().parents[1]
         try:
             commit = subprocess.run(
                 ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
@@ -140,11 +165,11 @@ class RunDir:
             "python": sys.version.split()[0],
             "torch": torch.__version__,
             "torchvision": version("torchvision"),
-            "numpy": numpy.__version__,
+            "numpy": np.__version__,
             "inplace_abn": version("inplace_abn"),
             "device": device,
             "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None,
             "world_size": world,
             "host": platform.node(),
         }
-        atomic_write_text(self.path / "env.json", json.dumps(env, indent=1) + "\n")
+        atomic_write_text(self.path / ENV, json.dumps(env, indent=1) + "\n")

@@ -1,0 +1,67 @@
+"""The ``ifbf`` command line. Each subcommand lives in its own module of ``ifbf.commands`` and is imported
+only when used, so light commands (``ifbf score``) start without importing torch. ``guarded`` is the one
+place that turns a user mistake (``IfbfError``) into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+
+from ifbf import __version__
+from ifbf.errors import IfbfError
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "synth": ("ifbf.commands.synth", "write the synthetic Cityscapes-layout dataset"),
+    "train": ("ifbf.commands.train", "train one run (resumes from RUN_DIR/checkpoint.pth if present)"),
+    "evaluate": ("ifbf.commands.evaluate", "evaluate a run's checkpoint on the validation split"),
+    "score": ("ifbf.commands.score", "score labelId prediction PNGs against Cityscapes gtFine"),
+    "export": ("ifbf.commands.export", "write test-server labelId PNGs for a run"),
+    "cost": ("ifbf.commands.cost", "parameters, FLOPs and latency of a model config, or a table's cost table"),
+    "profile": ("ifbf.commands.cost", "the same as `ifbf cost` (the name of earlier versions)"),
+    "visualize": ("ifbf.commands.visualize", "figures 5 and 6: features around the fusion, predictions side by side"),
+    "config": ("ifbf.commands.config", "print the resolved config and its hash"),
+}
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def guarded(prog: str, action: Callable[[], int | None]) -> int:
+    """Run ``action`` and return its exit code; a user mistake becomes ``prog: error: message`` and 2."""
+    try:
+        return action() or 0
+    except IfbfError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ifbf", description="IFBFNet reproduction harness")
+    parser.add_argument("--version", action="version", version=f"ifbf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Only the chosen subcommand's module is imported; the others get a stub parser for --help.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+            p.set_defaults(module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    return guarded(f"ifbf {args.command}", lambda: importlib.import_module(args.module).run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""``python reproduce.py``: the flags of the orchestrator (``ifbf.orchestrate.reproduce`` does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ifbf.commands.cli import guarded
+from ifbf.experiments import TABLES, presets
+from ifbf.orchestrate.cluster import profiles
+from ifbf.orchestrate.reproduce import Request, main
+from ifbf.rundir import RESULTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reproduce.py",
+        description="Train, evaluate and tabulate the IFBFNet paper's tables (see README.md).",
+    )
+    p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")
+    p.add_argument("--preset", default="paper", help=f"overrides for every run: {', '.join(presets())} (default: paper)")
+    p.add_argument("--executor", default="slurm", help="slurm | local | debug (debug: in this process)")
+    p.add_argument("--seeds", type=int, default=1, help="trainings per row with seeds 0..K-1 (default: 1)")
+    p.add_argument("--plan", action="store_true", help="print runs, their status and a cost estimate; submit nothing")
+    p.add_argument("--rerun-failed", action="store_true", help="resubmit runs that failed (resuming their checkpoints)")
+    p.add_argument("--report-only", action="store_true", help="only regenerate tables and plots from what exists")
+    p.add_argument("--paper-only", action="store_true", help="render the paper's own values as the tables; no runs")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; run --report-only later")
+    p.add_argument("--profile", help=f"cluster profile: {', '.join(profiles())} or a YAML file "
+                                     "(default: example for slurm, local otherwise)")
+    p.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="profile overrides, e.g. partition=gpu timeout_min=2880 gpus_per_node=4")
+    p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once (default: 1)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: results/)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
+                   help="extra config overrides for every run (they change run identities)")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return guarded("reproduce.py", lambda: main(Request(**vars(args))))

@@ -1,0 +1,89 @@
+"""One run, one path: train a config (or resume it), then perform every evaluation asked of it and record
+each in the run directory. ``ifbf train``, ``ifbf evaluate`` and the submitit job all come through here;
+nothing else wires "load checkpoint, evaluate, record"."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ifbf.config import Config, EvalConfig
+from ifbf.engine.checkpoint import TrainedModel, model_from_checkpoint
+from ifbf.engine.dist import DistInfo, barrier, setup
+from ifbf.engine.evaluate import evaluate_run
+from ifbf.engine.train import train
+from ifbf.rundir import RunDir, eval_key
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    cfg: Config  # the config with the inference setting that was evaluated
+    result: dict  # {"miou", "iou", "confusion", ...}
+    images: int
+    iteration: int  # the checkpoint's iteration
+    recorded: bool  # added to the run's metrics.json
+    printable: bool  # this process is the one that reports (rank 0)
+    metrics_path: Path | None
+
+
+def evaluate_checkpoint(source: TrainedModel, progress: bool = True, split_in_result: bool = False) -> Evaluation:
+    """Evaluate a checkpoint with ``source.cfg.eval``; record the result in its run directory when it has one
+    and the training is finished (earlier evaluations are kept). Only rank 0 records."""
+    cfg = source.cfg
+    dist_info, device = setup(cfg)
+    model, state = model_from_checkpoint(cfg, source.checkpoint, device)
+    if state["iter"] < cfg.train.iters and dist_info.main:
+        print(f"note: {source.checkpoint} is at iteration {state['iter']} of {cfg.train.iters} (training not finished)")
+    result, dataset = evaluate_run(model, cfg, device, dist_info, progress)
+    if split_in_result:
+        result["split"] = cfg.eval.split or cfg.data.val_split
+    record = dist_info.main and source.run_dir is not None and state["iter"] >= cfg.train.iters
+    if record:
+        source.run_dir.record_evaluation(cfg, cfg.eval, result)
+    metrics_path = source.run_dir.metrics_path if source.run_dir else None
+    return Evaluation(cfg, result, len(dataset), state["iter"], record, dist_info.main, metrics_path)
+
+
+def run(cfg: Config, out: str | Path, evals: tuple[EvalConfig, ...] | list[EvalConfig] = (), progress: bool = True,
+        terminate_stops: bool = True) -> dict:
+    """Train (or resume) and evaluate one run with ``cfg.eval`` (its headline result), then with each of
+    ``evals`` not yet recorded; returns its metrics. A finished run is not retrained.
+    ``terminate_stops``: whether SIGTERM stops the run (see ``engine.train._StopSignal``)."""
+    run_dir = RunDir(out)
+    dist_info, device = setup(cfg)
+    if dist_info.main:
+        run_dir.claim(cfg)
+    barrier()
+    if run_dir.finished(cfg) and run_dir.checkpoint.is_file():
+        metrics = run_dir.metrics()
+        if dist_info.main:
+            print(f"{run_dir.path}: already finished (mIoU {100 * metrics['miou']:.2f}); nothing to do")
+    else:
+        metrics = _train_and_evaluate(cfg, run_dir, dist_info, device, progress, terminate_stops)
+    for eval_cfg in evals:
+        if eval_key(eval_cfg) in (run_dir.metrics() or {}).get("evaluations", {}):
+            continue
+        source = TrainedModel(dataclasses.replace(cfg, eval=eval_cfg), run_dir.checkpoint, run_dir)
+        evaluate_checkpoint(source, progress)
+        metrics = run_dir.metrics() or metrics
+    return metrics
+
+
+def _train_and_evaluate(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool,
+                        terminate_stops: bool) -> dict:
+    if dist_info.main:
+        run_dir.write_env(str(device), dist_info.world)
+    started = time.perf_counter()
+    model = train(cfg, run_dir, dist_info, device, progress, terminate_stops)
+    result, dataset = evaluate_run(model, cfg, device, dist_info, progress)
+    metrics = run_dir.record_evaluation(cfg, cfg.eval, result, main=True) if dist_info.main else {"miou": result["miou"]}
+    barrier()
+    if dist_info.main:
+        minutes = (time.perf_counter() - started) / 60
+        print(f"{run_dir.path}: {cfg.train.iters} iterations, mIoU {100 * result['miou']:.2f} on "
+              f"{len(dataset)} {cfg.data.val_split} images ({minutes:.1f} min)")
+    return metrics

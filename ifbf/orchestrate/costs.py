@@ -1,0 +1,46 @@
+"""``ifbf cost --table N``: what each row of a paper table costs (parameters, FLOPs, latency; GPU memory where
+a GPU is present), beside what it gains, as results/<preset>/cost_table<N>.md."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from ifbf.experiments import load_preset, load_table, row_config
+from ifbf.models import build_model
+from ifbf.models.cost import count_params, gpu_cost, measure, measure_flops
+
+
+def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tuple[int, int], repeat: int,
+               out: Path) -> Path:
+    """results/<preset>/cost_table<N>.md: what each row of a table costs, beside what it gains."""
+    table, p = load_table(number), load_preset(preset)
+    records = []
+    on_gpu = torch.cuda.is_available()
+    for row in tqdm(table.runnable(), desc=f"cost of table {number}", unit="row", disable=None):
+        cfg = row_config(row, p)
+        model_cfg = dataclasses.replace(cfg.model, pretrained=None)
+        params = count_params(build_model(model_cfg)) / 1e6
+        flops = measure_flops(model_cfg, *size)
+        cpu = measure(dataclasses.replace(model_cfg, norm="bn"), *latency_size, repeat=repeat).latency_ms
+        record = {"row": row.name, "backbone": cfg.model.backbone, "params (M)": round(params, 2), f"GFLOPs @ {size[0]}x{size[1]}": round(flops, 1),
+                  f"CPU latency @ {latency_size[0]}x{latency_size[1]} (ms)": round(cpu)}
+        if on_gpu:
+            latency, memory = gpu_cost(model_cfg, *size, cfg.data.crop_size)
+            record[f"GPU latency @ {size[0]}x{size[1]} (ms)"] = round(latency, 1)
+            record["peak training memory (GiB, batch 2)"] = round(memory, 2)
+        records.append(record)
+    df = pd.DataFrame.from_records(records).set_index("row")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"cost_table{number}.md"
+    threads = torch.get_num_threads()
+    note = (f"Preset {preset}. CPU latency: median of {repeat} forward passes of the deployment form (BatchNorm "
+            f"and balance weights folded into the convolutions, channels_last), batch 1, {threads} threads. "
+            "FLOPs: 2 per multiply-add, aux head excluded (inference network). "
+            + ("GPU columns: this machine's GPU." if on_gpu else "No GPU here: GPU latency and memory not measured."))
+    path.write_text(f"# Cost of Table {number}'s rows: {table.title}\n\n{df.to_markdown()}\n\n{note}\n")
+    return path

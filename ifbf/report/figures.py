@@ -1,0 +1,86 @@
+"""Figures of a table, each one function writing PNG and PDF: paper vs ours per row (bars), mIoU against a
+swept value (sweep), and the training-loss curves of the runs behind a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ifbf.experiments import TableSpec  # noqa: E402
+from ifbf.report.records import losses  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> list[Path]:
+    paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def plot_ablation(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
+    """Paper vs ours per row (bars, ours with ± std)."""
+    x = np.arange(len(df))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(df)), 4))
+    ax.bar(x - 0.2, df["paper"], 0.4, label="paper", color="#9aa5b1")
+    ax.bar(x + 0.2, df["ours"].fillna(0), 0.4, yerr=df["std"], label=f"ifbf ({preset})", color="#2f6fdb", capsize=3)
+    ax.set_xticks(x, df.index, rotation=30, ha="right")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
+    ax.legend()
+    values = np.concatenate([df["paper"].dropna().values, df["ours"].dropna().values])
+    if values.size:
+        ax.set_ylim(max(0, values.min() - 10), min(100, values.max() + 5))
+    return _save(fig, out / f"table{table.number}_bars")
+
+
+def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
+    """mIoU against the table's swept value (Table 3: spatial channels; Table 5: λ), paper and ours."""
+    spec = table.figure
+    x = df[spec.column].astype(float).values
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(x, df["paper"], "o-", label="paper", color="#9aa5b1")
+    ax.errorbar(x, df["ours"], yerr=df["std"], fmt="s-", label=f"ifbf ({preset})", color="#2f6fdb", capsize=3)
+    if spec.log_x:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.set_xlabel(spec.xlabel)
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
+    ax.legend()
+    return _save(fig, out / f"table{table.number}_{spec.file or spec.column}")
+
+
+def plot_losses(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
+    """Training-loss curves (log.jsonl) of the runs behind a table's rows."""
+    curves = losses(records, table.number)
+    if curves.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in curves.groupby("label", sort=False):
+        ax.plot(curve["iter"], curve["loss_total"], label=label, lw=1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss (main + λ·aux)")
+    ax.set_title(f"Table {table.number}: training loss (preset {preset})", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, out / f"table{table.number}_loss")
+
+
+def write_figures(records: pd.DataFrame, table: TableSpec, df: pd.DataFrame, out: Path, preset: str,
+                  paper_only: bool = False) -> list[Path]:
+    """The figures the table's spec asks for (none for per-class tables), plus its loss curves."""
+    if table.figure is None:
+        return []
+    shown = "paper values only" if paper_only else preset
+    plot = plot_sweep if table.figure.kind == "sweep" else plot_ablation
+    paths = plot(df, table, out, shown)
+    if not paper_only:
+        paths += plot_losses(records, table, out, shown)
+    return paths

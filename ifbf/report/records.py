@@ -1,0 +1,58 @@
+"""The one reader of run directories for reporting: stored results -> one DataFrame.
+
+A cell (table row x seed) finds its run directory from its config hash (``results/<preset>/runs/<hash>``)
+and its result from the evaluation key of its inference setting, so reporting needs neither the plan nor
+the engine. Everything downstream (tables, figures) reads the frames built here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ifbf.experiments import Cell, Preset, TableSpec, table_cells
+from ifbf.rundir import RunDir, runs_root
+
+RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "miou", "iou"]
+
+
+def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, extra: tuple[str, ...] = (),
+            read_results: bool = True) -> pd.DataFrame:
+    """One record per cell (table, row, seed): where its run lives and, once evaluated, its mIoU and per-class
+    IoU (fractions; NaN / empty while missing). ``read_results=False`` lists the cells only."""
+    root = runs_root(preset.name, results)
+    records = []
+    for table in tables:
+        for cell in table_cells(table, preset, seeds, extra):
+            run_dir = root / cell.run_hash
+            result = _result(run_dir, cell) if read_results else None
+            records.append({
+                "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
+                "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell,
+                "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
+            })
+    return pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+
+
+def _result(run_dir: Path, cell: Cell) -> dict | None:
+    metrics = RunDir(run_dir).metrics() or {}
+    return metrics.get("evaluations", {}).get(cell.eval_key)
+
+
+def losses(records: pd.DataFrame, table: int) -> pd.DataFrame:
+    """Training-loss curves (log.jsonl) of the runs behind a table: one record per logged iteration of each
+    distinct run, labelled by the first cell that uses it."""
+    curves = []
+    seen: set[str] = set()
+    for rec in records[records["table"] == table].itertuples():
+        if rec.run_hash in seen:
+            continue
+        log = RunDir(rec.run_dir).read_log()
+        if not log:
+            continue
+        seen.add(rec.run_hash)
+        label = rec.row + (f" (seed {rec.seed})" if rec.seed else "")
+        curves += [{"label": label, "iter": r["iter"], "loss_total": r["loss_total"]} for r in log]
+    return pd.DataFrame.from_records(curves, columns=["label", "iter", "loss_total"])

@@ -1,0 +1,133 @@
+"""Tables from the records frame (``report.records``): ``table_frame`` builds one numeric frame per table;
+markdown, LaTeX and CSV are three renderings of it. What a table shows (columns, per-class headers, notes) is
+data in its spec (experiments/table<N>.yaml)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ifbf.experiments import TableSpec
+
+
+def _noise_flag(delta: float, std: float, n: int) -> str:
+    if math.isnan(delta):
+        return ""
+    if n < 2:
+        return "n<2"
+    return "yes" if abs(delta) <= 2 * std else "no"
+
+
+def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
+    """One numeric frame for ``table``: a row per table row (paper value, ours mean/std over seeds, Δ)."""
+    if table.metric == "per_class":
+        return _per_class_frame(records, table)
+    mine = records[records["table"] == table.number]
+    rows = []
+    for row in table.rows:
+        cells = mine[mine["row"] == row.name]
+        values = [100 * m for m in cells["miou"] if not math.isnan(m)]
+        record: dict = {"row": row.name}
+        if len(cells):
+            cfg = cells["cell"].iloc[0].cfg
+            record.update({column.header: column.value(cfg) for column in table.columns})
+        paper = row.paper.get("miou", math.nan)
+        mean = float(np.mean(values)) if values else math.nan
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+        record.update({"paper": paper, "ours": mean, "std": std, "seeds": len(values), "delta": mean - paper})
+        record["within_noise"] = _noise_flag(record["delta"], std, len(values))
+        rows.append(record)
+    return pd.DataFrame.from_records(rows).set_index("row")
+
+
+def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
+    columns = [*table.classes, "miou"]
+    frame = {row.name: [row.paper.get(c, math.nan) for c in columns] for row in table.rows}
+    mine = records[records["table"] == table.number]
+    for row in table.runnable():
+        cells = mine[(mine["row"] == row.name) & mine["miou"].notna()]
+        results = list(zip(cells["miou"], cells["iou"]))
+        ours = [
+            float(np.mean([100 * iou[c] for _, iou in results if iou.get(c) is not None] or [math.nan]))
+            if c != "miou" else float(np.mean([100 * miou for miou, _ in results] or [math.nan]))
+            for c in columns
+        ]
+        label = f"{row.name}, ifbf ({len(results)} seed{'s' if len(results) != 1 else ''})"
+        frame[label] = ours
+        frame[f"Δ ({row.name}, ifbf − paper)"] = [o - p for o, p in zip(ours, frame[row.name])]
+    df = pd.DataFrame.from_dict(frame, orient="index", columns=columns)
+    df.index.name = "method"
+    return df.rename(columns={**table.classes, "miou": "Mean"})
+
+
+def _fmt(value: object, signed: bool = False) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "✓" if value else ""
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "—"
+        return f"{value:+.2f}" if signed else f"{value:.2f}"
+    return str(value)
+
+
+def display(df: pd.DataFrame) -> pd.DataFrame:
+    """Strings for markdown/LaTeX: ✓ for switches, 2 decimals, — for missing, ours as mean ± std."""
+    out = pd.DataFrame(index=df.index)
+    if "paper" in df.columns:  # a mIoU table
+        for col in df.columns:
+            if col in ("paper", "ours", "std", "seeds", "delta", "within_noise"):
+                continue
+            out[col] = [_fmt(v) for v in df[col]]
+        out["paper mIoU"] = [_fmt(v) for v in df["paper"]]
+        out["ours mIoU"] = [
+            "—" if math.isnan(m) else f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}"
+            for m, s in zip(df["ours"], df["std"])
+        ]
+        out["Δ"] = [_fmt(v, signed=True) for v in df["delta"]]
+        out["seeds"] = [str(int(v)) for v in df["seeds"]]
+        out["within seed noise"] = list(df["within_noise"])
+        return out
+    for col in df.columns:
+        out[col] = [_fmt(v, signed=str(idx).startswith("Δ")) for idx, v in zip(df.index, df[col])]
+    return out
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("✓", r"\checkmark"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("λ", r"$\lambda$"), ("−", "--"),
+                 ("—", "--")):
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex_document(df: pd.DataFrame, caption: str) -> str:
+    """A compilable standalone LaTeX document (booktabs) holding the table."""
+    shown = display(df)
+    shown.index = [_latex_escape(str(i)) for i in shown.index]
+    shown.columns = [_latex_escape(str(c)) for c in shown.columns]
+    shown = shown.map(lambda v: _latex_escape(str(v)))
+    body = shown.to_latex(escape=False, column_format="l" + "c" * len(shown.columns))
+    return (
+        "\\documentclass{article}\n\\usepackage[margin=1cm,landscape]{geometry}\n\\usepackage{booktabs}\n"
+        "\\usepackage{amssymb}\n\\usepackage{graphicx}\n\\usepackage[utf8]{inputenc}\n\\begin{document}\n"
+        "\\begin{table}[h]\n\\centering\n"
+        f"\\resizebox{{\\linewidth}}{{!}}{{%\n{body}}}\n\\caption{{{_latex_escape(caption)}}}\n\\end{{table}}\n"
+        "\\end{document}\n"
+    )
+
+
+def write_table(df: pd.DataFrame, table: TableSpec, out: Path, note: str = "") -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"table{table.number}"
+    caption = f"Table {table.number}: {table.title}"
+    md = f"# {caption}\n\n{display(df).to_markdown(disable_numparse=True)}\n"
+    if note:
+        md += f"\n{note}\n"
+    paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
+    paths[0].write_text(md)
+    paths[1].write_text(to_latex_document(df, caption))
+    df.to_csv(paths[2])
+    return paths

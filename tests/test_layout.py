@@ -1,0 +1,81 @@
+"""The architecture's import rules (../shared/guide/LAYOUT.md), checked on the source so they keep holding:
+reporting never reaches into the engine, the models or the orchestrator; the engine never into the
+orchestrator or the reports; models, data and experiments only into config and errors; the run store
+only into config and errors. Also: argparse only in ifbf/commands, and status.json only in the run store."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ifbf"
+
+# part -> parts it must never import (a part is a sub-package or a top-level module of ifbf)
+FORBIDDEN = {
+    "report": {"engine", "models", "orchestrate", "commands", "data"},
+    "engine": {"orchestrate", "report", "commands"},
+    "models": {"engine", "orchestrate", "report", "commands", "data", "experiments", "rundir"},
+    "data": {"engine", "orchestrate", "report", "commands", "models", "experiments", "rundir"},
+    "experiments": {"engine", "orchestrate", "report", "commands", "models", "data", "rundir"},
+    "rundir": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments"},
+    "config": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
+}
+
+
+def part_of(module: str) -> str | None:
+    """'ifbf.report.tables' -> 'report'; 'ifbf.rundir' -> 'rundir'; other packages -> None."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "ifbf" and len(parts) > 1 else None
+
+
+def imports(path: Path) -> list[str]:
+    """Every module an ifbf source file imports, at any depth of the file (function-local imports too)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return found
+
+
+def sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def own_part(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def test_the_rules_see_every_import():
+    """The checker itself: it finds a known import (so an empty result below means something)."""
+    assert "ifbf.rundir.RunDir" in imports(PACKAGE / "report" / "records.py")
+    assert any(part_of(m) == "engine" for m in imports(PACKAGE / "orchestrate" / "jobs.py"))
+
+
+@pytest.mark.parametrize("part", sorted(FORBIDDEN))
+def test_import_rules(part):
+    broken = [
+        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        for path in sources() if own_part(path) == part
+        for module in imports(path) if part_of(module) in FORBIDDEN[part]
+    ]
+    assert not broken, "\n".join(broken)
+
+
+def test_argparse_only_in_commands():
+    offenders = [str(p) for p in sources() if "argparse" in imports(p) and own_part(p) != "commands"]
+    assert not offenders
+
+
+def test_status_file_has_one_owner():
+    offenders = [str(p) for p in sources() if "status.json" in p.read_text() and p.name != "rundir.py"]
+    assert not offenders
+
+
+def test_files_stay_small():
+    long = {str(p.relative_to(PACKAGE)): n for p in sources() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long
