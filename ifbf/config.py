@@ -123,6 +123,7 @@ class RuntimeConfig:
     log_every: int = 20
     ckpt_every: int = 1_000
     device: str = "auto"  # auto | cpu | cuda
+    lock_stale_s: float = 300.0  # a run's lock whose heartbeat is older than this is broken (see ifbf.runlock)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def _validate(obj: Any, where: str, prefix: str) -> None:
     elif isinstance(obj, EvalConfig):
         checks = [(all(s > 0 for s in obj.scales), "scales", "must be positive")]
     elif isinstance(obj, RuntimeConfig):
-        checks = [(obj.workers >= 0, "workers", "must be >= 0")]
+        checks = [(obj.workers >= 0, "workers", "must be >= 0"), (obj.lock_stale_s > 0, "lock_stale_s", "must be > 0")]
     for ok, name, msg in checks:
         if not ok:
             raise ConfigError(f"{where}: {prefix}{name}: {msg}, got {getattr(obj, name)!r}")

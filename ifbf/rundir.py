@@ -9,6 +9,9 @@ these files (atomically, never losing a finished result):
     env.json         git commit, package versions, device
     status.json      what the scheduler side knows: submitted / running / requeued / done / failed, with
                      job id, executor, log path, host and pid
+    train.lock       held by the one process training or evaluating the run (heartbeat: its mtime)
+    submit.lock      held by an orchestrator from reading the run's state until "submitted" is recorded
+                     (both are ``ifbf.runlock.RunLock`` files: atomic create, safe on NFS)
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ import yaml
 from ifbf import __version__
 from ifbf.config import Config, EvalConfig, config_hash, dump_yaml, eval_key, from_dict
 from ifbf.errors import IfbfError
+from ifbf.runlock import DEFAULT_STALE_S, RunLock
 
 CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.json"
 STATUS = "status.json"
 ENV = "env.json"
+TRAIN_LOCK = "train.lock"
+SUBMIT_LOCK = "submit.lock"
 RUN_FILES = (f"`config.yaml`, `log.jsonl`, `{CHECKPOINT}`, `{METRICS}` (every evaluation of it), `{ENV}`, "
              f"`{STATUS}`")  # for docs written by the reports
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -84,6 +90,14 @@ class RunDir:
     @property
     def log(self) -> Path:
         return self.path / "log.jsonl"
+
+    def train_lock(self, stale_s: float = DEFAULT_STALE_S) -> RunLock:
+        """The lock of the one process that trains (or evaluates) this run; held for the whole job."""
+        return RunLock(self.path / TRAIN_LOCK, "training", stale_s)
+
+    def submit_lock(self, stale_s: float = DEFAULT_STALE_S) -> RunLock:
+        """The lock an orchestrator holds while it reads the run's state and submits it."""
+        return RunLock(self.path / SUBMIT_LOCK, "submitting", stale_s)
 
     def config(self) -> Config:
         path = self.path / "config.yaml"

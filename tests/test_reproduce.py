@@ -99,12 +99,13 @@ def test_plan_and_skip_and_rerun(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("ifbf.orchestrate.reproduce.run_trainings",
                         lambda plan, todo, *a, **k: submitted.append([x.run_hash for x in todo]) or {})
     monkeypatch.setattr("ifbf.orchestrate.reproduce._check_environment", lambda *a: None)
-    assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), "--executor", "local"]) == 0
+    # exit 1: a training behind a cell has failed (and is not rerun without --rerun-failed)
+    assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), "--executor", "local"]) == 1
     out = capsys.readouterr().out
     assert submitted[-1] == [x.run_hash for x in t[2:]]  # neither the done nor the failed one
     assert "--rerun-failed" in out and "/x/log.err" in out
     assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), "--executor", "local",
-                "--rerun-failed"]) == 0
+                "--rerun-failed"]) == 1  # the fake submission trained nothing
     assert submitted[-1] == [x.run_hash for x in t[1:]]
     # the finished run's value made it into the table
     df = pd.read_csv(tmp_path / "smoke" / "table3.csv", index_col=0)
@@ -181,11 +182,15 @@ def test_end_to_end_table4(tmp_path, executor, capsys):
 def test_failed_job_is_reported_not_raised(tmp_path, capsys):
     args = ["--table", "3", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
             "--set", *TINY, "model.pretrained=/no/such/weights.pth"]
-    assert cli(args) == 0
+    assert cli(args) == 1  # exit 1: trainings failed (see --help); the table is still written
     out = capsys.readouterr().out
     assert out.count("failed:") == 6
     status = json.loads(next((tmp_path / "smoke" / "runs").glob("*/status.json")).read_text())
     assert status["state"] == "failed" and "model.pretrained: file not found" in status["error"]
+    md = (tmp_path / "smoke" / "table3.md").read_text()
+    assert md.count("| failed ") == 6  # every row's ours cell says so
+    df = pd.read_csv(tmp_path / "smoke" / "table3.csv", index_col=0)
+    assert df["ours"].isna().all() and (df["failed"] == 1).all()
 
 
 @pytest.mark.parametrize(

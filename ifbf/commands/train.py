@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from ifbf.commands.config import add_config_arguments
 from ifbf.config import config_hash, load_config
 from ifbf.engine.run import run as run_training
 from ifbf.engine.train import Interrupted
+from ifbf.rundir import RunDir
 
 EXIT_INTERRUPTED = 3  # stopped by a signal after a checkpoint: the same command resumes
 
 
 def default_run_dir(cfg_hash: str) -> Path:
     return Path("runs") / cfg_hash
+
+
+def launch_rank() -> int:
+    """This process's rank as its launcher set it (torchrun: RANK; srun with MASTER_ADDR: SLURM_PROCID)."""
+    if os.environ.get("RANK"):
+        return int(os.environ["RANK"])
+    if os.environ.get("MASTER_ADDR") and os.environ.get("SLURM_PROCID"):
+        return int(os.environ["SLURM_PROCID"])
+    return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else default_run_dir(config_hash(cfg))
+    # one trainer per run directory: a second `ifbf train` on a run being trained stops with LockHeld (exit 2)
+    lock = RunDir(out).train_lock(cfg.runtime.lock_stale_s) if launch_rank() == 0 else nullcontext()
     try:
-        run_training(cfg, out, progress=not args.no_progress)
+        with lock:
+            run_training(cfg, out, progress=not args.no_progress)
     except Interrupted as stop:
         print(f"ifbf train: {stop}; run the same command again to resume from {out}", file=sys.stderr)
         return EXIT_INTERRUPTED

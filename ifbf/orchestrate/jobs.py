@@ -7,9 +7,11 @@ submitit calls ``checkpoint()``, which resubmits the same job; the requeued job 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,19 @@ import submitit
 
 from ifbf.config import Config, EvalConfig, from_dict, to_dict
 from ifbf.errors import IfbfError
-from ifbf.rundir import write_status
+from ifbf.orchestrate.resources import Allocation, size_to
+from ifbf.rundir import RunDir, write_status
+from ifbf.runlock import LockHeld
+
+BUSY = "busy"  # key of the result of a job that found its run being trained by another process
 
 
 class TrainJob(submitit.helpers.Checkpointable):
     """Train (or resume) one run, then add every extra inference setting it is needed for."""
 
     def __init__(self, config: dict, run_dir: str, evals: list[dict], threads: int | None = None) -> None:
+        """``threads``: the CPUs this job may use when the submitter splits its own (local executor);
+        None: what the scheduler gave the job (SLURM_CPUS_PER_TASK, the affinity mask)."""
         self.config, self.run_dir, self.evals, self.threads = config, run_dir, evals, threads
 
     @classmethod
@@ -38,17 +46,30 @@ class TrainJob(submitit.helpers.Checkpointable):
         from ifbf.engine.run import run
         from ifbf.engine.train import Interrupted
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         rank = _setup_distributed()
         cfg = from_dict(self.config, f"job config of {self.run_dir}")
+        allocation = size_to(cfg.runtime.workers, self.threads)
+        torch.set_num_threads(allocation.threads)
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, workers=allocation.workers))
         run_dir = Path(self.run_dir)
+        lock = RunDir(run_dir).train_lock(cfg.runtime.lock_stale_s) if rank == 0 else nullcontext()
+        try:
+            with lock:
+                print(f"{run_dir}: {allocation.describe()}", flush=True)
+                return self._train(cfg, run_dir, rank, allocation, run, Interrupted)
+        except LockHeld as held:  # another trainer has this run: leave its directory alone
+            print(f"{run_dir}: not trained here: {held}", flush=True)
+            return {BUSY: str(held)}
+
+    def _train(self, cfg: Config, run_dir: Path, rank: int, allocation: Allocation, run: Any,
+               interrupted: type[Exception]) -> dict:
         if rank == 0:
-            write_status(run_dir, "running")
+            write_status(run_dir, "running", threads=allocation.threads, workers=allocation.workers,
+                         cpus=allocation.cpus)
         try:
             evals = [from_dict({**self.config, "eval": e}).eval for e in self.evals]
             metrics = run(cfg, run_dir, evals, progress=False, terminate_stops=False)
-        except Interrupted as stop:
+        except interrupted as stop:
             self._interrupted(stop, rank, run_dir)
             raise
         except Exception as err:

@@ -34,11 +34,14 @@ class Training:
         metrics = RunDir(self.run_dir).metrics() or {}
         return set(metrics.get("evaluations", {}))
 
-    def status(self, stale_after_s: float = 0) -> str:
-        """done | running | failed | todo (a finished training missing an evaluation is todo)."""
+    def status(self, stale_after_s: float = 0, mine: str | None = None) -> str:
+        """done | running | failed | todo (a finished training missing an evaluation is todo; a training whose
+        lock a live process holds is running; ``mine``: the token of a lock the caller holds itself)."""
         rd = RunDir(self.run_dir)
         if rd.finished(self.cfg) and {eval_key(e) for e in self.evals} <= self.evaluated():
             return "done"
+        if self.locked(mine):
+            return "running"
         status = read_status(self.run_dir)
         if status is None:
             return "todo"
@@ -47,6 +50,16 @@ class Training:
         if status["state"] in ("running", "submitted", "requeued"):
             return "running" if _alive(status, stale_after_s) else "todo"
         return "todo"
+
+    def locked(self, mine: str | None = None) -> bool:
+        """Whether a live process (another orchestrator submitting it, or a trainer) holds one of its locks."""
+        stale_s = self.cfg.runtime.lock_stale_s
+        rd = RunDir(self.run_dir)
+        for lock in (rd.submit_lock(stale_s), rd.train_lock(stale_s)):
+            owner = lock.owner()
+            if owner is not None and owner.get("token") != mine and lock.stale_reason(owner) is None:
+                return True
+        return False
 
     def log_path(self) -> str | None:
         status = read_status(self.run_dir) or {}

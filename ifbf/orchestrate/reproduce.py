@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +18,14 @@ import submitit
 from ifbf.errors import DataError, IfbfError
 from ifbf.experiments import TABLES, load_preset, load_table
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile, slurm_available
-from ifbf.orchestrate.jobs import EXECUTORS, TrainJob, make_executor
+from ifbf.orchestrate.jobs import BUSY, EXECUTORS, TrainJob, make_executor
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
+from ifbf.orchestrate.resources import share_per_job
 from ifbf.report import records
 from ifbf.report.readme import README
 from ifbf.report.tables import table_frame, write_table
-from ifbf.rundir import RESULTS, read_status, write_status
+from ifbf.rundir import RESULTS, RunDir, read_status, write_status
+from ifbf.runlock import LockHeld
 
 DEFAULT_PROFILE = {"slurm": "example", "local": "local", "debug": "local"}
 
@@ -113,26 +116,30 @@ def print_plan(plan: Plan) -> None:
 
 def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile: SlurmProfile, parallel: int,
                   results: Path, wait: bool = True) -> dict[str, str]:
-    """Submit trainings (at most ``parallel`` at once for the local executor); returns run hash -> outcome."""
+    """Submit trainings (at most ``parallel`` at once for the local executor); returns run hash -> outcome:
+    done | failed | submitted (not waited for) | busy (another process has it: see ``_claim``)."""
     folder = results / plan.preset.name / ".submitit"
     ex = make_executor(executor, folder, profile.submitit_params(executor), profile.max_requeues)
-    threads = max(1, (os.cpu_count() or 1) // max(1, parallel)) if executor != "slurm" else None
+    # local jobs split this process's CPUs (its affinity mask); SLURM jobs size themselves to their allocation
+    threads = share_per_job(parallel) if executor != "slurm" else None
+    outcomes: dict[str, str] = {}
 
     def submit(batch: list[Training]) -> list:
-        submitted = []
-        if executor == "slurm" and len(batch) > 1:
-            with ex.batch():
-                pending = [ex.submit(TrainJob.of(with_main_eval(t), t.run_dir, t.evals[1:], threads)) for t in batch]
-            submitted = list(zip(batch, pending))
-        else:
-            submitted = [(t, ex.submit(TrainJob.of(with_main_eval(t), t.run_dir, t.evals[1:], threads))) for t in batch]
-        for training, job in submitted:
-            write_status(training.run_dir, "submitted", executor=executor, job_id=str(job.job_id),
-                         log=str(job.paths.stderr) if executor != "debug" else None,
-                         pid=int(job.job_id) if executor == "local" else None if executor == "slurm" else os.getpid())
-        return submitted
+        with ExitStack() as held:
+            mine = [t for t in batch if _claim(t, held, outcomes)]
+            jobs = [TrainJob.of(with_main_eval(t), t.run_dir, t.evals[1:], threads) for t in mine]
+            if executor == "slurm" and len(mine) > 1:
+                with ex.batch():
+                    pending = [ex.submit(job) for job in jobs]
+            else:
+                pending = [ex.submit(job) for job in jobs]
+            submitted = list(zip(mine, pending))
+            for training, job in submitted:
+                write_status(training.run_dir, "submitted", executor=executor, job_id=str(job.job_id),
+                             log=str(job.paths.stderr) if executor != "debug" else None,
+                             pid=int(job.job_id) if executor == "local" else None if executor == "slurm" else os.getpid())
+        return submitted  # the submit locks are released here, once "submitted" is recorded
 
-    outcomes: dict[str, str] = {}
     step = len(trainings) if executor == "slurm" else max(1, parallel)
     for start in range(0, len(trainings), step):
         try:
@@ -143,23 +150,47 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile:
                 f"SLURM rejected the job: {reason}. Check the profile's partition, gpus_per_node (GPUs must "
                 "exist on that partition), cpus_per_task and mem_gb against `sinfo -o '%P %G %c %m'`"
             ) from None
-        if executor == "slurm" and not wait:
-            continue
         for training, job in batch:
-            outcomes[training.run_hash] = _wait(training, job)
+            outcomes[training.run_hash] = "submitted" if executor == "slurm" and not wait else _wait(training, job)
     return outcomes
+
+
+def _claim(training: Training, held: ExitStack, outcomes: dict[str, str]) -> bool:
+    """Take the run's submit lock and check, under it, that no other process has submitted or finished it
+    meanwhile; on success the lock stays in ``held`` until the submission is recorded."""
+    lock = RunDir(training.run_dir).submit_lock(training.cfg.runtime.lock_stale_s)
+    try:
+        lock.acquire()
+    except LockHeld:
+        outcomes[training.run_hash] = "busy"
+        return False
+    state = training.status(mine=lock.token)
+    if state in ("running", "done"):
+        lock.release()
+        outcomes[training.run_hash] = "busy" if state == "running" else "done"
+        return False
+    held.callback(lock.release)
+    return True
 
 
 def _wait(training: Training, job) -> str:
     try:
-        job.result()
-        return "done"
+        result = job.result()
     except Exception as err:  # noqa: BLE001 - any job failure is reported, never raised past the table
         status = read_status(training.run_dir) or {}
         if status.get("state") != "failed":
             write_status(training.run_dir, "failed", error=f"{type(err).__name__}: {str(err)[-2000:]}",
                          log=status.get("log"), job_id=str(job.job_id))
         return "failed"
+    return "busy" if isinstance(result, dict) and BUSY in result else "done"
+
+
+def wait_for_others(plan: Plan, hashes: list[str], poll_s: float = 2.0) -> None:
+    """Wait while other processes (another reproduce.py, a trainer) have these trainings running."""
+    names = ", ".join(hashes)
+    print(f"waiting for {len(hashes)} training(s) that another process runs: {names}", flush=True)
+    while any(plan.trainings[h].status() == "running" for h in hashes):
+        time.sleep(poll_s)
 
 
 def report(plan: Plan, results: Path, seeds: int, extra: tuple[str, ...], out: Path,
@@ -205,28 +236,63 @@ def main(args: Request) -> int:
         print_plan(plan)
         return 0
     if not args.report_only:
-        profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
-        statuses = {h: t.status() for h, t in plan.trainings.items()}
-        wanted = {"todo", "failed"} if args.rerun_failed else {"todo"}
-        todo = [t for h, t in plan.trainings.items() if statuses[h] in wanted]
-        for h, t in plan.trainings.items():
-            if statuses[h] == "failed" and not args.rerun_failed:
-                print(f"failed: {h} ({'; '.join(sorted({c.row.name for c in t.cells}))}); log: {t.log_path()} "
-                      "— fix it and use --rerun-failed")
-            elif statuses[h] == "running":
-                print(f"running: {h} (not submitted again)")
-        done = sum(s == "done" for s in statuses.values())
-        print(f"{len(plan.trainings)} training(s): {done} done, {len(todo)} to run")
-        if todo:
-            _check_environment(plan, args.executor, profile)
-            outcomes = run_trainings(plan, todo, args.executor, profile, args.parallel, args.results,
-                                     wait=not args.no_wait)
-            failed = [h for h, o in outcomes.items() if o == "failed"]
-            for h in failed:
-                print(f"failed: {h}; log: {plan.trainings[h].log_path()}")
-            if args.no_wait and args.executor == "slurm":
-                print("submitted; run again with --report-only (or the same command) once the jobs are done")
+        _train_what_is_missing(plan, args)
     for path in report(plan, *report_args):
         print(f"wrote {path}")
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
-    return 0
+    return exit_code(plan)
+
+
+def _train_what_is_missing(plan: Plan, args: Request) -> None:
+    """Submit what is not done (nor running elsewhere), then wait for the trainings other processes run;
+    a training whose other process died on the way comes back as todo and is submitted in the next round."""
+    profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
+    statuses = {h: t.status() for h, t in plan.trainings.items()}
+    wanted = {"todo", "failed"} if args.rerun_failed else {"todo"}
+    for h, t in plan.trainings.items():
+        if statuses[h] == "failed" and not args.rerun_failed:
+            print(f"failed: {h} ({'; '.join(sorted({c.row.name for c in t.cells}))}); log: {t.log_path()} "
+                  "— fix it and use --rerun-failed")
+        elif statuses[h] == "running":
+            print(f"running: {h} (not submitted again)")
+    done = sum(s == "done" for s in statuses.values())
+    print(f"{len(plan.trainings)} training(s): {done} done, {sum(s in wanted for s in statuses.values())} to run")
+    outcomes: dict[str, str] = {}
+    checked = False
+    while True:
+        todo = [t for h, t in plan.trainings.items() if outcomes.get(h, "busy") == "busy" and statuses[h] in wanted]
+        if todo:
+            if not checked:
+                _check_environment(plan, args.executor, profile)
+                checked = True
+            outcomes.update(run_trainings(plan, todo, args.executor, profile, args.parallel, args.results,
+                                          wait=not args.no_wait))
+        if args.no_wait and args.executor == "slurm":
+            break
+        others = [h for h, t in plan.trainings.items() if t.status() == "running"]
+        if not others:
+            break
+        wait_for_others(plan, others)
+        statuses = {h: t.status() for h, t in plan.trainings.items()}
+        outcomes.update({h: "busy" for h in others if statuses[h] == "todo"})  # its process died: ours now
+    for h in [h for h, o in outcomes.items() if o == "failed"]:
+        print(f"failed: {h}; log: {plan.trainings[h].log_path()}")
+    if args.no_wait and args.executor == "slurm":
+        print("submitted; run again with --report-only (or the same command) once the jobs are done")
+
+
+EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  every cell asked for has a value
+  {EXIT_FAILED}  a training or evaluation failed (its cells read "failed" in the tables; see the log it names)
+  2  a usage or setup error (one line says what to fix); nothing was submitted
+  {EXIT_INCOMPLETE}  nothing failed, but cells are still missing (jobs submitted with --no-wait or still running)
+  130  interrupted (Ctrl-C)"""
+
+
+def exit_code(plan: Plan) -> int:
+    """0 when every cell of the plan has its result, 1 when a training behind a missing cell failed, else 3."""
+    missing = [plan.training_of(c) for c in plan.cells if c.eval_key not in plan.training_of(c).evaluated()]
+    if any(t.status() == "failed" for t in missing):
+        return EXIT_FAILED
+    return EXIT_INCOMPLETE if missing else EXIT_OK

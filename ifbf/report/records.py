@@ -13,15 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
-from ifbf.rundir import RunDir, runs_root
+from ifbf.rundir import RunDir, read_status, runs_root
 
-RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "miou", "iou"]
+RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "miou", "iou", "failed"]
 
 
 def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, extra: tuple[str, ...] = (),
             read_results: bool = True) -> pd.DataFrame:
     """One record per cell (table, row, seed): where its run lives and, once evaluated, its mIoU and per-class
-    IoU (fractions; NaN / empty while missing). ``read_results=False`` lists the cells only."""
+    IoU (fractions; NaN / empty while missing), and whether a missing result's run failed.
+    ``read_results=False`` lists the cells only."""
     root = runs_root(preset.name, results)
     records = []
     for table in tables:
@@ -32,6 +33,7 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
                 "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
                 "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell,
                 "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
+                "failed": read_results and result is None and (read_status(run_dir) or {}).get("state") == "failed",
             })
     return pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
 

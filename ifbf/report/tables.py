@@ -37,7 +37,8 @@ def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
         paper = row.paper.get("miou", math.nan)
         mean = float(np.mean(values)) if values else math.nan
         std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-        record.update({"paper": paper, "ours": mean, "std": std, "seeds": len(values), "delta": mean - paper})
+        record.update({"paper": paper, "ours": mean, "std": std, "seeds": len(values), "delta": mean - paper,
+                       "failed": int(cells["failed"].sum())})
         record["within_noise"] = _noise_flag(record["delta"], std, len(values))
         rows.append(record)
     return pd.DataFrame.from_records(rows).set_index("row")
@@ -73,18 +74,25 @@ def _fmt(value: object, signed: bool = False) -> str:
     return str(value)
 
 
+def _ours(mean: float, std: float, failed: int) -> str:
+    """"failed" when no seed has a value and a run failed; a note when some seeds failed."""
+    if math.isnan(mean):
+        return "failed" if failed else "—"
+    text = f"{mean:.2f} ± {std:.2f}" if not math.isnan(std) else f"{mean:.2f}"
+    return f"{text} ({failed} failed)" if failed else text
+
+
 def display(df: pd.DataFrame) -> pd.DataFrame:
     """Strings for markdown/LaTeX: ✓ for switches, 2 decimals, — for missing, ours as mean ± std."""
     out = pd.DataFrame(index=df.index)
     if "paper" in df.columns:  # a mIoU table
         for col in df.columns:
-            if col in ("paper", "ours", "std", "seeds", "delta", "within_noise"):
+            if col in ("paper", "ours", "std", "seeds", "delta", "within_noise", "failed"):
                 continue
             out[col] = [_fmt(v) for v in df[col]]
         out["paper mIoU"] = [_fmt(v) for v in df["paper"]]
         out["ours mIoU"] = [
-            "—" if math.isnan(m) else f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}"
-            for m, s in zip(df["ours"], df["std"])
+            _ours(m, s, int(f)) for m, s, f in zip(df["ours"], df["std"], df.get("failed", [0] * len(df)))
         ]
         out["Δ"] = [_fmt(v, signed=True) for v in df["delta"]]
         out["seeds"] = [str(int(v)) for v in df["seeds"]]

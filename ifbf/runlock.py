@@ -1,0 +1,173 @@
+"""A lock file that works on NFS: one owner at a time, proven alive by a heartbeat.
+
+Taking the lock is one atomic ``open(O_CREAT | O_EXCL)`` (atomic on NFSv3+ and on local disks; ``flock``
+is not reliable on NFS). The file holds who owns it (host, pid, SLURM job id, a random token); the owner
+refreshes the file's modification time every few seconds from a thread (the heartbeat). A lock is stale,
+and is broken with a warning, when its owner's pid no longer exists on this host, or when its heartbeat is
+older than ``stale_s`` (an owner on another host that died or lost its node). A lock held by the same SLURM
+job (a requeued job resuming its run) is taken over. File names are chosen by the run store
+(``ifbf.rundir``); this module knows none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from ifbf.errors import IfbfError
+
+DEFAULT_STALE_S = 300.0
+
+
+class LockHeld(IfbfError):
+    """Another live process owns the lock."""
+
+
+def _job_id() -> str | None:
+    """This process's SLURM job (array tasks as <array>_<index>), the same across requeues."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def describe(owner: dict) -> str:
+    job = f", SLURM job {owner['job_id']}" if owner.get("job_id") else ""
+    return f"pid {owner.get('pid')} on {owner.get('host')}{job} ({owner.get('purpose', 'lock')})"
+
+
+class RunLock:
+    """``with RunLock(path, "training"):`` or ``acquire()``/``release()``; ``LockHeld`` if a live owner has it."""
+
+    def __init__(self, path: Path, purpose: str, stale_s: float = DEFAULT_STALE_S, heartbeat: bool = True) -> None:
+        self.path, self.purpose, self.stale_s, self.heartbeat = Path(path), purpose, float(stale_s), heartbeat
+        self.token = uuid.uuid4().hex
+        self.lost = False  # the heartbeat found the lock broken by someone else
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- reading -----------------------------------------------------------------------------------
+    def owner(self) -> dict | None:
+        """The current owner record with its heartbeat age, or None when the lock is free."""
+        try:
+            text = self.path.read_text()
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:  # being written this instant (create, then write)
+            record = {}
+        return {**record, "age_s": age}
+
+    def stale_reason(self, owner: dict) -> str | None:
+        """Why ``owner`` no longer holds the lock, or None while it may still."""
+        if owner.get("host") == socket.gethostname() and owner.get("pid"):
+            try:
+                os.kill(int(owner["pid"]), 0)
+            except ProcessLookupError:
+                return f"its pid {owner['pid']} is gone"
+            except PermissionError:
+                pass  # another user's live process
+        if owner["age_s"] > self.stale_s:
+            return f"its heartbeat is {owner['age_s']:.0f} s old (limit runtime.lock_stale_s={self.stale_s:.0f})"
+        if owner.get("job_id") and owner["job_id"] == _job_id() and owner.get("pid") != os.getpid():
+            return f"it belongs to this SLURM job {owner['job_id']} before its requeue"
+        return None
+
+    def held_by_other(self) -> dict | None:
+        """The owner record when a live process other than this object holds the lock."""
+        owner = self.owner()
+        if owner is None or owner.get("token") == self.token or self.stale_reason(owner):
+            return None
+        return owner
+
+    # --- taking and giving back --------------------------------------------------------------------
+    def acquire(self) -> RunLock:
+        for _ in range(5):  # a few rounds: a broken stale lock may be retaken by someone else first
+            if self._create():
+                if self.heartbeat:
+                    self._start_heartbeat()
+                return self
+            owner = self.owner()
+            if owner is None:
+                continue
+            reason = self.stale_reason(owner)
+            if reason is None:
+                raise LockHeld(f"{self.path} is held by {describe(owner)}, heartbeat {owner['age_s']:.0f} s ago; "
+                               "it is working on this run: wait for it (or stop it) instead of starting another")
+            self._break(owner, reason)
+        raise LockHeld(f"{self.path}: could not take the lock (others keep taking it); try again")
+
+    def _create(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": _job_id(), "purpose": self.purpose,
+                  "token": self.token, "since": time.time(), "stale_s": self.stale_s}
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record) + "\n")
+        return True
+
+    def _break(self, owner: dict, reason: str) -> None:
+        """Remove a stale lock: rename it away (only one breaker wins the rename), then check that what was
+        moved is the stale owner's file; a fresh lock moved by mistake is put back with a hard link."""
+        print(f"warning: breaking the stale lock {self.path} of {describe(owner)}: {reason}", file=sys.stderr)
+        aside = self.path.with_name(f"{self.path.name}.broken.{self.token}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = json.loads(aside.read_text())
+        except (OSError, json.JSONDecodeError):
+            moved = {}
+        if moved.get("token") != owner.get("token"):
+            try:
+                os.link(aside, self.path)  # atomic, fails if someone created a lock meanwhile
+            except FileExistsError:
+                pass
+        aside.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        owner = self.owner()
+        if owner is not None and owner.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+    def _start_heartbeat(self) -> None:
+        interval = min(30.0, max(0.2, self.stale_s / 10))
+
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                owner = self.owner()
+                if owner is None or owner.get("token") != self.token:
+                    if not self.lost:
+                        print(f"warning: lost the lock {self.path} (now {describe(owner) if owner else 'free'})",
+                              file=sys.stderr)
+                    self.lost = True
+                    continue
+                now = time.time()
+                try:
+                    os.utime(self.path, (now, now))  # this host's clock, as the readers compare with theirs
+                except FileNotFoundError:
+                    pass
+
+        self._thread = threading.Thread(target=beat, name=f"heartbeat {self.path.name}", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
