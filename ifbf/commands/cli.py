@@ -23,6 +23,7 @@ COMMANDS = {
     "profile": ("ifbf.commands.cost", "the same as `ifbf cost` (the name of earlier versions)"),
     "visualize": ("ifbf.commands.visualize", "figures 5 and 6: features around the fusion, predictions side by side"),
     "config": ("ifbf.commands.config", "print the resolved config and its hash"),
+    "status": ("ifbf.commands.status", "what the runs of a results folder are doing: state, iteration, ETA, hours"),
 }
 
 EXIT_USER_ERROR = 2

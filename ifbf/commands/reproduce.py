@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default="slurm", help="slurm | local | debug (debug: in this process)")
     p.add_argument("--seeds", type=int, default=1, help="trainings per row with seeds 0..K-1 (default: 1)")
     p.add_argument("--plan", action="store_true", help="print runs, their status and a cost estimate; submit nothing")
+    p.add_argument("--status", action="store_true",
+                   help="one line per training: scheduler state, iteration, loss, ETA, log; submit nothing")
     p.add_argument("--rerun-failed", action="store_true", help="resubmit runs that failed (resuming their checkpoints)")
     p.add_argument("--report-only", action="store_true", help="only regenerate tables and plots from what exists")
     p.add_argument("--paper-only", action="store_true", help="render the paper's own values as the tables; no runs")

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import submitit
 
+from ifbf.config import eval_key
 from ifbf.errors import DataError, IfbfError
 from ifbf.experiments import TABLES, load_preset, load_table
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile, slurm_available
 from ifbf.orchestrate.jobs import BUSY, EXECUTORS, TrainJob, make_executor
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
 from ifbf.orchestrate.resources import share_per_job
+from ifbf.orchestrate.status import Target, collect, render
 from ifbf.report import records
 from ifbf.report.readme import README
 from ifbf.report.tables import table_frame, write_table
@@ -39,6 +41,7 @@ class Request:
     executor: str = "slurm"
     seeds: int = 1
     plan: bool = False
+    status: bool = False
     rerun_failed: bool = False
     report_only: bool = False
     paper_only: bool = False
@@ -97,6 +100,12 @@ def estimate(plan: Plan, todo: list[Training]) -> str:
     if gpus:
         return f"estimate: {seconds * gpus / 3600:.0f} GPU-hours for {len(todo)} training(s) ({est.get('basis', '')})"
     return f"estimate: {seconds / 60:.1f} CPU-minutes for {len(todo)} training(s) ({est.get('basis', '')})"
+
+
+def status_target(training: Training) -> Target:
+    names = sorted({f"T{c.table} {c.row.name}" + (f" s{c.seed}" if c.seed else "") for c in training.cells})
+    return Target(training.run_dir, "; ".join(names), training.cfg.train.iters,
+                  frozenset(eval_key(e) for e in training.evals))
 
 
 def print_plan(plan: Plan) -> None:
@@ -234,6 +243,9 @@ def main(args: Request) -> int:
         return 0
     if args.plan:
         print_plan(plan)
+        return 0
+    if args.status:
+        print(render(collect([status_target(t) for t in plan.trainings.values()])))
         return 0
     if not args.report_only:
         _train_what_is_missing(plan, args)

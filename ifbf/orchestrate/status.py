@@ -1,0 +1,229 @@
+"""What the cluster is doing: one line per training (scheduler state, iteration / total, last loss, images/s,
+ETA, log path) and a summary of the GPU- (or CPU-) hours spent and left.
+
+Reads only (status.json, log.jsonl, env.json, config.yaml, metrics.json through the run store, and the
+locks), never writes, and asks SLURM once for all jobs (``sacct``, which still knows jobs that squeue has
+forgotten: finished, failed, timed out, out of memory, requeued).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ifbf.rundir import ENV, RunDir, read_status, runs_root
+
+# sacct's State (first word: "CANCELLED by 0") -> ours
+SLURM_STATES = {
+    "PENDING": "pending", "RUNNING": "running", "REQUEUED": "requeued", "PREEMPTED": "requeued",
+    "SUSPENDED": "suspended", "COMPLETING": "running", "COMPLETED": "done", "TIMEOUT": "timeout",
+    "OUT_OF_MEMORY": "OOM", "FAILED": "failed", "NODE_FAIL": "failed", "BOOT_FAIL": "failed",
+    "DEADLINE": "timeout", "CANCELLED": "cancelled",
+}
+FINAL_BAD = {"timeout", "OOM", "failed", "cancelled"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A training to report on: its run directory, what it is called, and how many iterations it has."""
+
+    run_dir: Path
+    label: str
+    total: int
+    evals: frozenset[str] = frozenset()  # evaluation keys it needs to count as done (empty: the headline one)
+
+
+@dataclass(frozen=True)
+class Line:
+    run_hash: str
+    label: str
+    state: str
+    iteration: int
+    total: int
+    loss: float | None
+    imgs_per_s: float | None
+    eta_s: float | None
+    log: str | None
+    spent_h: float  # device-hours so far (GPU-hours on GPUs, CPU-hours on CPUs)
+    left_h: float | None  # device-hours to finish (None: unknown, never started)
+    unit: str  # "GPU" or "CPU"
+
+
+def sacct(job_ids: list[str]) -> dict[str, list[dict]]:
+    """One ``sacct`` call for all jobs: job id -> its records, oldest first (a requeued job has one per start)."""
+    if not job_ids or shutil.which("sacct") is None:
+        return {}
+    out = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-j", ",".join(job_ids),
+                          "-o", "JobID,State,ExitCode,ElapsedRaw,AllocTRES"], capture_output=True, text=True)
+    records: dict[str, list[dict]] = {}
+    for line in out.stdout.splitlines():
+        fields = line.split("|")
+        if len(fields) != 5:
+            continue
+        job, state, code, elapsed, tres = fields
+        records.setdefault(job, []).append({
+            "state": SLURM_STATES.get(state.split()[0], state.lower()), "exit": code,
+            "elapsed_s": int(elapsed or 0), "gpus": _tres_count(tres, "gres/gpu"), "cpus": _tres_count(tres, "cpu"),
+        })
+    return records
+
+
+def _tres_count(tres: str, name: str) -> int:
+    for item in tres.split(","):
+        key, _, value = item.partition("=")
+        if key == name and value.isdigit():
+            return int(value)
+    return 0
+
+
+def collect(targets: list[Target], query=sacct) -> list[Line]:
+    """One line per target; SLURM jobs' states come from one ``query`` call."""
+    statuses = {t.run_dir: read_status(t.run_dir) or {} for t in targets}
+    slurm_ids = sorted({str(s["job_id"]) for s in statuses.values() if s.get("executor") == "slurm" and s.get("job_id")})
+    scheduler = query(slurm_ids)
+    return [_line(t, statuses[t.run_dir], scheduler.get(str(statuses[t.run_dir].get("job_id")), [])) for t in targets]
+
+
+def _line(target: Target, status: dict, records: list[dict]) -> Line:
+    rd = RunDir(target.run_dir)
+    log = rd.read_log()
+    last = log[-1] if log else {}
+    env = _read_json(target.run_dir / ENV)
+    batch = _batch_size(rd)
+    world = int(env.get("world_size") or 1)
+    on_gpu = str(env.get("device", "")).startswith("cuda")
+    devices = world if on_gpu else int(status.get("cpus") or status.get("threads") or 1)
+    state = _state(target, rd, status, records)
+    s_per_it = batch * world / last["imgs_per_s"] if last.get("imgs_per_s") else None
+    iteration = int(last.get("iter", 0))
+    left_s = (target.total - iteration) * s_per_it if s_per_it else None
+    if records and any(r["elapsed_s"] for r in records):
+        spent_s = sum(r["elapsed_s"] for r in records)
+        devices = max(r["gpus"] for r in records) or (devices if on_gpu else max(r["cpus"] for r in records) or devices)
+    else:
+        spent_s = _logged_seconds(log, batch * world)
+    return Line(
+        run_hash=target.run_dir.name, label=target.label, state=state, iteration=iteration, total=target.total,
+        loss=last.get("loss_total"), imgs_per_s=last.get("imgs_per_s"),
+        eta_s=left_s if state.startswith(("running", "requeued")) else None,
+        log=status.get("log") or (str(rd.log) if log else None),
+        spent_h=spent_s * devices / 3600,
+        left_h=0.0 if state == "done" else left_s * devices / 3600 if left_s is not None else None,
+        unit="GPU" if on_gpu else "CPU",
+    )
+
+
+def _state(target: Target, rd: RunDir, status: dict, records: list[dict]) -> str:
+    metrics = rd.metrics() or {}
+    evaluated = set(metrics.get("evaluations", {}))
+    if metrics.get("iters") == target.total and evaluated and target.evals <= evaluated:
+        return "done"
+    requeues = sum(r["state"] in ("requeued", "timeout") for r in records[:-1]) if records else 0
+    if records:
+        state = records[-1]["state"]
+        if state == "done":  # the job ended well but the run is not complete: what the job itself said
+            state = status.get("state", "done")
+    elif not status:
+        return "not submitted"
+    elif status.get("state") in ("submitted", "running", "requeued"):
+        state = status["state"] if _alive(rd, status) else "stopped"
+    else:
+        state = status.get("state", "unknown")
+    if status.get("state") == "requeued" and not requeues:
+        requeues = 1
+    return f"{state} (requeued x{requeues})" if requeues and state not in FINAL_BAD else state
+
+
+def _alive(rd: RunDir, status: dict) -> bool:
+    """A local job: its training lock is held by a live process, or its recorded pid still exists."""
+    lock = rd.train_lock()
+    owner = lock.owner()
+    if owner is not None and lock.stale_reason(owner) is None:
+        return True
+    if status.get("host") and status["host"] != socket.gethostname():
+        return True  # a pid on another machine: cannot be checked from here
+    return owner is None and _pid_alive(status.get("pid"))
+
+
+def _pid_alive(pid: object) -> bool:
+    try:
+        os.kill(int(pid), 0)  # type: ignore[arg-type]
+        return True
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+
+
+def _batch_size(rd: RunDir) -> int:
+    try:
+        return rd.config().data.batch_size
+    except Exception:  # noqa: BLE001 - a run dir without config.yaml yet
+        return 1
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _logged_seconds(log: list[dict], images_per_iter: int) -> float:
+    """Training seconds implied by the log: each record's iterations at its images/s."""
+    seconds, previous = 0.0, 0
+    for record in log:
+        if record.get("imgs_per_s"):
+            seconds += (record["iter"] - previous) * images_per_iter / record["imgs_per_s"]
+        previous = record["iter"]
+    return seconds
+
+
+def run_targets(results: Path, presets: list[str]) -> list[Target]:
+    """Every run directory under ``results/<preset>/runs`` (for ``ifbf status``: no table needed)."""
+    targets = []
+    for preset in presets:
+        root = runs_root(preset, results)
+        for run_dir in sorted(p for p in root.glob("*") if p.is_dir()):
+            try:
+                total = RunDir(run_dir).config().train.iters
+            except Exception:  # noqa: BLE001 - not a run directory (yet)
+                continue
+            targets.append(Target(run_dir, f"{preset}", total))
+    return targets
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m" if minutes else f"{seconds:.0f}s"
+
+
+def render(lines: list[Line]) -> str:
+    """The table printed by --status / ifbf status, then the summary line."""
+    rows = []
+    for ln in lines:
+        loss = f"{ln.loss:.3f}" if ln.loss is not None else "—"
+        speed = f"{ln.imgs_per_s:.1f} img/s" if ln.imgs_per_s else "—"
+        rows.append(f"  {ln.run_hash}  {ln.state:22s} {ln.iteration:>6d}/{ln.total:<6d} loss {loss:>7s}  "
+                    f"{speed:>12s}  ETA {_duration(ln.eta_s):>6s}  {ln.label}  log: {ln.log or '—'}")
+    unit = "GPU" if any(ln.unit == "GPU" for ln in lines) else "CPU"
+    spent = sum(ln.spent_h for ln in lines)
+    known = [ln.left_h for ln in lines if ln.left_h is not None]
+    unknown = sum(ln.left_h is None for ln in lines)
+    counts: dict[str, int] = {}
+    for ln in lines:
+        key = ln.state.split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    left = f"{sum(known):.2f} {unit}-hours left"
+    if unknown:
+        left += f" + {unknown} not started (see --plan)"
+    summary = f"{len(lines)} training(s): {states}; {spent:.2f} {unit}-hours spent, {left}"
+    return "\n".join([*rows, summary])

@@ -1,0 +1,121 @@
+"""--status / ifbf status (issue 12, section 3): states, progress, ETA and hours from constructed run
+directories (no scheduler), and against the local SLURM cluster with a running, a finished and a failed job."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_TRAIN
+from ifbf.commands.cli import main as ifbf_main
+from ifbf.config import BASE_CONFIG, load_config
+from ifbf.orchestrate.cluster import load_profile, slurm_available
+from ifbf.orchestrate.jobs import TrainJob, make_executor
+from ifbf.orchestrate.status import Target, collect, render, sacct
+from ifbf.rundir import RunDir, runs_root, write_status
+
+TOTAL = 100
+
+
+def _run(root: Path, name: str, iters_logged: list[int], imgs_per_s: float = 4.0) -> Path:
+    rd = RunDir(root / name)
+    rd.claim(load_config(BASE_CONFIG, [*TINY_TRAIN, f"train.iters={TOTAL}"]))  # batch 2
+    for it in iters_logged:
+        rd.append_log({"iter": it, "loss_total": 1.0 / it, "lr": 0.01, "imgs_per_s": imgs_per_s})
+    (rd.path / "env.json").write_text(json.dumps({"device": "cpu", "world_size": 1}))
+    return rd.path
+
+
+def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
+    root = runs_root("smoke", tmp_path)
+    done = _run(root, "done00000000", [50, 100])
+    RunDir(done).record_evaluation(RunDir(done).config(), RunDir(done).config().eval, {"miou": 0.5, "iou": {}},
+                                   main=True)
+    running = _run(root, "running00000", [10, 20])
+    write_status(running, "running", executor="local", pid=os.getpid(), cpus=2, log="/logs/running.err")
+    failed = _run(root, "failed000000", [10])
+    write_status(failed, "failed", executor="local", error="boom", log="/logs/failed.err")
+    stopped = _run(root, "stopped00000", [10])
+    write_status(stopped, "running", executor="local", pid=2**22 + 12345)  # no such process: it died
+    oom = _run(root, "slurmoom0000", [30])
+    write_status(oom, "running", executor="slurm", job_id="41_0")
+    requeued = _run(root, "slurmrequeue", [40])
+    write_status(requeued, "requeued", executor="slurm", job_id="42")
+    fresh = root / "notsubmitted"
+    RunDir(fresh).claim(load_config(BASE_CONFIG, [*TINY_TRAIN, f"train.iters={TOTAL}"]))
+
+    asked = []
+
+    def fake_sacct(ids: list[str]) -> dict:
+        asked.append(ids)
+        return {"41_0": [{"state": "OOM", "elapsed_s": 3600, "gpus": 2, "cpus": 8}],
+                "42": [{"state": "requeued", "elapsed_s": 1800, "gpus": 0, "cpus": 4},
+                       {"state": "timeout", "elapsed_s": 1800, "gpus": 0, "cpus": 4},
+                       {"state": "running", "elapsed_s": 600, "gpus": 0, "cpus": 4}]}
+
+    targets = [Target(p, p.name, TOTAL) for p in (done, running, failed, stopped, oom, requeued, fresh)]
+    lines = {ln.run_hash: ln for ln in collect(targets, query=fake_sacct)}
+    assert asked == [["41_0", "42"]]  # one scheduler query for every SLURM job
+    states = {h: ln.state for h, ln in lines.items()}
+    assert states == {"done00000000": "done", "running00000": "running", "failed000000": "failed",
+                      "stopped00000": "stopped", "slurmoom0000": "OOM", "slurmrequeue": "running (requeued x2)",
+                      "notsubmitted": "not submitted"}
+    r = lines["running00000"]
+    assert (r.iteration, r.total, r.loss, r.log) == (20, TOTAL, 1 / 20, "/logs/running.err")
+    assert r.eta_s == pytest.approx(80 * 2 / 4.0)  # 80 iterations left, batch 2, 4 images/s
+    assert r.spent_h == pytest.approx(20 * 2 / 4.0 * 2 / 3600)  # 10 s of training on 2 CPUs
+    assert lines["failed000000"].eta_s is None
+    assert lines["slurmrequeue"].spent_h == pytest.approx(4200 * 4 / 3600)  # sacct's elapsed x CPUs
+    assert lines["slurmoom0000"].spent_h == pytest.approx(2.0) and lines["slurmoom0000"].unit == "CPU"
+    text = render(list(lines.values()))
+    assert "7 training(s): 1 OOM, 1 done, 1 failed, 1 not submitted, 2 running, 1 stopped;" in text
+    assert "1 not started (see --plan)" in text
+    assert "running00000  running" in text and "20/100" in text and "log: /logs/running.err" in text
+
+
+def test_ifbf_status_reads_a_results_folder(tmp_path, capsys):
+    running = _run(runs_root("smoke", tmp_path), "abc123abc123", [6])
+    write_status(running, "running", executor="local", pid=os.getpid())
+    before = sorted((p.name, p.stat().st_mtime) for p in running.iterdir())
+    assert ifbf_main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "abc123abc123  running" in out and "6/100" in out and "1 training(s): 1 running" in out
+    assert sorted((p.name, p.stat().st_mtime) for p in running.iterdir()) == before  # reads, never writes
+    assert ifbf_main(["status", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no local SLURM (slurm/local-up.sh)")
+def test_status_of_a_running_a_finished_and_a_failed_slurm_job(tmp_path):
+    profile = load_profile("local-ci")
+    ex = make_executor("slurm", tmp_path / "jobs", profile.submitit_params("slurm"), profile.max_requeues)
+    tiny = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "runtime.log_every=1"]
+    configs = {"finished": load_config(BASE_CONFIG, [*tiny, "train.iters=4"]),
+               "failed": load_config(BASE_CONFIG, [*tiny, "train.iters=4", "model.pretrained=/no/such.pth"]),
+               "running": load_config(BASE_CONFIG, [*tiny, "train.iters=5000", "runtime.ckpt_every=5000"])}
+    jobs = {}
+    for name in ("finished", "failed", "running"):  # the 2-CPU node runs two 1-CPU jobs at once
+        run_dir = tmp_path / name
+        jobs[name] = job = ex.submit(TrainJob.of(configs[name], run_dir, []))
+        write_status(run_dir, "submitted", executor="slurm", job_id=str(job.job_id), log=str(job.paths.stderr))
+        if name != "running":
+            job.exception()  # wait for it to end
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(RunDir(tmp_path / "running").read_log()) < 2:
+            time.sleep(0.5)
+        targets = [Target(tmp_path / n, n, configs[n].train.iters) for n in ("finished", "failed", "running")]
+        lines = {ln.label: ln for ln in collect(targets)}
+        assert lines["finished"].state == "done" and lines["finished"].iteration == 4
+        assert lines["failed"].state == "failed" and lines["failed"].log == str(jobs["failed"].paths.stderr)
+        assert "file not found" in Path(lines["failed"].log).read_text()
+        running = lines["running"]
+        assert running.state == "running" and 2 <= running.iteration < 5000 and running.eta_s > 0
+        assert running.spent_h > 0 and running.left_h > 0
+        assert sacct([str(jobs["failed"].job_id)])[str(jobs["failed"].job_id)][-1]["state"] == "failed"
+    finally:
+        jobs["running"].cancel(check=False)
