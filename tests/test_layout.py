@@ -1,7 +1,8 @@
 """The architecture's import rules (../shared/guide/LAYOUT.md), checked on the source so they keep holding:
 reporting never reaches into the engine, the models or the orchestrator; the engine never into the
 orchestrator or the reports; models, data and experiments only into config and errors; the run store
-only into config and errors. Also: argparse only in ifbf/commands, and status.json only in the run store."""
+only into config and errors (its lock files, ifbf.runlock, only into errors). Also: argparse only in ifbf/commands,
+and status.json and the lock file names only in the run store."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ FORBIDDEN = {
     "data": {"engine", "orchestrate", "report", "commands", "models", "experiments", "rundir"},
     "experiments": {"engine", "orchestrate", "report", "commands", "models", "data", "rundir"},
     "rundir": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments"},
+    "runlock": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
     "config": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
 }
 
@@ -71,8 +73,9 @@ def test_argparse_only_in_commands():
     assert not offenders
 
 
-def test_status_file_has_one_owner():
-    offenders = [str(p) for p in sources() if "status.json" in p.read_text() and p.name != "rundir.py"]
+@pytest.mark.parametrize("name", ["status.json", "train.lock", "submit.lock"])
+def test_run_files_have_one_owner(name):
+    offenders = [str(p) for p in sources() if name in p.read_text() and p.name != "rundir.py"]
     assert not offenders
 
 

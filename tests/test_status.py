@@ -12,6 +12,7 @@ import pytest
 
 from conftest import TINY_TRAIN
 from ifbf.commands.cli import main as ifbf_main
+from ifbf.commands.reproduce import cli
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.orchestrate.cluster import load_profile, slurm_available
 from ifbf.orchestrate.jobs import TrainJob, make_executor
@@ -119,3 +120,11 @@ def test_status_of_a_running_a_finished_and_a_failed_slurm_job(tmp_path):
         assert sacct([str(jobs["failed"].job_id)])[str(jobs["failed"].job_id)][-1]["state"] == "failed"
     finally:
         jobs["running"].cancel(check=False)
+
+
+def test_reproduce_status_lists_every_training_of_the_table_and_writes_nothing(tmp_path, capsys):
+    assert cli(["--table", "4", "--preset", "smoke", "--results", str(tmp_path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  not submitted ") == 3 and "T4 OHEM + DA; T4 OHEM + DA + MS" in out
+    assert out.splitlines()[-1].startswith("3 training(s): 3 not submitted; 0.00 CPU-hours spent")
+    assert list(tmp_path.iterdir()) == []

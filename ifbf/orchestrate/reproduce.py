@@ -147,6 +147,7 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile:
                 write_status(training.run_dir, "submitted", executor=executor, job_id=str(job.job_id),
                              log=str(job.paths.stderr) if executor != "debug" else None,
                              pid=int(job.job_id) if executor == "local" else None if executor == "slurm" else os.getpid())
+                print(f"submitted {training.run_hash}: {executor} job {job.job_id}", flush=True)
         return submitted  # the submit locks are released here, once "submitted" is recorded
 
     step = len(trainings) if executor == "slurm" else max(1, parallel)

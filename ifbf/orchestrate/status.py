@@ -1,7 +1,7 @@
 """What the cluster is doing: one line per training (scheduler state, iteration / total, last loss, images/s,
 ETA, log path) and a summary of the GPU- (or CPU-) hours spent and left.
 
-Reads only (status.json, log.jsonl, env.json, config.yaml, metrics.json through the run store, and the
+Reads only (the run files, through the run store: scheduler-side status, log, env, config, metrics, and the
 locks), never writes, and asks SLURM once for all jobs (``sacct``, which still knows jobs that squeue has
 forgotten: finished, failed, timed out, out of memory, requeued).
 """
