@@ -63,7 +63,7 @@ def write_status(run_dir: Path, state: str, **extra: Any) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
     previous = read_status(run_dir) or {}
-    for key in ("executor", "log", "job_id"):  # keep where the job runs and logs across state changes
+    for key in ("executor", "log", "job_id", "cpus", "threads", "workers"):  # kept across state changes
         if key in previous:
             record[key] = previous[key]
     record.update(extra)

@@ -298,7 +298,7 @@ EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
 EXIT_CODES = f"""exit status:
   {EXIT_OK}  every cell asked for has a value
   {EXIT_FAILED}  a training or evaluation failed (its cells read "failed" in the tables; see the log it names)
-  2  a usage or setup error (one line says what to fix); nothing was submitted
+  2  a usage or setup error (one line says what to fix)
   {EXIT_INCOMPLETE}  nothing failed, but cells are still missing (jobs submitted with --no-wait or still running)
   130  interrupted (Ctrl-C)"""
 
