@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -128,3 +129,23 @@ def test_reproduce_status_lists_every_training_of_the_table_and_writes_nothing(t
     assert out.count("  not submitted ") == 3 and "T4 OHEM + DA; T4 OHEM + DA + MS" in out
     assert out.splitlines()[-1].startswith("3 training(s): 3 not submitted; 0.00 CPU-hours spent")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sacct_output_is_parsed_pending_array_tasks_included(monkeypatch):
+    # what sacct printed on the local cluster for a 3-task array (2 running, 1 throttled) and a failed job
+    printed = ("12_0|RUNNING|0:0|51|billing=1,cpu=1,mem=4G,node=1\n12_1|RUNNING|0:0|51|billing=1,cpu=1,mem=4G,node=1\n"
+               "12_[2%2]|PENDING|0:0|0|\n5|FAILED|3:0|1|billing=1,cpu=1,gres/gpu=2,mem=512M,node=1\n")
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, printed, "")
+
+    monkeypatch.setattr("ifbf.orchestrate.status.shutil.which", lambda name: "/usr/bin/sacct")
+    monkeypatch.setattr("ifbf.orchestrate.status.subprocess.run", fake_run)
+    found = sacct(["12_0", "12_2", "5"])
+    assert len(calls) == 1 and calls[0][calls[0].index("-j") + 1] == "12,5"
+    assert found["12_0"][0]["state"] == "running" and found["12_0"][0]["cpus"] == 1
+    assert found["12_2"][0]["state"] == "pending"
+    assert found["5"][0]["state"] == "failed" and found["5"][0]["gpus"] == 2
+    assert set(found) == {"12_0", "12_2", "5"}

@@ -55,22 +55,41 @@ class Line:
 
 
 def sacct(job_ids: list[str]) -> dict[str, list[dict]]:
-    """One ``sacct`` call for all jobs: job id -> its records, oldest first (a requeued job has one per start)."""
+    """One ``sacct`` call for all jobs: job id -> its records, oldest first (a requeued job has one per start).
+    Array tasks are asked for by their array (sacct lists a pending task only inside ``<id>_[2-5%2]``)."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
-    out = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-j", ",".join(job_ids),
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    out = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-j", ",".join(arrays),
                           "-o", "JobID,State,ExitCode,ElapsedRaw,AllocTRES"], capture_output=True, text=True)
     records: dict[str, list[dict]] = {}
+    pending: dict[str, dict] = {}
     for line in out.stdout.splitlines():
         fields = line.split("|")
         if len(fields) != 5:
             continue
         job, state, code, elapsed, tres = fields
-        records.setdefault(job, []).append({
-            "state": SLURM_STATES.get(state.split()[0], state.lower()), "exit": code,
-            "elapsed_s": int(elapsed or 0), "gpus": _tres_count(tres, "gres/gpu"), "cpus": _tres_count(tres, "cpu"),
-        })
-    return records
+        record = {"state": SLURM_STATES.get(state.split()[0], state.lower()) if state else "unknown", "exit": code,
+                  "elapsed_s": int(elapsed or 0), "gpus": _tres_count(tres, "gres/gpu"),
+                  "cpus": _tres_count(tres, "cpu")}
+        if "[" in job:  # array tasks not started yet
+            pending.update({task: record for task in _array_tasks(job)})
+        else:
+            records.setdefault(job, []).append(record)
+    for task, record in pending.items():
+        records.setdefault(task, [record])
+    return {j: records[j] for j in job_ids if j in records}
+
+
+def _array_tasks(job: str) -> list[str]:
+    """``"12_[0-2,5%2]"`` -> ``["12_0", "12_1", "12_2", "12_5"]``."""
+    base, _, spec = job.partition("_[")
+    tasks = []
+    for part in spec.rstrip("]").split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        if first.isdigit():
+            tasks += [f"{base}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return tasks
 
 
 def _tres_count(tres: str, name: str) -> int:
@@ -130,6 +149,8 @@ def _state(target: Target, rd: RunDir, status: dict, records: list[dict]) -> str
             state = status.get("state", "done")
     elif not status:
         return "not submitted"
+    elif status.get("executor") == "slurm":
+        state = status.get("state", "unknown")  # not (yet) in sacct: what ifbf recorded
     elif status.get("state") in ("submitted", "running", "requeued"):
         state = status["state"] if _alive(rd, status) else "stopped"
     else:
