@@ -75,7 +75,7 @@ def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
     assert lines["slurmoom0000"].spent_h == pytest.approx(2.0) and lines["slurmoom0000"].unit == "CPU"
     text = render(list(lines.values()))
     assert "7 training(s): 1 OOM, 1 done, 1 failed, 1 not submitted, 2 running, 1 stopped;" in text
-    assert "1 not started (see --plan)" in text
+    assert "1 without a measured speed (see --plan)" in text
     assert "running00000  running" in text and "20/100" in text and "log: /logs/running.err" in text
 
 

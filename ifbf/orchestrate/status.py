@@ -245,6 +245,6 @@ def render(lines: list[Line]) -> str:
     states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     left = f"{sum(known):.2f} {unit}-hours left"
     if unknown:
-        left += f" + {unknown} not started (see --plan)"
+        left += f" + {unknown} without a measured speed (see --plan)"
     summary = f"{len(lines)} training(s): {states}; {spent:.2f} {unit}-hours spent, {left}"
     return "\n".join([*rows, summary])
