@@ -67,7 +67,8 @@ class RunLock:
 
     def stale_reason(self, owner: dict) -> str | None:
         """Why ``owner`` no longer holds the lock, or None while it may still."""
-        if owner.get("host") == socket.gethostname() and owner.get("pid"):
+        same_host = owner.get("host") == socket.gethostname()
+        if same_host and owner.get("pid"):
             try:
                 os.kill(int(owner["pid"]), 0)
             except ProcessLookupError:
@@ -76,8 +77,8 @@ class RunLock:
                 pass  # another user's live process
         if owner["age_s"] > self.stale_s:
             return f"its heartbeat is {owner['age_s']:.0f} s old (limit runtime.lock_stale_s={self.stale_s:.0f})"
-        if owner.get("job_id") and owner["job_id"] == _job_id() and owner.get("pid") != os.getpid():
-            return f"it belongs to this SLURM job {owner['job_id']} before its requeue"
+        if not same_host and owner.get("job_id") and owner["job_id"] == _job_id():
+            return f"it belongs to this SLURM job {owner['job_id']} before its requeue (on {owner.get('host')})"
         return None
 
     def held_by_other(self) -> dict | None:

@@ -103,6 +103,10 @@ def test_a_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
     _fake_owner(path, age_s=0, host="node-before-requeue", pid=1)
     with pytest.raises(LockHeld):
         RunLock(path, "training").acquire()
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")  # the same job, a live process on this host: e.g. two
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "job_id": "77_3", "token": "t"}))
+    with pytest.raises(LockHeld):  # local jobs inside one allocation; only a pid check may free it
+        RunLock(path, "training").acquire()
 
 
 def test_second_ifbf_train_exits_and_leaves_the_run_alone(tmp_path, capsys):
