@@ -64,7 +64,7 @@ def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
     assert asked == [["41_0", "42"]]  # one scheduler query for every SLURM job
     states = {h: ln.state for h, ln in lines.items()}
     assert states == {"done00000000": "done", "running00000": "running", "failed000000": "failed",
-                      "stopped00000": "stopped", "slurmoom0000": "OOM", "slurmrequeue": "running (requeued x2)",
+                      "stopped00000": "stopped", "slurmoom0000": "OOM", "slurmrequeue": "running (requeued ×2)",
                       "notsubmitted": "not submitted"}
     r = lines["running00000"]
     assert (r.iteration, r.total, r.loss, r.log) == (20, TOTAL, 1 / 20, "/logs/running.err")

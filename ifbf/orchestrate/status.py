@@ -157,7 +157,7 @@ def _state(target: Target, rd: RunDir, status: dict, records: list[dict]) -> str
         state = status.get("state", "unknown")
     if status.get("state") == "requeued" and not requeues:
         requeues = 1
-    return f"{state} (requeued x{requeues})" if requeues and state not in FINAL_BAD else state
+    return f"{state} (requeued ×{requeues})" if requeues and state not in FINAL_BAD else state
 
 
 def _alive(rd: RunDir, status: dict) -> bool:
