@@ -61,6 +61,7 @@ def test_reproduce_submits_a_job_array_and_collects_the_table(tmp_path, capsys):
 def test_preempted_job_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path):
     overrides = [*TINY_TRAIN, "train.iters=40", "runtime.ckpt_every=1000", "runtime.log_every=1"]
     cfg = load_config(BASE_CONFIG, overrides)
+    torch.set_num_threads(1)  # as the job, which takes its threads from local-ci's cpus_per_task=1 (sums differ)
     reference = run(cfg, tmp_path / "reference", progress=False)
 
     run_dir = tmp_path / "preempted"
