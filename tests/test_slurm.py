@@ -23,6 +23,7 @@ from ifbf.rundir import read_status
 from ifbf.orchestrate.plan import Training
 from ifbf.commands.reproduce import cli
 from ifbf.orchestrate.reproduce import _wait
+from ifbf.orchestrate.status import sacct
 
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not slurm_available(), reason="no local SLURM (slurm/local-up.sh)")]
 
@@ -77,6 +78,9 @@ def test_preempted_job_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path):
     b = torch.load(run_dir / "checkpoint.pth", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert read_status(run_dir)["state"] == "done"
+    # --status sees the requeue: sacct keeps one record per start of the job
+    records = sacct([str(job.job_id)])[str(job.job_id)]  # the last may still read running for a moment
+    assert [r["state"] for r in records][0] == "requeued" and len(records) == 2
 
 
 def test_cancelled_job_is_failed_and_nothing_is_corrupted(tmp_path):
