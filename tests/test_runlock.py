@@ -131,6 +131,7 @@ def _iterations(run_dir: Path) -> list[int]:
     return [r["iter"] for r in RunDir(run_dir).read_log()]
 
 
+@pytest.mark.slow
 def test_sigkilled_trainer_leaves_a_stale_lock_that_the_next_run_breaks_and_resumes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ifbf", "train", "--out", str(out), "--no-progress", *TINY_TRAIN,
@@ -154,6 +155,7 @@ def test_sigkilled_trainer_leaves_a_stale_lock_that_the_next_run_breaks_and_resu
     assert not (out / "train.lock").exists()  # released at the end
 
 
+@pytest.mark.slow
 def test_two_reproduce_processes_started_together_train_each_run_once(tmp_path):
     tiny = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3",
             "runtime.log_every=1"]
