@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ifbf.config import Config, TrainConfig, config_hash, to_dict
+from ifbf.data.fast import to_device
 from ifbf.data.loader import train_loader
 from ifbf.engine.dist import DistInfo, barrier, init_distributed
 from ifbf.engine.evaluate import evaluate_run
@@ -238,7 +239,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     with _StopSignal(terminate_stops) as stop:
         for it in bar:
             image, target, _ = next(batches)
-            image, target = image.to(device, dtype, non_blocking=True), target.to(device, non_blocking=True)
+            image, target = to_device(image, target, device, dtype, cfg.data)  # data.fast_path: normalised here
             if t.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             with _autocast(t, device):
