@@ -161,3 +161,20 @@ def test_real_frame_fast_equals_today(tmp_path):
         (xa, ya, _), (xb, yb, _) = today[(0, seed)], fast[(0, seed)]
         xb, yb = to_device(xb[None], yb[None], torch.device("cpu"), torch.float32, cfg)
         assert torch.equal(xa, xb[0]) and torch.equal(ya, yb[0])
+
+
+def test_cache_command(synth_root, tmp_path, capsys):
+    import argparse
+
+    from ifbf.commands import data_cache
+    from ifbf.errors import IfbfError
+
+    parser = argparse.ArgumentParser()
+    data_cache.add_arguments(parser)
+    out = tmp_path / "c"
+    assert data_cache.run(parser.parse_args([str(synth_root), "--splits", "val", "--out", str(out), "--quiet"])) == 0
+    assert f"data.cache_dir={out}" in capsys.readouterr().out
+    assert np.load(out / "val" / "labels.npy").shape == (4, 64, 128)
+    assert data_cache.needed_bytes(synth_root, ["val"], out) <= 0  # all written: a rerun needs no more space
+    with pytest.raises(IfbfError, match="not a Cityscapes root"):
+        data_cache.run(parser.parse_args([str(tmp_path)]))
