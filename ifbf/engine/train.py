@@ -13,7 +13,6 @@ import random
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from ifbf.data.fast import to_device
 from ifbf.data.loader import train_loader
 from ifbf.engine.dist import DistInfo, barrier, init_distributed
 from ifbf.engine.evaluate import evaluate_run
+from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
 from ifbf.engine.rundir import RunDir
 from ifbf.errors import IfbfError
 from ifbf.losses import total_loss
@@ -174,9 +174,7 @@ class _StopSignal:
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp == "none" or device.type != "cuda":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+    return autocast(cfg.amp, device)  # bf16 on CUDA and CPU, fp16 on CUDA (engine/precision.py)
 
 
 def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool = True,
@@ -191,7 +189,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if t.amp != "none" and device.type != "cuda" and dist_info.main:
+    if t.amp in AMP_DTYPES and amp_dtype(t.amp, device) is None and dist_info.main:
         print(f"note: train.amp={t.amp} applies on CUDA only; training in fp32 on {device}")
 
     if cfg.model.norm == "syncbn" and dist_info.world > 1 and device.type != "cuda":
@@ -223,6 +221,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     net = model
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = compile_net(net, t.compile)
     loader = train_loader(cfg, start_iter=start, rank=dist_info.rank, world=dist_info.world)
     batches: Iterator = iter(loader)
     images_per_step = cfg.data.batch_size * dist_info.world
