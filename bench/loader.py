@@ -11,7 +11,8 @@ scenes compress far better and would flatter decoding). Augmentation is the pape
 Prints, for today's path and the fast one: milliseconds per stage (read, decode, label, scale, crop, flip,
 to tensor), samples/s/core in one process (1 thread) and with loader workers (per worker), checks that
 the fast path's batches equal today's bit for bit for the same (seed, iteration), and ends with
-``loader speedup: N.Nx`` (fast vs today, samples/s per core, one process).
+``loader speedup: N.Nx`` (fast vs today, samples per CPU-second, one process). Single-process figures are
+CPU time, so other load on a shared machine does not distort them; the loader figures are wall clock.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from torchvision import tv_tensors  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 1024, 2048
 PNG_MB = (2.0, 3.2)  # a Cityscapes leftImg8bit frame
+CLOCK = time.process_time  # CPU seconds of this process: what a core spends, whatever else runs on the machine
 STAGE = {"RandomScale": "scale", "RandomCrop": "crop", "RandomHorizontalFlip": "flip"}
 
 
@@ -90,9 +92,9 @@ def write_frames(out: Path, n: int, sample: Path, seed: int = 0) -> str:
 
 
 def _timed(times: dict[str, float], stage: str, fn: Callable, *args):
-    start = time.perf_counter()
+    start = CLOCK()
     out = fn(*args)
-    times[stage] = times.get(stage, 0.0) + time.perf_counter() - start
+    times[stage] = times.get(stage, 0.0) + CLOCK() - start
     return out
 
 
@@ -134,13 +136,22 @@ def stages_fast(ds: CityscapesDataset, items: list[tuple[int, int]]) -> dict[str
     return times
 
 
-def per_sample_rate(ds: CityscapesDataset, items: list[tuple[int, int]]) -> float:
-    """Samples per second of ``ds[(index, seed)]`` in this process (one thread)."""
-    ds[items[0]]  # warm-up: page cache, kernels
-    start = time.perf_counter()
-    for item in items:
-        ds[item]
-    return len(items) / (time.perf_counter() - start)
+def per_core_rates(datasets: list[CityscapesDataset], items: list[tuple[int, int]], rounds: int = 4) -> list[float]:
+    """Samples per CPU-second of ``ds[(index, seed)]`` in this process (1 thread), for each dataset.
+
+    CPU time, not wall time, so that other processes on a shared machine do not count; the datasets take
+    turns in ``rounds`` chunks so that a change of machine load hits all of them alike."""
+    for ds in datasets:
+        ds[items[0]]  # warm-up: page cache, kernels
+    spent = [0.0] * len(datasets)
+    chunks = [items[i::rounds] for i in range(rounds)]
+    for chunk in chunks:
+        for k, ds in enumerate(datasets):
+            start = CLOCK()
+            for item in chunk:
+                ds[item]
+            spent[k] += CLOCK() - start
+    return [len(items) / s for s in spent]
 
 
 def loader_rate(cfg: Config, batches: int) -> float:
@@ -205,19 +216,19 @@ def main() -> None:
         assert ds_fast.cache is not None
         order = ["read", "decode", "label", "scale", "crop", "scale+crop", "flip", "to tensor"]
         t_today, t_fast = stages_today(ds_today, items), stages_fast(ds_fast, items)
-        print(f"\nms per sample, one process, 1 thread ({args.samples} samples)")
+        print(f"\nCPU ms per sample, one process, 1 thread ({args.samples} samples)")
         print(f"{'path':<8}" + "".join(f"{k:>12}" for k in order) + f"{'total':>10}")
         print(_row("today", t_today, args.samples, order))
         print(_row("fast", t_fast, args.samples, order))
         print("(fast: 'read' is the cache view; normalisation runs on the device, batched, see to_device)")
 
-        rate_today, rate_fast = per_sample_rate(ds_today, items), per_sample_rate(ds_fast, items)
-        print(f"\nsamples/s/core, one process: today {rate_today:.1f}, fast {rate_fast:.1f}")
+        rate_today, rate_fast = per_core_rates([ds_today, ds_fast], items)
+        print(f"\nsamples/s/core (per CPU-second), one process: today {rate_today:.1f}, fast {rate_fast:.1f}")
         if args.workers:
             batches = max(2, args.samples // d.batch_size)
             lt = loader_rate(_with_workers(today, args.workers), batches)
             lf = loader_rate(_with_workers(fast, args.workers), batches)
-            print(f"samples/s/core, train_loader with {args.workers} workers: today {lt / args.workers:.1f}, "
+            print(f"samples/s/worker (wall clock), train_loader with {args.workers} workers: today {lt / args.workers:.1f}, "
                   f"fast {lf / args.workers:.1f} (total {lt:.1f} vs {lf:.1f} samples/s; ratio {lf / lt:.1f}x)")
         matched = check_identical(today, fast, args.check)
         print(f"bitwise check: {matched} samples of the first {args.check} batches identical (fast vs today)")
