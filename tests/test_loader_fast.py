@@ -16,7 +16,8 @@ from ifbf.data import cache as cache_mod
 from ifbf.data.cache import open_cache, write_cache, write_split
 from ifbf.data.cityscapes import CityscapesDataset, DataError
 from ifbf.data.fast import fast_train_transform, nearest_source_index, to_device
-from ifbf.data.loader import train_loader
+from ifbf.data.loader import train_dataset, train_loader
+from ifbf.experiments import load_preset, load_table, row_config
 from ifbf.data.transforms import train_transform
 from torchvision import tv_tensors  # noqa: E402
 from torchvision.transforms.v2 import functional as F  # noqa: E402
@@ -141,7 +142,9 @@ def test_fast_path_loader_batches_equal_todays(tmp_path):
     assert config_hash(fast_cfg) == config_hash(today_cfg)  # same batches, so the same run
     from ifbf.data.cityscapes import resolve_root
 
+    assert train_dataset(fast_cfg).cache is None  # no cache yet: the fast path decodes the PNGs
     write_split(resolve_root(fast_cfg.data), "train", tmp_path, progress=False)
+    assert train_dataset(fast_cfg).cache is not None
     today, fast = iter(train_loader(today_cfg, start_iter=2)), iter(train_loader(fast_cfg, start_iter=2))
     assert next(iter(train_loader(fast_cfg)))[0].dtype == torch.uint8  # normalised on the device
     for _ in range(4):
@@ -178,3 +181,11 @@ def test_cache_command(synth_root, tmp_path, capsys):
     assert data_cache.needed_bytes(synth_root, ["val"], out) <= 0  # all written: a rerun needs no more space
     with pytest.raises(IfbfError, match="not a Cityscapes root"):
         data_cache.run(parser.parse_args([str(tmp_path)]))
+
+
+def test_paper_preset_uses_the_fast_path_and_smoke_does_not():
+    row = load_table(2).rows[-1]
+    assert row_config(row, load_preset("paper")).data.fast_path
+    assert not row_config(row, load_preset("smoke")).data.fast_path
+    assert config_hash(row_config(row, load_preset("paper"))) == config_hash(
+        load_config(BASE_CONFIG, list(row.overrides)))  # the paper's runs keep their identity
