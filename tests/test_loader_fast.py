@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,21 +69,12 @@ def test_nearest_source_index_matches_torch_resize_of_a_uint8_mask(n_in, n_out):
     assert torch.equal(mask[0, nearest_source_index(n_in, n_out), :], resized[0])
 
 
-def _dataset(root: Path, cfg, cached: bool) -> CityscapesDataset:
-    ds = CityscapesDataset(root, "train", fast_train_transform(cfg), target_dtype=torch.uint8)
-    if cached:
-        ds.cache = open_cache(root, "train", ds.samples, None)
-        assert ds.cache is not None
-    return ds
-
-
 def test_cache_items_equal_png_items(synth_root, tmp_path):
     cfg = load_config(BASE_CONFIG, ["data.crop_size=[48, 48]"]).data
     out = tmp_path / "cache"
     folders = write_cache(synth_root, ["train", "test"], out, progress=False)
     assert [f.name for f in folders] == ["train", "test"]
-    ds_png = _dataset(synth_root, cfg, cached=False)
-    ds_png.cache = None
+    ds_png = CityscapesDataset(synth_root, "train", fast_train_transform(cfg), target_dtype=torch.uint8)
     ds_mem = CityscapesDataset(synth_root, "train", fast_train_transform(cfg), target_dtype=torch.uint8)
     ds_mem.cache = open_cache(synth_root, "train", ds_mem.samples, str(out))
     for i in range(len(ds_png)):
