@@ -25,7 +25,7 @@ Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 Norm = Literal["bn", "syncbn", "inplace_abn", "inplace_abn_sync"]
 FusionPlacement = Literal["concat", "after_convs"]
 Ohem = Literal["none", "thresh", "topk"]
-Amp = Literal["none", "bf16", "fp16"]
+Amp = Literal["none", "off", "bf16", "fp16"]  # "off" = "none"
 Dataset = Literal["cityscapes", "synthetic"]
 
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # section 4.3.4, "DA"
@@ -79,6 +79,10 @@ class DataConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    # Input fast path (docs/performance.md): decoded cache when present, uint8 batches normalised on the
+    # device. Bitwise the same batches as the default path, so not part of a run's identity.
+    fast_path: bool = False
+    cache_dir: str | None = None  # None: <root>/ifbf_cache (written by `ifbf data cache ROOT`)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class TrainConfig:
     aux_weight: float = 0.4
     amp: Amp = "none"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the model (an execution detail, like the device: not identity)
     seed: int = 0
     deterministic: bool = False
     float64: bool = False  # verification mode: train and evaluate in double precision (CPU, slow)
@@ -137,7 +142,7 @@ class Config:
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
 
 # Sections and keys that do not change what a training produces (see RunConfig identity).
-NOT_IDENTITY = ("eval", "runtime", "data.root")
+NOT_IDENTITY = ("eval", "runtime", "data.root", "data.fast_path", "data.cache_dir", "train.compile")
 
 
 def _type_name(tp: Any) -> str:

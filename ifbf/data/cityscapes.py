@@ -94,15 +94,21 @@ class CityscapesDataset(torch.utils.data.Dataset):
     transforms then draw from ``seed``, which makes augmentation a function of the iteration (exact
     resume, and the same global batch under any number of processes)."""
 
-    def __init__(self, root: Path, split: str, transform: Transform | None = None, with_labels: bool = True) -> None:
-        self.root, self.split, self.transform = root, split, transform
+    def __init__(self, root: Path, split: str, transform: Transform | None = None, with_labels: bool = True,
+                 target_dtype: torch.dtype = torch.long) -> None:
+        self.root, self.split, self.transform, self.target_dtype = root, split, transform, target_dtype
         self.samples = find_samples(root, split, with_labels)
+        self.cache = None  # a data.cache.DecodedCache of these samples: decoded arrays instead of PNGs
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask | None]:
         sample = self.samples[index]
+        if self.cache is not None:
+            image, train = self.cache.image(index), self.cache.label(index)
+            mask = tv_tensors.Mask(torch.from_numpy(train)) if sample.label is not None else None
+            return tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)), mask
         image = read_png(sample.image, "RGB")
         mask = None
         if sample.label is not None:
@@ -127,4 +133,4 @@ class CityscapesDataset(torch.utils.data.Dataset):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     image, mask = self.transform(image, mask)
-        return image, mask.long(), self.samples[index].name
+        return image, mask.to(self.target_dtype), self.samples[index].name

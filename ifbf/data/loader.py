@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from ifbf.config import Config
+from ifbf.data.cache import open_cache
 from ifbf.data.cityscapes import CityscapesDataset, resolve_root
+from ifbf.data.fast import fast_train_transform
 from ifbf.data.transforms import eval_transform, train_transform
 
 
@@ -46,8 +48,19 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode and augment; leave the cores to the model
 
 
+def train_dataset(cfg: Config) -> CityscapesDataset:
+    """The training set; with ``data.fast_path`` it reads the decoded cache when there is one and yields uint8
+    images and masks (``fast.to_device`` normalises them): the same batches, bit for bit."""
+    root = resolve_root(cfg.data)
+    if not cfg.data.fast_path:
+        return CityscapesDataset(root, cfg.data.train_split, train_transform(cfg.data))
+    dataset = CityscapesDataset(root, cfg.data.train_split, fast_train_transform(cfg.data), target_dtype=torch.uint8)
+    dataset.cache = open_cache(root, cfg.data.train_split, dataset.samples, cfg.data.cache_dir)
+    return dataset
+
+
 def train_loader(cfg: Config, start_iter: int = 0, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
-    dataset = CityscapesDataset(resolve_root(cfg.data), cfg.data.train_split, train_transform(cfg.data))
+    dataset = train_dataset(cfg)
     sampler = IterationSampler(len(dataset), cfg.data.batch_size, cfg.train.seed, start_iter, rank, world)
     workers = cfg.runtime.workers
     return torch.utils.data.DataLoader(
