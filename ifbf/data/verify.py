@@ -190,10 +190,11 @@ def _check_counts(root: Path, split: str, frames: dict[str, Frame], expected: in
     if allow_partial and expected and not images:
         return []  # a deliberate subset may leave a split out; an empty dataset is caught by verify()
     missing = expected - len(images)
-    head = f"{split}: {len(images)} of {expected} images; {missing} missing"
+    what = f"{len(images)} of {expected} images; {missing} missing"
+    head = f"{split}: {what}"
     labelled = [n for n, f in frames.items() if "image" not in f.sizes]  # labels whose image is missing
     if labelled:
-        return [_line(split, head, labelled, hint=f" (their gtFine labels are there, the {KINDS['image'][0]} files not)")]
+        return [_line(split, what, labelled, hint=f" (their gtFine labels are there, the {KINDS['image'][0]} files not)")]
     if not (root / "leftImg8bit" / split).is_dir():
         return [f"{head} ({root / 'leftImg8bit' / split} does not exist)"]
     cities = sorted({f.city for f in frames.values()})
