@@ -70,7 +70,7 @@ class DataConfig:
 
     dataset: Dataset = "cityscapes"
     root: str | None = None  # None: $CITYSCAPES_DATASET (or the synthetic cache)
-    train_split: str = "train"
+    train_splits: tuple[str, ...] = ("train",)  # concatenated; the paper trains on train (paper-notes)
     val_split: str = "val"
     crop_size: tuple[int, int] = (876, 876)  # (H, W)
     scales: tuple[float, ...] = PAPER_SCALES  # (1.0,) switches "DA" off (Table 4)
@@ -243,6 +243,7 @@ def _validate(obj: Any, where: str, prefix: str) -> None:
         checks = [
             (all(s > 0 for s in obj.crop_size), "crop_size", "must be positive"),
             (all(s > 0 for s in obj.scales), "scales", "must be positive"),
+            (len(set(obj.train_splits)) == len(obj.train_splits), "train_splits", "must not repeat a split"),
         ]
     elif isinstance(obj, EvalConfig):
         checks = [(all(s > 0 for s in obj.scales), "scales", "must be positive")]

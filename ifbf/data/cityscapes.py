@@ -6,7 +6,7 @@ Every problem with the files is one ``DataError`` that names the file and the fi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +98,11 @@ class CityscapesDataset(torch.utils.data.Dataset):
     transforms then draw from ``seed``, which makes augmentation a function of the iteration (exact
     resume, and the same global batch under any number of processes)."""
 
-    def __init__(self, root: Path, split: str, transform: Transform | None = None, with_labels: bool = True) -> None:
-        self.root, self.split, self.transform = root, split, transform
-        self.samples = find_samples(root, split, with_labels)
+    def __init__(self, root: Path, split: str | Sequence[str], transform: Transform | None = None,
+                 with_labels: bool = True) -> None:
+        splits = (split,) if isinstance(split, str) else tuple(split)  # several splits are concatenated
+        self.root, self.split, self.transform = root, "+".join(splits), transform
+        self.samples = [sample for s in splits for sample in find_samples(root, s, with_labels)]
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -47,7 +47,7 @@ def _worker_init(_: int) -> None:
 
 
 def train_loader(cfg: Config, start_iter: int = 0, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
-    dataset = CityscapesDataset(resolve_root(cfg.data), cfg.data.train_split, train_transform(cfg.data))
+    dataset = CityscapesDataset(resolve_root(cfg.data), cfg.data.train_splits, train_transform(cfg.data))
     sampler = IterationSampler(len(dataset), cfg.data.batch_size, cfg.train.seed, start_iter, rank, world)
     workers = cfg.runtime.workers
     return torch.utils.data.DataLoader(
