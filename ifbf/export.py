@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import zipfile
 from pathlib import Path
 
 from ifbf.engine.evaluate_cmd import add_inference_arguments, load_run
@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zip", action="store_true", help="also write OUT.zip for upload")
 
 
-def run(args: argparse.Namespace) -> int:
+def export_label_ids(model, cfg, device, split: str, out: Path, progress: bool = True) -> int:
+    """Predict ``split`` with ``cfg.eval`` and write one labelId PNG per image into the new folder ``out``."""
+    # torch and the model stack load only when exporting (the CLI imports this module for --help too)
     import torch
     from PIL import Image
     from tqdm import tqdm
@@ -27,19 +29,37 @@ def run(args: argparse.Namespace) -> int:
     from ifbf.data.loader import eval_dataset
     from ifbf.engine.evaluate import predict
 
-    cfg, model, device, _, _, _ = load_run(args)
-    if args.out.exists() and any(args.out.iterdir()):
-        raise IfbfError(f"{args.out} is not empty: choose a new --out (exports are never overwritten)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    dataset = eval_dataset(cfg, args.split, with_labels=False)
-    for index in tqdm(range(len(dataset)), desc="export", unit="img", disable=None if not args.no_progress else True):
+    if out.exists() and any(out.iterdir()):
+        raise IfbfError(f"{out} is not empty: choose a new --out (exports are never overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = eval_dataset(cfg, split, with_labels=False)
+    for index in tqdm(range(len(dataset)), desc="export", unit="img", disable=None if progress else True):
         image, _, name = dataset[index]
         image = image.unsqueeze(0).to(device, next(model.parameters()).dtype)
         pred = predict(model, image, cfg.eval, cfg.model.num_classes).argmax(1)[0]
         ids = TRAIN_TO_ID[pred.to(torch.uint8).cpu().numpy()]
-        Image.fromarray(ids).save(args.out / f"{name}_leftImg8bit.png")
-    print(f"wrote {len(dataset)} labelId PNGs to {args.out}")
+        Image.fromarray(ids).save(out / f"{name}_leftImg8bit.png")
+    return len(dataset)
+
+
+def zip_submission(folder: Path) -> Path:
+    """``folder.zip`` holding the folder's PNGs at its top level, in name order: the upload for the server."""
+    pngs = sorted(folder.glob("*.png"))
+    if not pngs:
+        raise IfbfError(f"nothing to zip: {folder} holds no PNG")
+    archive = folder.with_name(folder.name + ".zip")
+    tmp = archive.with_name(f".{archive.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for png in pngs:
+            z.write(png, png.name)
+    tmp.replace(archive)
+    return archive
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, model, device, _, _, _ = load_run(args)
+    n = export_label_ids(model, cfg, device, args.split, args.out, not args.no_progress)
+    print(f"wrote {n} labelId PNGs to {args.out}")
     if args.zip:
-        archive = shutil.make_archive(str(args.out), "zip", root_dir=args.out)
-        print(f"zipped to {archive}")
+        print(f"zipped to {zip_submission(args.out)}")
     return 0
