@@ -137,3 +137,15 @@ def test_test_submission_is_the_export_zipped(tmp_path):
             ids = np.asarray(Image.open(z.open(name)))
             assert np.array_equal(ids, np.asarray(Image.open(tmp_path / "cli" / name)))
             assert set(np.unique(ids).tolist()) <= set(TRAIN_TO_ID[:19].tolist())
+
+
+def test_no_miou_against_the_void_cityscapes_test_labels(synth_root):
+    from ifbf.data.cityscapes import DataError
+    from ifbf.data.loader import eval_dataset
+
+    cfg = load_config(BASE_CONFIG, [f"data.root={synth_root}", "eval.split=test"])
+    with pytest.raises(DataError, match="test labels are private.*ifbf import-server-result"):
+        eval_dataset(cfg)
+    assert len(eval_dataset(cfg, with_labels=False)) == 2  # exporting the test split is fine
+    synthetic = load_config(BASE_CONFIG, TINY_TRAIN + ["eval.split=test"])
+    assert len(eval_dataset(synthetic)) == 2  # the synthetic test split has real labels

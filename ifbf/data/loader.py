@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ifbf.config import Config
-from ifbf.data.cityscapes import CityscapesDataset, resolve_root
+from ifbf.data.cityscapes import CityscapesDataset, DataError, resolve_root
 from ifbf.data.transforms import eval_transform, train_transform
 
 
@@ -64,4 +64,10 @@ def train_loader(cfg: Config, start_iter: int = 0, rank: int = 0, world: int = 1
 
 def eval_dataset(cfg: Config, split: str | None = None, with_labels: bool = True) -> CityscapesDataset:
     split = split or cfg.eval.split or cfg.data.val_split
+    if with_labels and split == "test" and cfg.data.dataset == "cityscapes":
+        raise DataError(
+            "the Cityscapes test labels are private (void), so no mIoU is computed on the test split: export "
+            "the predictions (`ifbf export --split test --ms --flip --zip`), upload the zip to "
+            "https://www.cityscapes-dataset.com/submit/ and record the result with `ifbf import-server-result`"
+        )
     return CityscapesDataset(resolve_root(cfg.data), split, eval_transform(cfg.data), with_labels)
