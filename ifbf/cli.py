@@ -21,7 +21,7 @@ COMMANDS = {
     "visualize": ("ifbf.visualize", "figures 5 and 6: features around the fusion, predictions side by side"),
     "config": ("ifbf.config_cmd", "print the resolved config and its hash"),
     "data": ("ifbf.commands.data", "prepare a Cityscapes root from the official zips, or verify one"),
-    "import-server-result": ("ifbf.commands.import_server_result", "record the Cityscapes test server's result for a run"),
+    "import-server-result": ("ifbf.commands.import_server_result", "record the test server's result for a run"),
 }
 
 

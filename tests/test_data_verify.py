@@ -40,11 +40,14 @@ def _write(root, split, name, size=(W, H), labels=("labelIds", "labelTrainIds"))
         Image.fromarray(np.full((size[1], size[0]), 7, np.uint8)).save(path)
 
 
+CITY = {"train": "aachen", "val": "frankfurt", "test": "berlin"}
+
+
 def _dataset(root, counts=(("train", 3), ("val", 2), ("test", 1))):
     for split, n in counts:
+        labels = ("labelIds",) if split == "test" else ("labelIds", "labelTrainIds")
         for i in range(n):
-            _write(root, split, f"{'aachen' if split == 'train' else 'frankfurt' if split == 'val' else 'berlin'}"
-                                f"_{i:06d}_000019", labels=("labelIds",) if split == "test" else ("labelIds", "labelTrainIds"))
+            _write(root, split, f"{CITY[split]}_{i:06d}_000019", labels=labels)
     return root
 
 
@@ -72,11 +75,13 @@ def test_missing_label_and_image_are_named(tmp_path):
     (root / "leftImg8bit/train/aachen/aachen_000002_000019_leftImg8bit.png").unlink()
     problems = verify(root, SMALL).problems
     assert problems == [
-        "train: 2 of 3 images; 1 missing, e.g. aachen_000002_000019 (their gtFine labels are there, the leftImg8bit files not)",
+        "train: 2 of 3 images; 1 missing, e.g. aachen_000002_000019 "
+        "(their gtFine labels are there, the leftImg8bit files not)",
         "train: 1 of 2 images have no gtFine labelIds, e.g. aachen_000001_000019 "
         "(expected gtFine/train/<city>/<frame>_gtFine_labelIds.png)",
         "val: 1 of 2 images have no gtFine labelTrainIds, e.g. frankfurt_000000_000019 (expected "
-        "gtFine/val/<city>/<frame>_gtFine_labelTrainIds.png; `ifbf data prepare --out ROOT` creates them from the polygons)",
+        "gtFine/val/<city>/<frame>_gtFine_labelTrainIds.png; `ifbf data prepare --out ROOT` creates them from the "
+        "polygons)",
     ]
 
 
@@ -96,8 +101,10 @@ def test_wrong_size_and_broken_png_are_named(tmp_path):
             "(bit depth 8, colour type 2)") in problems
     # size=None: any size, but a label must match its image
     assert verify(root, Expected({"train": 3, "val": 3, "test": 1}, None)).problems == [
-        "train: 1 labelIds files are unreadable, e.g. aachen_000000_000019 (not a PNG file (truncated or another format))",
-        "train: 1 labelTrainIds files are not 8-bit single-channel PNGs, e.g. aachen_000001_000019 (bit depth 8, colour type 2)",
+        "train: 1 labelIds files are unreadable, e.g. aachen_000000_000019 "
+        "(not a PNG file (truncated or another format))",
+        "train: 1 labelTrainIds files are not 8-bit single-channel PNGs, e.g. aachen_000001_000019 "
+        "(bit depth 8, colour type 2)",
     ]
 
 

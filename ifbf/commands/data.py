@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ver.add_argument("--expect", nargs="+", metavar="SPLIT=N",
                      help="expected images per split (default: the official 2975/500/1525, or the synthetic "
                           "dataset's own when ROOT holds SYNTHETIC.json)")
-    ver.add_argument("--size", metavar="WxH", help="expected image size (default 2048x1024; 'any': labels match images)")
+    ver.add_argument("--size", metavar="WxH",
+                     help="expected image size (default 2048x1024; 'any': labels must match their image)")
     for p in (prep, ver):
         p.add_argument("--allow-partial", action="store_true",
                        help="accept a deliberate subset (fewer images than expected); recorded in the manifest")

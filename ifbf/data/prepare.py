@@ -60,7 +60,8 @@ def _members(archive: zipfile.ZipFile, path: Path, top: str) -> list[zipfile.Zip
             raise PrepareError(f"{path} holds an unsafe member name {info.filename!r}: not the official package")
         members.append(info)
     if not members:
-        raise PrepareError(f"{path} has no {top}/ folder inside: not the official {path.name} (download: {DOWNLOAD_URL})")
+        raise PrepareError(f"{path} has no {top}/ folder inside: not the official {path.name} "
+                           f"(download: {DOWNLOAD_URL})")
     return members
 
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -69,7 +68,8 @@ CITYSCAPES = Expected(counts={"train": 2975, "val": 500, "test": 1525})
 
 def synthetic_expected(spec: SynthConfig) -> Expected:
     """The embedded synthetic dataset (``ifbf synth``): its own counts and size, labelIds only."""
-    return Expected({"train": spec.train, "val": spec.val, "test": spec.test}, (spec.width, spec.height), (), "synthetic")
+    counts = {"train": spec.train, "val": spec.val, "test": spec.test}
+    return Expected(counts, (spec.width, spec.height), (), "synthetic")
 
 
 def expected_for(cfg: DataConfig) -> Expected:
@@ -104,8 +104,8 @@ def scan_split(root: Path, split: str) -> dict[str, Frame]:
 
 
 def present_splits(root: Path) -> list[str]:
-    found = {p.name for top in ("leftImg8bit", "gtFine") if (root / top).is_dir() for p in (root / top).iterdir() if p.is_dir()}
-    return sorted(found)
+    tops = [root / top for top in ("leftImg8bit", "gtFine") if (root / top).is_dir()]
+    return sorted({p.name for top in tops for p in top.iterdir() if p.is_dir()})
 
 
 def digest_of(splits: dict[str, dict[str, Frame]]) -> str:
@@ -194,7 +194,7 @@ def _check_counts(root: Path, split: str, frames: dict[str, Frame], expected: in
     head = f"{split}: {what}"
     labelled = [n for n, f in frames.items() if "image" not in f.sizes]  # labels whose image is missing
     if labelled:
-        return [_line(split, what, labelled, hint=f" (their gtFine labels are there, the {KINDS['image'][0]} files not)")]
+        return [_line(split, what, labelled, hint=" (their gtFine labels are there, the leftImg8bit files not)")]
     if not (root / "leftImg8bit" / split).is_dir():
         return [f"{head} ({root / 'leftImg8bit' / split} does not exist)"]
     cities = sorted({f.city for f in frames.values()})
@@ -207,15 +207,17 @@ def _check_labels(root: Path, split: str, frames: dict[str, Frame], kinds: list[
     for kind in kinds:
         missing = [n for n in images if kind not in frames[n].sizes]
         if missing:
-            hint = (f" (expected gtFine/{split}/<city>/<frame>{KINDS[kind][1]}"
-                    + ("; `ifbf data prepare --out ROOT` creates them from the polygons)" if kind == "labelTrainIds" else ")"))
-            problems.append(_line(split, f"{len(missing)} of {len(images)} images have no gtFine {kind}", missing, hint=hint))
+            fix = "; `ifbf data prepare --out ROOT` creates them from the polygons" if kind == "labelTrainIds" else ""
+            hint = f" (expected gtFine/{split}/<city>/<frame>{KINDS[kind][1]}{fix})"
+            what = f"{len(missing)} of {len(images)} images have no gtFine {kind}"
+            problems.append(_line(split, what, missing, hint=hint))
     return problems
 
 
 def _check_headers(root: Path, split: str, frames: dict[str, Frame], expected: Expected, workers: int) -> list[str]:
     """PNG signature and IHDR of every file; sizes against ``expected.size`` (or against the frame's image)."""
-    files = [(n, kind, f.path(root, split, n, kind)) for n, f in frames.items() if "image" in f.sizes for kind in f.sizes]
+    files = [(n, kind, f.path(root, split, n, kind))
+             for n, f in frames.items() if "image" in f.sizes for kind in f.sizes]
     with ThreadPoolExecutor(workers) as pool:  # I/O bound: threads hide network-filesystem latency
         headers = list(pool.map(png_header, [p for _, _, p in files]))
     bad: dict[str, dict[str, str]] = {}  # problem -> {name: detail}
@@ -230,7 +232,8 @@ def _check_headers(root: Path, split: str, frames: dict[str, Frame], expected: E
         if want and (width, height) != tuple(want):
             bad.setdefault(f"{what} are not {want[0]}x{want[1]}", {})[name] = f"{width}x{height}"
         if kind != "image" and (depth != 8 or colour not in (0, 3)):
-            bad.setdefault(f"{what} are not 8-bit single-channel PNGs", {})[name] = f"bit depth {depth}, colour type {colour}"
+            detail = f"bit depth {depth}, colour type {colour}"
+            bad.setdefault(f"{what} are not 8-bit single-channel PNGs", {})[name] = detail
     return [_line(split, f"{len(d)} {problem}", list(d), d) for problem, d in bad.items()]
 
 
@@ -325,8 +328,3 @@ def require_verified(root: str | Path, expected: Expected = CITYSCAPES, allow_pa
         raise DatasetError(Path(root), result.problems)
     return json.loads(write_manifest(result).read_text())
 
-
-def summary_lines(result: VerifyResult) -> Iterable[str]:
-    counts = result.counts()
-    for split, n in result.expected.counts.items():
-        yield f"{split}: {counts.get(split, 0)} of {n} images"
