@@ -139,6 +139,8 @@ def test_success_writes_manifest_and_digest_follows_file_sizes(tmp_path, capsys)
     assert dataset_digest(root) == digest
     image.rename(image.with_name("aachen_000009_000019_leftImg8bit.png"))  # same sizes, another name
     assert dataset_digest(root) != digest
+    moved = root.rename(tmp_path / "moved")
+    assert read_manifest(moved)["digest"] == digest  # the root's own manifest travels with it
 
 
 def test_manifest_goes_next_to_a_root_it_cannot_write(tmp_path):

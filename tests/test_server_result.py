@@ -149,3 +149,14 @@ def test_no_miou_against_the_void_cityscapes_test_labels(synth_root):
     assert len(eval_dataset(cfg, with_labels=False)) == 2  # exporting the test split is fine
     synthetic = load_config(BASE_CONFIG, TINY_TRAIN + ["eval.split=test"])
     assert len(eval_dataset(synthetic)) == 2  # the synthetic test split has real labels
+
+
+def test_table6_row_reads_the_server_key_of_its_own_eval_setting():
+    """The paper preset's Table 6 row evaluates with exactly SERVER_EVAL, so the report finds the imported
+    result under server_eval_key(cell eval) = 'server-' + eval_key(SERVER_EVAL)."""
+    from ifbf.experiments import load_preset, load_table, row_config
+
+    row = load_table(6).runnable()[0]
+    cfg = row_config(row, load_preset("paper"))
+    assert cfg.eval == SERVER_EVAL
+    assert server_eval_key(cfg.eval) == "server-" + eval_key(SERVER_EVAL)

@@ -311,12 +311,13 @@ def write_manifest(result: VerifyResult) -> Path:
 
 
 def read_manifest(root: str | Path) -> dict | None:
-    """The manifest of the last successful verify of ``root`` (None if never verified)."""
+    """The manifest of the last successful verify of ``root`` (None if never verified). The root's own
+    manifest travels with it; the ones beside it or in the cache count only for the path they name."""
     root = Path(root)
-    for path in manifest_paths(root):
+    for i, path in enumerate(manifest_paths(root)):
         if path.is_file():
             manifest = json.loads(path.read_text())
-            if manifest.get("root") == str(root.resolve()):
+            if i == 0 or manifest.get("root") == str(root.resolve()):
                 return manifest
     return None
 
