@@ -196,3 +196,22 @@ def test_real_frame(capsys):
     assert "val: 1 images are not 2048x1024, e.g. frankfurt_000000_000294 (256x128)" in problems
     assert "val: 1 labelTrainIds files are not 2048x1024, e.g. frankfurt_000000_000294 (256x128)" in problems
     assert verify(SHARED_SAMPLE, Expected({"val": 1}, (256, 128)), deep=True, workers=1, progress=False).ok
+
+
+def test_verify_config_checks_the_dataset_a_config_trains_on(tmp_path, monkeypatch):
+    from ifbf.data.verify import NO_ROOT, verify_config
+
+    smoke = load_config(None, ["data.dataset=synthetic", "data.synth.train=2", "data.synth.val=1", "data.synth.test=0",
+                               "data.synth.height=32", "data.synth.width=64"])
+    result = verify_config(smoke.data)
+    assert result.ok and result.counts() == {"train": 2, "val": 1, "test": 0}  # generated, then verified
+    assert read_manifest(result.root)["dataset"] == "synthetic"
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    assert verify_config(load_config().data).problems == [NO_ROOT]
+    root = _dataset(tmp_path / "cs", (("train", 3),))
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(root))
+    problems = verify_config(load_config().data).problems
+    assert "train: 3 of 2975 images; 2972 missing (cities present: aachen)" in problems
+    assert verify_config(load_config(None, [f"data.root={tmp_path / 'nowhere'}"]).data).problems == [
+        f"dataset root {tmp_path / 'nowhere'} does not exist (download: https://www.cityscapes-dataset.com/downloads/, "
+        f"then `ifbf data prepare --zips DIR --out {tmp_path / 'nowhere'}`)"]

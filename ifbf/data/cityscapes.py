@@ -5,7 +5,6 @@ Every problem with the files is one ``DataError`` that names the file and the fi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from ifbf._torchvision import torchvision  # noqa: F401 - must precede any torch
 from ifbf.config import DataConfig
 from ifbf.data.labels import ID_TO_TRAIN, UNKNOWN
 from ifbf.data.synth import ensure_dataset
+from ifbf.data.verify import NO_ROOT, configured_root
 from ifbf.errors import IfbfError
 from torchvision import tv_tensors  # noqa: E402
 
@@ -40,13 +40,9 @@ def resolve_root(cfg: DataConfig) -> Path:
     """The dataset root: data.root, else $CITYSCAPES_DATASET; for synthetic data, generated on first use."""
     if cfg.dataset == "synthetic":
         return ensure_dataset(cfg.synth, cfg.root)
-    root = cfg.root or os.environ.get("CITYSCAPES_DATASET")
-    if not root:
-        raise DataError(
-            "no Cityscapes root: set CITYSCAPES_DATASET=/path/to/cityscapes (the folder holding leftImg8bit/ "
-            "and gtFine/) or data.root=..., or use the embedded synthetic data (data.dataset=synthetic)"
-        )
-    path = Path(root).expanduser()
+    path = configured_root(cfg)
+    if path is None:
+        raise DataError(NO_ROOT)
     if not path.is_dir():
         raise DataError(f"Cityscapes root {path} does not exist (from data.root or CITYSCAPES_DATASET)")
     return path

@@ -25,7 +25,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ifbf.config import DataConfig, SynthConfig
-from ifbf.data.synth import cache_root
+from ifbf.data.synth import cache_root, ensure_dataset
 from ifbf.errors import IfbfError
 
 DOWNLOAD_URL = "https://www.cityscapes-dataset.com/downloads/"
@@ -37,6 +37,8 @@ KINDS = {
     "labelTrainIds": ("gtFine", "_gtFine_labelTrainIds.png"),
 }
 MANIFEST = "ifbf_dataset.json"
+NO_ROOT = ("no Cityscapes root: set CITYSCAPES_DATASET=/path/to/cityscapes (the folder holding leftImg8bit/ and "
+           "gtFine/) or data.root=..., or use the embedded synthetic data (data.dataset=synthetic)")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXAMPLES = 3  # names shown per problem line
 
@@ -320,6 +322,26 @@ def read_manifest(root: str | Path) -> dict | None:
             if i == 0 or manifest.get("root") == str(root.resolve()):
                 return manifest
     return None
+
+
+def configured_root(cfg: DataConfig) -> Path | None:
+    """The Cityscapes root a config names: data.root, else $CITYSCAPES_DATASET (None when neither is set)."""
+    root = cfg.root or os.environ.get("CITYSCAPES_DATASET")
+    return Path(root).expanduser() if root else None
+
+
+def verify_config(cfg: DataConfig, allow_partial: bool = False) -> VerifyResult:
+    """The fast verify of the dataset a config trains on, against ``expected_for(cfg)`` (the synthetic
+    dataset is generated first); the manifest is written when it passes. For checks before planning."""
+    expected = expected_for(cfg)
+    if cfg.dataset == "synthetic":
+        root = ensure_dataset(cfg.synth, cfg.root)
+    elif (root := configured_root(cfg)) is None:
+        return VerifyResult(Path(), expected, {}, [NO_ROOT])
+    result = verify(root, expected, allow_partial=allow_partial, progress=False)
+    if result.ok:
+        write_manifest(result)
+    return result
 
 
 def require_verified(root: str | Path, expected: Expected = CITYSCAPES, allow_partial: bool = False) -> dict:
