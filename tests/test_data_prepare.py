@@ -114,3 +114,14 @@ def test_cli_prepare_verifies_against_the_official_counts(zips, tmp_path, capsys
     out = capsys.readouterr().out
     assert "train: 3 of 2975 images; 2972 missing" in out and "are not 2048x1024" in out
     assert len(list((tmp_path / "out").glob("gtFine/*/*/*_labelTrainIds.png"))) == 5
+
+
+def test_not_enough_disk_space_is_said_before_extracting(zips, tmp_path, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda path: usage(10**12, 10**12 - 100, 100))
+    with pytest.raises(PrepareError, match=r"extracting leftImg8bit_trainvaltest.zip needs 0.0 GB, .* has 0.0 GB free"):
+        prepare(tmp_path / "out", zips, TINY, progress=False)
+    assert not list((tmp_path / "out").rglob("*.png"))

@@ -13,6 +13,7 @@ Every file is written under a temporary name and renamed, so an interrupted prep
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -74,7 +75,10 @@ def extract(path: Path, top: str, out: Path, progress: bool = True) -> int:
     with archive:
         members = _members(archive, path, top)
         todo = [m for m in members if not _extracted(out / m.filename, m)]
-        bar = tqdm(total=sum(m.file_size for m in todo), unit="B", unit_scale=True, desc=f"extract {path.name}",
+        need, free = sum(m.file_size for m in todo), shutil.disk_usage(out).free
+        if need > free:
+            raise PrepareError(f"extracting {path.name} needs {need / 1e9:.1f} GB, {out} has {free / 1e9:.1f} GB free")
+        bar = tqdm(total=need, unit="B", unit_scale=True, desc=f"extract {path.name}",
                    disable=None if progress else True)
         with bar:
             for info in todo:
@@ -128,7 +132,10 @@ def prepare(out: Path, zip_dir: Path | None = None, expected: Expected = CITYSCA
     """Extract (when ``zip_dir`` is given), create labelTrainIds, verify; the manifest is written on success."""
     if zip_dir is not None:
         zips = find_zips(zip_dir)  # both checked before anything is written
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise PrepareError(f"cannot create {out}: {err.strerror}") from None
         for name, path in zips.items():
             extract(path, ZIPS[name], out, progress)
     elif not (out / "gtFine").is_dir():
