@@ -70,7 +70,7 @@ class DataConfig:
 
     dataset: Dataset = "cityscapes"
     root: str | None = None  # None: $CITYSCAPES_DATASET (or the synthetic cache)
-    train_split: str = "train"
+    train_splits: tuple[str, ...] = ("train",)  # concatenated; the paper trains on train (paper-notes)
     val_split: str = "val"
     crop_size: tuple[int, int] = (876, 876)  # (H, W)
     scales: tuple[float, ...] = PAPER_SCALES  # (1.0,) switches "DA" off (Table 4)
@@ -248,6 +248,7 @@ def _validate(obj: Any, where: str, prefix: str) -> None:
         checks = [
             (all(s > 0 for s in obj.crop_size), "crop_size", "must be positive"),
             (all(s > 0 for s in obj.scales), "scales", "must be positive"),
+            (len(set(obj.train_splits)) == len(obj.train_splits), "train_splits", "must not repeat a split"),
         ]
     elif isinstance(obj, EvalConfig):
         checks = [(all(s > 0 for s in obj.scales), "scales", "must be positive")]
@@ -299,7 +300,17 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def from_dict(data: dict, where: str = "config") -> Config:
-    return _build(Config, data, where)
+    return _build(Config, _upgrade(data), where)
+
+
+def _upgrade(data: dict) -> dict:
+    """Read configs written by earlier versions: ``data.train_split: X`` became ``data.train_splits: [X]``."""
+    section = data.get("data") if isinstance(data, dict) else None
+    if isinstance(section, dict) and "train_split" in section and "train_splits" not in section:
+        section = {**section, "train_splits": [section["train_split"]]}
+        del section["train_split"]
+        data = {**data, "data": section}
+    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -338,6 +349,9 @@ def identity(cfg: Config) -> dict:
         for part in parents:
             node = node[part]
         node.pop(last)
+    splits = data["data"].pop("train_splits")
+    # one split is stored as before (``train_split: X``), so run hashes of earlier versions stay valid
+    data["data"]["train_split" if len(splits) == 1 else "train_splits"] = splits[0] if len(splits) == 1 else splits
     return data
 
 

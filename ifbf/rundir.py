@@ -69,6 +69,11 @@ def read_status(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def server_eval_key(cfg: EvalConfig) -> str:
+    """Key of a result scored by the Cityscapes test server (imported, never computed here) for ``cfg``."""
+    return f"server-{eval_key(cfg)}"
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -113,11 +118,13 @@ class RunDir:
         m = self.metrics()
         return m is not None and m.get("config_hash") == config_hash(cfg) and m.get("iters") == cfg.train.iters
 
-    def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False) -> dict:
-        """Add one evaluation to metrics.json, keeping every earlier one; ``main`` makes it the headline."""
+    def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False,
+                          key: str | None = None) -> dict:
+        """Add one evaluation to metrics.json (under ``key``, default ``eval_key(eval_cfg)``), keeping every
+        earlier one; ``main`` makes it the headline."""
         metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
         entry = {"eval": json.loads(json.dumps(asdict(eval_cfg))), **result}
-        metrics.setdefault("evaluations", {})[eval_key(eval_cfg)] = entry
+        metrics.setdefault("evaluations", {})[key or eval_key(eval_cfg)] = entry
         if main:
             metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
         atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")

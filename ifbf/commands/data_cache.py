@@ -16,6 +16,7 @@ from PIL import Image
 from ifbf.data.cache import CACHE_DIRNAME, cache_root, write_cache
 from ifbf.errors import IfbfError
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="Cityscapes root (the folder holding leftImg8bit/ and gtFine/)")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to cache (default: train val)")
