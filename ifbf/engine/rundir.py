@@ -4,6 +4,8 @@
     log.jsonl        one JSON line per log step
     checkpoint.pth   model, optimizer, scheduler, scaler, RNG states, iteration, config and its hash
     metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
+    evaluations/<eval key>/per_image.npz   per image: "names", "inter", "union" ([n_images, K] int64
+                     pixel counts; their column sums give the evaluation's IoUs exactly)
     env.json         git commit, package versions, device
 """
 
@@ -19,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ifbf.config import Config, EvalConfig, config_hash, dump_yaml, from_dict
@@ -26,6 +29,7 @@ from ifbf.errors import IfbfError
 
 CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.json"
+PER_IMAGE = "per_image.npz"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -89,12 +93,41 @@ class RunDir:
     def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False) -> dict:
         """Add one evaluation to metrics.json, keeping every earlier one; ``main`` makes it the headline."""
         metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
+        result = dict(result)
+        per_image = result.pop("per_image", None)
+        if per_image is not None:  # written first: metrics.json naming it means it is complete
+            path = self.record_per_image(eval_key(eval_cfg), per_image["names"], per_image["inter"], per_image["union"])
+            result["per_image"] = str(path.relative_to(self.path))
         entry = {"eval": json.loads(json.dumps(asdict(eval_cfg))), **result}
         metrics.setdefault("evaluations", {})[eval_key(eval_cfg)] = entry
         if main:
             metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
         atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")
         return metrics
+
+    def per_image_path(self, key: str) -> Path:
+        return self.path / "evaluations" / key / PER_IMAGE
+
+    def record_per_image(self, key: str, names: list[str], inter: np.ndarray, union: np.ndarray) -> Path:
+        """Write the per-image intersection and union counts of evaluation ``key`` (atomically)."""
+        inter, union = np.asarray(inter, dtype=np.int64), np.asarray(union, dtype=np.int64)
+        if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(names):
+            raise ValueError(f"per-image counts: inter {inter.shape}, union {union.shape}, {len(names)} names")
+        path = self.per_image_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with tmp.open("wb") as f:
+            np.savez_compressed(f, names=np.array(names, dtype=str), inter=inter, union=union)
+        os.replace(tmp, path)
+        return path
+
+    def per_image(self, key: str) -> dict[str, Any] | None:
+        """{"names": list[str], "inter", "union": [n_images, K] int64} of evaluation ``key``, or None."""
+        path = self.per_image_path(key)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {"names": data["names"].tolist(), "inter": data["inter"], "union": data["union"]}
 
     def truncate_log(self, last_iter: int) -> None:
         """Drop log lines after ``last_iter`` (written by a run that died after its last checkpoint)."""
