@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,17 @@ class Counts:
             raise IfbfError(f"per-image counts: inter {self.inter.shape} and union {self.union.shape} differ")
         if self.names is not None and len(self.names) != self.inter.shape[0]:
             raise IfbfError(f"per-image counts: {len(self.names)} names for {self.inter.shape[0]} images")
+
+
+    @classmethod
+    def load(cls, path: str | Path) -> Counts:
+        """Read ``evaluations/<key>/per_image.npz`` (as written by the run store)."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["inter"], data["union"], tuple(data["names"].tolist()))
+
+    def only(self, column: int) -> Counts:
+        """The counts of one class (its mIoU is that class's IoU)."""
+        return Counts(self.inter[:, [column]], self.union[:, [column]], self.names)
 
 
 Row = Sequence[Counts]  # one Counts per seed
@@ -116,11 +128,16 @@ def _check_paired(rows: Mapping[str, Row]) -> int:
     return next(iter(sizes.values()))
 
 
-def _seed_mious(row: Row, weights: np.ndarray) -> np.ndarray:
-    """(n_seeds x B) mIoU of each seed under each image resample."""
+def _seed_sums(row: Row, weights: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per seed, the summed (inter, union) counts of each resample: two (B x K) arrays."""
     k = row[0].inter.shape[1]
     sums = [weights @ np.concatenate([c.inter, c.union], axis=1).astype(np.float64) for c in row]  # exact: < 2**53
-    return np.stack([miou(s[:, :k], s[:, k:]) for s in sums])
+    return [(s[:, :k], s[:, k:]) for s in sums]
+
+
+def _seed_mious(row: Row, weights: np.ndarray) -> np.ndarray:
+    """(n_seeds x B) mIoU of each seed under each image resample."""
+    return np.stack([miou(inter, union) for inter, union in _seed_sums(row, weights)])
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -163,25 +180,67 @@ def miou_interval(row: Row, resamples: int = RESAMPLES, level: float = LEVEL, se
 
 def paired_difference(a: Row, b: Row, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> Difference:
     """Δ = mIoU(a) − mIoU(b), both resampled on the same image draws (and seed draws when paired)."""
-    seed_mious = _resampled({"a": a, "b": b}, resamples, seed)
+    return set_difference([a], [b], resamples, level, seed)
+
+
+def set_difference(a: Sequence[Row], b: Sequence[Row], resamples: int = RESAMPLES, level: float = LEVEL,
+                   seed: int = 0) -> Difference:
+    """Δ = mean mIoU of the rows in ``a`` − mean mIoU of the rows in ``b`` (a row set is, e.g., one
+    ablation step at both depths), every row resampled on the same image draws."""
+    rows = {f"a{i}": row for i, row in enumerate(a)} | {f"b{i}": row for i, row in enumerate(b)}
+    seed_mious = _resampled(rows, resamples, seed)
     values = _seed_draws(seed_mious, seed)
-    delta = values["a"] - values["b"]
-    fixed = seed_mious["a"].mean(0) - seed_mious["b"].mean(0)  # seeds held fixed: images only
+
+    def side_mean(data: dict, side: str) -> np.ndarray:
+        return np.mean([v for key, v in data.items() if key[0] == side], axis=0)
+
+    delta = side_mean(values, "a") - side_mean(values, "b")
+    fixed = side_mean({k: v.mean(0) for k, v in seed_mious.items()}, "a") - side_mean(
+        {k: v.mean(0) for k, v in seed_mious.items()}, "b")  # seeds held fixed: images only
+    estimate = float(np.mean([row_miou(r) for r in a]) - np.mean([row_miou(r) for r in b]))
     low, high = _percentiles(delta, level)
     return Difference(
-        estimate=row_miou(a) - row_miou(b), low=low, high=high,
-        p_le_zero=float(np.mean(delta <= 0)), se=float(np.nanstd(delta)), image_se=float(np.nanstd(fixed)),
-        seed_var=_seed_var(a, b), n_seeds=(len(a), len(b)),
+        estimate=estimate, low=low, high=high, p_le_zero=float(np.mean(delta <= 0)), se=float(np.nanstd(delta)),
+        image_se=float(np.nanstd(fixed)), seed_var=_seed_var(a, b), n_seeds=(min(map(len, a)), min(map(len, b))),
     )
 
 
-def _seed_var(a: Row, b: Row) -> float | None:
-    per_seed = [[float(miou(c.inter.sum(0), c.union.sum(0))) for c in row] for row in (a, b)]
-    if len(a) == len(b) and len(a) > 1:
-        return float(np.var(np.subtract(*per_seed), ddof=1))
-    if len(a) > 1 and len(b) > 1:
-        return float(np.var(per_seed[0], ddof=1) + np.var(per_seed[1], ddof=1))
+def _per_seed(row: Row) -> list[float]:
+    return [float(miou(c.inter.sum(0), c.union.sum(0))) for c in row]
+
+
+def _seed_var(a: Sequence[Row], b: Sequence[Row]) -> float | None:
+    """Variance of one seed's Δ: from paired per-seed Δs when every row has as many seeds (> 1), else
+    from each row's seed variance; None when a row has a single seed."""
+    counts = {len(row) for row in (*a, *b)}
+    if len(counts) == 1 and counts.pop() > 1:
+        per_seed = np.mean([_per_seed(r) for r in a], axis=0) - np.mean([_per_seed(r) for r in b], axis=0)
+        return float(np.var(per_seed, ddof=1))
+    if all(len(row) > 1 for row in (*a, *b)):
+        return float(sum(np.var(_per_seed(r), ddof=1) / len(side) ** 2 for side in (a, b) for r in side))
     return None
+
+
+def class_wins(a: Row, b: Row, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> Interval:
+    """In how many classes row ``a``'s IoU (mean over seeds) is above row ``b``'s, with its bootstrap
+    interval on shared image (and seed) draws; a class absent from a resample counts as no win."""
+    weights = image_weights(np.random.default_rng(seed), _check_paired({"a": a, "b": b}), resamples)
+    rng = np.random.default_rng([seed, 1])
+    draws = seed_weights(rng, len(a), resamples) if len(a) == len(b) else None
+
+    def class_ious(row: Row) -> np.ndarray:  # (B x K), seeds drawn
+        ious = np.stack([np.divide(i, u, out=np.full(u.shape, np.nan), where=u > 0) for i, u in _seed_sums(row, weights)])
+        w = draws if draws is not None else seed_weights(rng, len(row), resamples)
+        return np.einsum("bs,sbk->bk", w, ious)
+
+    def full_ious(row: Row) -> np.ndarray:
+        return np.mean([np.divide(c.inter.sum(0), c.union.sum(0), out=np.full(c.inter.shape[1], np.nan),
+                                  where=c.union.sum(0) > 0) for c in row], axis=0)
+
+    wins = (class_ious(a) > class_ious(b)).sum(1)
+    low, high = _percentiles(wins.astype(np.float64), level)
+    return Interval(float((full_ious(a) > full_ious(b)).sum()), low, high, None, min(len(a), len(b)),
+                    a[0].inter.shape[0])
 
 
 def best_probability(rows: Mapping[str, Row], resamples: int = RESAMPLES, seed: int = 0) -> dict[str, float]:
