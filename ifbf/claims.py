@@ -83,7 +83,7 @@ def _side(value: object, where: str) -> tuple[str, ...]:
     raise ConfigError(f"{where}: each entry of 'rows' is a row name or a list of row names, not {value!r}")
 
 
-def _parse(entry: object, table: TableSpec, where: str) -> Claim:
+def parse_claim(entry: object, table: TableSpec, where: str) -> Claim:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: a claim is a mapping with id, text, kind, rows, direction, size")
     known = {"id", "text", "kind", "rows", "direction", "size", "threshold", "among", "metric", "note"}
@@ -134,7 +134,7 @@ def load_claims(number: int) -> tuple[Claim, ...]:
     entries = read_yaml(path).get("claims", [])
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: 'claims' is a list of claims")
-    claims = tuple(_parse(entry, table, f"{path}: claim {i + 1}") for i, entry in enumerate(entries))
+    claims = tuple(parse_claim(entry, table, f"{path}: claim {i + 1}") for i, entry in enumerate(entries))
     ids = [c.id for c in claims]
     if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
         raise ConfigError(f"{path}: duplicate claim id(s) {', '.join(duplicates)}")
