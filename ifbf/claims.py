@@ -180,7 +180,8 @@ def _value(claim: Claim, rows: RowCounts, resamples: int, seed: int) -> Verdict:
     if claim.direction == "about":
         verdict = SUPPORTED if inside else CONTRADICTED
     else:
-        verdict = _sided(claim, interval.low, interval.high, claim.threshold if claim.threshold is not None else claim.size)
+        null = claim.threshold if claim.threshold is not None else claim.size
+        verdict = _sided(claim, interval.low, interval.high, null)
     return Verdict(claim, verdict, interval.estimate, interval.low, interval.high, size_inside=inside)
 
 

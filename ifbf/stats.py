@@ -229,7 +229,8 @@ def class_wins(a: Row, b: Row, resamples: int = RESAMPLES, level: float = LEVEL,
     draws = seed_weights(rng, len(a), resamples) if len(a) == len(b) else None
 
     def class_ious(row: Row) -> np.ndarray:  # (B x K), seeds drawn
-        ious = np.stack([np.divide(i, u, out=np.full(u.shape, np.nan), where=u > 0) for i, u in _seed_sums(row, weights)])
+        ious = np.stack([np.divide(i, u, out=np.full(u.shape, np.nan), where=u > 0)
+                         for i, u in _seed_sums(row, weights)])
         w = draws if draws is not None else seed_weights(rng, len(row), resamples)
         return np.einsum("bs,sbk->bk", w, ious)
 
@@ -251,7 +252,8 @@ def best_probability(rows: Mapping[str, Row], resamples: int = RESAMPLES, seed: 
     return {name: float(w / resamples) for name, w in zip(values, winners)}
 
 
-def seeds_needed(diff: Difference, assumed_seed_std: float = 1.0, power_z: float = 2.8, limit: int = 1000) -> int | None:
+def seeds_needed(diff: Difference, assumed_seed_std: float = 1.0, power_z: float = 2.8,
+                 limit: int = 1000) -> int | None:
     """Seeds per row at which the 95% interval of Δ would exclude 0 with 80% power, if the observed Δ
     were the true effect: solve |Δ| = power_z · sqrt(seed_var / S + image_se²) for S (power_z =
     1.96 + 0.84). ``seed_var`` unknown (one seed) → 2 · ``assumed_seed_std``² (two independent rows).

@@ -76,10 +76,12 @@ def test_every_best_of_table_has_a_claim():
     ({"id": "x", "text": "t", "kind": "ratio", "rows": ["R50 BaseNet"]}, "kind 'ratio'"),
     ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R5O + ASPP"]}, "no row named 'R5O \\+ ASPP'"),
     ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet"]}, "two sides"),
-    ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"], "direction": "up"}, "direction 'up'"),
+    ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"], "direction": "up"},
+     "direction 'up'"),
     ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"], "size": "big"}, "are numbers"),
     ({"id": "x", "text": "t", "kind": "value", "rows": ["R50 BaseNet"]}, "needs the paper's value"),
-    ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"], "metric": "poles"}, "metric 'poles'"),
+    ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"], "metric": "poles"},
+     "metric 'poles'"),
     ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"], "size2": 1}, "unknown key"),
     ({"id": "x", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"]}, "missing text"),
     ({"id": "x", "text": "t", "kind": "best_of", "rows": ["R50 BaseNet"], "among": ["R50 + ASPP"]}, "not among"),
@@ -134,7 +136,8 @@ def test_row_sets_and_one_class(images):
     assert v.ours == pytest.approx(10 / 19, abs=0.15)
     sets = {"R50 IFBFNet": [make(rng, q, u, 0.02)], "R101 IFBFNet": [make(rng, q, u, 0.0)],
             "R50 + ASPP + skip + fusion": [make(rng, q, u)], "R101 + ASPP + skip + fusion": [make(rng, q, u)]}
-    both = claim("delta", [["R50 IFBFNet", "R101 IFBFNet"], ["R50 + ASPP + skip + fusion", "R101 + ASPP + skip + fusion"]])
+    both = claim("delta", [["R50 IFBFNet", "R101 IFBFNet"],
+                           ["R50 + ASPP + skip + fusion", "R101 + ASPP + skip + fusion"]])
     v = judge(both, sets, 1000)
     assert v.ours == pytest.approx(1.0, abs=0.3) and v.verdict == SUPPORTED
 
@@ -164,8 +167,10 @@ def test_value_and_classes_verdicts(images):
     ours = float(np.mean([100 * np.nanmean(c.inter.sum(0) / c.union.sum(0)) for c in row]))
     v = judge(claim("value", ["R50 BaseNet"], direction="about", size=round(ours, 1)), {"R50 BaseNet": row}, 1000)
     assert v.verdict == SUPPORTED and v.size_inside and v.ours == pytest.approx(ours)
-    assert judge(claim("value", ["R50 BaseNet"], direction="about", size=ours + 5), {"R50 BaseNet": row}, 1000).verdict == CONTRADICTED
-    assert judge(claim("value", ["R50 BaseNet"], size=ours, threshold=ours - 5), {"R50 BaseNet": row}, 1000).verdict == SUPPORTED
+    far = claim("value", ["R50 BaseNet"], direction="about", size=ours + 5)
+    assert judge(far, {"R50 BaseNet": row}, 1000).verdict == CONTRADICTED
+    above = claim("value", ["R50 BaseNet"], size=ours, threshold=ours - 5)
+    assert judge(above, {"R50 BaseNet": row}, 1000).verdict == SUPPORTED
     better = q.copy()
     better[:, :15] += 0.05  # better in 15 classes, equal in 4
     rows = {"R50 IFBFNet": [make(rng, better, u)], "R50 BaseNet": [make(rng, q, u)]}

@@ -37,7 +37,8 @@ def test_miou_is_the_metric_on_summed_counts():
     conf = rng.integers(0, 50, size=(K, K))
     conf[3, :] = conf[:, 3] = 0  # a class that never occurs: left out of the mean
     tp = np.diag(conf)
-    assert miou(tp, conf.sum(0) + conf.sum(1) - tp) == pytest.approx(100 * summary(iou_from_train_confusion(conf))["miou"])
+    expected = 100 * summary(iou_from_train_confusion(conf))["miou"]
+    assert miou(tp, conf.sum(0) + conf.sum(1) - tp) == pytest.approx(expected)
 
 
 def test_interval_covers_the_true_miou_about_95_percent_of_the_time():
@@ -90,7 +91,8 @@ def test_seeds_widen_the_interval_and_give_their_std():
 def test_best_probability_finds_a_clear_winner_and_splits_a_tie():
     rng = np.random.default_rng(6)
     p, union = population(rng, 150)
-    rows = {"low": [sample(rng, p, union, -0.03)], "best": [sample(rng, p, union, 0.03)], "mid": [sample(rng, p, union)]}
+    rows = {"low": [sample(rng, p, union, -0.03)], "best": [sample(rng, p, union, 0.03)],
+            "mid": [sample(rng, p, union)]}
     prob = best_probability(rows, resamples=2000)
     assert sum(prob.values()) == pytest.approx(1) and prob["best"] > 0.99
     same = sample(rng, p, union)

@@ -104,4 +104,5 @@ def evaluate_run(model: nn.Module, cfg: Config, device: torch.device, dist_info:
     dataset = eval_dataset(cfg)
     conf, inter, union = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
     per_image = {"names": [s.name for s in dataset.samples], "inter": inter.numpy(), "union": union.numpy()}
-    return {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "per_image": per_image}, dataset
+    result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "per_image": per_image}
+    return result, dataset
