@@ -16,6 +16,7 @@ from ifbf.data.cityscapes import resolve_root
 from ifbf.data.labels import CLASS_NAMES
 from ifbf.engine.rundir import RunDir
 from ifbf.engine.train import run
+from ifbf.stats import Counts, row_miou
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def test_sums_reproduce_every_stored_miou_exactly(evaluated_run):
         iou = np.divide(total_inter, total_union, out=np.full(19, np.nan), where=total_union > 0)
         assert float(np.nanmean(iou)) == entry["miou"]  # exactly, not approximately
         assert [entry["iou"][c] for c in CLASS_NAMES] == [None if np.isnan(v) else v for v in iou]
+        assert row_miou([Counts.load(evaluated_run / entry["per_image"])]) == pytest.approx(100 * entry["miou"], abs=1e-12)
 
 
 def test_each_image_matches_cityscapesscripts(evaluated_run, tmp_path):
