@@ -30,7 +30,7 @@ RESAMPLES = 10_000
 LEVEL = 0.95
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: identity, not element-wise, equality
 class Counts:
     """One evaluation (one seed): per image, intersection and union pixel counts of each class."""
 
