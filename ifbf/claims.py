@@ -201,13 +201,14 @@ def _best_of(claim: Claim, rows: RowCounts, resamples: int, seed: int) -> Verdic
     verdict = SUPPORTED if p >= BEST_SURE else CONTRADICTED if p <= 1 - BEST_SURE else NOT_RESOLVED
     others = {name: v for name, v in candidates.items() if name != claimed}
     rival = max(others, key=lambda name: best[name]) if others else None
-    low = high = None
+    low = high = needed = None
     reason = f"P(best) = {p:.2f}"
     if rival is not None:  # Δ to the row most often best instead
         diff = set_difference([rows[claimed]], [rows[rival]], resamples, LEVEL, seed)
         low, high = diff.low, diff.high
         reason += f"; Δ to {rival} {diff.estimate:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
-    return Verdict(claim, verdict, p, low, high, best=best, reason=reason)
+        needed = seeds_needed(diff) if verdict == NOT_RESOLVED else None
+    return Verdict(claim, verdict, p, low, high, seeds_needed=needed, best=best, reason=reason)
 
 
 def judge(claim: Claim, rows: RowCounts, resamples: int = RESAMPLES, seed: int = 0) -> Verdict:

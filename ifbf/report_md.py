@@ -81,7 +81,7 @@ def _ours(v: Verdict) -> str:
 
 
 def _seeds(v: Verdict) -> str:
-    if v.verdict != "not resolved" or v.claim.kind not in ("delta",):
+    if v.verdict != "not resolved" or v.claim.kind not in ("delta", "best_of"):
         return ""
     return str(v.seeds_needed) if v.seeds_needed is not None else "more images"
 
