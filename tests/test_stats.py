@@ -120,3 +120,16 @@ def test_seeds_needed_by_hand():
     assert seeds_needed(Difference(**{**diff.__dict__, "image_se": 0.5})) is None  # images alone too noisy
     one_seed = Difference(**{**diff.__dict__, "seed_var": None})
     assert seeds_needed(one_seed, assumed_seed_std=0.5) == 6  # seed_var = 2 * 0.25 -> 0.5 / 0.0876 = 5.7
+
+
+def test_hierarchical_interval_covers_the_mean_over_seeds():
+    """Three seeds, each moving every class by N(0, 1 point): the truth is the mean over seeds."""
+    rng = np.random.default_rng(8)
+    covered = []
+    for sim in range(200):
+        p, union = population(rng, 100)
+        row = [sample(rng, p, union, shift=rng.normal(0, 0.01)) for _ in range(3)]
+        interval = miou_interval(row, resamples=500, seed=sim)
+        covered.append(interval.low <= TRUE_MIOU <= interval.high)
+    print(f"coverage with 3 seeds {np.mean(covered):.3f}")
+    assert 0.88 <= np.mean(covered) <= 0.99
