@@ -19,7 +19,8 @@ Verdicts, from the bootstrap of ``ifbf.stats`` (95% intervals):
   ``about``: supported when the paper's value lies inside our interval, else contradicted.
 - best_of: with P = the fraction of resamples in which the claimed row is the argmax, **supported**
   when P ≥ 0.95, **contradicted** when P ≤ 0.05 (95% sure it is not the best), else not resolved.
-- **not evaluated**: a row has no per-image counts (not run yet, or a row still to be added).
+- **not evaluated**: a row has no per-image counts (not run yet, or a row still to be added), or a
+  ``value`` claim judged with ``absolute=False`` (a reduced preset cannot test the paper's numbers).
 """
 
 from __future__ import annotations
@@ -211,8 +212,12 @@ def _best_of(claim: Claim, rows: RowCounts, resamples: int, seed: int) -> Verdic
     return Verdict(claim, verdict, p, low, high, seeds_needed=needed, best=best, reason=reason)
 
 
-def judge(claim: Claim, rows: RowCounts, resamples: int = RESAMPLES, seed: int = 0) -> Verdict:
-    """The verdict on ``claim`` from per-image counts of its rows (missing rows: not evaluated)."""
+def judge(claim: Claim, rows: RowCounts, resamples: int = RESAMPLES, seed: int = 0, absolute: bool = True) -> Verdict:
+    """The verdict on ``claim`` from per-image counts of its rows (missing rows: not evaluated).
+    ``absolute=False`` (a reduced preset: smaller models, fewer iterations) leaves the paper's absolute
+    numbers (``value`` claims) not evaluated: only differences carry over from such a setting."""
+    if claim.kind == "value" and not absolute:
+        return Verdict(claim, NOT_EVALUATED, reason="an absolute number of the paper: judged on the paper preset only")
     missing = [r for r in claim.row_names() if not rows.get(r)]
     if missing:
         return Verdict(claim, NOT_EVALUATED, reason=f"no per-image counts for {', '.join(missing)}")
@@ -221,5 +226,6 @@ def judge(claim: Claim, rows: RowCounts, resamples: int = RESAMPLES, seed: int =
     return judges[claim.kind](claim, selected, resamples, seed)
 
 
-def judge_all(claims: Sequence[Claim], rows: RowCounts, resamples: int = RESAMPLES, seed: int = 0) -> list[Verdict]:
-    return [judge(claim, rows, resamples, seed) for claim in claims]
+def judge_all(claims: Sequence[Claim], rows: RowCounts, resamples: int = RESAMPLES, seed: int = 0,
+              absolute: bool = True) -> list[Verdict]:
+    return [judge(claim, rows, resamples, seed, absolute) for claim in claims]

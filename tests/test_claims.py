@@ -167,6 +167,8 @@ def test_value_and_classes_verdicts(images):
     ours = float(np.mean([100 * np.nanmean(c.inter.sum(0) / c.union.sum(0)) for c in row]))
     v = judge(claim("value", ["R50 BaseNet"], direction="about", size=round(ours, 1)), {"R50 BaseNet": row}, 1000)
     assert v.verdict == SUPPORTED and v.size_inside and v.ours == pytest.approx(ours)
+    reduced = judge(claim("value", ["R50 BaseNet"], direction="about", size=81.2), {"R50 BaseNet": row}, absolute=False)
+    assert reduced.verdict == NOT_EVALUATED and "paper preset" in reduced.reason
     far = claim("value", ["R50 BaseNet"], direction="about", size=ours + 5)
     assert judge(far, {"R50 BaseNet": row}, 1000).verdict == CONTRADICTED
     above = claim("value", ["R50 BaseNet"], size=ours, threshold=ours - 5)
