@@ -72,6 +72,12 @@ class TableSpec:
         return [row for row in self.rows if row.overrides is not None]
 
 
+def class_names() -> tuple[str, ...]:
+    """The 19 evaluated Cityscapes classes in trainId order, as Table 1's per-class columns list them (the
+    order of every per-class count the engine stores)."""
+    return tuple(load_table(1).classes)
+
+
 def table_path(number: int) -> Path:
     return EXPERIMENTS / f"table{number}.yaml"
 

@@ -6,6 +6,8 @@ these files (atomically, never losing a finished result):
     checkpoint.pth   model, optimizer, scheduler, scaler, RNG states, iteration, config and its hash
                      (its path lives here; ``engine.checkpoint`` reads and writes its content)
     metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
+    evaluations/<eval key>/per_image.npz   per image: "names", "inter", "union" ([n_images, K] int64
+                     pixel counts; their column sums give the evaluation's IoUs exactly)
     env.json         git commit, package versions, device
     status.json      what the scheduler side knows: submitted / running / requeued / done / failed, with
                      job id, executor, log path, host and pid
@@ -44,6 +46,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 def runs_root(preset: str, results: Path = RESULTS) -> Path:
     """Where a preset's runs live: one directory per training-config hash."""
     return results / preset / "runs"
+PER_IMAGE = "per_image.npz"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -123,12 +126,42 @@ class RunDir:
         """Add one evaluation to metrics.json (under ``key``, default ``eval_key(eval_cfg)``), keeping every
         earlier one; ``main`` makes it the headline."""
         metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
+        result = dict(result)
+        per_image = result.pop("per_image", None)
+        if per_image is not None:  # written first: metrics.json naming it means it is complete
+            path = self.record_per_image(key or eval_key(eval_cfg), per_image["names"], per_image["inter"],
+                                         per_image["union"])
+            result["per_image"] = str(path.relative_to(self.path))
         entry = {"eval": json.loads(json.dumps(asdict(eval_cfg))), **result}
         metrics.setdefault("evaluations", {})[key or eval_key(eval_cfg)] = entry
         if main:
             metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
         atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")
         return metrics
+
+    def per_image_path(self, key: str) -> Path:
+        return self.path / "evaluations" / key / PER_IMAGE
+
+    def record_per_image(self, key: str, names: list[str], inter: np.ndarray, union: np.ndarray) -> Path:
+        """Write the per-image intersection and union counts of evaluation ``key`` (atomically)."""
+        inter, union = np.asarray(inter, dtype=np.int64), np.asarray(union, dtype=np.int64)
+        if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(names):
+            raise ValueError(f"per-image counts: inter {inter.shape}, union {union.shape}, {len(names)} names")
+        path = self.per_image_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with tmp.open("wb") as f:
+            np.savez_compressed(f, names=np.array(names, dtype=str), inter=inter, union=union)
+        os.replace(tmp, path)
+        return path
+
+    def per_image(self, key: str) -> dict[str, Any] | None:
+        """{"names": list[str], "inter", "union": [n_images, K] int64} of evaluation ``key``, or None."""
+        path = self.per_image_path(key)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {"names": data["names"].tolist(), "inter": data["inter"], "union": data["union"]}
 
     def truncate_log(self, last_iter: int) -> None:
         """Drop log lines after ``last_iter`` (written by a run that died after its last checkpoint)."""

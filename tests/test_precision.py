@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_TRAIN
 from ifbf.config import BASE_CONFIG, config_hash, load_config
 from ifbf.engine import precision
-from ifbf.engine.train import run
+from ifbf.engine.run import run
 from ifbf.models import build_model
 from ifbf.models.norm import backbone_norm, norm_act
 

@@ -114,7 +114,7 @@ def test_server_setting_is_the_papers_test_inference():
 
 
 def test_test_submission_is_the_export_zipped(tmp_path):
-    from ifbf.engine.train import run
+    from ifbf.engine.run import run
 
     cfg = load_config(BASE_CONFIG, TINY_TRAIN + ["train.iters=2", "train.warmup_iters=1", "runtime.ckpt_every=2"])
     run(cfg, tmp_path / "run", progress=False)
