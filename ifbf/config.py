@@ -19,6 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from ifbf.digest import file_digest
 from ifbf.errors import ConfigError
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -27,17 +28,42 @@ FusionPlacement = Literal["concat", "after_convs"]
 Ohem = Literal["none", "thresh", "topk"]
 Amp = Literal["none", "bf16", "fp16"]
 Dataset = Literal["cityscapes", "synthetic"]
+Arch = Literal["ifbfnet", "deeplabv3plus"]
+Stem = Literal["torchvision", "deep", "deep_v1c"]
 
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # section 4.3.4, "DA"
 PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # section 4.3.4, "MS"
 
 
 @dataclass(frozen=True)
+class WeightsConfig:
+    """ImageNet weights per backbone and stem (ifbf.models.weights): a file path, ``none`` (train from
+    scratch on purpose) or null (not given). Keys: the backbone, plus ``_deep`` / ``_deep_v1c`` for
+    the deep stems. Only the file of a run's own backbone + stem enters its identity, as a sha256."""
+
+    resnet18: str | None = None
+    resnet34: str | None = None
+    resnet50: str | None = None
+    resnet101: str | None = None
+    resnet18_deep: str | None = None
+    resnet34_deep: str | None = None
+    resnet50_deep: str | None = None
+    resnet101_deep: str | None = None
+    resnet18_deep_v1c: str | None = None
+    resnet34_deep_v1c: str | None = None
+    resnet50_deep_v1c: str | None = None
+    resnet101_deep_v1c: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture switches (section 3; every ablation of Tables 2, 3 and 5)."""
 
+    arch: Arch = "ifbfnet"  # deeplabv3plus: the comparison model of Tables 1 and 6
     backbone: Backbone = "resnet101"
-    pretrained: str | None = None  # local torchvision-format state dict
+    stem: Stem = "torchvision"  # deep: CCNet's 3x3 convs 64-64-128; deep_v1c: mmseg's 32-32-64
+    dilate_first_block: bool = False  # true: every block of the dilated stage 4 dilated (CCNet, mmseg)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
     aspp: bool = True
     aspp_rates: tuple[int, ...] = (6, 12, 18)
     aspp_1x1_branch: bool = False  # DeepLabV3 has one; the paper's section 4.3.1 does not
@@ -97,6 +123,7 @@ class TrainConfig:
     ohem_min_kept: int = 100_000
     ohem_keep_ratio: float = 0.75
     aux_weight: float = 0.4
+    aux_ohem: bool = True  # false: plain CE on the aux head, OHEM on the main output only (CCNet code)
     amp: Amp = "none"
     channels_last: bool = False
     seed: int = 0
@@ -138,6 +165,9 @@ BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
 
 # Sections and keys that do not change what a training produces (see RunConfig identity).
 NOT_IDENTITY = ("eval", "runtime", "data.root")
+
+# Keys that no longer exist -> what to write instead.
+RENAMED = {"model.pretrained": "model.weights.<backbone>=PATH, e.g. model.weights.resnet101=/data/resnet101.pth"}
 
 
 def _type_name(tp: Any) -> str:
@@ -201,6 +231,8 @@ def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
+    if f"{prefix}{unknown[0] if unknown else ''}" in RENAMED:
+        raise ConfigError(f"{where}: '{prefix}{unknown[0]}' is gone: use {RENAMED[prefix + unknown[0]]}")
     if unknown:
         raise ConfigError(
             f"{where}: unknown key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(names))})"
@@ -324,9 +356,39 @@ def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def weights_key(model: ModelConfig) -> str:
+    """The ``model.weights`` entry a model uses: its backbone, plus ``_<stem>`` for a deep stem."""
+    return model.backbone if model.stem == "torchvision" else f"{model.backbone}_{model.stem}"
+
+
+def weights_path(model: ModelConfig) -> Path | None:
+    """The ImageNet weights file of this model, or None (not given, or ``none``: from scratch).
+
+    A path that is not a file is an error here, so a plan fails before anything is submitted.
+    """
+    key = weights_key(model)
+    value = getattr(model.weights, key)
+    if value is None or value.strip().lower() == "none":
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        variant = "" if model.stem == "torchvision" else f" --variant {model.stem}"
+        raise ConfigError(
+            f"model.weights.{key}: file not found: {path} (download it with `ifbf weights fetch "
+            f"{model.backbone}{variant}`, or set model.weights.{key}=none to train from scratch)"
+        )
+    return path
+
+
 def identity(cfg: Config) -> dict:
-    """The part of a config that determines what a training run produces."""
+    """The part of a config that determines what a training run produces.
+
+    ``model.weights`` is replaced by the sha256 of the one file this run loads (None: from scratch), so
+    the same weights at two paths give one identity and new content at the same path another.
+    """
     data = to_dict(cfg)
+    path = weights_path(cfg.model)
+    data["model"]["weights"] = file_digest(path) if path is not None else None
     for key in NOT_IDENTITY:
         *parents, last = key.split(".")
         node = data

@@ -13,7 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from ifbf.config import ModelConfig, load_config
+from ifbf.config import ModelConfig, WeightsConfig, load_config
 from ifbf.config_cmd import add_config_arguments
 from ifbf.models import build_model
 from ifbf.models.inference import inference_ready
@@ -85,7 +85,7 @@ def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tu
     on_gpu = torch.cuda.is_available()
     for row in tqdm(table.runnable(), desc=f"cost of table {number}", unit="row", disable=None):
         cfg = row_config(row, p)
-        model_cfg = dataclasses.replace(cfg.model, pretrained=None)
+        model_cfg = dataclasses.replace(cfg.model, weights=WeightsConfig())
         params = count_params(build_model(model_cfg)) / 1e6
         flops = measure_flops(model_cfg, *size)
         cpu = measure(dataclasses.replace(model_cfg, norm="bn"), *latency_size, repeat=repeat).latency_ms

@@ -27,10 +27,10 @@ def test_paper_recipe_values():
 
 def test_overrides_are_typed():
     cfg = load_config(BASE_CONFIG, ["model.spatial_channels=64", "train.iters=200", "train.warmup_iters=10", "data.scales=[1.0]",
-                                    "train.lr=1e-3", "model.pretrained=/tmp/w.pth"])
+                                    "train.lr=1e-3", "model.weights.resnet50=/tmp/w.pth"])
     assert cfg.model.spatial_channels == 64 and cfg.train.iters == 200
     assert cfg.data.scales == (1.0,) and cfg.train.lr == pytest.approx(1e-3)
-    assert cfg.model.pretrained == "/tmp/w.pth"
+    assert cfg.model.weights.resnet50 == "/tmp/w.pth" and cfg.model.weights.resnet101 is None
     assert dataclasses.is_dataclass(cfg) and cfg.__dataclass_params__.frozen
 
 

@@ -179,13 +179,15 @@ def test_end_to_end_table4(tmp_path, executor, capsys):
 
 
 def test_failed_job_is_reported_not_raised(tmp_path, capsys):
+    garbage = tmp_path / "garbage.pth"  # a file (so the plan can hash it) that no job can load
+    garbage.write_text("not a checkpoint")
     args = ["--table", "3", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
-            "--set", *TINY, "model.pretrained=/no/such/weights.pth"]
+            "--set", *TINY, f"model.weights.resnet34={garbage}"]
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert out.count("failed:") == 6
     status = json.loads(next((tmp_path / "smoke" / "runs").glob("*/status.json")).read_text())
-    assert status["state"] == "failed" and "model.pretrained: file not found" in status["error"]
+    assert status["state"] == "failed" and "cannot read" in status["error"]
 
 
 @pytest.mark.parametrize(
