@@ -20,6 +20,7 @@ COMMANDS = {
     "profile": ("ifbf.profile", "parameters, FLOPs and latency of a model config, or a table's cost table"),
     "visualize": ("ifbf.visualize", "figures 5 and 6: features around the fusion, predictions side by side"),
     "config": ("ifbf.config_cmd", "print the resolved config and its hash"),
+    "weights": ("ifbf.commands.weights", "ImageNet weights per backbone: fetch (download) or check a file"),
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ifbf._torchvision import torchvision
+from ifbf.cli import main as cli_main
 from ifbf.config import BASE_CONFIG, config_hash, load_config
 from ifbf.errors import IfbfError
 from ifbf.models import build_model
@@ -217,3 +218,18 @@ def test_describe_names_layout_digest_and_fit(tmp_path):
     assert f"model.weights.resnet50_deep={tmp_path / 'ccnet.pth'}" in text
     assert "loads:    yes, into resnet50 with model.stem=deep" in text
     assert "loads:    NO" in W.describe_weights(path, backbone="resnet101")
+
+
+def test_cli_check_and_fetch(tmp_path, monkeypatch, capsys):
+    path = _save(tmp_path, "tv.pth", torchvision_state())
+    assert cli_main(["weights", "check", path, "--backbone", "resnet50"]) == 0
+    assert "loads:    yes, into resnet50 with model.stem=torchvision" in capsys.readouterr().out
+    assert cli_main(["weights", "check", path, "--backbone", "resnet50", "--stem", "deep"]) == 2
+    assert "set model.stem=torchvision" in capsys.readouterr().out
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, progress=True: shutil.copy(path, dst))
+    assert cli_main(["weights", "fetch", "resnet101", "--variant", "deep"]) == 0
+    out = capsys.readouterr().out
+    assert "use:    --set model.weights.resnet101_deep=" in out and str(tmp_path / "hub" / "checkpoints") in out
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() in out
