@@ -124,11 +124,17 @@ def test_deep_stem_parameters_by_hand():
     assert sum(p.numel() for p in torchvision.models.resnet50().parameters()) - 2048 * 1000 - 1000 == count("torchvision")
 
 
-def test_deep_stem_shapes_follow_ccnet_maxpool():
-    x = torch.randn(1, 3, 108, 76)  # 54x38 after the stride-2 conv: ceil-mode pooling gives 28x20, floor 27x19
+def test_deep_stem_keeps_s1_at_a_quarter():
+    """Floor-mode pooling: S1 is H/4 at even sizes (CCNet's ceil mode would give 17 here and not concat with
+    the spatial stream), and CCNet's odd crops (8k + 1) give the same size in both modes."""
     with torch.no_grad():
-        assert _backbone("deep").eval()(x)[0].shape[-2:] == (28, 20)
-        assert _backbone("deep_v1c").eval()(x)[0].shape[-2:] == (27, 19)
+        for stem in ("deep", "deep_v1c"):
+            assert _backbone(stem).eval()(torch.randn(1, 3, 64, 64))[0].shape[-2:] == (16, 16)
+            assert _backbone(stem).eval()(torch.randn(1, 3, 65, 65))[0].shape[-2:] == (17, 17)
+    model = build_model(load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet18", "model.stem=deep",
+                                                  "model.num_classes=3"]).model).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 96))["out"].shape == (1, 3, 64, 96)
 
 
 def test_first_block_dilation_switch():
@@ -159,6 +165,14 @@ def test_identity_holds_the_digest_not_the_path(tmp_path):
     # only the row's own backbone + stem counts
     assert h(f"model.weights.resnet50={c}", f"model.weights.resnet101={a}") == h(f"model.weights.resnet101={a}")
     assert h("model.stem=deep", f"model.weights.resnet101={a}") == h("model.stem=deep")
+
+
+def test_weights_record_for_env_json(tmp_path):
+    a = _save(tmp_path, "a.pth", {"x": torch.ones(3)})
+    model = load_config(BASE_CONFIG, ["model.backbone=resnet50", f"model.weights.resnet50={a}"]).model
+    assert W.weights_record(model) == {"key": "model.weights.resnet50", "path": a,
+                                       "sha256": hashlib.sha256(open(a, "rb").read()).hexdigest()}
+    assert W.weights_record(load_config(BASE_CONFIG).model)["sha256"] is None
 
 
 def test_missing_weights_file_fails_the_hash():

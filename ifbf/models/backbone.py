@@ -6,8 +6,9 @@ Stage 3 keeps stride 2, stage 4 uses stride 1 and dilation 2 (torchvision's
 
 Two switches give the ResNet of the CCNet code line the training recipe comes from (paper-notes,
 ambiguity 10): ``stem="deep"`` replaces the 7x7 conv by three 3x3 convs 3->64 (stride 2) ->64->128,
-named conv1/bn1, conv2/bn2, conv3/bn3 as in CCNet, with a ceil-mode max-pool; ``"deep_v1c"`` is
-mmsegmentation's ResNetV1c stem, 32-32-64. ``dilate_first_block=True`` dilates the first block of
+named conv1/bn1, conv2/bn2, conv3/bn3 as in CCNet; ``"deep_v1c"`` is mmsegmentation's ResNetV1c stem,
+32-32-64. The max-pool keeps floor mode: CCNet's ceil mode equals it at CCNet's odd crops (8k + 1), but at
+the paper's even sizes (876, 1024x2048) it would make S1 one pixel larger than the spatial stream's H/4. ``dilate_first_block=True`` dilates the first block of
 stage 4 too (CCNet, mmseg); torchvision leaves its 3x3 conv at the previous dilation, 1.
 """
 
@@ -137,7 +138,6 @@ class ResNetBackbone(nn.Module):
             self.conv1, self.bn1 = _conv(3, w1, 3, stride=2), norm_layer(w1)
             self.conv2, self.bn2 = _conv(w1, w2, 3), norm_layer(w2)
             self.conv3, self.bn3 = _conv(w2, w3, 3), norm_layer(w3)
-            tv.maxpool.ceil_mode = stem == "deep"  # CCNet: ceil_mode=True; mmseg: False
             if w3 != 64:
                 _widen_first_block(tv.layer1, w3, norm_layer)
         else:

@@ -31,7 +31,8 @@ from ifbf.errors import IfbfError
 from ifbf.models.backbone import DEEP_STEMS, ResNetBackbone
 from ifbf.models.norm import backbone_norm
 
-__all__ = ["describe_weights", "fetch_weights", "file_digest", "load_backbone_weights", "resolve_weights"]
+__all__ = ["describe_weights", "fetch_weights", "file_digest", "load_backbone_weights", "resolve_weights",
+           "weights_record"]
 
 # mmseg's nn.Sequential stem -> the CCNet names our deep stems use.
 MMSEG_STEM = {"stem.0.": "conv1.", "stem.1.": "bn1.", "stem.3.": "conv2.", "stem.4.": "bn2.",
@@ -64,6 +65,12 @@ def resolve_weights(model: ModelConfig) -> tuple[Path | None, str | None]:
     """(path, sha256) of the weights this model loads, or (None, None) to train from scratch."""
     path = weights_path(model)
     return (path, file_digest(path)) if path is not None else (None, None)
+
+
+def weights_record(model: ModelConfig) -> dict[str, str | None]:
+    """For env.json: which ``model.weights`` entry the run used, its path and sha256 (None: from scratch)."""
+    path, digest = resolve_weights(model)
+    return {"key": f"model.weights.{weights_key(model)}", "path": str(path.resolve()) if path else None, "sha256": digest}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -124,7 +131,7 @@ def _hint(info: WeightsInfo, backbone: ResNetBackbone) -> str:
     if info.stem != backbone.stem:
         fix = f"set model.stem={info.stem}" if info.stem in STEM_NAMES else "no model.stem matches it"
         hints.append(f"this file has {STEM_NAMES.get(info.stem, info.stem + ' stem')}: {fix}")
-    if info.depth != backbone.name:
+    if info.depth not in ("unknown", backbone.name):
         hints.append(f"this file looks like a {info.depth}, not a {backbone.name}: give it as "
                      f"model.weights.{info.depth}{'' if info.stem == 'torchvision' else '_' + info.stem}")
     return "; ".join(hints) or "is it an ImageNet ResNet checkpoint?"
