@@ -361,16 +361,23 @@ def weights_key(model: ModelConfig) -> str:
     return model.backbone if model.stem == "torchvision" else f"{model.backbone}_{model.stem}"
 
 
+def weights_status(model: ModelConfig) -> Literal["file", "scratch", "missing"]:
+    """``file``: a path is given; ``scratch``: ``none``, from scratch on purpose; ``missing``: null."""
+    value = getattr(model.weights, weights_key(model))
+    if value is None:
+        return "missing"
+    return "scratch" if value.strip().lower() == "none" else "file"
+
+
 def weights_path(model: ModelConfig) -> Path | None:
     """The ImageNet weights file of this model, or None (not given, or ``none``: from scratch).
 
     A path that is not a file is an error here, so a plan fails before anything is submitted.
     """
     key = weights_key(model)
-    value = getattr(model.weights, key)
-    if value is None or value.strip().lower() == "none":
+    if weights_status(model) != "file":
         return None
-    path = Path(value).expanduser()
+    path = Path(getattr(model.weights, key)).expanduser()
     if not path.is_file():
         variant = "" if model.stem == "torchvision" else f" --variant {model.stem}"
         raise ConfigError(

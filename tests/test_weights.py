@@ -12,7 +12,7 @@ import torch
 
 from ifbf._torchvision import torchvision
 from ifbf.cli import main as cli_main
-from ifbf.config import BASE_CONFIG, config_hash, load_config
+from ifbf.config import BASE_CONFIG, config_hash, load_config, weights_status
 from ifbf.errors import IfbfError
 from ifbf.models import build_model
 from ifbf.models import weights as W
@@ -173,6 +173,15 @@ def test_weights_record_for_env_json(tmp_path):
     assert W.weights_record(model) == {"key": "model.weights.resnet50", "path": a,
                                        "sha256": hashlib.sha256(open(a, "rb").read()).hexdigest()}
     assert W.weights_record(load_config(BASE_CONFIG).model)["sha256"] is None
+
+
+def test_weights_status_tells_scratch_from_missing():
+    def status(*overrides: str) -> str:
+        return weights_status(load_config(BASE_CONFIG, list(overrides)).model)
+
+    assert status() == "missing" and status("model.weights.resnet101=none") == "scratch"
+    assert status("model.weights.resnet101=/x.pth") == "file" and status("model.weights.resnet50=none") == "missing"
+    assert status("model.stem=deep", "model.weights.resnet101_deep=None") == "scratch"
 
 
 def test_missing_weights_file_fails_the_hash():
