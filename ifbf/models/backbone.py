@@ -8,8 +8,9 @@ Two switches give the ResNet of the CCNet code line the training recipe comes fr
 ambiguity 10): ``stem="deep"`` replaces the 7x7 conv by three 3x3 convs 3->64 (stride 2) ->64->128,
 named conv1/bn1, conv2/bn2, conv3/bn3 as in CCNet; ``"deep_v1c"`` is mmsegmentation's ResNetV1c stem,
 32-32-64. The max-pool keeps floor mode: CCNet's ceil mode equals it at CCNet's odd crops (8k + 1), but at
-the paper's even sizes (876, 1024x2048) it would make S1 one pixel larger than the spatial stream's H/4. ``dilate_first_block=True`` dilates the first block of
-stage 4 too (CCNet, mmseg); torchvision leaves its 3x3 conv at the previous dilation, 1.
+the paper's even sizes (876, 1024x2048) it would make S1 one pixel larger than the spatial stream's H/4.
+``dilate_first_block=True`` dilates the first block of stage 4 too (CCNet, mmseg); torchvision leaves its
+3x3 conv at the previous dilation, 1.
 """
 
 from __future__ import annotations
