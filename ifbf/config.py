@@ -361,6 +361,18 @@ def weights_key(model: ModelConfig) -> str:
     return model.backbone if model.stem == "torchvision" else f"{model.backbone}_{model.stem}"
 
 
+def weights_overrides(items: list[str] | tuple[str, ...]) -> list[str]:
+    """``--weights resnet101=PATH resnet50_deep=none`` -> ``model.weights.<key>=...`` overrides."""
+    keys = [f.name for f in dataclasses.fields(WeightsConfig)]
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in keys or not value:
+            raise ConfigError(f"--weights {item!r}: expected KEY=PATH or KEY=none with KEY one of {', '.join(keys)}")
+        out.append(f"model.weights.{key}={value}")
+    return out
+
+
 def weights_status(model: ModelConfig) -> Literal["file", "scratch", "missing"]:
     """``file``: a path is given; ``scratch``: ``none``, from scratch on purpose; ``missing``: null."""
     value = getattr(model.weights, weights_key(model))

@@ -12,7 +12,7 @@ import torch
 
 from ifbf._torchvision import torchvision
 from ifbf.cli import main as cli_main
-from ifbf.config import BASE_CONFIG, config_hash, load_config, weights_status
+from ifbf.config import BASE_CONFIG, config_hash, load_config, weights_overrides, weights_status
 from ifbf.errors import IfbfError
 from ifbf.models import build_model
 from ifbf.models import weights as W
@@ -182,6 +182,13 @@ def test_weights_status_tells_scratch_from_missing():
     assert status() == "missing" and status("model.weights.resnet101=none") == "scratch"
     assert status("model.weights.resnet101=/x.pth") == "file" and status("model.weights.resnet50=none") == "missing"
     assert status("model.stem=deep", "model.weights.resnet101_deep=None") == "scratch"
+
+
+def test_weights_flag_becomes_overrides():
+    assert weights_overrides(["resnet101=/w/a.pth", "resnet50_deep=none"]) == [
+        "model.weights.resnet101=/w/a.pth", "model.weights.resnet50_deep=none"]
+    with pytest.raises(IfbfError, match="--weights 'resnet152=/x': expected KEY=PATH or KEY=none with KEY one of resnet18"):
+        weights_overrides(["resnet152=/x"])
 
 
 def test_missing_weights_file_fails_the_hash():
