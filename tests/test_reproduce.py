@@ -182,7 +182,7 @@ def test_failed_job_is_reported_not_raised(tmp_path, capsys):
     garbage = tmp_path / "garbage.pth"  # a file (so the plan can hash it) that no job can load
     garbage.write_text("not a checkpoint")
     args = ["--table", "3", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
-            "--set", *TINY, f"model.weights.resnet34={garbage}"]
+            "--set", *TINY, f"model.weights.resnet18={garbage}"]
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert out.count("failed:") == 6
