@@ -9,7 +9,6 @@ and where it came from (the file, or "override").
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -27,17 +26,42 @@ FusionPlacement = Literal["concat", "after_convs"]
 Ohem = Literal["none", "thresh", "topk"]
 Amp = Literal["none", "off", "bf16", "fp16"]  # "off" = "none"
 Dataset = Literal["cityscapes", "synthetic"]
+Arch = Literal["ifbfnet", "deeplabv3plus"]
+Stem = Literal["torchvision", "deep", "deep_v1c"]
 
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # section 4.3.4, "DA"
 PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # section 4.3.4, "MS"
 
 
 @dataclass(frozen=True)
+class WeightsConfig:
+    """ImageNet weights per backbone and stem (ifbf.models.weights): a file path, ``none`` (train from
+    scratch on purpose) or null (not given). Keys: the backbone, plus ``_deep`` / ``_deep_v1c`` for
+    the deep stems. Only the file of a run's own backbone + stem enters its identity, as a sha256."""
+
+    resnet18: str | None = None
+    resnet34: str | None = None
+    resnet50: str | None = None
+    resnet101: str | None = None
+    resnet18_deep: str | None = None
+    resnet34_deep: str | None = None
+    resnet50_deep: str | None = None
+    resnet101_deep: str | None = None
+    resnet18_deep_v1c: str | None = None
+    resnet34_deep_v1c: str | None = None
+    resnet50_deep_v1c: str | None = None
+    resnet101_deep_v1c: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture switches (section 3; every ablation of Tables 2, 3 and 5)."""
 
+    arch: Arch = "ifbfnet"  # deeplabv3plus: the comparison model of Tables 1 and 6
     backbone: Backbone = "resnet101"
-    pretrained: str | None = None  # local torchvision-format state dict
+    stem: Stem = "torchvision"  # deep: CCNet's 3x3 convs 64-64-128; deep_v1c: mmseg's 32-32-64
+    dilate_first_block: bool = False  # true: every block of the dilated stage 4 dilated (CCNet, mmseg)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
     aspp: bool = True
     aspp_rates: tuple[int, ...] = (6, 12, 18)
     aspp_1x1_branch: bool = False  # DeepLabV3 has one; the paper's section 4.3.1 does not
@@ -101,6 +125,7 @@ class TrainConfig:
     ohem_min_kept: int = 100_000
     ohem_keep_ratio: float = 0.75
     aux_weight: float = 0.4
+    aux_ohem: bool = True  # false: plain CE on the aux head, OHEM on the main output only (CCNet code)
     amp: Amp = "none"
     channels_last: bool = False
     compile: bool = False  # torch.compile the model (an execution detail, like the device: not identity)
@@ -141,8 +166,8 @@ class Config:
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
 
-# Sections and keys that do not change what a training produces (see RunConfig identity).
-NOT_IDENTITY = ("eval", "runtime", "data.root", "data.fast_path", "data.cache_dir", "train.compile")
+# Keys that no longer exist -> what to write instead.
+RENAMED = {"model.pretrained": "model.weights.<backbone>=PATH, e.g. model.weights.resnet101=/data/resnet101.pth"}
 
 
 def _type_name(tp: Any) -> str:
@@ -206,6 +231,8 @@ def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
+    if f"{prefix}{unknown[0] if unknown else ''}" in RENAMED:
+        raise ConfigError(f"{where}: '{prefix}{unknown[0]}' is gone: use {RENAMED[prefix + unknown[0]]}")
     if unknown:
         raise ConfigError(
             f"{where}: unknown key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(names))})"
@@ -304,12 +331,19 @@ def from_dict(data: dict, where: str = "config") -> Config:
 
 
 def _upgrade(data: dict) -> dict:
-    """Read configs written by earlier versions: ``data.train_split: X`` became ``data.train_splits: [X]``."""
-    section = data.get("data") if isinstance(data, dict) else None
+    """Read configs written by earlier versions (run directories keep theirs): ``data.train_split: X``
+    became ``data.train_splits: [X]``; ``model.pretrained: null`` is the default of ``model.weights``
+    (a path there is refused with the new key's name, see RENAMED)."""
+    if not isinstance(data, dict):
+        return data
+    section = data.get("data")
     if isinstance(section, dict) and "train_split" in section and "train_splits" not in section:
         section = {**section, "train_splits": [section["train_split"]]}
         del section["train_split"]
         data = {**data, "data": section}
+    model = data.get("model")
+    if isinstance(model, dict) and "pretrained" in model and model["pretrained"] is None:
+        data = {**data, "model": {k: v for k, v in model.items() if k != "pretrained"}}
     return data
 
 
@@ -338,32 +372,3 @@ def to_dict(cfg: Any) -> dict:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def identity(cfg: Config) -> dict:
-    """The part of a config that determines what a training run produces."""
-    data = to_dict(cfg)
-    for key in NOT_IDENTITY:
-        *parents, last = key.split(".")
-        node = data
-        for part in parents:
-            node = node[part]
-        node.pop(last)
-    splits = data["data"].pop("train_splits")
-    # one split is stored as before (``train_split: X``), so run hashes of earlier versions stay valid
-    data["data"]["train_split" if len(splits) == 1 else "train_splits"] = splits[0] if len(splits) == 1 else splits
-    return data
-
-
-def config_hash(cfg: Config) -> str:
-    """Stable 12-hex-digit identity of a training run (independent of eval/runtime settings)."""
-    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def eval_key(cfg: EvalConfig) -> str:
-    """Identity of an inference setting (scales, flip, window)."""
-    data = {"scales": list(cfg.scales), "flip": cfg.flip, "window": list(cfg.window) if cfg.window else None}
-    if cfg.split:
-        data["split"] = cfg.split
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]

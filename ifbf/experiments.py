@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ifbf.config import BASE_CONFIG, ConfigError, Config, config_hash, eval_key, load_config, read_yaml
+from ifbf.config import BASE_CONFIG, ConfigError, Config, load_config, read_yaml
+
+from ifbf.identity import config_hash, eval_key
 
 EXPERIMENTS = BASE_CONFIG.parent
 TABLES = (1, 2, 3, 4, 5, 6)

@@ -31,7 +31,8 @@ import numpy as np
 import yaml
 
 from ifbf import __version__
-from ifbf.config import Config, EvalConfig, config_hash, dump_yaml, eval_key, from_dict
+from ifbf.config import Config, EvalConfig, dump_yaml, from_dict
+from ifbf.identity import config_hash, eval_key
 from ifbf.errors import IfbfError
 
 CHECKPOINT = "checkpoint.pth"

@@ -21,6 +21,8 @@ FORBIDDEN = {
     "experiments": {"engine", "orchestrate", "report", "commands", "models", "data", "rundir"},
     "rundir": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments"},
     "config": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
+    "identity": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
+    "digest": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
 }
 
 

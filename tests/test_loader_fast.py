@@ -10,7 +10,8 @@ import torch
 
 from conftest import SHARED_SAMPLE
 from ifbf._torchvision import torchvision  # noqa: F401
-from ifbf.config import BASE_CONFIG, config_hash, load_config
+from ifbf.config import BASE_CONFIG, load_config
+from ifbf.identity import config_hash
 from ifbf.data import cache as cache_mod
 from ifbf.data.cache import open_cache, write_cache, write_split
 from ifbf.data.cityscapes import CityscapesDataset, DataError

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
-from ifbf.config import BASE_CONFIG, config_hash, load_config
+from ifbf.config import BASE_CONFIG, load_config
+from ifbf.identity import config_hash
 from ifbf.engine import precision
 from ifbf.engine.run import run
 from ifbf.models import build_model

@@ -25,6 +25,7 @@ COMMANDS = {
     "config": ("ifbf.commands.config", "print the resolved config and its hash"),
     "data": ("ifbf.commands.data", "prepare a Cityscapes root from the official zips, verify one, or cache it"),
     "import-server-result": ("ifbf.commands.import_server_result", "record the test server's result for a run"),
+    "weights": ("ifbf.commands.weights", "ImageNet weights per backbone: fetch (download) or check a file"),
 }
 
 EXIT_USER_ERROR = 2

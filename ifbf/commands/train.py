@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ifbf.commands.config import add_config_arguments
-from ifbf.config import config_hash, load_config
+from ifbf.config import load_config
+from ifbf.identity import config_hash
 from ifbf.engine.run import run as run_training
 from ifbf.engine.train import Interrupted
 

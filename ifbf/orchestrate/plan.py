@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ifbf.config import Config, EvalConfig, config_hash, eval_key
+from ifbf.config import Config, EvalConfig
+
+from ifbf.identity import config_hash, eval_key
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
 from ifbf.orchestrate.cluster import slurm_job_active
 from ifbf.rundir import RESULTS, RunDir, read_status, runs_root
