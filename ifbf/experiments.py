@@ -123,6 +123,7 @@ class Preset:
     backbone_map: dict[str, str]
     estimate: dict[str, float | str]  # seconds_per_iter, eval_seconds, gpus, basis (for --plan)
     description: str = ""
+    requires_weights: bool = False  # refuse to plan a row whose backbone has no ImageNet weights given
 
 
 def presets() -> list[str]:
@@ -139,7 +140,7 @@ def load_preset(name: str) -> Preset:
         raise ConfigError(f"{path}: expected 'overrides' (a list) and optionally 'backbone_map' (a mapping)")
     estimate = data.get("estimate", {})
     return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()}, estimate,
-                  str(data.get("description", "")))
+                  str(data.get("description", "")), bool(data.get("requires_weights", False)))
 
 
 def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Config:

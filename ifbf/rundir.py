@@ -180,9 +180,12 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
-    def write_env(self, device: str, world: int) -> None:
+    def write_env(self, device: str, world: int, extra: dict[str, Any] | None = None) -> None:
+        """env.json: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``
+        (the engine adds the weights and dataset digests)."""
         # torch only here: the orchestrator and the reports read run dirs without paying for its import
         import torch
+        from torch.utils import collect_env
 
         def version(module: str) -> str | None:
             try:
@@ -212,5 +215,21 @@ class RunDir:
             "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None,
             "world_size": world,
             "host": platform.node(),
+            **_cuda_stack(torch, collect_env),
+            **(extra or {}),
         }
         atomic_write_text(self.path / ENV, json.dumps(env, indent=1) + "\n")
+
+
+def _cuda_stack(torch: Any, collect_env: Any) -> dict[str, Any]:
+    """CUDA, cuDNN, NCCL, driver, GPU models and count (None where absent), via torch.utils.collect_env."""
+    cuda = torch.cuda.is_available()
+    nccl = torch.cuda.nccl.version() if cuda and hasattr(torch.cuda, "nccl") else None
+    return {
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
+        "driver": collect_env.get_nvidia_driver_version(collect_env.run) if cuda else None,
+        "gpus": collect_env.get_gpu_info(collect_env.run) if cuda else None,
+        "gpu_count": torch.cuda.device_count(),
+    }

@@ -179,15 +179,25 @@ def test_end_to_end_table4(tmp_path, executor, capsys):
 
 
 def test_failed_job_is_reported_not_raised(tmp_path, capsys):
-    garbage = tmp_path / "garbage.pth"  # a file (so the plan can hash it) that no job can load
-    garbage.write_text("not a checkpoint")
+    # a learning rate no training survives: the failure happens inside the jobs, after every check passed
     args = ["--table", "3", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
-            "--set", *TINY, f"model.weights.resnet18={garbage}"]
+            "--set", *TINY, "train.lr=1e12"]
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert out.count("failed:") == 6
     status = json.loads(next((tmp_path / "smoke" / "runs").glob("*/status.json")).read_text())
-    assert status["state"] == "failed" and "cannot read" in status["error"]
+    assert status["state"] == "failed" and "TrainingDiverged" in status["error"]
+
+
+def test_unloadable_weights_are_refused_before_submission(tmp_path, capsys):
+    garbage = tmp_path / "garbage.pth"  # a file (so the plan could hash it) that no backbone can load
+    garbage.write_text("not a checkpoint")
+    args = ["--table", "3", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path / "r"),
+            "--set", *TINY, f"model.weights.resnet18={garbage}"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "model.weights.resnet18" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing written, nothing submitted
 
 
 @pytest.mark.parametrize(

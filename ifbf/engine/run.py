@@ -12,10 +12,12 @@ from pathlib import Path
 import torch
 
 from ifbf.config import Config, EvalConfig
+from ifbf.data.verify import configured_root, read_manifest
 from ifbf.engine.checkpoint import TrainedModel, model_from_checkpoint
 from ifbf.engine.dist import DistInfo, barrier, setup
 from ifbf.engine.evaluate import evaluate_run
 from ifbf.engine.train import train
+from ifbf.models.weights import weights_record
 from ifbf.rundir import RunDir, eval_key
 
 
@@ -73,10 +75,19 @@ def run(cfg: Config, out: str | Path, evals: tuple[EvalConfig, ...] | list[EvalC
     return metrics
 
 
+def provenance(cfg: Config) -> dict:
+    """What env.json records about the run's inputs: its ImageNet weights file and the dataset's manifest."""
+    root = configured_root(cfg.data) if cfg.data.dataset == "cityscapes" else None
+    manifest = read_manifest(root) if root else None
+    dataset = {"root": str(root), "digest": manifest.get("digest"), "partial": manifest.get("partial"),
+               "verified": manifest.get("date")} if manifest else {"root": str(root) if root else None, "digest": None}
+    return {"weights": weights_record(cfg.model), "dataset": dataset}
+
+
 def _train_and_evaluate(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool,
                         terminate_stops: bool) -> dict:
     if dist_info.main:
-        run_dir.write_env(str(device), dist_info.world)
+        run_dir.write_env(str(device), dist_info.world, provenance(cfg))
     started = time.perf_counter()
     model = train(cfg, run_dir, dist_info, device, progress, terminate_stops)
     result, dataset = evaluate_run(model, cfg, device, dist_info, progress)

@@ -160,6 +160,20 @@ def load_backbone_weights(backbone: ResNetBackbone, path: str | Path, where: str
     assert not result.unexpected_keys and all(k.endswith("num_batches_tracked") for k in result.missing_keys)
 
 
+def check_file(model: ModelConfig) -> str | None:
+    """None when the weights file of ``model`` exists and loads into its backbone; else the problem, one line."""
+    try:
+        path = weights_path(model)
+        if path is None:
+            return None
+        target = ResNetBackbone(model.backbone, backbone_norm("bn"), stem=model.stem,
+                                dilate_first_block=model.dilate_first_block)
+        load_backbone_weights(target, path, f"model.weights.{weights_key(model)}")
+    except IfbfError as err:
+        return str(err)
+    return None
+
+
 def build_backbone(model: ModelConfig) -> ResNetBackbone:
     """The backbone of ``model`` (its norm, stem, dilation) with its ImageNet weights loaded, if any."""
     iabn = model.norm.startswith("inplace_abn")
