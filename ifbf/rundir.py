@@ -78,6 +78,16 @@ def server_eval_key(cfg: EvalConfig) -> str:
     return f"server-{eval_key(cfg)}"
 
 
+def scored_by_server(cfg: Config) -> bool:
+    """Cityscapes' test labels are private: a test-split "evaluation" is an upload, scored by the server."""
+    return cfg.data.dataset == "cityscapes" and (cfg.eval.split or cfg.data.val_split) == "test"
+
+
+def result_key(cfg: Config) -> str:
+    """The key under which the result of ``cfg``'s inference setting is stored in metrics.json."""
+    return server_eval_key(cfg.eval) if scored_by_server(cfg) else eval_key(cfg.eval)
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -163,6 +173,23 @@ class RunDir:
             return None
         with np.load(path, allow_pickle=False) as data:
             return {"names": data["names"].tolist(), "inter": data["inter"], "union": data["union"]}
+
+    def submission_dir(self, eval_cfg: EvalConfig) -> Path:
+        """Where a test-split submission (labelId PNGs; the zip beside them) for ``eval_cfg`` is written."""
+        return self.path / "server" / eval_key(eval_cfg)
+
+    def record_export(self, cfg: Config, eval_cfg: EvalConfig, archive: Path) -> dict:
+        """Note in metrics.json that the test-server upload for ``eval_cfg`` exists (its score arrives later,
+        through ``ifbf import-server-result``, under ``server_eval_key``)."""
+        metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
+        metrics.setdefault("exports", {})[eval_key(eval_cfg)] = str(archive.relative_to(self.path))
+        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")
+        return metrics
+
+    def handled(self) -> set[str]:
+        """Eval keys done for this run: evaluated here, or exported for the test server."""
+        metrics = self.metrics() or {}
+        return set(metrics.get("evaluations", {})) | set(metrics.get("exports", {}))
 
     def truncate_log(self, last_iter: int) -> None:
         """Drop log lines after ``last_iter`` (written by a run that died after its last checkpoint)."""

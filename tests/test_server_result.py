@@ -155,3 +155,37 @@ def test_table6_row_reads_the_server_key_of_its_own_eval_setting():
     cfg = row_config(row, load_preset("paper"))
     assert cfg.eval == SERVER_EVAL
     assert server_eval_key(cfg.eval) == "server-" + eval_key(SERVER_EVAL)
+
+
+def test_a_cityscapes_test_row_exports_then_waits_for_the_server(tmp_path, monkeypatch):
+    """On Cityscapes a test-split cell is never scored against the void labels: its job writes the upload
+    into the run dir, the plan counts it as handled, the table says "awaiting server result", and the
+    imported server result fills the row."""
+    from ifbf.data.synth import SynthSpec, write_dataset
+    from ifbf.engine.run import run
+    from ifbf.experiments import Preset, load_table
+    from ifbf.orchestrate.plan import build_plan
+    from ifbf.report import records
+    from ifbf.report.tables import table_frame
+
+    root = write_dataset(tmp_path / "cityscapes", SynthSpec(train=4, val=2, test=2, height=64, width=128))
+    (root / "SYNTHETIC.json").unlink()  # posing as the real dataset, whose test labels are void
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(root))
+    monkeypatch.setattr("ifbf.engine.export.TEST_IMAGES", 2)  # the real test split has 1525 images
+    tiny = [o for o in TINY_TRAIN if not o.startswith(("data.dataset", "data.synth"))]
+    preset = Preset("tiny", (*tiny, "data.dataset=cityscapes", "train.iters=2", "train.warmup_iters=1",
+                             "runtime.ckpt_every=2"), {"resnet101": "resnet18"}, {})
+    table = load_table(6)
+    plan = build_plan([table], preset, 1, tmp_path / "results")
+    ours = next(t for t in plan.trainings.values() if t.cfg.model.arch == "ifbfnet")
+    assert ours.status() == "todo"
+    run(ours.cfg, ours.run_dir, ours.evals[1:], progress=False)
+    metrics = RunDir(ours.run_dir).metrics()
+    assert "evaluations" not in metrics or not metrics["evaluations"]  # nothing scored against void labels
+    (archive,) = metrics["exports"].values()
+    assert (ours.run_dir / archive).is_file() and ours.status() == "done"
+    frame = records.collect([table], preset, 1, tmp_path / "results")
+    assert "IFBFNet (ours), ifbf (awaiting server result)" in table_frame(frame, table).index
+    import_server_result(ours.run_dir, _csv(tmp_path / "server.csv", _paper_row()), ours.cfg.eval)
+    df = table_frame(records.collect([table], preset, 1, tmp_path / "results"), table)
+    assert df.loc["IFBFNet (ours), ifbf (1 seed)", "Mean"] == pytest.approx(df.loc["IFBFNet (ours)", "Mean"], abs=0.05)

@@ -33,8 +33,8 @@ class Training:
         return config_hash(self.cfg)
 
     def evaluated(self) -> set[str]:
-        metrics = RunDir(self.run_dir).metrics() or {}
-        return set(metrics.get("evaluations", {}))
+        """Eval keys done: evaluated, or (test split of Cityscapes) exported for the test server."""
+        return RunDir(self.run_dir).handled()
 
     def status(self, stale_after_s: float = 0) -> str:
         """done | running | failed | todo (a finished training missing an evaluation is todo)."""

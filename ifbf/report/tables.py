@@ -62,8 +62,11 @@ def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
             if c != "miou" else float(np.mean([100 * miou for miou, _ in results] or [math.nan]))
             for c in columns
         ]
-        label = (f"{row.name}, ifbf ({len(results)} seed{'s' if len(results) != 1 else ''})"
-                 f"{_scratch_mark(mine[mine['row'] == row.name])}")
+        all_cells = mine[mine["row"] == row.name]
+        seeds = f"{len(results)} seed{'s' if len(results) != 1 else ''}"
+        if not results and len(all_cells) and all_cells["server"].all():
+            seeds = "awaiting server result"
+        label = f"{row.name}, ifbf ({seeds}){_scratch_mark(all_cells)}"
         frame[label] = ours
         frame[f"Δ ({row.name}, ifbf − paper)"] = [o - p for o, p in zip(ours, frame[row.name])]
     df = pd.DataFrame.from_dict(frame, orient="index", columns=columns)
