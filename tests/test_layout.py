@@ -23,6 +23,8 @@ FORBIDDEN = {
     "rundir": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments"},
     "runlock": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
     "config": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
+    "identity": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
+    "digest": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
 }
 
 
@@ -82,3 +84,11 @@ def test_run_files_have_one_owner(name):
 def test_files_stay_small():
     long = {str(p.relative_to(PACKAGE)): n for p in sources() if (n := len(p.read_text().splitlines())) > 400}
     assert not long
+
+
+def test_report_class_order_is_the_engines():
+    """Reports take the class order from Table 1's spec; it must be the trainId order of the label table."""
+    from ifbf.data.labels import CLASS_NAMES
+    from ifbf.experiments import class_names, load_table
+
+    assert class_names() == CLASS_NAMES and tuple(load_table(6).classes) == CLASS_NAMES

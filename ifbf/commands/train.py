@@ -9,7 +9,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ifbf.commands.config import add_config_arguments
-from ifbf.config import config_hash, load_config
+from ifbf.config import load_config
+from ifbf.identity import config_hash, weights_overrides
 from ifbf.engine.run import run as run_training
 from ifbf.engine.train import Interrupted
 from ifbf.rundir import RunDir
@@ -33,11 +34,13 @@ def launch_rank() -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", help="run directory (default: runs/<config hash>); resumed if it holds a checkpoint")
+    parser.add_argument("--weights", nargs="+", default=[], metavar="KEY=PATH",
+                        help="ImageNet weights per backbone, e.g. resnet101=/data/r101.pth (= model.weights.KEY=PATH)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *weights_overrides(args.weights)])
     out = Path(args.out) if args.out else default_run_dir(config_hash(cfg))
     # one trainer per run directory: a second `ifbf train` on a run being trained stops with LockHeld (exit 2)
     lock = RunDir(out).train_lock(cfg.runtime.lock_stale_s) if launch_rank() == 0 else nullcontext()

@@ -12,7 +12,6 @@ import random
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -21,10 +20,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ifbf.config import Config, TrainConfig
+from ifbf.data.fast import to_device
 from ifbf.data.loader import train_loader
 from ifbf.engine.checkpoint import load_checkpoint, model_dtype, save_checkpoint, set_rng_state
 from ifbf.engine.dist import DistInfo, barrier
 from ifbf.engine.losses import total_loss
+from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
 from ifbf.errors import IfbfError, TrainingDiverged
 from ifbf.models import IFBFNet, build_model
 from ifbf.rundir import RunDir
@@ -99,9 +100,7 @@ class _StopSignal:
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp == "none" or device.type != "cuda":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+    return autocast(cfg.amp, device)  # bf16 on CUDA and CPU, fp16 on CUDA (engine/precision.py)
 
 
 def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool = True,
@@ -116,7 +115,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if t.amp != "none" and device.type != "cuda" and dist_info.main:
+    if t.amp in AMP_DTYPES and amp_dtype(t.amp, device) is None and dist_info.main:
         print(f"note: train.amp={t.amp} applies on CUDA only; training in fp32 on {device}")
 
     if cfg.model.norm == "syncbn" and dist_info.world > 1 and device.type != "cuda":
@@ -148,6 +147,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     net = model
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = compile_net(net, t.compile)
     loader = train_loader(cfg, start_iter=start, rank=dist_info.rank, world=dist_info.world)
     batches: Iterator = iter(loader)
     images_per_step = cfg.data.batch_size * dist_info.world
@@ -164,7 +164,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     with _StopSignal(terminate_stops) as stop:
         for it in bar:
             image, target, _ = next(batches)
-            image, target = image.to(device, dtype, non_blocking=True), target.to(device, non_blocking=True)
+            image, target = to_device(image, target, device, dtype, cfg.data)  # data.fast_path: normalised here
             if t.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             with _autocast(t, device):

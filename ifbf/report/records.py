@@ -13,15 +13,17 @@ from pathlib import Path
 import pandas as pd
 
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
-from ifbf.rundir import RunDir, read_status, runs_root
+from ifbf.rundir import RunDir, read_status, result_key, runs_root, scored_by_server
 
-RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "miou", "iou", "failed"]
+RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", "miou", "iou",
+                  "failed"]
 
 
 def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, extra: tuple[str, ...] = (),
             read_results: bool = True) -> pd.DataFrame:
     """One record per cell (table, row, seed): where its run lives and, once evaluated, its mIoU and per-class
-    IoU (fractions; NaN / empty while missing), and whether a missing result's run failed.
+    IoU (fractions; NaN / empty while missing), and whether a missing result's run failed. ``server``: the
+    result comes from the Cityscapes test server (imported with ``ifbf import-server-result``).
     ``read_results=False`` lists the cells only."""
     root = runs_root(preset.name, results)
     records = []
@@ -31,7 +33,7 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
             result = _result(run_dir, cell) if read_results else None
             records.append({
                 "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
-                "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell,
+                "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell, "server": scored_by_server(cell.cfg),
                 "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
                 "failed": read_results and result is None and (read_status(run_dir) or {}).get("state") == "failed",
             })
@@ -40,7 +42,7 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
 
 def _result(run_dir: Path, cell: Cell) -> dict | None:
     metrics = RunDir(run_dir).metrics() or {}
-    return metrics.get("evaluations", {}).get(cell.eval_key)
+    return metrics.get("evaluations", {}).get(result_key(cell.cfg))
 
 
 def losses(records: pd.DataFrame, table: int) -> pd.DataFrame:
