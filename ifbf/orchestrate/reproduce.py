@@ -15,7 +15,7 @@ from pathlib import Path
 
 import submitit
 
-from ifbf.config import eval_key
+from ifbf.identity import eval_key
 from ifbf.errors import IfbfError
 from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
 from ifbf.orchestrate.checks import check_dataset, check_environment, check_weights, require, weight_overrides
