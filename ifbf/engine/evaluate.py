@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 import torch.nn.functional as F
@@ -93,10 +94,12 @@ def evaluate(
 
 def evaluate_run(model: nn.Module, cfg: Config, device: torch.device, dist_info: DistInfo = DistInfo(),
                  progress: bool = True) -> tuple[dict, CityscapesDataset]:
-    """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion"}, the dataset)."""
+    """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion", "seconds"}, the dataset)."""
+    started = time.perf_counter()
     dataset = eval_dataset(cfg)
     conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
-    return {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist()}, dataset
+    seconds = round(time.perf_counter() - started, 3)
+    return {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "seconds": seconds}, dataset
 
 
 def with_inference(cfg: Config, scales: tuple[float, ...] | None = None, ms: bool = False, flip: bool = False,
