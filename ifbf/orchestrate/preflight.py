@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ifbf.config import Config, EvalConfig, eval_key, from_dict, to_dict
 from ifbf.orchestrate.cluster import SlurmProfile
-from ifbf.orchestrate.jobs import make_executor
+from ifbf.orchestrate.jobs import _setup_distributed, make_executor
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.rundir import atomic_write_text
 
@@ -109,7 +109,6 @@ class PreflightJob:
         import torch
 
         from ifbf.engine.measure import measure
-        from ifbf.orchestrate.jobs import _setup_distributed
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -120,8 +119,8 @@ class PreflightJob:
             return measure(cfg, evals, self.warmup, self.iters, started=started)
         except Exception as err:  # noqa: BLE001 - every failure becomes one line with its fix
             cause, fix = explain(f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
-            return {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else cause}",
-                    "cause": cause, "fix": fix}
+            first_line = (str(err).strip().splitlines() or [""])[0][:300]
+            return {"error": f"{type(err).__name__}: {first_line}", "cause": cause, "fix": fix}
 
 
 def preflight_path(results: Path, preset: str) -> Path:
