@@ -45,12 +45,13 @@ def test_plan_arithmetic_from_a_preflight_record(tmp_path):
     cfg = training.cfg
     shape = shape_of(cfg, CPU)
     ms, ss = cfg.eval, cfg.eval.__class__(scales=(1.0,), window=cfg.eval.window)
-    record = {"date": "2026-11-30 11:00 UTC", "device": "CPU", "setup_s": 4.0,
+    record = {"date": "2026-11-30 11:00 UTC", "device": "CPU", "setup_s": 4.0, "ckpt_s": 0.5,
               "s_per_it": {"median": 0.25}, "eval": {eval_key(ms): {"s_per_img": 2.0}, eval_key(ss): {"s_per_img": 0.1}}}
     est = predict(training, CPU, {shape_hash(shape): record})
-    # 60 iterations x 0.25 s + 12 val images x 2 s (6-scale MS) + 60/20 = 3 validations x 5 images x 0.1 s + 4 s
-    assert cfg.train.iters == 60 and split_images(cfg, "val") == 12
-    assert est.seconds == pytest.approx(4 + 60 * 0.25 + 12 * 2.0 + 3 * 5 * 0.1)
+    # 60 iterations x 0.25 s + 12 val images x 2 s (6-scale MS) + 60/20 = 3 validations x 5 images x 0.1 s
+    # + 60/20 = 3 checkpoints x 0.5 s + 4 s set-up
+    assert cfg.train.iters == 60 and split_images(cfg, "val") == 12 and cfg.runtime.ckpt_every == 20
+    assert est.seconds == pytest.approx(4 + 60 * 0.25 + 12 * 2.0 + 3 * 5 * 0.1 + 3 * 0.5)
     assert est.basis == "measured 2026-11-30 on CPU"
     assert predict(training, SlurmProfile(gpus_per_node=1), {shape_hash(shape): record}).seconds is None
 
@@ -95,7 +96,8 @@ def test_preflight_then_plan_says_measured(tmp_path, capsys):
     (record,) = data["shapes"].values()
     assert record["iters"] == 3 and record["device"] == "CPU" and record["torch"]
     assert 0 < record["s_per_it"]["min"] <= record["s_per_it"]["median"] <= record["s_per_it"]["max"]
-    assert 0 <= record["data_wait"] < 1 and record["peak_mem_gib"] > 0.05
+    assert 0 <= record["data_wait"] < 1 and record["peak_mem_gib"] > 0.05 and record["ckpt_s"] > 0
+    assert not list((tmp_path / "smoke" / ".preflight").rglob("*.pth"))  # the timed checkpoint is deleted
     assert record["imgs_per_s"] == pytest.approx(2 / record["s_per_it"]["median"], rel=1e-2)  # batch 2
     assert len(record["rows"]) == 10 and all(e["s_per_img"] > 0 for e in record["eval"].values())
     assert not (tmp_path / "smoke" / "runs").exists()

@@ -1,20 +1,24 @@
 """Preflight measurement of one compute shape: a few real training iterations and evaluations, built exactly
 as a training run builds them (``engine.train.build_training`` / ``forward_loss`` / ``optimizer_step``), timed,
-with peak memory and the machine's facts. Writes nothing: no run directory, no checkpoint, no log."""
+with peak memory and the machine's facts. Writes into no run directory: one checkpoint is timed in a scratch
+folder and deleted."""
 
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ifbf.config import Config, EvalConfig, eval_key
 from ifbf.data.loader import eval_dataset, train_loader
+from ifbf.engine.checkpoint import save_checkpoint
 from ifbf.engine.dist import setup
 from ifbf.engine.evaluate import predict
 from ifbf.engine.train import build_training, forward_loss, optimizer_step
@@ -92,11 +96,23 @@ def eval_seconds(model: nn.Module, cfg: Config, setting: EvalConfig, device: tor
     return statistics.fmean(times)
 
 
+def _checkpoint_seconds(cfg: Config, scratch: Path, model: nn.Module, optimizer, scheduler, scaler) -> float:
+    """Seconds to write one checkpoint of this shape (into the scratch folder, deleted again)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / f"checkpoint{os.getpid()}.pth"
+    start = time.perf_counter()
+    save_checkpoint(path, cfg, 0, model, optimizer, scheduler, scaler)
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return seconds
+
+
 def measure(cfg: Config, evals: list[EvalConfig], warmup: int | None = None, iters: int | None = None,
-            eval_images: int | None = None, started: float | None = None) -> dict | None:
+            eval_images: int | None = None, started: float | None = None, scratch: Path | None = None) -> dict | None:
     """Measure ``cfg``'s training speed and memory and the inference cost of each of ``evals``; returns the
     record (rank 0; None on other ranks). Defaults: 5 warm-up + 20 timed iterations and 5 images per
-    inference setting on GPUs; 2 + 5 and 2 on CPUs. ``started``: when the job began (for the set-up time)."""
+    inference setting on GPUs; 2 + 5 and 2 on CPUs. ``started``: when the job began (for the set-up time);
+    ``scratch``: a folder where one checkpoint is written (and deleted) to time it."""
     started = time.perf_counter() if started is None else started
     dist_info, device = setup(cfg)
     on_gpu = device.type == "cuda"
@@ -114,6 +130,7 @@ def measure(cfg: Config, evals: list[EvalConfig], warmup: int | None = None, ite
     steps, waits = _train_timings(cfg, net, optimizer, scheduler, scaler, device, dist_info.rank, dist_info.world,
                                   warmup, iters)
     train_peak = _peak_bytes(device)
+    ckpt_s = _checkpoint_seconds(cfg, scratch, model, optimizer, scheduler, scaler) if dist_info.main and scratch else 0.0
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     evaluations = {}
@@ -139,5 +156,6 @@ def measure(cfg: Config, evals: list[EvalConfig], warmup: int | None = None, ite
         "peak_mem_kind": "GPU (torch.cuda.max_memory_allocated)" if on_gpu else "CPU (peak RSS of the process)",
         "eval_peak_mem_gib": round(_peak_bytes(device) / GIB, 3) if on_gpu else None,
         "setup_s": round(setup_s, 3),
+        "ckpt_s": round(ckpt_s, 3),
         "eval": evaluations,
     }

@@ -1,5 +1,5 @@
 """``reproduce.py --plan``'s cost column: each training predicted from ``preflight.json`` (s/it x iterations +
-eval s/img x images x evaluations + the curves' validations + set-up), finished runs with what they really
+eval s/img x images x evaluations + the curves' validations + checkpoints + set-up), finished runs with what they really
 took (log.jsonl and metrics.json), and totals in device-hours and wall-clock for the profile's concurrency."""
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict
     if "error" in record:
         return Estimate(None, f"preflight failed: {record['cause']} (fix: {record['fix']})", devices, on_gpu)
     seconds = record["setup_s"] + record["s_per_it"]["median"] * cfg.train.iters
+    seconds += record.get("ckpt_s", 0.0) * (cfg.train.iters // cfg.runtime.ckpt_every)
     missing = 0
     for setting in training.evals:
         measured = record["eval"].get(eval_key(setting))

@@ -100,8 +100,9 @@ class PreflightJob:
     """Measure one compute shape (a picklable job: plain data only). Returns the record or {"error", "fix"}."""
 
     def __init__(self, config: dict, evals: list[dict], warmup: int | None, iters: int | None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, scratch: str | None = None) -> None:
         self.config, self.evals, self.warmup, self.iters, self.threads = config, evals, warmup, iters, threads
+        self.scratch = scratch
 
     def __call__(self) -> dict | None:
         started = time.perf_counter()
@@ -116,7 +117,8 @@ class PreflightJob:
         cfg = from_dict(self.config, "preflight job config")
         try:
             evals = [from_dict({**self.config, "eval": e}).eval for e in self.evals]
-            return measure(cfg, evals, self.warmup, self.iters, started=started)
+            return measure(cfg, evals, self.warmup, self.iters, started=started,
+                           scratch=Path(self.scratch) if self.scratch else None)
         except Exception as err:  # noqa: BLE001 - every failure becomes one line with its fix
             cause, fix = explain(f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
             first_line = (str(err).strip().splitlines() or [""])[0][:300]
@@ -147,7 +149,7 @@ def run_preflight(plan: Plan, executor: str, profile: SlurmProfile, results: Pat
 
     def job_of(shape: Shape) -> PreflightJob:
         evals = [json.loads(json.dumps(dataclasses.asdict(e))) for e in shape.evals.values()]
-        return PreflightJob(to_dict(shape.cfg), evals, warmup, iters, threads)
+        return PreflightJob(to_dict(shape.cfg), evals, warmup, iters, threads, str(scratch / shape.key))
 
     records: dict[str, dict] = {}
     if executor == "slurm":
