@@ -9,7 +9,6 @@ and where it came from (the file, or "override").
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -25,19 +24,44 @@ Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 Norm = Literal["bn", "syncbn", "inplace_abn", "inplace_abn_sync"]
 FusionPlacement = Literal["concat", "after_convs"]
 Ohem = Literal["none", "thresh", "topk"]
-Amp = Literal["none", "bf16", "fp16"]
+Amp = Literal["none", "off", "bf16", "fp16"]  # "off" = "none"
 Dataset = Literal["cityscapes", "synthetic"]
+Arch = Literal["ifbfnet", "deeplabv3plus"]
+Stem = Literal["torchvision", "deep", "deep_v1c"]
 
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # section 4.3.4, "DA"
 PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # section 4.3.4, "MS"
 
 
 @dataclass(frozen=True)
+class WeightsConfig:
+    """ImageNet weights per backbone and stem (ifbf.models.weights): a file path, ``none`` (train from
+    scratch on purpose) or null (not given). Keys: the backbone, plus ``_deep`` / ``_deep_v1c`` for
+    the deep stems. Only the file of a run's own backbone + stem enters its identity, as a sha256."""
+
+    resnet18: str | None = None
+    resnet34: str | None = None
+    resnet50: str | None = None
+    resnet101: str | None = None
+    resnet18_deep: str | None = None
+    resnet34_deep: str | None = None
+    resnet50_deep: str | None = None
+    resnet101_deep: str | None = None
+    resnet18_deep_v1c: str | None = None
+    resnet34_deep_v1c: str | None = None
+    resnet50_deep_v1c: str | None = None
+    resnet101_deep_v1c: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture switches (section 3; every ablation of Tables 2, 3 and 5)."""
 
+    arch: Arch = "ifbfnet"  # deeplabv3plus: the comparison model of Tables 1 and 6
     backbone: Backbone = "resnet101"
-    pretrained: str | None = None  # local torchvision-format state dict
+    stem: Stem = "torchvision"  # deep: CCNet's 3x3 convs 64-64-128; deep_v1c: mmseg's 32-32-64
+    dilate_first_block: bool = False  # true: every block of the dilated stage 4 dilated (CCNet, mmseg)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
     aspp: bool = True
     aspp_rates: tuple[int, ...] = (6, 12, 18)
     aspp_1x1_branch: bool = False  # DeepLabV3 has one; the paper's section 4.3.1 does not
@@ -70,7 +94,7 @@ class DataConfig:
 
     dataset: Dataset = "cityscapes"
     root: str | None = None  # None: $CITYSCAPES_DATASET (or the synthetic cache)
-    train_split: str = "train"
+    train_splits: tuple[str, ...] = ("train",)  # concatenated; the paper trains on train (paper-notes)
     val_split: str = "val"
     crop_size: tuple[int, int] = (876, 876)  # (H, W)
     scales: tuple[float, ...] = PAPER_SCALES  # (1.0,) switches "DA" off (Table 4)
@@ -79,6 +103,10 @@ class DataConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    # Input fast path (docs/performance.md): decoded cache when present, uint8 batches normalised on the
+    # device. Bitwise the same batches as the default path, so not part of a run's identity.
+    fast_path: bool = False
+    cache_dir: str | None = None  # None: <root>/ifbf_cache (written by `ifbf data cache ROOT`)
 
 
 @dataclass(frozen=True)
@@ -97,8 +125,10 @@ class TrainConfig:
     ohem_min_kept: int = 100_000
     ohem_keep_ratio: float = 0.75
     aux_weight: float = 0.4
+    aux_ohem: bool = True  # false: plain CE on the aux head, OHEM on the main output only (CCNet code)
     amp: Amp = "none"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the model (an execution detail, like the device: not identity)
     seed: int = 0
     deterministic: bool = False
     float64: bool = False  # verification mode: train and evaluate in double precision (CPU, slow)
@@ -139,8 +169,8 @@ class Config:
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
 
-# Sections and keys that do not change what a training produces (see RunConfig identity).
-NOT_IDENTITY = ("eval", "runtime", "data.root")
+# Keys that no longer exist -> what to write instead.
+RENAMED = {"model.pretrained": "model.weights.<backbone>=PATH, e.g. model.weights.resnet101=/data/resnet101.pth"}
 
 
 def _type_name(tp: Any) -> str:
@@ -204,6 +234,8 @@ def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
+    if f"{prefix}{unknown[0] if unknown else ''}" in RENAMED:
+        raise ConfigError(f"{where}: '{prefix}{unknown[0]}' is gone: use {RENAMED[prefix + unknown[0]]}")
     if unknown:
         raise ConfigError(
             f"{where}: unknown key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(names))})"
@@ -246,6 +278,7 @@ def _validate(obj: Any, where: str, prefix: str) -> None:
         checks = [
             (all(s > 0 for s in obj.crop_size), "crop_size", "must be positive"),
             (all(s > 0 for s in obj.scales), "scales", "must be positive"),
+            (len(set(obj.train_splits)) == len(obj.train_splits), "train_splits", "must not repeat a split"),
         ]
     elif isinstance(obj, EvalConfig):
         checks = [(all(s > 0 for s in obj.scales), "scales", "must be positive")]
@@ -298,7 +331,24 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def from_dict(data: dict, where: str = "config") -> Config:
-    return _build(Config, data, where)
+    return _build(Config, _upgrade(data), where)
+
+
+def _upgrade(data: dict) -> dict:
+    """Read configs written by earlier versions (run directories keep theirs): ``data.train_split: X``
+    became ``data.train_splits: [X]``; ``model.pretrained: null`` is the default of ``model.weights``
+    (a path there is refused with the new key's name, see RENAMED)."""
+    if not isinstance(data, dict):
+        return data
+    section = data.get("data")
+    if isinstance(section, dict) and "train_split" in section and "train_splits" not in section:
+        section = {**section, "train_splits": [section["train_split"]]}
+        del section["train_split"]
+        data = {**data, "data": section}
+    model = data.get("model")
+    if isinstance(model, dict) and "pretrained" in model and model["pretrained"] is None:
+        data = {**data, "model": {k: v for k, v in model.items() if k != "pretrained"}}
+    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -326,29 +376,3 @@ def to_dict(cfg: Any) -> dict:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def identity(cfg: Config) -> dict:
-    """The part of a config that determines what a training run produces."""
-    data = to_dict(cfg)
-    for key in NOT_IDENTITY:
-        *parents, last = key.split(".")
-        node = data
-        for part in parents:
-            node = node[part]
-        node.pop(last)
-    return data
-
-
-def config_hash(cfg: Config) -> str:
-    """Stable 12-hex-digit identity of a training run (independent of eval/runtime settings)."""
-    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def eval_key(cfg: EvalConfig) -> str:
-    """Identity of an inference setting (scales, flip, window)."""
-    data = {"scales": list(cfg.scales), "flip": cfg.flip, "window": list(cfg.window) if cfg.window else None}
-    if cfg.split:
-        data["split"] = cfg.split
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ifbf.config import BASE_CONFIG, ConfigError, Config, config_hash, eval_key, load_config, read_yaml
+from ifbf.config import BASE_CONFIG, ConfigError, Config, load_config, read_yaml
+
+from ifbf.identity import config_hash, eval_key
 
 EXPERIMENTS = BASE_CONFIG.parent
 TABLES = (1, 2, 3, 4, 5, 6)
@@ -72,6 +74,12 @@ class TableSpec:
         return [row for row in self.rows if row.overrides is not None]
 
 
+def class_names() -> tuple[str, ...]:
+    """The 19 evaluated Cityscapes classes in trainId order, as Table 1's per-class columns list them (the
+    order of every per-class count the engine stores)."""
+    return tuple(load_table(1).classes)
+
+
 def table_path(number: int) -> Path:
     return EXPERIMENTS / f"table{number}.yaml"
 
@@ -114,6 +122,7 @@ class Preset:
     overrides: tuple[str, ...]
     backbone_map: dict[str, str]
     description: str = ""
+    requires_weights: bool = False  # refuse to plan a row whose backbone has no ImageNet weights given
 
 
 def presets() -> list[str]:
@@ -131,7 +140,7 @@ def load_preset(name: str) -> Preset:
     if "estimate" in data:
         raise ConfigError(f"{path}: 'estimate' is gone: --plan takes costs from measurements (reproduce.py --preflight)")
     return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()},
-                  str(data.get("description", "")))
+                  str(data.get("description", "")), bool(data.get("requires_weights", False)))
 
 
 def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Config:

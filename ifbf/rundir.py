@@ -8,6 +8,8 @@ these files (atomically, never losing a finished result):
                      (its path lives here; ``engine.checkpoint`` reads and writes its content)
     metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
                      (a result holds "miou", "iou", "confusion" and the "seconds" it took)
+    evaluations/<eval key>/per_image.npz   per image: "names", "inter", "union" ([n_images, K] int64
+                     pixel counts; their column sums give the evaluation's IoUs exactly)
     env.json         git commit, package versions, device
     status.json      what the scheduler side knows: submitted / running / requeued / done / failed, with
                      job id, executor, log path, host and pid
@@ -31,7 +33,8 @@ import numpy as np
 import yaml
 
 from ifbf import __version__
-from ifbf.config import Config, EvalConfig, config_hash, dump_yaml, eval_key, from_dict
+from ifbf.config import Config, EvalConfig, dump_yaml, from_dict
+from ifbf.identity import config_hash, eval_key
 from ifbf.errors import IfbfError
 
 CHECKPOINT = "checkpoint.pth"
@@ -46,6 +49,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 def runs_root(preset: str, results: Path = RESULTS) -> Path:
     """Where a preset's runs live: one directory per training-config hash."""
     return results / preset / "runs"
+PER_IMAGE = "per_image.npz"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -69,6 +73,21 @@ def write_status(run_dir: Path, state: str, **extra: Any) -> None:
 def read_status(run_dir: Path) -> dict | None:
     path = run_dir / STATUS
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def server_eval_key(cfg: EvalConfig) -> str:
+    """Key of a result scored by the Cityscapes test server (imported, never computed here) for ``cfg``."""
+    return f"server-{eval_key(cfg)}"
+
+
+def scored_by_server(cfg: Config) -> bool:
+    """Cityscapes' test labels are private: a test-split "evaluation" is an upload, scored by the server."""
+    return cfg.data.dataset == "cityscapes" and (cfg.eval.split or cfg.data.val_split) == "test"
+
+
+def result_key(cfg: Config) -> str:
+    """The key under which the result of ``cfg``'s inference setting is stored in metrics.json."""
+    return server_eval_key(cfg.eval) if scored_by_server(cfg) else eval_key(cfg.eval)
 
 
 class RunDir:
@@ -115,15 +134,64 @@ class RunDir:
         m = self.metrics()
         return m is not None and m.get("config_hash") == config_hash(cfg) and m.get("iters") == cfg.train.iters
 
-    def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False) -> dict:
-        """Add one evaluation to metrics.json, keeping every earlier one; ``main`` makes it the headline."""
+    def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False,
+                          key: str | None = None) -> dict:
+        """Add one evaluation to metrics.json (under ``key``, default ``eval_key(eval_cfg)``), keeping every
+        earlier one; ``main`` makes it the headline."""
         metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
+        result = dict(result)
+        per_image = result.pop("per_image", None)
+        if per_image is not None:  # written first: metrics.json naming it means it is complete
+            path = self.record_per_image(key or eval_key(eval_cfg), per_image["names"], per_image["inter"],
+                                         per_image["union"])
+            result["per_image"] = str(path.relative_to(self.path))
         entry = {"eval": json.loads(json.dumps(asdict(eval_cfg))), **result}
-        metrics.setdefault("evaluations", {})[eval_key(eval_cfg)] = entry
+        metrics.setdefault("evaluations", {})[key or eval_key(eval_cfg)] = entry
         if main:
             metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
         atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")
         return metrics
+
+    def per_image_path(self, key: str) -> Path:
+        return self.path / "evaluations" / key / PER_IMAGE
+
+    def record_per_image(self, key: str, names: list[str], inter: np.ndarray, union: np.ndarray) -> Path:
+        """Write the per-image intersection and union counts of evaluation ``key`` (atomically)."""
+        inter, union = np.asarray(inter, dtype=np.int64), np.asarray(union, dtype=np.int64)
+        if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(names):
+            raise ValueError(f"per-image counts: inter {inter.shape}, union {union.shape}, {len(names)} names")
+        path = self.per_image_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with tmp.open("wb") as f:
+            np.savez_compressed(f, names=np.array(names, dtype=str), inter=inter, union=union)
+        os.replace(tmp, path)
+        return path
+
+    def per_image(self, key: str) -> dict[str, Any] | None:
+        """{"names": list[str], "inter", "union": [n_images, K] int64} of evaluation ``key``, or None."""
+        path = self.per_image_path(key)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {"names": data["names"].tolist(), "inter": data["inter"], "union": data["union"]}
+
+    def submission_dir(self, eval_cfg: EvalConfig) -> Path:
+        """Where a test-split submission (labelId PNGs; the zip beside them) for ``eval_cfg`` is written."""
+        return self.path / "server" / eval_key(eval_cfg)
+
+    def record_export(self, cfg: Config, eval_cfg: EvalConfig, archive: Path) -> dict:
+        """Note in metrics.json that the test-server upload for ``eval_cfg`` exists (its score arrives later,
+        through ``ifbf import-server-result``, under ``server_eval_key``)."""
+        metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
+        metrics.setdefault("exports", {})[eval_key(eval_cfg)] = str(archive.relative_to(self.path))
+        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")
+        return metrics
+
+    def handled(self) -> set[str]:
+        """Eval keys done for this run: evaluated here, or exported for the test server."""
+        metrics = self.metrics() or {}
+        return set(metrics.get("evaluations", {})) | set(metrics.get("exports", {}))
 
     def truncate_log(self, last_iter: int) -> None:
         """Drop log lines after ``last_iter`` (written by a run that died after its last checkpoint)."""
@@ -151,9 +219,12 @@ class RunDir:
         return {"train": sum(r.get("step_s", 0.0) for r in log), "val": sum(r.get("val_s", 0.0) for r in log),
                 "eval": sum(e.get("seconds", 0.0) for e in evaluations)}
 
-    def write_env(self, device: str, world: int) -> None:
+    def write_env(self, device: str, world: int, extra: dict[str, Any] | None = None) -> None:
+        """env.json: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``
+        (the engine adds the weights and dataset digests)."""
         # torch only here: the orchestrator and the reports read run dirs without paying for its import
         import torch
+        from torch.utils import collect_env
 
         def version(module: str) -> str | None:
             try:
@@ -183,5 +254,21 @@ class RunDir:
             "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None,
             "world_size": world,
             "host": platform.node(),
+            **_cuda_stack(torch, collect_env),
+            **(extra or {}),
         }
         atomic_write_text(self.path / ENV, json.dumps(env, indent=1) + "\n")
+
+
+def _cuda_stack(torch: Any, collect_env: Any) -> dict[str, Any]:
+    """CUDA, cuDNN, NCCL, driver, GPU models and count (None where absent), via torch.utils.collect_env."""
+    cuda = torch.cuda.is_available()
+    nccl = torch.cuda.nccl.version() if cuda and hasattr(torch.cuda, "nccl") else None
+    return {
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
+        "driver": collect_env.get_nvidia_driver_version(collect_env.run) if cuda else None,
+        "gpus": collect_env.get_gpu_info(collect_env.run) if cuda else None,
+        "gpu_count": torch.cuda.device_count(),
+    }

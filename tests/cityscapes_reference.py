@@ -29,3 +29,16 @@ def reference_scores(gt_root: Path, split: str, pred_dir: Path, instances: bool 
     preds = [cs.getPrediction(args, g) for g in gt]
     result = cs.evaluateImgLists(preds, gt, args)
     return {**result["classScores"], "miou": result["averageScoreClasses"]}
+
+
+def reference_per_image(gt_root: Path, split: str, pred_dir: Path) -> dict[str, dict[str, float]]:
+    """cityscapesscripts' class IoUs of each image alone: {image name: {class name: IoU or NaN}}."""
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
+
+    reference_scores(gt_root, split, pred_dir)  # sets the module's arguments (and imports it)
+    args = cs.args
+    result = {}
+    for gt in sorted(glob.glob(str(gt_root / "gtFine" / split / "*" / "*_gtFine_labelIds.png"))):
+        scores = cs.evaluateImgLists([cs.getPrediction(args, gt)], [gt], args)["classScores"]
+        result[Path(gt).name[: -len("_gtFine_labelIds.png")]] = scores
+    return result

@@ -11,6 +11,7 @@ from ifbf.errors import IfbfError
 from ifbf.models import build_model
 from ifbf.models.backbone import ResNetBackbone
 from ifbf.models.norm import backbone_norm
+from ifbf.models.weights import load_backbone_weights
 from torch import nn
 
 
@@ -34,7 +35,7 @@ def _stages(model, x):
 def test_bottleneck_backbone_equals_torchvision(tmp_path, name):
     torch.manual_seed(0)
     reference, path = _save_torchvision(tmp_path, name, replace_stride_with_dilation=[False, False, True])
-    cfg = load_config(BASE_CONFIG, ["model.norm=bn", f"model.backbone={name}", f"model.pretrained={path}"])
+    cfg = load_config(BASE_CONFIG, ["model.norm=bn", f"model.backbone={name}", f"model.weights.{name}={path}"])
     model = build_model(cfg.model).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
@@ -50,7 +51,7 @@ def test_basic_block_backbone_loads_torchvision_weights(tmp_path):
     torch.manual_seed(0)
     reference, path = _save_torchvision(tmp_path, "resnet18")
     model = build_model(load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet18",
-                                                  f"model.pretrained={path}"]).model).eval()
+                                                  f"model.weights.resnet18={path}"]).model).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         s1, s4 = model.backbone(x)
@@ -62,24 +63,25 @@ def test_basic_block_backbone_loads_torchvision_weights(tmp_path):
     assert model.backbone.layer4[1].conv1.dilation == (2, 2) and model.backbone.layer4[0].conv1.stride == (1, 1)
 
 
-def test_pretrained_missing_file_is_clear():
-    cfg = load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet18", "model.pretrained=/no/such.pth"])
-    with pytest.raises(IfbfError, match="model.pretrained: file not found: /no/such.pth"):
+def test_weights_missing_file_is_clear():
+    cfg = load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet18", "model.weights.resnet18=/no/such.pth"])
+    with pytest.raises(IfbfError, match="model.weights.resnet18: file not found: /no/such.pth .*ifbf weights fetch"):
         build_model(cfg.model)
 
 
-def test_pretrained_wrong_depth_is_clear(tmp_path):
+def test_weights_wrong_depth_is_clear(tmp_path):
     _, path = _save_torchvision(tmp_path, "resnet18")
-    cfg = load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet50", f"model.pretrained={path}"])
-    with pytest.raises(IfbfError, match=r"does not match torchvision's resnet50: missing \d+"):
+    cfg = load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet50", f"model.weights.resnet50={path}"])
+    with pytest.raises(IfbfError, match=r"does not fit a resnet50 with model.stem=torchvision: missing \d+.*"
+                                        r"looks like a resnet18, not a resnet50: give it as model.weights.resnet18"):
         build_model(cfg.model)
 
 
-def test_pretrained_not_a_state_dict(tmp_path):
+def test_weights_not_a_state_dict(tmp_path):
     path = tmp_path / "garbage.pth"
     path.write_text("not a checkpoint")
-    cfg = load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet18", f"model.pretrained={path}"])
-    with pytest.raises(IfbfError, match="cannot read .* as a torch state dict"):
+    cfg = load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet18", f"model.weights.resnet18={path}"])
+    with pytest.raises(IfbfError, match="cannot read .* as a torch checkpoint"):
         build_model(cfg.model)
 
 
@@ -87,7 +89,7 @@ def test_inplace_abn_backbone_loads_torchvision_weights(tmp_path):
     pytest.importorskip("inplace_abn")
     _, path = _save_torchvision(tmp_path, "resnet50", replace_stride_with_dilation=[False, False, True])
     backbone = ResNetBackbone("resnet50", backbone_norm("inplace_abn"), inplace_safe=False)
-    backbone.load_torchvision_weights(path)
+    load_backbone_weights(backbone, path)
     state = torch.load(path)
     assert torch.equal(backbone.layer3[5].bn2.weight, state["layer3.5.bn2.weight"])
     assert not any(isinstance(m, nn.ReLU) and m.inplace for m in backbone.modules())

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
 
-from ifbf.config import BASE_CONFIG, Config, ConfigError, config_hash, dump_yaml, load_config, to_dict
+from ifbf.config import BASE_CONFIG, Config, ConfigError, dump_yaml, load_config, to_dict
+
+from ifbf.identity import config_hash
 
 
 def test_base_yaml_spells_out_every_default():
@@ -27,10 +30,10 @@ def test_paper_recipe_values():
 
 def test_overrides_are_typed():
     cfg = load_config(BASE_CONFIG, ["model.spatial_channels=64", "train.iters=200", "train.warmup_iters=10", "data.scales=[1.0]",
-                                    "train.lr=1e-3", "model.pretrained=/tmp/w.pth"])
+                                    "train.lr=1e-3", "model.weights.resnet50=/tmp/w.pth"])
     assert cfg.model.spatial_channels == 64 and cfg.train.iters == 200
     assert cfg.data.scales == (1.0,) and cfg.train.lr == pytest.approx(1e-3)
-    assert cfg.model.pretrained == "/tmp/w.pth"
+    assert cfg.model.weights.resnet50 == "/tmp/w.pth" and cfg.model.weights.resnet101 is None
     assert dataclasses.is_dataclass(cfg) and cfg.__dataclass_params__.frozen
 
 
@@ -112,6 +115,21 @@ def test_hash_is_stable_across_processes():
     import subprocess
     import sys
 
-    code = "from ifbf.config import *; print(config_hash(load_config(BASE_CONFIG, ['train.iters=7', 'train.warmup_iters=1'])))"
+    code = "from ifbf.config import *; from ifbf.identity import config_hash; print(config_hash(load_config(BASE_CONFIG, ['train.iters=7', 'train.warmup_iters=1'])))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == config_hash(load_config(BASE_CONFIG, ["train.iters=7", "train.warmup_iters=1"]))
+
+
+def test_run_dirs_of_earlier_versions_load_with_their_hash(tmp_path):
+    """A config.yaml written by ifbf before `data.train_splits` and `model.weights` existed (file copied from a
+    run directory of that version, named by the hash that version gave it) loads, and hashes the same:
+    finished runs are found, not retrained."""
+    from ifbf.rundir import RunDir
+
+    legacy = Path(__file__).parent / "data" / "legacy_run_3d80f2c280d0.yaml"
+    run = tmp_path / "3d80f2c280d0"
+    run.mkdir()
+    (run / "config.yaml").write_text(legacy.read_text())
+    cfg = RunDir(run).config()
+    assert cfg.data.train_splits == ("train",) and cfg.model.stem == "torchvision"
+    assert config_hash(cfg) == "3d80f2c280d0"

@@ -8,7 +8,8 @@ import math
 import torch
 
 from conftest import TINY_TRAIN
-from ifbf.config import BASE_CONFIG, config_hash, load_config
+from ifbf.config import BASE_CONFIG, load_config
+from ifbf.identity import config_hash
 from ifbf.engine.run import run
 from ifbf.experiments import load_preset, load_table
 from ifbf.report import figures, records

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +39,10 @@ def assert_same_training(a, b, atol: float = 1e-9) -> None:
             assert torch.allclose(sa[key], sb[key], atol=atol, rtol=1e-7), key
     ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
     assert ma["miou"] == pytest.approx(mb["miou"], abs=1e-12)
+    # per-image counts: each rank fills its own images, the all-reduce puts them together
+    pa, pb = (np.load(p / ma["evaluations"][next(iter(ma["evaluations"]))]["per_image"]) for p in (a, b))
+    assert list(pa["names"]) == list(pb["names"]) and (pa["inter"] == pb["inter"]).all()
+    assert (pa["union"] == pb["union"]).all() and pa["union"].sum() > 0
     la = [r["loss_total"] for r in (json.loads(x) for x in (a / "log.jsonl").read_text().splitlines())]
     lb = [r["loss_total"] for r in (json.loads(x) for x in (b / "log.jsonl").read_text().splitlines())]
     assert len(la) == len(lb)

@@ -21,6 +21,8 @@ FORBIDDEN = {
     "experiments": {"engine", "orchestrate", "report", "commands", "models", "data", "rundir"},
     "rundir": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments"},
     "config": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
+    "identity": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
+    "digest": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
 }
 
 
@@ -79,3 +81,11 @@ def test_status_file_has_one_owner():
 def test_files_stay_small():
     long = {str(p.relative_to(PACKAGE)): n for p in sources() if (n := len(p.read_text().splitlines())) > 400}
     assert not long
+
+
+def test_report_class_order_is_the_engines():
+    """Reports take the class order from Table 1's spec; it must be the trainId order of the label table."""
+    from ifbf.data.labels import CLASS_NAMES
+    from ifbf.experiments import class_names, load_table
+
+    assert class_names() == CLASS_NAMES and tuple(load_table(6).classes) == CLASS_NAMES

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, TINY_TRAIN
 from ifbf.commands.reproduce import cli
-from ifbf.config import eval_key
+from ifbf.identity import eval_key
 from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
 from ifbf.orchestrate.estimate import actual_seconds, predict, split_images, wall_clock

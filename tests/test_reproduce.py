@@ -179,13 +179,25 @@ def test_end_to_end_table4(tmp_path, executor, capsys):
 
 
 def test_failed_job_is_reported_not_raised(tmp_path, capsys):
+    # a learning rate no training survives: the failure happens inside the jobs, after every check passed
     args = ["--table", "3", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
-            "--set", *TINY, "model.pretrained=/no/such/weights.pth"]
+            "--set", *TINY, "train.lr=1e12"]
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert out.count("failed:") == 6
     status = json.loads(next((tmp_path / "smoke" / "runs").glob("*/status.json")).read_text())
-    assert status["state"] == "failed" and "model.pretrained: file not found" in status["error"]
+    assert status["state"] == "failed" and "TrainingDiverged" in status["error"]
+
+
+def test_unloadable_weights_are_refused_before_submission(tmp_path, capsys):
+    garbage = tmp_path / "garbage.pth"  # a file (so the plan could hash it) that no backbone can load
+    garbage.write_text("not a checkpoint")
+    args = ["--table", "3", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path / "r"),
+            "--set", *TINY, f"model.weights.resnet18={garbage}"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "model.weights.resnet18" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing written, nothing submitted
 
 
 @pytest.mark.parametrize(
@@ -221,7 +233,8 @@ def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
     from ifbf.report.tables import table_frame
 
     plan = _plan([1], seeds=2, results=tmp_path)
-    for seed, training in enumerate(plan.trainings.values()):
+    ours_trainings = [t for t in plan.trainings.values() if any(c.row.name == "Ours" for c in t.cells)]
+    for seed, training in enumerate(ours_trainings):
         rd = RunDir(training.run_dir)
         rd.claim(training.cfg)
         iou = {name: 0.5 + 0.01 * i + 0.1 * seed for i, name in enumerate(CLASS_NAMES)}
@@ -234,3 +247,4 @@ def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
     delta = df.loc["Δ (Ours, ifbf − paper)"]
     assert delta["Road"] == pytest.approx(55.0 - 98.2) and delta["Mean"] == pytest.approx(65.0 - 81.2)
     assert df.loc["LRR [43]", "Road"] == 97.7 and list(df.columns)[-1] == "Mean"
+    assert df.loc["DeepLabV3+ (ours)"].isna().all()  # not trained yet, and no paper values

@@ -176,8 +176,8 @@ def test_cli_bad_override_is_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "ifbf train: error: override 'model.spatial_chanels=3': unknown key 'model.spatial_chanels' (known keys here: "
-        "aspp, aspp_1x1_branch, aspp_rates, aux_head, backbone, balanced_fusion, fusion_placement, norm, num_classes, "
-        "pretrained, reduce_without_aspp, skip, spatial_channels, spatial_stream)"
+        "arch, aspp, aspp_1x1_branch, aspp_rates, aux_head, backbone, balanced_fusion, dilate_first_block, "
+        "fusion_placement, norm, num_classes, reduce_without_aspp, skip, spatial_channels, spatial_stream, stem, weights)"
     ]
 
 

@@ -23,6 +23,9 @@ COMMANDS = {
     "profile": ("ifbf.commands.cost", "the same as `ifbf cost` (the name of earlier versions)"),
     "visualize": ("ifbf.commands.visualize", "figures 5 and 6: features around the fusion, predictions side by side"),
     "config": ("ifbf.commands.config", "print the resolved config and its hash"),
+    "data": ("ifbf.commands.data", "prepare a Cityscapes root from the official zips, verify one, or cache it"),
+    "import-server-result": ("ifbf.commands.import_server_result", "record the test server's result for a run"),
+    "weights": ("ifbf.commands.weights", "ImageNet weights per backbone: fetch (download) or check a file"),
 }
 
 EXIT_USER_ERROR = 2

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ifbf.config import BASE_CONFIG, config_hash, dump_yaml, load_config
+from ifbf.config import BASE_CONFIG, dump_yaml, load_config
+
+from ifbf.identity import config_hash
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

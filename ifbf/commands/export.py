@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ifbf.commands.evaluate import add_inference_arguments, trained_model
-from ifbf.engine.export import export_predictions, zip_export
+from ifbf.engine.export import export_predictions, zip_submission
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,5 +20,5 @@ def run(args: argparse.Namespace) -> int:
     count = export_predictions(trained_model(args), args.split, args.out, not args.no_progress)
     print(f"wrote {count} labelId PNGs to {args.out}")
     if args.zip:
-        print(f"zipped to {zip_export(args.out)}")
+        print(f"zipped to {zip_submission(args.out)}")
     return 0

@@ -5,8 +5,7 @@ Every problem with the files is one ``DataError`` that names the file and the fi
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ifbf._torchvision import torchvision  # noqa: F401 - must precede any torch
 from ifbf.config import DataConfig
 from ifbf.data.labels import ID_TO_TRAIN, UNKNOWN
 from ifbf.data.synth import ensure_dataset
+from ifbf.data.verify import NO_ROOT, configured_root
 from ifbf.errors import DataError
 from torchvision import tv_tensors  # noqa: E402
 
@@ -36,13 +36,9 @@ def resolve_root(cfg: DataConfig) -> Path:
     """The dataset root: data.root, else $CITYSCAPES_DATASET; for synthetic data, generated on first use."""
     if cfg.dataset == "synthetic":
         return ensure_dataset(cfg.synth, cfg.root)
-    root = cfg.root or os.environ.get("CITYSCAPES_DATASET")
-    if not root:
-        raise DataError(
-            "no Cityscapes root: set CITYSCAPES_DATASET=/path/to/cityscapes (the folder holding leftImg8bit/ "
-            "and gtFine/) or data.root=..., or use the embedded synthetic data (data.dataset=synthetic)"
-        )
-    path = Path(root).expanduser()
+    path = configured_root(cfg)
+    if path is None:
+        raise DataError(NO_ROOT)
     if not path.is_dir():
         raise DataError(f"Cityscapes root {path} does not exist (from data.root or CITYSCAPES_DATASET)")
     return path
@@ -94,15 +90,22 @@ class CityscapesDataset(torch.utils.data.Dataset):
     transforms then draw from ``seed``, which makes augmentation a function of the iteration (exact
     resume, and the same global batch under any number of processes)."""
 
-    def __init__(self, root: Path, split: str, transform: Transform | None = None, with_labels: bool = True) -> None:
-        self.root, self.split, self.transform = root, split, transform
-        self.samples = find_samples(root, split, with_labels)
+    def __init__(self, root: Path, split: str | Sequence[str], transform: Transform | None = None,
+                 with_labels: bool = True, target_dtype: torch.dtype = torch.long) -> None:
+        splits = (split,) if isinstance(split, str) else tuple(split)  # several splits are concatenated
+        self.root, self.split, self.transform, self.target_dtype = root, "+".join(splits), transform, target_dtype
+        self.samples = [sample for s in splits for sample in find_samples(root, s, with_labels)]
+        self.cache = None  # a data.cache.DecodedCache of these samples: decoded arrays instead of PNGs
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask | None]:
         sample = self.samples[index]
+        if self.cache is not None:
+            image, train = self.cache.image(index), self.cache.label(index)
+            mask = tv_tensors.Mask(torch.from_numpy(train)) if sample.label is not None else None
+            return tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)), mask
         image = read_png(sample.image, "RGB")
         mask = None
         if sample.label is not None:
@@ -127,4 +130,4 @@ class CityscapesDataset(torch.utils.data.Dataset):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     image, mask = self.transform(image, mask)
-        return image, mask.long(), self.samples[index].name
+        return image, mask.to(self.target_dtype), self.samples[index].name

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from ifbf.config import Config
-from ifbf.data.cityscapes import CityscapesDataset, resolve_root
+from ifbf.data.cache import open_cache
+from ifbf.data.cityscapes import CityscapesDataset, DataError, resolve_root
+from ifbf.data.fast import fast_train_transform
 from ifbf.data.transforms import eval_transform, train_transform
 
 
@@ -46,8 +48,21 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode and augment; leave the cores to the model
 
 
+def train_dataset(cfg: Config) -> CityscapesDataset:
+    """The training set; with ``data.fast_path`` it reads the decoded cache when there is one and yields uint8
+    images and masks (``fast.to_device`` normalises them): the same batches, bit for bit."""
+    root = resolve_root(cfg.data)
+    splits = cfg.data.train_splits
+    if not cfg.data.fast_path:
+        return CityscapesDataset(root, splits, train_transform(cfg.data))
+    dataset = CityscapesDataset(root, splits, fast_train_transform(cfg.data), target_dtype=torch.uint8)
+    if len(splits) == 1:  # the decoded cache is per split; several splits decode their PNGs
+        dataset.cache = open_cache(root, splits[0], dataset.samples, cfg.data.cache_dir)
+    return dataset
+
+
 def train_loader(cfg: Config, start_iter: int = 0, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
-    dataset = CityscapesDataset(resolve_root(cfg.data), cfg.data.train_split, train_transform(cfg.data))
+    dataset = train_dataset(cfg)
     sampler = IterationSampler(len(dataset), cfg.data.batch_size, cfg.train.seed, start_iter, rank, world)
     workers = cfg.runtime.workers
     return torch.utils.data.DataLoader(
@@ -64,4 +79,10 @@ def train_loader(cfg: Config, start_iter: int = 0, rank: int = 0, world: int = 1
 
 def eval_dataset(cfg: Config, split: str | None = None, with_labels: bool = True) -> CityscapesDataset:
     split = split or cfg.eval.split or cfg.data.val_split
+    if with_labels and split == "test" and cfg.data.dataset == "cityscapes":
+        raise DataError(
+            "the Cityscapes test labels are private (void), so no mIoU is computed on the test split: export "
+            "the predictions (`ifbf export --split test --ms --flip --zip`), upload the zip to "
+            "https://www.cityscapes-dataset.com/submit/ and record the result with `ifbf import-server-result`"
+        )
     return CityscapesDataset(resolve_root(cfg.data), split, eval_transform(cfg.data), with_labels)

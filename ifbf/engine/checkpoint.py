@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ifbf.config import Config, config_hash, load_config, to_dict
+from ifbf.config import Config, load_config, to_dict
+
+from ifbf.identity import config_hash
 from ifbf.errors import IfbfError
 from ifbf.models import IFBFNet, build_model
 from ifbf.rundir import RunDir

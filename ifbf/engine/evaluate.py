@@ -77,10 +77,14 @@ def evaluate(
     device: torch.device,
     dist_info: DistInfo = DistInfo(),
     progress: bool = True,
-) -> torch.Tensor:
-    """Confusion matrix of ``model`` over ``dataset`` (one image at a time, each rank a shard, summed)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Confusion matrix of ``model`` over ``dataset`` (one image at a time, each rank a shard, summed),
+    and per image the intersection and union pixel counts of each class (two ``[n_images, K]`` int64
+    tensors: their sums over images are the confusion's intersections and unions)."""
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    inter = torch.zeros(len(dataset), num_classes, dtype=torch.int64, device=device)
+    union = torch.zeros_like(inter)
     dtype = next(model.parameters()).dtype
     indices = range(dist_info.rank, len(dataset), dist_info.world)
     bar = tqdm(indices, desc="evaluate", unit="img", disable=None if progress and dist_info.main else True, leave=False)
@@ -88,18 +92,24 @@ def evaluate(
         image, target, _ = dataset[index]
         image, target = image.unsqueeze(0).to(device, dtype), target.unsqueeze(0).to(device)
         pred = predict(model, image, cfg, num_classes).argmax(1)
-        conf += confusion(pred, target, num_classes)
-    return all_reduce_sum(conf).cpu()
+        image_conf = confusion(pred, target, num_classes)
+        conf += image_conf
+        inter[index] = image_conf.diagonal()
+        union[index] = image_conf.sum(0) + image_conf.sum(1) - image_conf.diagonal()
+    return all_reduce_sum(conf).cpu(), all_reduce_sum(inter).cpu(), all_reduce_sum(union).cpu()
 
 
 def evaluate_run(model: nn.Module, cfg: Config, device: torch.device, dist_info: DistInfo = DistInfo(),
                  progress: bool = True) -> tuple[dict, CityscapesDataset]:
-    """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion", "seconds"}, the dataset)."""
+    """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion", "per_image", "seconds"}, the
+    dataset); "per_image" is {"names", "inter", "union"} (``RunDir.record_evaluation`` stores it apart)."""
     started = time.perf_counter()
     dataset = eval_dataset(cfg)
-    conf = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
-    seconds = round(time.perf_counter() - started, 3)
-    return {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "seconds": seconds}, dataset
+    conf, inter, union = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
+    per_image = {"names": [s.name for s in dataset.samples], "inter": inter.numpy(), "union": union.numpy()}
+    result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "per_image": per_image,
+              "seconds": round(time.perf_counter() - started, 3)}
+    return result, dataset
 
 
 def with_inference(cfg: Config, scales: tuple[float, ...] | None = None, ms: bool = False, flip: bool = False,

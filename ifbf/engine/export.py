@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
+import zipfile
 from pathlib import Path
 
 import torch
@@ -12,9 +13,11 @@ from tqdm import tqdm
 
 from ifbf.data.labels import TRAIN_TO_ID
 from ifbf.data.loader import eval_dataset
-from ifbf.engine.checkpoint import TrainedModel, model_from_checkpoint
+from ifbf.config import EvalConfig
+from ifbf.engine.checkpoint import TrainedModel, locate, model_from_checkpoint
 from ifbf.engine.dist import setup
 from ifbf.engine.evaluate import predict
+from ifbf.engine.server_result import SERVER_EVAL, TEST_IMAGES
 from ifbf.errors import IfbfError
 
 
@@ -37,6 +40,27 @@ def export_predictions(source: TrainedModel, split: str, out: Path, progress: bo
     return len(dataset)
 
 
-def zip_export(out: Path) -> Path:
-    """``OUT.zip`` holding the PNGs of ``out`` (the file to upload to the test server)."""
-    return Path(shutil.make_archive(str(out), "zip", root_dir=out))
+def zip_submission(folder: Path) -> Path:
+    """``folder.zip`` holding the folder's PNGs at its top level, in name order: the upload for the server."""
+    pngs = sorted(folder.glob("*.png"))
+    if not pngs:
+        raise IfbfError(f"nothing to zip: {folder} holds no PNG")
+    archive = folder.with_name(folder.name + ".zip")
+    tmp = archive.with_name(f".{archive.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for png in pngs:
+            z.write(png, png.name)
+    tmp.replace(archive)
+    return archive
+
+
+def export_test_submission(run: Path, out: Path, eval_cfg: EvalConfig = SERVER_EVAL, progress: bool = True) -> Path:
+    """labelId PNGs of the test split predicted by ``run`` with ``eval_cfg`` (the paper's: MS + flip) in
+    ``out``, and ``out.zip`` (the file to upload); returns the zip's path."""
+    source = locate(run)
+    source = TrainedModel(dataclasses.replace(source.cfg, eval=eval_cfg), source.checkpoint, source.run_dir)
+    n = export_predictions(source, eval_cfg.split or "test", out, progress)
+    if source.cfg.data.dataset == "cityscapes" and n != TEST_IMAGES:
+        raise IfbfError(f"exported {n} test images, the server expects {TEST_IMAGES}: "
+                        f"`ifbf data verify` the dataset, then export again into a new folder")
+    return zip_submission(out)

@@ -57,19 +57,29 @@ def ohem_topk_ce(logits: torch.Tensor, target: torch.Tensor, keep_ratio: float) 
     return global_mean(valid_ce.topk(k, sorted=False).values)
 
 
+def plain_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the valid pixels of the global batch."""
+    pixel_ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none").flatten()
+    return global_mean(pixel_ce[target.flatten() != IGNORE])
+
+
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     if cfg.ohem == "thresh":
         return ohem_thresh_ce(logits, target, cfg.ohem_thresh, cfg.ohem_min_kept)
     if cfg.ohem == "topk":
         return ohem_topk_ce(logits, target, cfg.ohem_keep_ratio)
-    pixel_ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none").flatten()
-    return global_mean(pixel_ce[target.flatten() != IGNORE])
+    return plain_ce(logits, target)
 
 
 def total_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """Equation (8): loss = l_out + λ·l_aux (both with the configured OHEM rule). Returns all parts."""
+    """Equation (8): loss = l_out + λ·l_aux. Returns all parts.
+
+    l_out uses the configured OHEM rule; l_aux too with ``train.aux_ohem`` (ifbf's base default), or
+    plain cross-entropy without it, as the CCNet code's CriterionOhemDSN (paper-notes, ambiguity 11).
+    """
     parts = {"out": segmentation_loss(outputs["out"].float(), target, cfg)}
     if "aux" in outputs:
-        parts["aux"] = segmentation_loss(outputs["aux"].float(), target, cfg)
+        aux = outputs["aux"].float()
+        parts["aux"] = segmentation_loss(aux, target, cfg) if cfg.aux_ohem else plain_ce(aux, target)
     parts["total"] = parts["out"] + cfg.aux_weight * parts.get("aux", torch.zeros_like(parts["out"]))
     return parts

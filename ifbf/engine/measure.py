@@ -16,11 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ifbf.config import Config, EvalConfig, eval_key
+from ifbf.config import Config, EvalConfig
+from ifbf.identity import eval_key
 from ifbf.data.loader import eval_dataset, train_loader
 from ifbf.engine.checkpoint import save_checkpoint
 from ifbf.engine.dist import setup
 from ifbf.engine.evaluate import predict
+from ifbf.engine.precision import compile_net
 from ifbf.engine.train import build_training, forward_loss, optimizer_step
 
 GIB = 1024**3
@@ -126,6 +128,7 @@ def measure(cfg: Config, evals: list[EvalConfig], warmup: int | None = None, ite
     net = model
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
+    net = compile_net(net, cfg.train.compile)
     setup_s = time.perf_counter() - started
     steps, waits = _train_timings(cfg, net, optimizer, scheduler, scaler, device, dist_info.rank, dist_info.world,
                                   warmup, iters)

@@ -5,6 +5,7 @@ nothing else wires "load checkpoint, evaluate, record"."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +13,14 @@ from pathlib import Path
 import torch
 
 from ifbf.config import Config, EvalConfig
+from ifbf.data.verify import configured_root, read_manifest
 from ifbf.engine.checkpoint import TrainedModel, model_from_checkpoint
 from ifbf.engine.dist import DistInfo, barrier, setup
 from ifbf.engine.evaluate import evaluate_run
+from ifbf.engine.export import export_test_submission
 from ifbf.engine.train import train
-from ifbf.rundir import RunDir, eval_key
+from ifbf.models.weights import weights_record
+from ifbf.rundir import RunDir, eval_key, scored_by_server
 
 
 @dataclass(frozen=True)
@@ -61,24 +65,58 @@ def run(cfg: Config, out: str | Path, evals: tuple[EvalConfig, ...] | list[EvalC
     if run_dir.finished(cfg) and run_dir.checkpoint.is_file():
         metrics = run_dir.metrics()
         if dist_info.main:
-            print(f"{run_dir.path}: already finished (mIoU {100 * metrics['miou']:.2f}); nothing to do")
+            headline = f"mIoU {100 * metrics['miou']:.2f}; " if "miou" in metrics else ""
+            print(f"{run_dir.path}: already finished ({headline}nothing to train)")
     else:
         metrics = _train_and_evaluate(cfg, run_dir, dist_info, device, progress, terminate_stops)
-    for eval_cfg in evals:
-        if eval_key(eval_cfg) in (run_dir.metrics() or {}).get("evaluations", {}):
+    for eval_cfg in (cfg.eval, *evals):  # cfg.eval too: a run trained for another table may lack it
+        if eval_key(eval_cfg) in run_dir.handled():
             continue
         source = TrainedModel(dataclasses.replace(cfg, eval=eval_cfg), run_dir.checkpoint, run_dir)
-        evaluate_checkpoint(source, progress)
+        if scored_by_server(source.cfg):
+            export_for_server(source, progress)
+        else:
+            evaluate_checkpoint(source, progress)
         metrics = run_dir.metrics() or metrics
     return metrics
+
+
+def export_for_server(source: TrainedModel, progress: bool = True) -> Path | None:
+    """Write the test-server upload (labelId PNGs and their zip) into the run directory and note it there;
+    the score comes back with ``ifbf import-server-result``. Only rank 0 exports."""
+    dist_info, _ = setup(source.cfg)
+    if not dist_info.main or source.run_dir is None:
+        return None
+    out = source.run_dir.submission_dir(source.cfg.eval)
+    if out.exists():  # an interrupted export: start it over (nothing of it was recorded)
+        shutil.rmtree(out)
+    archive = export_test_submission(source.run_dir.path, out, source.cfg.eval, progress)
+    source.run_dir.record_export(source.cfg, source.cfg.eval, archive)
+    print(f"{source.run_dir.path}: test-server upload {archive}; record its score with "
+          f"`ifbf import-server-result --run {source.run_dir.path} FILE`")
+    return archive
+
+
+def provenance(cfg: Config) -> dict:
+    """What env.json records about the run's inputs: its ImageNet weights file and the dataset's manifest."""
+    root = configured_root(cfg.data) if cfg.data.dataset == "cityscapes" else None
+    manifest = read_manifest(root) if root else None
+    dataset = {"root": str(root), "digest": manifest.get("digest"), "partial": manifest.get("partial"),
+               "verified": manifest.get("date")} if manifest else {"root": str(root) if root else None, "digest": None}
+    return {"weights": weights_record(cfg.model), "dataset": dataset}
 
 
 def _train_and_evaluate(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool,
                         terminate_stops: bool) -> dict:
     if dist_info.main:
-        run_dir.write_env(str(device), dist_info.world)
+        run_dir.write_env(str(device), dist_info.world, provenance(cfg))
     started = time.perf_counter()
     model = train(cfg, run_dir, dist_info, device, progress, terminate_stops)
+    if scored_by_server(cfg):
+        barrier()
+        export_for_server(TrainedModel(cfg, run_dir.checkpoint, run_dir), progress)
+        barrier()
+        return run_dir.metrics() or {}
     result, dataset = evaluate_run(model, cfg, device, dist_info, progress)
     metrics = run_dir.record_evaluation(cfg, cfg.eval, result, main=True) if dist_info.main else {"miou": result["miou"]}
     barrier()

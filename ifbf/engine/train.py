@@ -12,7 +12,6 @@ import random
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -21,11 +20,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ifbf.config import Config, TrainConfig
+from ifbf.data.fast import to_device
 from ifbf.data.loader import train_loader
 from ifbf.engine.checkpoint import load_checkpoint, model_dtype, save_checkpoint, set_rng_state
 from ifbf.engine.curves import Curves
 from ifbf.engine.dist import DistInfo, barrier
 from ifbf.engine.losses import total_loss
+from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
 from ifbf.errors import IfbfError, TrainingDiverged
 from ifbf.models import IFBFNet, build_model
 from ifbf.rundir import RunDir
@@ -100,9 +101,7 @@ class _StopSignal:
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp == "none" or device.type != "cuda":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+    return autocast(cfg.amp, device)  # bf16 on CUDA and CPU, fp16 on CUDA (engine/precision.py)
 
 
 def build_training(cfg: Config, device: torch.device) -> tuple[IFBFNet, torch.optim.SGD,
@@ -120,7 +119,7 @@ def build_training(cfg: Config, device: torch.device) -> tuple[IFBFNet, torch.op
 def forward_loss(net: nn.Module, image: torch.Tensor, target: torch.Tensor, cfg: Config,
                  device: torch.device) -> dict[str, torch.Tensor]:
     """One batch to the device, forward (under AMP when asked) and the loss terms ("total" included)."""
-    image, target = image.to(device, model_dtype(cfg), non_blocking=True), target.to(device, non_blocking=True)
+    image, target = to_device(image, target, device, model_dtype(cfg), cfg.data)  # data.fast_path: normalised here
     if cfg.train.channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
     with _autocast(cfg.train, device):
@@ -149,7 +148,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if t.amp != "none" and device.type != "cuda" and dist_info.main:
+    if t.amp in AMP_DTYPES and amp_dtype(t.amp, device) is None and dist_info.main:
         print(f"note: train.amp={t.amp} applies on CUDA only; training in fp32 on {device}")
 
     if cfg.model.norm == "syncbn" and dist_info.world > 1 and device.type != "cuda":
@@ -176,6 +175,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     net = model
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = compile_net(net, t.compile)
     loader = train_loader(cfg, start_iter=start, rank=dist_info.rank, world=dist_info.world)
     batches: Iterator = iter(loader)
     images_per_step = cfg.data.batch_size * dist_info.world

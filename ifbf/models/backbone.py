@@ -2,12 +2,18 @@
 
 Stage 3 keeps stride 2, stage 4 uses stride 1 and dilation 2 (torchvision's
 ``replace_stride_with_dilation=[False, False, True]``). Module names are torchvision's, so a torchvision
-``resnet*`` state dict loads into it unchanged (its ``fc.*`` entries are ignored).
+``resnet*`` state dict loads into it unchanged (ifbf.models.weights loads and checks the files).
+
+Two switches give the ResNet of the CCNet code line the training recipe comes from (paper-notes,
+ambiguity 10): ``stem="deep"`` replaces the 7x7 conv by three 3x3 convs 3->64 (stride 2) ->64->128,
+named conv1/bn1, conv2/bn2, conv3/bn3 as in CCNet; ``"deep_v1c"`` is mmsegmentation's ResNetV1c stem,
+32-32-64. The max-pool keeps floor mode: CCNet's ceil mode equals it at CCNet's odd crops (8k + 1), but at
+the paper's even sizes (876, 1024x2048) it would make S1 one pixel larger than the spatial stream's H/4.
+``dilate_first_block=True`` dilates the first block of stage 4 too (CCNet, mmseg); torchvision leaves its
+3x3 conv at the previous dilation, 1.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -72,10 +78,46 @@ def _dilate_basic_layer4(layer: nn.Sequential) -> None:
             conv.dilation, conv.padding = (2, 2), (2, 2)
 
 
+# Widths of the three 3x3 convs of each deep stem.
+DEEP_STEMS = {"deep": (64, 64, 128), "deep_v1c": (32, 32, 64)}
+
+
+def _conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # as torchvision
+    return conv
+
+
+def _widen_first_block(layer: nn.Sequential, in_channels: int, norm_layer: NormFactory) -> None:
+    """Let the first block of layer1 take ``in_channels`` (128 after CCNet's stem) instead of 64."""
+    block = layer[0]
+    block.conv1 = _conv(in_channels, block.conv1.out_channels, block.conv1.kernel_size[0])
+    out_channels = block.conv3.out_channels if hasattr(block, "conv3") else block.conv2.out_channels
+    if block.downsample is None:
+        block.downsample = nn.Sequential(_conv(in_channels, out_channels, 1), norm_layer(out_channels))
+    else:
+        block.downsample[0] = _conv(in_channels, out_channels, 1)
+
+
+def _dilate_first_block(layer: nn.Sequential) -> None:
+    """Give the 3x3 convs of the first block the dilation of the rest of the stage (CCNet's rule)."""
+    dilation = layer[-1].conv2.dilation
+    for conv in (layer[0].conv1, layer[0].conv2):
+        if conv.kernel_size == (3, 3):
+            conv.dilation, conv.padding = dilation, dilation
+
+
 class ResNetBackbone(nn.Module):
     """Returns (S1, S4): layer1 output at H/4 and layer4 output at H/16."""
 
-    def __init__(self, name: str, norm_layer: NormFactory, inplace_safe: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        norm_layer: NormFactory,
+        inplace_safe: bool = True,
+        stem: str = "torchvision",
+        dilate_first_block: bool = False,
+    ) -> None:
         super().__init__()
         if name not in CHANNELS:
             raise IfbfError(f"model.backbone: unknown backbone {name!r} (choose from {', '.join(CHANNELS)})")
@@ -87,46 +129,32 @@ class ResNetBackbone(nn.Module):
         )
         if not bottleneck:
             _dilate_basic_layer4(tv.layer4)
+        if dilate_first_block:
+            _dilate_first_block(tv.layer4)
+        self.stem = stem
+        if stem == "torchvision":
+            self.conv1, self.bn1 = tv.conv1, tv.bn1
+        elif stem in DEEP_STEMS:
+            w1, w2, w3 = DEEP_STEMS[stem]
+            self.conv1, self.bn1 = _conv(3, w1, 3, stride=2), norm_layer(w1)
+            self.conv2, self.bn2 = _conv(w1, w2, 3), norm_layer(w2)
+            self.conv3, self.bn3 = _conv(w2, w3, 3), norm_layer(w3)
+            if w3 != 64:
+                _widen_first_block(tv.layer1, w3, norm_layer)
+        else:
+            raise IfbfError(f"model.stem: unknown stem {stem!r} (choose from torchvision, {', '.join(DEEP_STEMS)})")
         if not inplace_safe:
             _make_out_of_place(tv)
-        self.conv1, self.bn1, self.relu, self.maxpool = tv.conv1, tv.bn1, tv.relu, tv.maxpool
+        self.relu, self.maxpool = tv.relu, tv.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
         self.name = name
         self.low_channels, self.high_channels = CHANNELS[name]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.stem != "torchvision":
+            x = self.relu(self.bn3(self.conv3(self.relu(self.bn2(self.conv2(x))))))
+        x = self.maxpool(x)
         s1 = self.layer1(x)  # (N, C1, H/4, W/4)
         s4 = self.layer4(self.layer3(self.layer2(s1)))  # (N, C4, H/16, W/16)
         return s1, s4
-
-    def load_torchvision_weights(self, path: str | Path) -> None:
-        """Load a torchvision ``resnet*`` state dict from a local file; any mismatch is an error."""
-        path = Path(path)
-        if not path.is_file():
-            raise IfbfError(
-                f"model.pretrained: file not found: {path} (give a local torchvision resnet state dict, "
-                "e.g. saved with torch.save(torchvision.models.resnet101(weights=...).state_dict(), path), or null)"
-            )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise IfbfError(f"model.pretrained: cannot read {path} as a torch state dict: {err}") from None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise IfbfError(f"model.pretrained: {path} is not a plain state dict (name -> tensor)")
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or wrong_shape:
-            parts = [
-                f"{label} {len(keys)} (e.g. {keys[0]})"
-                for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
-                if keys
-            ]
-            raise IfbfError(
-                f"model.pretrained: {path} does not match torchvision's {self.name}: {'; '.join(parts)}. "
-                f"Is it a state dict of a {self.name}?"
-            )
-        self.load_state_dict(state)

@@ -1,4 +1,4 @@
-"""Inference-only rewrites used when measuring deployment latency (``ifbf profile``, bench/)."""
+"""Inference-only rewrites used when measuring deployment latency (``ifbf cost``, bench/)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ from ifbf.config import ModelConfig
 from ifbf.errors import ConfigError
 from ifbf.models.backbone import ResNetBackbone
 from ifbf.models.blocks import ASPP, AuxHead, BalancedFusion, Classifier, ConvNormAct, SpatialStream
-from ifbf.models.norm import NormFactory, backbone_norm, norm_act
+from ifbf.models.deeplabv3plus import DeepLabV3Plus, build_deeplabv3plus
+from ifbf.models.norm import NormFactory, norm_act
+from ifbf.models.weights import build_backbone
 
 DECODER_CHANNELS = 256  # the reduction, ASPP and decoder width (section 3.1)
 LOW_CHANNELS = 64  # S1 after its 3x3 conv, before the concat
@@ -122,14 +124,14 @@ def _check(cfg: ModelConfig) -> None:
         raise ConfigError("model.spatial_stream=true needs model.skip=true: the stream joins the skip decoder")
 
 
-def build_model(cfg: ModelConfig) -> IFBFNet:
-    """Build IFBFNet (or one of its ablations) from ``cfg``; loads ``cfg.pretrained`` into the backbone."""
+def build_model(cfg: ModelConfig) -> IFBFNet | DeepLabV3Plus:
+    """Build IFBFNet (or one of its ablations, or DeepLabV3+ with ``model.arch``) from ``cfg``; the
+    backbone gets its ImageNet weights from ``model.weights`` (ifbf.models.weights)."""
+    if cfg.arch == "deeplabv3plus":
+        return build_deeplabv3plus(cfg)
     _check(cfg)
     norm = norm_act(cfg.norm)
-    iabn = cfg.norm.startswith("inplace_abn")
-    backbone = ResNetBackbone(cfg.backbone, backbone_norm(cfg.norm), inplace_safe=not iabn)
-    if cfg.pretrained:
-        backbone.load_torchvision_weights(cfg.pretrained)
+    backbone = build_backbone(cfg)
 
     reduced = cfg.aspp or cfg.reduce_without_aspp
     reduce = ConvNormAct(backbone.high_channels, DECODER_CHANNELS, 1, norm) if reduced else nn.Identity()

@@ -53,6 +53,30 @@ def _inplace_abn():
     return inplace_abn
 
 
+def _float32_input(module: nn.Module, args: tuple) -> tuple | None:
+    """Forward pre-hook: give InPlace-ABN a float32 input under autocast (bf16/fp16 activations).
+
+    Why: inplace-abn's kernels require the input to have the dtype of its (float32) weight and statistics,
+    and autocast does not see them (they are extension calls, not torch ops), so a bf16 activation from an
+    autocast convolution fails with "weight is not compatible with x". The norm then runs in float32, as
+    BatchNorm does under autocast; the next convolution casts its output back down. The in-place saving is
+    kept for float32 training; under autocast the cast is the one extra copy.
+    """
+    x = args[0]
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return (x.float(), *args[1:])
+    return None
+
+
+def _fp32_under_autocast(factory: NormFactory) -> NormFactory:
+    def build(channels: int) -> nn.Module:
+        module = factory(channels)
+        module.register_forward_pre_hook(_float32_input)
+        return module
+
+    return build
+
+
 def _bn_relu(norm: type[nn.Module], channels: int) -> nn.Module:
     return nn.Sequential(norm(channels), nn.ReLU(inplace=True))
 
@@ -64,10 +88,11 @@ def norm_act(kind: str) -> NormFactory:
     if kind == "syncbn":
         return functools.partial(_bn_relu, nn.SyncBatchNorm)
     if kind == "inplace_abn":
-        return functools.partial(_inplace_abn().InPlaceABN, activation="leaky_relu", activation_param=0.01)
+        return _fp32_under_autocast(functools.partial(_inplace_abn().InPlaceABN, activation="leaky_relu",
+                                                      activation_param=0.01))
     if kind == "inplace_abn_sync":
-        return functools.partial(_inplace_abn().InPlaceABNSync, activation="leaky_relu", activation_param=0.01,
-                                 group=_world_group())
+        return _fp32_under_autocast(functools.partial(_inplace_abn().InPlaceABNSync, activation="leaky_relu",
+                                                      activation_param=0.01, group=_world_group()))
     raise IfbfError(f"model.norm: unknown norm {kind!r}")
 
 
@@ -88,7 +113,8 @@ def backbone_norm(kind: str) -> NormFactory:
     if kind == "syncbn":
         return nn.SyncBatchNorm
     if kind == "inplace_abn":
-        return functools.partial(_inplace_abn().InPlaceABN, activation="identity")
+        return _fp32_under_autocast(functools.partial(_inplace_abn().InPlaceABN, activation="identity"))
     if kind == "inplace_abn_sync":
-        return functools.partial(_inplace_abn().InPlaceABNSync, activation="identity", group=_world_group())
+        return _fp32_under_autocast(functools.partial(_inplace_abn().InPlaceABNSync, activation="identity",
+                                                      group=_world_group()))
     raise IfbfError(f"model.norm: unknown norm {kind!r}")

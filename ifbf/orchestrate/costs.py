@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ifbf.config import WeightsConfig
 from ifbf.experiments import load_preset, load_table, row_config
 from ifbf.models import build_model
 from ifbf.models.cost import count_params, gpu_cost, measure, measure_flops
@@ -23,7 +24,7 @@ def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tu
     on_gpu = torch.cuda.is_available()
     for row in tqdm(table.runnable(), desc=f"cost of table {number}", unit="row", disable=None):
         cfg = row_config(row, p)
-        model_cfg = dataclasses.replace(cfg.model, pretrained=None)
+        model_cfg = dataclasses.replace(cfg.model, weights=WeightsConfig())
         params = count_params(build_model(model_cfg)) / 1e6
         flops = measure_flops(model_cfg, *size)
         cpu = measure(dataclasses.replace(model_cfg, norm="bn"), *latency_size, repeat=repeat).latency_ms

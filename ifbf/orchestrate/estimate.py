@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifbf.config import Config, eval_key
+from ifbf.config import Config
+from ifbf.identity import eval_key
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.orchestrate.preflight import read_preflight, shape_hash, shape_of, val_setting

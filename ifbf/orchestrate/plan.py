@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ifbf.config import Config, EvalConfig, config_hash, eval_key
+from ifbf.config import Config, EvalConfig
+
+from ifbf.identity import config_hash, eval_key
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
 from ifbf.orchestrate.cluster import slurm_job_active
 from ifbf.rundir import RESULTS, RunDir, read_status, runs_root
@@ -31,8 +33,8 @@ class Training:
         return config_hash(self.cfg)
 
     def evaluated(self) -> set[str]:
-        metrics = RunDir(self.run_dir).metrics() or {}
-        return set(metrics.get("evaluations", {}))
+        """Eval keys done: evaluated, or (test split of Cityscapes) exported for the test server."""
+        return RunDir(self.run_dir).handled()
 
     def status(self, stale_after_s: float = 0) -> str:
         """done | running | failed | todo (a finished training missing an evaluation is todo)."""

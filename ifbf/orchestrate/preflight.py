@@ -15,7 +15,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ifbf.config import Config, EvalConfig, eval_key, from_dict, to_dict
+from ifbf.config import Config, EvalConfig, from_dict, to_dict
+from ifbf.identity import eval_key
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.jobs import _setup_distributed, make_executor
 from ifbf.orchestrate.plan import Plan, Training
@@ -31,9 +32,10 @@ def shape_of(cfg: Config, profile: SlurmProfile) -> dict:
     return {
         "model": model,
         "data": {"dataset": data.dataset, "crop_size": list(data.crop_size), "batch_size": data.batch_size,
-                 "scales": list(data.scales),
+                 "scales": list(data.scales), "fast_path": data.fast_path,
                  "image": [data.synth.height, data.synth.width] if data.dataset == "synthetic" else "cityscapes"},
         "train": {"amp": cfg.train.amp, "channels_last": cfg.train.channels_last, "float64": cfg.train.float64,
+                  "compile": cfg.train.compile,
                   "ohem": cfg.train.ohem, "deterministic": cfg.train.deterministic},
         "runtime": {"workers": cfg.runtime.workers, "device": cfg.runtime.device},
         "processes": profile.tasks_per_node or max(1, profile.gpus_per_node),

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import submitit
 
-from ifbf.errors import DataError, IfbfError
-from ifbf.experiments import TABLES, load_preset, load_table
-from ifbf.orchestrate.cluster import SlurmProfile, load_profile, slurm_available
+from ifbf.errors import IfbfError
+from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
+from ifbf.orchestrate.checks import check_dataset, check_environment, check_weights, require, weight_overrides
+from ifbf.orchestrate.cluster import SlurmProfile, load_profile
 from ifbf.orchestrate.jobs import EXECUTORS, TrainJob, make_executor
 from ifbf.orchestrate.estimate import plan_costs
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
@@ -49,6 +50,9 @@ class Request:
     parallel: int = 1
     results: Path = RESULTS
     extra: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)  # KEY=PATH: ImageNet weights per backbone
+    from_scratch: bool = False  # rows without weights train from scratch (and say so in the tables)
+    allow_partial_dataset: bool = False  # a deliberate subset of Cityscapes passes the dataset check
 
 
 def _tables(arg: str) -> list[int]:
@@ -64,29 +68,20 @@ def _tables(arg: str) -> list[int]:
 
 
 def _check_environment(plan: Plan, executor: str, profile: SlurmProfile) -> None:
-    """Fail before submitting anything: dataset missing, or GPUs asked where none exist."""
-    from ifbf.data.cityscapes import resolve_root  # imports torch: only when something is to be submitted
+    """Fail before submitting anything: every environment problem at once (see ``checks``)."""
+    configs = [t.cfg for t in plan.trainings.values()]
+    require(check_environment(configs, executor, profile, plan_out(plan)))
 
-    for training in plan.trainings.values():
-        if training.cfg.data.dataset == "cityscapes":
-            try:
-                resolve_root(training.cfg.data)
-            except DataError as err:
-                raise IfbfError(f"{err}; or run the embedded synthetic preset: --preset smoke") from None
-            break
-    if executor in ("local", "debug") and profile.gpus_per_node:
-        import torch  # only here: planning and reporting must not pay for importing torch
 
-        have = torch.cuda.device_count()
-        if have < profile.gpus_per_node:
-            raise IfbfError(
-                f"the profile asks for {profile.gpus_per_node} GPU(s) per run but this machine has {have}; "
-                "use a profile with gpus_per_node: 0 (e.g. --profile local) or --executor slurm"
-            )
-    if executor == "slurm":
-        if not slurm_available():
-            raise IfbfError("--executor slurm: no SLURM controller answers here (sbatch/scontrol ping); "
-                            "use --executor local, or run from a cluster login node")
+def plan_out(plan: Plan) -> Path:
+    """The preset's folder of the plan's results (tables, runs)."""
+    return next(iter(plan.trainings.values())).run_dir.parent.parent if plan.trainings else RESULTS
+
+
+def check_before_planning(args: Request, tables: list, preset: Preset, extra: tuple[str, ...]) -> None:
+    """Weights of every row and the dataset, before any plan: all problems at once, nothing written."""
+    cells = [cell for table in tables for cell in table_cells(table, preset, args.seeds, extra)]
+    require(check_weights(cells, preset.requires_weights) + check_dataset(cells, args.allow_partial_dataset))
 
 
 def print_plan(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, results: Path) -> None:
@@ -205,9 +200,12 @@ def main(args: Request) -> int:
         raise IfbfError("--seeds must be >= 1")
     tables = [load_table(n) for n in _tables(args.table)]
     preset = load_preset(args.preset)
-    plan = build_plan(tables, preset, args.seeds, args.results, tuple(args.extra))
+    extra = (*args.extra, *weight_overrides(args.weights, args.from_scratch))
+    if not (args.paper_only or args.report_only):
+        check_before_planning(args, tables, preset, extra)
+    plan = build_plan(tables, preset, args.seeds, args.results, extra)
     out = args.results / ("paper-only" if args.paper_only else preset.name)
-    report_args = (args.results, args.seeds, tuple(args.extra), out)
+    report_args = (args.results, args.seeds, extra, out)
     if args.paper_only:
         for path in report(plan, *report_args, paper_only=True):
             print(f"wrote {path}")

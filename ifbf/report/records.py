@@ -13,15 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
-from ifbf.rundir import RunDir, runs_root
+from ifbf.rundir import RunDir, result_key, runs_root, scored_by_server
 
-RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "miou", "iou"]
+RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", "miou", "iou"]
 
 
 def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, extra: tuple[str, ...] = (),
             read_results: bool = True) -> pd.DataFrame:
     """One record per cell (table, row, seed): where its run lives and, once evaluated, its mIoU and per-class
-    IoU (fractions; NaN / empty while missing). ``read_results=False`` lists the cells only."""
+    IoU (fractions; NaN / empty while missing). ``server``: the result comes from the Cityscapes test server
+    (imported with ``ifbf import-server-result``). ``read_results=False`` lists the cells only."""
     root = runs_root(preset.name, results)
     records = []
     for table in tables:
@@ -30,7 +31,7 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
             result = _result(run_dir, cell) if read_results else None
             records.append({
                 "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
-                "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell,
+                "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell, "server": scored_by_server(cell.cfg),
                 "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
             })
     return pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
@@ -38,7 +39,7 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
 
 def _result(run_dir: Path, cell: Cell) -> dict | None:
     metrics = RunDir(run_dir).metrics() or {}
-    return metrics.get("evaluations", {}).get(cell.eval_key)
+    return metrics.get("evaluations", {}).get(result_key(cell.cfg))
 
 
 def _curves(records: pd.DataFrame, table: int, key: str) -> pd.DataFrame:

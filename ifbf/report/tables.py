@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ifbf.experiments import TableSpec
+from ifbf.identity import weights_status
 
 
 def _noise_flag(delta: float, std: float, n: int) -> str:
@@ -19,6 +20,12 @@ def _noise_flag(delta: float, std: float, n: int) -> str:
     if n < 2:
         return "n<2"
     return "yes" if abs(delta) <= 2 * std else "no"
+
+
+def _scratch_mark(cells: pd.DataFrame) -> str:
+    """" (from scratch)" for a row trained without ImageNet weights on purpose (``model.weights.<key>=none``)."""
+    scratch = any(weights_status(cell.cfg.model) == "scratch" for cell in cells["cell"])
+    return " (from scratch)" if scratch else ""
 
 
 def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
@@ -30,7 +37,7 @@ def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
     for row in table.rows:
         cells = mine[mine["row"] == row.name]
         values = [100 * m for m in cells["miou"] if not math.isnan(m)]
-        record: dict = {"row": row.name}
+        record: dict = {"row": row.name + _scratch_mark(cells)}
         if len(cells):
             cfg = cells["cell"].iloc[0].cfg
             record.update({column.header: column.value(cfg) for column in table.columns})
@@ -55,7 +62,11 @@ def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
             if c != "miou" else float(np.mean([100 * miou for miou, _ in results] or [math.nan]))
             for c in columns
         ]
-        label = f"{row.name}, ifbf ({len(results)} seed{'s' if len(results) != 1 else ''})"
+        all_cells = mine[mine["row"] == row.name]
+        seeds = f"{len(results)} seed{'s' if len(results) != 1 else ''}"
+        if not results and len(all_cells) and all_cells["server"].all():
+            seeds = "awaiting server result"
+        label = f"{row.name}, ifbf ({seeds}){_scratch_mark(all_cells)}"
         frame[label] = ours
         frame[f"Δ ({row.name}, ifbf − paper)"] = [o - p for o, p in zip(ours, frame[row.name])]
     df = pd.DataFrame.from_dict(frame, orient="index", columns=columns)

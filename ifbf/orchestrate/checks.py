@@ -1,0 +1,136 @@
+"""Checks before anything is planned or submitted. Each returns every problem it finds, one line each
+(naming the fix), so a user learns all of them at once; ``require`` turns them into one error.
+
+Weights and dataset are checked before planning (a paper run without ImageNet weights or on a partial
+dataset must not cost a GPU-hour); the environment (GPUs, scheduler, output folder, disk space) before
+submitting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from ifbf.config import Config, WeightsConfig
+from ifbf.data.verify import verify_config
+from ifbf.errors import IfbfError
+from ifbf.experiments import Cell
+from ifbf.identity import weights_key, weights_overrides, weights_status
+from ifbf.orchestrate.cluster import SlurmProfile, slurm_available
+
+SMOKE_HINT = "or run the embedded synthetic preset: --preset smoke"
+
+
+class CheckFailed(IfbfError):
+    """Problems found before planning or submitting; the message lists every one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        n = len(problems)
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{n} problem{'s' * (n != 1)} found before anything was submitted:\n{lines}")
+        self.problems = problems
+
+
+def require(problems: list[str]) -> None:
+    if problems:
+        raise CheckFailed(problems)
+
+
+def weight_overrides(given: list[str], from_scratch: bool) -> list[str]:
+    """Overrides for ``--weights KEY=PATH ...`` and ``--from-scratch`` (every entry not given: ``none``)."""
+    overrides = weights_overrides(given)
+    if from_scratch:
+        named = {item.partition("=")[0] for item in given}
+        overrides += [f"model.weights.{f.name}=none" for f in dataclasses.fields(WeightsConfig) if f.name not in named]
+    return overrides
+
+
+def _rows_by(cells: Iterable[Cell], key) -> dict:
+    grouped: dict = {}
+    for cell in cells:
+        grouped.setdefault(key(cell.cfg), []).append(cell)
+    return grouped
+
+
+def _names(cells: list[Cell]) -> str:
+    names = sorted({f"T{c.table} {c.row.name}" for c in cells})
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def check_weights(cells: list[Cell], required: bool) -> list[str]:
+    """Every row's ImageNet weights: given (when ``required``), present, and fitting its backbone."""
+    # models only here: importing torch costs seconds and --plan of a smoke table never needs it
+    from ifbf.models.weights import check_file
+
+    problems = []
+    for key, group in _rows_by(cells, lambda cfg: weights_key(cfg.model)).items():
+        model = group[0].cfg.model
+        status = weights_status(model)
+        if status == "missing" and required:
+            depth = model.backbone + ("" if model.stem == "torchvision" else f" --variant {model.stem}")
+            problems.append(
+                f"no ImageNet weights for {key} ({_names(group)}): give --weights {key}=PATH (download: "
+                f"`ifbf weights fetch {depth}`), or train from scratch on purpose with --from-scratch"
+            )
+        elif status == "file":
+            problem = check_file(model)
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+def check_dataset(cells: list[Cell], allow_partial: bool) -> list[str]:
+    """The fast verify of every dataset the rows train on (the synthetic one is generated if needed)."""
+    problems = []
+    for _, group in _rows_by(cells, lambda cfg: (cfg.data.dataset, cfg.data.root, cfg.data.synth)).items():
+        result = verify_config(group[0].cfg.data, allow_partial)
+        lines = [f"dataset: {line}" for line in result.problems]
+        if lines and group[0].cfg.data.dataset == "cityscapes":
+            lines[0] += f"; {SMOKE_HINT}"
+        problems += lines
+    return problems
+
+
+def check_environment(configs: list[Config], executor: str, profile: SlurmProfile, out: Path) -> list[str]:
+    """GPUs asked vs present, norm layer vs GPUs, the scheduler, the output folder and its free space."""
+    problems = []
+    if executor in ("local", "debug") and profile.gpus_per_node:
+        import torch  # only here: planning and reporting must not pay for importing torch
+
+        have = torch.cuda.device_count()
+        if have < profile.gpus_per_node:
+            problems.append(
+                f"the profile asks for {profile.gpus_per_node} GPU(s) per run but this machine has {have}; "
+                "use a profile with gpus_per_node: 0 (e.g. --profile local) or --executor slurm"
+            )
+    if not profile.gpus_per_node and any(c.model.norm == "syncbn" for c in configs):
+        problems.append("model.norm=syncbn needs GPUs but the profile has gpus_per_node: 0; use a GPU profile, "
+                        "or model.norm=inplace_abn_sync / bn on CPUs")
+    if executor == "slurm" and not slurm_available():
+        problems.append("--executor slurm: no SLURM controller answers here (sbatch/scontrol ping); "
+                        "use --executor local, or run from a cluster login node")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        problems.append(f"results folder {out} is not writable ({existing} is read-only); choose --results DIR")
+    else:
+        need = sum(checkpoint_bytes(c) for c in configs)
+        free = shutil.disk_usage(existing).free
+        if need > free:
+            problems.append(f"{out}: the checkpoints need about {need / 2**30:.1f} GiB but {existing} has "
+                            f"{free / 2**30:.1f} GiB free; free space or choose --results DIR")
+    return problems
+
+
+def checkpoint_bytes(cfg: Config) -> int:
+    """About what one checkpoint of ``cfg`` takes: fp32 weights plus SGD momentum (twice the parameters)."""
+    # torch only here (see check_weights); meta tensors: counting parameters allocates nothing
+    import torch
+
+    from ifbf.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(dataclasses.replace(cfg.model, weights=WeightsConfig()))
+    return 2 * 4 * sum(p.numel() for p in model.parameters())

@@ -1,0 +1,87 @@
+"""Checks before planning and submitting (issue: the paper preset, right the first time): every problem at
+once, one line each, exit 2, nothing written, nothing submitted."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from ifbf.commands.reproduce import cli
+from ifbf.data.synth import SynthSpec, write_dataset
+from ifbf.experiments import load_preset, load_table, table_cells
+from ifbf.report import records
+from ifbf.report.tables import table_frame
+from test_weights import ccnet_state
+
+
+@pytest.fixture()
+def no_submission(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing may be submitted when a check fails")
+
+    monkeypatch.setattr("ifbf.orchestrate.reproduce.run_trainings", refuse)
+
+
+@pytest.fixture()
+def three_image_cityscapes(tmp_path, monkeypatch):
+    """A Cityscapes-layout root with 3 train images (and 1 val, 1 test): a partial dataset."""
+    root = write_dataset(tmp_path / "cityscapes", SynthSpec(train=3, val=1, test=1, height=64, width=128))
+    (root / "SYNTHETIC.json").unlink()  # posing as a real (partial) Cityscapes root
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(root))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return root
+
+
+def test_paper_without_weights_on_a_partial_dataset(tmp_path, capsys, three_image_cityscapes, no_submission):
+    results = tmp_path / "results"
+    started = time.perf_counter()
+    assert cli(["--table", "2", "--preset", "paper", "--executor", "local", "--results", str(results)]) == 2
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert "no ImageNet weights for resnet50_deep" in err and "no ImageNet weights for resnet101_deep" in err
+    assert "train: 3 of 2975 images" in err and "Traceback" not in err
+    assert not results.exists()  # no checkpoint, no status, no table
+    assert seconds < 60  # seconds, not the first GPU-hour (generous: CI machines are shared)
+
+
+def test_plan_is_refused_too(tmp_path, capsys, three_image_cityscapes):
+    assert cli(["--table", "3", "--preset", "paper", "--plan", "--results", str(tmp_path / "r")]) == 2
+    assert "--weights resnet101_deep=PATH" in capsys.readouterr().err
+
+
+def test_weights_and_from_scratch_answer_the_weights_check(tmp_path, capsys, three_image_cityscapes, no_submission):
+    r50 = tmp_path / "r50_deep.pth"
+    torch.save(ccnet_state(), r50)  # the real key layout of CCNet's deep-stem ResNet-50, random values
+    args = ["--table", "2", "--preset", "paper", "--executor", "local", "--results", str(tmp_path / "r")]
+    assert cli([*args, "--weights", f"resnet50_deep={r50}"]) == 2
+    err = capsys.readouterr().err
+    assert "resnet50_deep" not in err and "no ImageNet weights for resnet101_deep" in err
+    assert cli([*args, "--weights", f"resnet50_deep={r50}", "--from-scratch"]) == 2
+    err = capsys.readouterr().err
+    assert "ImageNet" not in err and "2975" in err  # only the dataset is left
+    assert cli([*args, "--weights", f"resnet101_deep={r50}", "--from-scratch"]) == 2
+    assert "does not fit a resnet101" in capsys.readouterr().err  # a file of the wrong depth
+
+
+def test_partial_dataset_opt_in(tmp_path, capsys, three_image_cityscapes, no_submission):
+    args = ["--table", "2", "--preset", "paper", "--executor", "local", "--results", str(tmp_path / "r"),
+            "--from-scratch", "--allow-partial-dataset", "--plan"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "of 2975 images" not in err and "ImageNet" not in err
+    # what is left are real problems of these 128x64 stand-in images, not their number
+    assert "train: 3 images are not 2048x1024" in err
+
+
+def test_from_scratch_is_marked_in_the_table(tmp_path):
+    preset = load_preset("smoke")
+    table = load_table(4)
+    frame = records.collect([table], preset, 1, tmp_path, ("model.weights.resnet34=none",))
+    df = table_frame(frame, table)
+    assert all(name.endswith("(from scratch)") for name in df.index)
+    plain = table_frame(records.collect([table], preset, 1, tmp_path), table)
+    assert not any("scratch" in name for name in plain.index)  # smoke trains from scratch without a word
+    assert isinstance(df, pd.DataFrame) and len(table_cells(table, preset, 1)) == 4
