@@ -154,6 +154,9 @@ class RuntimeConfig:
     ckpt_every: int = 1_000
     device: str = "auto"  # auto | cpu | cuda
     lock_stale_s: float = 300.0  # a run's lock whose heartbeat is older than this is broken (see ifbf.runlock)
+    val_every: int = 0  # curves: a quick single-scale validation every N iterations (0 = off)
+    val_images: int = 50  # the fixed subset it uses: the first N images of the val split
+    tensorboard: bool = False  # also write TensorBoard event files (run_dir/tensorboard), if installed
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,8 @@ def _validate(obj: Any, where: str, prefix: str) -> None:
     elif isinstance(obj, EvalConfig):
         checks = [(all(s > 0 for s in obj.scales), "scales", "must be positive")]
     elif isinstance(obj, RuntimeConfig):
-        checks = [(obj.workers >= 0, "workers", "must be >= 0"), (obj.lock_stale_s > 0, "lock_stale_s", "must be > 0")]
+        checks = [(obj.workers >= 0, "workers", "must be >= 0"), (obj.lock_stale_s > 0, "lock_stale_s", "must be > 0"),
+                  (obj.val_every >= 0, "val_every", "must be >= 0"), (obj.val_images > 0, "val_images", "must be > 0")]
     for ok, name, msg in checks:
         if not ok:
             raise ConfigError(f"{where}: {prefix}{name}: {msg}, got {getattr(obj, name)!r}")

@@ -121,7 +121,6 @@ class Preset:
     name: str
     overrides: tuple[str, ...]
     backbone_map: dict[str, str]
-    estimate: dict[str, float | str]  # seconds_per_iter, eval_seconds, gpus, basis (for --plan)
     description: str = ""
     requires_weights: bool = False  # refuse to plan a row whose backbone has no ImageNet weights given
 
@@ -138,8 +137,9 @@ def load_preset(name: str) -> Preset:
     overrides, backbone_map = data.get("overrides", []), data.get("backbone_map", {})
     if not isinstance(overrides, list) or not isinstance(backbone_map, dict):
         raise ConfigError(f"{path}: expected 'overrides' (a list) and optionally 'backbone_map' (a mapping)")
-    estimate = data.get("estimate", {})
-    return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()}, estimate,
+    if "estimate" in data:
+        raise ConfigError(f"{path}: 'estimate' is gone: --plan takes costs from measurements (reproduce.py --preflight)")
+    return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()},
                   str(data.get("description", "")), bool(data.get("requires_weights", False)))
 
 

@@ -2,10 +2,12 @@
 these files (atomically, never losing a finished result):
 
     config.yaml      resolved config (written once; a different config in the same dir is an error)
-    log.jsonl        one JSON line per log step
+    log.jsonl        one JSON line per log step ({"iter", "loss_*", "lr", "imgs_per_s", "step_s"}) and per
+                     curve validation ({"iter", "val_miou", "val_s", "val_images"})
     checkpoint.pth   model, optimizer, scheduler, scaler, RNG states, iteration, config and its hash
                      (its path lives here; ``engine.checkpoint`` reads and writes its content)
     metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
+                     (a result holds "miou", "iou", "confusion" and the "seconds" it took)
     evaluations/<eval key>/per_image.npz   per image: "names", "inter", "union" ([n_images, K] int64
                      pixel counts; their column sums give the evaluation's IoUs exactly)
     env.json         git commit, package versions, device
@@ -220,6 +222,16 @@ class RunDir:
         if not self.log.is_file():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+    def cost(self) -> dict[str, float] | None:
+        """Seconds a run took: training steps ("step_s") and curve validations ("val_s") of log.jsonl, and
+        its evaluations ("seconds" in metrics.json); None for a log without timings (an older run)."""
+        log = self.read_log()
+        if not any("step_s" in r for r in log):
+            return None
+        evaluations = (self.metrics() or {}).get("evaluations", {}).values()
+        return {"train": sum(r.get("step_s", 0.0) for r in log), "val": sum(r.get("val_s", 0.0) for r in log),
+                "eval": sum(e.get("seconds", 0.0) for e in evaluations)}
 
     def write_env(self, device: str, world: int, extra: dict[str, Any] | None = None) -> None:
         """env.json: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``

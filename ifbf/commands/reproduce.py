@@ -24,7 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="paper", help=f"overrides for every run: {', '.join(presets())} (default: paper)")
     p.add_argument("--executor", default="slurm", help="slurm | local | debug (debug: in this process)")
     p.add_argument("--seeds", type=int, default=1, help="trainings per row with seeds 0..K-1 (default: 1)")
-    p.add_argument("--plan", action="store_true", help="print runs, their status and a cost estimate; submit nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="print runs, their status and their cost from preflight.json; submit nothing")
+    p.add_argument("--preflight", action="store_true",
+                   help="run one short real job per compute shape (same executor and profile) and record speed, "
+                        "memory and evaluation cost in results/<preset>/preflight.json; trains nothing")
+    p.add_argument("--preflight-iters", type=int, default=None, metavar="N",
+                   help="timed iterations per preflight job (default: 20 on GPUs, 5 on CPUs, after a warm-up)")
     p.add_argument("--status", action="store_true",
                    help="one line per training: scheduler state, iteration, loss, ETA, log; submit nothing")
     p.add_argument("--rerun-failed", action="store_true", help="resubmit runs that failed (resuming their checkpoints)")

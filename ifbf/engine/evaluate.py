@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 import torch.nn.functional as F
@@ -100,12 +101,14 @@ def evaluate(
 
 def evaluate_run(model: nn.Module, cfg: Config, device: torch.device, dist_info: DistInfo = DistInfo(),
                  progress: bool = True) -> tuple[dict, CityscapesDataset]:
-    """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion", "per_image"}, the
+    """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion", "per_image", "seconds"}, the
     dataset); "per_image" is {"names", "inter", "union"} (``RunDir.record_evaluation`` stores it apart)."""
+    started = time.perf_counter()
     dataset = eval_dataset(cfg)
     conf, inter, union = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
     per_image = {"names": [s.name for s in dataset.samples], "inter": inter.numpy(), "union": union.numpy()}
-    result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "per_image": per_image}
+    result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "per_image": per_image,
+              "seconds": round(time.perf_counter() - started, 3)}
     return result, dataset
 
 

@@ -23,6 +23,7 @@ from ifbf.config import Config, TrainConfig
 from ifbf.data.fast import to_device
 from ifbf.data.loader import train_loader
 from ifbf.engine.checkpoint import load_checkpoint, model_dtype, save_checkpoint, set_rng_state
+from ifbf.engine.curves import Curves
 from ifbf.engine.dist import DistInfo, barrier
 from ifbf.engine.losses import total_loss
 from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
@@ -103,6 +104,38 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return autocast(cfg.amp, device)  # bf16 on CUDA and CPU, fp16 on CUDA (engine/precision.py)
 
 
+def build_training(cfg: Config, device: torch.device) -> tuple[IFBFNet, torch.optim.SGD,
+                                                                 torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler]:
+    """A fresh model (dtype and memory format of ``cfg``) with its optimizer, scheduler and AMP scaler."""
+    t = cfg.train
+    model = build_model(cfg.model).to(device, model_dtype(cfg))
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = build_optimizer(model, t)
+    scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16" and device.type == "cuda")
+    return model, optimizer, scheduler, scaler
+
+
+def forward_loss(net: nn.Module, image: torch.Tensor, target: torch.Tensor, cfg: Config,
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """One batch to the device, forward (under AMP when asked) and the loss terms ("total" included)."""
+    image, target = to_device(image, target, device, model_dtype(cfg), cfg.data)  # data.fast_path: normalised here
+    if cfg.train.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    with _autocast(cfg.train, device):
+        outputs = net(image)
+    return total_loss(outputs, target, cfg.train)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.SGD, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                   scaler: torch.amp.GradScaler) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+
+
 def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool = True,
           terminate_stops: bool = True) -> nn.Module:
     """Train to ``cfg.train.iters``, resuming from ``run_dir/checkpoint.pth`` when it exists."""
@@ -121,12 +154,7 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     if cfg.model.norm == "syncbn" and dist_info.world > 1 and device.type != "cuda":
         raise IfbfError("model.norm=syncbn needs GPUs (torch's SyncBatchNorm is CUDA-only); on CPU use "
                         "model.norm=inplace_abn_sync, which synchronises over gloo, or model.norm=bn")
-    dtype = model_dtype(cfg)
-    model = build_model(cfg.model).to(device, dtype)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(model, t)
-    scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16" and device.type == "cuda")
+    model, optimizer, scheduler, scaler = build_training(cfg, device)
 
     start = 0
     if run_dir.checkpoint.is_file():
@@ -160,36 +188,33 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     net.train()
     bar = tqdm(range(start, t.iters), initial=start, total=t.iters, desc="train", unit="it",
                disable=None if progress and dist_info.main else True)
-    tick, seen = time.perf_counter(), 0
+    tick, seen, paused = time.perf_counter(), 0, 0.0
+    curves = Curves(cfg, run_dir, device, dist_info)
     with _StopSignal(terminate_stops) as stop:
         for it in bar:
             image, target, _ = next(batches)
-            image, target = to_device(image, target, device, dtype, cfg.data)  # data.fast_path: normalised here
-            if t.channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            with _autocast(t, device):
-                outputs = net(image)
-            losses = total_loss(outputs, target, t)
+            losses = forward_loss(net, image, target, cfg, device)
             loss = losses["total"]
             if not math.isfinite(loss.item()):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at iteration {it + 1}; stopped. The last good checkpoint is kept at "
                     f"{run_dir.checkpoint} (lower train.lr, or use train.amp=none), and the run resumes from it"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scheduler, scaler)
             seen += images_per_step
             done = it + 1
             if dist_info.main and (done % cfg.runtime.log_every == 0 or done == t.iters):
                 now = time.perf_counter()
+                step_s = now - tick - paused  # training time since the last record, validation excluded
                 record = {"iter": done, **{f"loss_{k}": round(v.item(), 6) for k, v in losses.items()},
-                          "lr": optimizer.param_groups[0]["lr"], "imgs_per_s": round(seen / (now - tick), 3)}
+                          "lr": optimizer.param_groups[0]["lr"], "imgs_per_s": round(seen / step_s, 3),
+                          "step_s": round(step_s, 3)}
                 run_dir.append_log(record)
+                curves.scalars(record)
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{record['lr']:.2e}")
-                tick, seen = now, 0
+                tick, seen, paused = now, 0, 0.0
+            if curves.due(done):
+                paused += curves.validate(model, done)
             if done % cfg.runtime.ckpt_every == 0 or done == t.iters:
                 checkpoint(done)
             elif stop.save_requested:
@@ -200,4 +225,5 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
                     checkpoint(done)
                 raise Interrupted(done, stop.received, stop.previous.get(stop.received))
     bar.close()
+    curves.close()
     return model

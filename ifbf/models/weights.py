@@ -82,7 +82,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise IfbfError(f"cannot read {path} as a torch checkpoint: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise IfbfError(f"cannot read {path} as a torch checkpoint ({first[:200]})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -170,7 +171,8 @@ def check_file(model: ModelConfig) -> str | None:
                                 dilate_first_block=model.dilate_first_block)
         load_backbone_weights(target, path, f"model.weights.{weights_key(model)}")
     except IfbfError as err:
-        return str(err)
+        where = f"model.weights.{weights_key(model)}"
+        return str(err) if str(err).startswith(where) else f"{where}: {err}"
     return None
 
 

@@ -20,8 +20,10 @@ from ifbf.errors import IfbfError
 from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
 from ifbf.orchestrate.checks import check_dataset, check_environment, check_weights, require, weight_overrides
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
+from ifbf.orchestrate.estimate import plan_costs
 from ifbf.orchestrate.jobs import BUSY, EXECUTORS, TrainJob, make_executor
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
+from ifbf.orchestrate.preflight import group_shapes, preflight_path, run_preflight, summary_lines
 from ifbf.orchestrate.resources import share_per_job
 from ifbf.orchestrate.status import Target, collect, render
 from ifbf.report import records
@@ -43,6 +45,8 @@ class Request:
     seeds: int = 1
     plan: bool = False
     status: bool = False
+    preflight: bool = False
+    preflight_iters: int | None = None
     rerun_failed: bool = False
     report_only: bool = False
     paper_only: bool = False
@@ -86,36 +90,43 @@ def check_before_planning(args: Request, tables: list, preset: Preset, extra: tu
     require(check_weights(cells, preset.requires_weights) + check_dataset(cells, args.allow_partial_dataset))
 
 
-def estimate(plan: Plan, todo: list[Training]) -> str:
-    est = plan.preset.estimate
-    if not est:
-        return ""
-    seconds = sum(t.cfg.train.iters * est["seconds_per_iter"] + est.get("eval_seconds", 0) for t in todo)
-    gpus = est.get("gpus", 0)
-    if gpus:
-        return f"estimate: {seconds * gpus / 3600:.0f} GPU-hours for {len(todo)} training(s) ({est.get('basis', '')})"
-    return f"estimate: {seconds / 60:.1f} CPU-minutes for {len(todo)} training(s) ({est.get('basis', '')})"
-
-
 def status_target(training: Training) -> Target:
     names = sorted({f"T{c.table} {c.row.name}" + (f" s{c.seed}" if c.seed else "") for c in training.cells})
     return Target(training.run_dir, "; ".join(names), training.cfg.train.iters,
                   frozenset(eval_key(e) for e in training.evals))
 
 
-def print_plan(plan: Plan) -> None:
+def print_plan(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, results: Path) -> None:
+    statuses = {h: t.status() for h, t in plan.trainings.items()}
+    costs, totals = plan_costs(plan, executor, profile, parallel, results, statuses)
     rows = []
-    for training in plan.trainings.values():
-        status = training.status()
+    for run_hash, training in plan.trainings.items():
+        status = statuses[run_hash]
         names = sorted({f"T{c.table} {c.row.name}" + (f" s{c.seed}" if c.seed else "") for c in training.cells})
         extra = f"  log: {training.log_path()}" if status == "failed" else ""
-        rows.append(f"  {training.run_hash}  {status:8s} {len(training.evals)} eval  {'; '.join(names)}{extra}")
+        rows.append(f"  {run_hash}  {status:8s} {len(training.evals)} eval  {'; '.join(names)}  {costs[run_hash]}{extra}")
     tables = ", ".join(str(t.number) for t in plan.tables)
     print(f"Table(s) {tables}, preset {plan.preset.name}: {len(plan.cells)} cells need "
           f"{len(plan.trainings)} training(s) (identical configs are trained once)")
     print("\n".join(rows))
-    todo = [t for t in plan.trainings.values() if t.status() in ("todo", "failed")]
-    print(estimate(plan, todo) if todo else "nothing to run")
+    todo = [h for h, s in statuses.items() if s in ("todo", "failed")]
+    print("\n".join(totals) if todo else "nothing to run")
+
+
+def preflight(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, results: Path,
+              iters: int | None) -> int:
+    """Measure every compute shape of the plan; 0 when all succeeded, 1 when one failed."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, parallel)) if executor != "slurm" else None
+    shapes = group_shapes(plan, profile)
+    print(f"preflight: {len(plan.trainings)} training(s) in {len(shapes)} compute shape(s), one short job each "
+          f"({executor}, profile gpus_per_node={profile.gpus_per_node})")
+    records = run_preflight(plan, executor, profile, results, iters, threads)
+    print("\n".join(summary_lines(records)))
+    print(f"wrote {preflight_path(results, plan.preset.name)}")
+    failed = [k for k, r in records.items() if "error" in r]
+    if failed:
+        print(f"preflight: {len(failed)} of {len(records)} shape(s) failed (see above)")
+    return 1 if failed else 0
 
 
 def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile: SlurmProfile, parallel: int,
@@ -240,24 +251,29 @@ def main(args: Request) -> int:
         for path in report(plan, *report_args, paper_only=True):
             print(f"wrote {path}")
         return 0
+    profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
     if args.plan:
-        print_plan(plan)
+        print_plan(plan, args.executor, profile, args.parallel, args.results)
         return 0
     if args.status:
         print(render(collect([status_target(t) for t in plan.trainings.values()])))
         return 0
+    if args.preflight:
+        if args.preflight_iters is not None and args.preflight_iters < 2:
+            raise IfbfError("--preflight-iters must be >= 2 (a median needs a few iterations)")
+        _check_environment(plan, args.executor, profile)
+        return preflight(plan, args.executor, profile, args.parallel, args.results, args.preflight_iters)
     if not args.report_only:
-        _train_what_is_missing(plan, args)
+        _train_what_is_missing(plan, args, profile)
     for path in report(plan, *report_args):
         print(f"wrote {path}")
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return exit_code(plan)
 
 
-def _train_what_is_missing(plan: Plan, args: Request) -> None:
+def _train_what_is_missing(plan: Plan, args: Request, profile: SlurmProfile) -> None:
     """Submit what is not done (nor running elsewhere), then wait for the trainings other processes run;
     a training whose other process died on the way comes back as todo and is submitted in the next round."""
-    profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
     statuses = {h: t.status() for h, t in plan.trainings.items()}
     wanted = {"todo", "failed"} if args.rerun_failed else {"todo"}
     for h, t in plan.trainings.items():

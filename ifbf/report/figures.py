@@ -1,5 +1,5 @@
 """Figures of a table, each one function writing PNG and PDF: paper vs ours per row (bars), mIoU against a
-swept value (sweep), and the training-loss curves of the runs behind a table."""
+swept value (sweep), the training-loss curves and the validation curves of the runs behind a table."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ifbf.experiments import TableSpec  # noqa: E402
-from ifbf.report.records import losses  # noqa: E402
+from ifbf.report.records import losses, val_curves  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> list[Path]:
@@ -73,6 +73,21 @@ def plot_losses(records: pd.DataFrame, table: TableSpec, out: Path, preset: str)
     return _save(fig, out / f"table{table.number}_loss")
 
 
+def plot_val_curves(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
+    """Validation mIoU against iteration (``runtime.val_every``) of the runs behind a table's rows."""
+    curves = val_curves(records, table.number)
+    if curves.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in curves.groupby("label", sort=False):
+        ax.plot(curve["iter"], 100 * curve["val_miou"], "o-", label=label, lw=1, ms=3)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("val mIoU (%), single scale, fixed subset")
+    ax.set_title(f"Table {table.number}: validation during training (preset {preset})", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, out / f"table{table.number}_curves")
+
+
 def write_figures(records: pd.DataFrame, table: TableSpec, df: pd.DataFrame, out: Path, preset: str,
                   paper_only: bool = False) -> list[Path]:
     """The figures the table's spec asks for (none for per-class tables), plus its loss curves."""
@@ -83,4 +98,5 @@ def write_figures(records: pd.DataFrame, table: TableSpec, df: pd.DataFrame, out
     paths = plot(df, table, out, shown)
     if not paper_only:
         paths += plot_losses(records, table, out, shown)
+        paths += plot_val_curves(records, table, out, shown)
     return paths

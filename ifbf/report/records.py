@@ -45,18 +45,28 @@ def _result(run_dir: Path, cell: Cell) -> dict | None:
     return metrics.get("evaluations", {}).get(result_key(cell.cfg))
 
 
-def losses(records: pd.DataFrame, table: int) -> pd.DataFrame:
-    """Training-loss curves (log.jsonl) of the runs behind a table: one record per logged iteration of each
-    distinct run, labelled by the first cell that uses it."""
+def _curves(records: pd.DataFrame, table: int, key: str) -> pd.DataFrame:
+    """log.jsonl lines holding ``key`` of the runs behind a table: one record per line of each distinct run,
+    labelled by the first cell that uses it."""
     curves = []
     seen: set[str] = set()
     for rec in records[records["table"] == table].itertuples():
         if rec.run_hash in seen:
             continue
-        log = RunDir(rec.run_dir).read_log()
+        log = [r for r in RunDir(rec.run_dir).read_log() if key in r]
         if not log:
             continue
         seen.add(rec.run_hash)
         label = rec.row + (f" (seed {rec.seed})" if rec.seed else "")
-        curves += [{"label": label, "iter": r["iter"], "loss_total": r["loss_total"]} for r in log]
-    return pd.DataFrame.from_records(curves, columns=["label", "iter", "loss_total"])
+        curves += [{"label": label, "iter": r["iter"], key: r[key]} for r in log]
+    return pd.DataFrame.from_records(curves, columns=["label", "iter", key])
+
+
+def losses(records: pd.DataFrame, table: int) -> pd.DataFrame:
+    """Training-loss curves (log.jsonl) of the runs behind a table."""
+    return _curves(records, table, "loss_total")
+
+
+def val_curves(records: pd.DataFrame, table: int) -> pd.DataFrame:
+    """Validation mIoU against iteration (log.jsonl lines written with ``runtime.val_every``)."""
+    return _curves(records, table, "val_miou")

@@ -1,0 +1,123 @@
+"""``reproduce.py --plan``'s cost column: each training predicted from ``preflight.json`` (s/it x iterations +
+eval s/img x images x evaluations + the curves' validations + checkpoints + set-up), finished runs with what they really
+took (log.jsonl and metrics.json), and totals in device-hours and wall-clock for the profile's concurrency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ifbf.config import Config
+from ifbf.identity import eval_key
+from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.plan import Plan, Training
+from ifbf.orchestrate.preflight import read_preflight, shape_hash, shape_of, val_setting
+from ifbf.rundir import RunDir
+
+CITYSCAPES_IMAGES = {"train": 2975, "val": 500, "test": 1525}
+NOT_MEASURED = "not measured (run --preflight)"
+
+
+def split_images(cfg: Config, split: str) -> int:
+    """How many images an evaluation on ``split`` reads (synthetic: the configured sizes)."""
+    if cfg.data.dataset == "synthetic":
+        return int(getattr(cfg.data.synth, split, cfg.data.synth.val))
+    return CITYSCAPES_IMAGES.get(split, CITYSCAPES_IMAGES["val"])
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float | None  # predicted seconds of one training, its evaluations included (None: no figure)
+    basis: str  # "measured <date> on <device>" or why there is no figure
+    devices: int  # GPUs (or processes on CPUs) it holds
+    on_gpu: bool
+
+
+def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict]) -> Estimate:
+    cfg = training.cfg
+    shape = shape_of(cfg, profile)
+    devices, on_gpu = max(1, shape["gpus"] or shape["processes"]), bool(shape["gpus"])
+    record = preflight.get(shape_hash(shape))
+    if record is None:
+        return Estimate(None, NOT_MEASURED, devices, on_gpu)
+    if "error" in record:
+        return Estimate(None, f"preflight failed: {record['cause']} (fix: {record['fix']})", devices, on_gpu)
+    seconds = record["setup_s"] + record["s_per_it"]["median"] * cfg.train.iters
+    seconds += record.get("ckpt_s", 0.0) * (cfg.train.iters // cfg.runtime.ckpt_every)
+    missing = 0
+    for setting in training.evals:
+        measured = record["eval"].get(eval_key(setting))
+        if measured is None:
+            missing += 1
+            continue
+        seconds += measured["s_per_img"] * split_images(cfg, setting.split or cfg.data.val_split)
+    if cfg.runtime.val_every:
+        measured = record["eval"].get(eval_key(val_setting(cfg)))
+        images = min(cfg.runtime.val_images, split_images(cfg, cfg.data.val_split))
+        if measured is None:
+            missing += 1
+        else:
+            seconds += cfg.train.iters // cfg.runtime.val_every * images * measured["s_per_img"]
+    basis = f"measured {record['date'][:10]} on {record['device']}" + (f" x{devices}" if devices > 1 else "")
+    if missing:
+        basis += f"; {missing} inference setting(s) not measured (run --preflight)"
+    return Estimate(seconds, basis, devices, on_gpu)
+
+
+def actual_seconds(run_dir: Path) -> float | None:
+    """What a finished run took: its training steps and curves (log.jsonl) plus its evaluations (metrics.json)."""
+    cost = RunDir(run_dir).cost()
+    return None if cost is None else sum(cost.values())
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def wall_clock(seconds: list[float], executor: str, profile: SlurmProfile, parallel: int) -> tuple[float, str]:
+    """Wall-clock of trainings of ``seconds`` each as the executor runs them: locally in batches of
+    ``--parallel`` (each batch waits for its slowest); under SLURM ``array_parallelism`` at once (queue
+    waits not included)."""
+    if executor == "slurm":
+        slots = [0.0] * max(1, profile.array_parallelism)
+        for s in seconds:
+            slots[slots.index(min(slots))] += s
+        return max(slots, default=0.0), f"{profile.array_parallelism} at once (profile array_parallelism; queue waits not included)"
+    step = 1 if executor == "debug" else max(1, parallel)
+    batches = [seconds[i : i + step] for i in range(0, len(seconds), step)]
+    return sum(max(b) for b in batches), f"{step} at a time ({executor} --parallel {step})"
+
+
+def plan_costs(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, results: Path,
+               statuses: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(run hash -> the cost column of its plan line, the summary lines)."""
+    preflight = read_preflight(results, plan.preset.name)
+    column: dict[str, str] = {}
+    todo_seconds: list[float] = []  # wall seconds of each training still to run
+    device_seconds, unknown = 0.0, 0
+    unit = "GPU"
+    for run_hash, training in plan.trainings.items():
+        est = predict(training, profile, preflight)
+        unit = "GPU" if est.on_gpu else "CPU"
+        predicted = f"predicted {duration(est.seconds)}" if est.seconds is not None else ""
+        if statuses[run_hash] == "done":
+            took = actual_seconds(training.run_dir)
+            column[run_hash] = (f"took {duration(took)}" if took is not None else "took ? (no timing in its log)") + \
+                (f" vs {predicted} ({est.basis})" if predicted else f"; {est.basis}")
+            continue
+        column[run_hash] = f"~{duration(est.seconds)} ({est.basis})" if est.seconds is not None else est.basis
+        if statuses[run_hash] in ("todo", "failed"):
+            if est.seconds is None:
+                unknown += 1
+            else:
+                todo_seconds.append(est.seconds)
+                device_seconds += est.seconds * est.devices
+    lines = []
+    if todo_seconds:
+        wall, how = wall_clock(todo_seconds, executor, profile, parallel)
+        lines.append(f"to run: {len(todo_seconds)} training(s), {device_seconds / 3600:.2f} {unit}-hours; "
+                     f"wall-clock ≈ {duration(wall)} with {how}")
+    if unknown:
+        lines.append(f"no estimate for {unknown} training(s): not measured; run --preflight with the same "
+                     "--executor/--profile/--set flags")
+    return column, lines

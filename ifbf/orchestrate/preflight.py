@@ -1,0 +1,201 @@
+"""``reproduce.py --preflight``: measure before spending. The planned trainings are grouped by compute shape
+(everything that changes speed or memory: the model's parts, norm, crop, batch per process, processes,
+AMP / channels_last / float64, loader workers, image size); one short real job per shape runs through the
+same executor and profile as the real runs (``PreflightJob``, see ``engine.measure``), and the figures land
+in ``results/<preset>/preflight.json``, one entry per shape. Nothing is written into run directories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ifbf.config import Config, EvalConfig, from_dict, to_dict
+from ifbf.identity import eval_key
+from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.jobs import _setup_distributed, make_executor
+from ifbf.orchestrate.plan import Plan, Training
+from ifbf.rundir import atomic_write_text
+
+PREFLIGHT = "preflight.json"
+
+
+def shape_of(cfg: Config, profile: SlurmProfile) -> dict:
+    """The fields of a training that change its speed or memory (not seeds, learning rate, λ, iterations)."""
+    model = {k: v for k, v in to_dict(cfg.model).items() if k != "pretrained"}
+    data = cfg.data
+    return {
+        "model": model,
+        "data": {"dataset": data.dataset, "crop_size": list(data.crop_size), "batch_size": data.batch_size,
+                 "scales": list(data.scales), "fast_path": data.fast_path,
+                 "image": [data.synth.height, data.synth.width] if data.dataset == "synthetic" else "cityscapes"},
+        "train": {"amp": cfg.train.amp, "channels_last": cfg.train.channels_last, "float64": cfg.train.float64,
+                  "compile": cfg.train.compile,
+                  "ohem": cfg.train.ohem, "deterministic": cfg.train.deterministic},
+        "runtime": {"workers": cfg.runtime.workers, "device": cfg.runtime.device},
+        "processes": profile.tasks_per_node or max(1, profile.gpus_per_node),
+        "gpus": profile.gpus_per_node,
+    }
+
+
+def shape_hash(shape: dict) -> str:
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def val_setting(cfg: Config) -> EvalConfig:
+    """The inference setting of the curves (``runtime.val_every``): single scale, no flip."""
+    return dataclasses.replace(cfg.eval, scales=(1.0,), flip=False, split=None)
+
+
+@dataclass
+class Shape:
+    """One compute shape and the trainings (with every inference setting asked of them) that share it."""
+
+    key: str
+    shape: dict
+    cfg: Config  # the first training's config: the one measured
+    trainings: list[Training] = field(default_factory=list)
+    evals: dict[str, EvalConfig] = field(default_factory=dict)
+
+    def rows(self) -> list[str]:
+        return sorted({f"T{c.table} {c.row.name}" for t in self.trainings for c in t.cells})
+
+
+def group_shapes(plan: Plan, profile: SlurmProfile) -> dict[str, Shape]:
+    shapes: dict[str, Shape] = {}
+    for training in plan.trainings.values():
+        shape = shape_of(training.cfg, profile)
+        key = shape_hash(shape)
+        group = shapes.setdefault(key, Shape(key, shape, training.cfg))
+        group.trainings.append(training)
+        settings = list(training.evals) + ([val_setting(training.cfg)] if training.cfg.runtime.val_every else [])
+        for setting in settings:
+            group.evals.setdefault(eval_key(setting), setting)
+    return shapes
+
+
+def explain(error: str) -> tuple[str, str]:
+    """(cause, fix) of a failed preflight job, from its exception text."""
+    text = error.lower()
+    if "out of memory" in text:
+        return ("out of GPU memory", "lower data.batch_size or data.crop_size, use train.amp=bf16, or ask the "
+                "profile for a GPU with more memory (constraint)")
+    if "no kernel image" in text or "inplace_abn" in text and ("cuda" in text or "import" in text):
+        return ("InPlace-ABN has no CUDA kernel for this GPU", "rebuild inplace-abn on the GPU node with "
+                "TORCH_CUDA_ARCH_LIST set to its compute capability (docs/install.md), or use model.norm=syncbn")
+    if "nccl" in text or "timed out" in text or "timeout" in text:
+        return ("the processes of the job could not talk (NCCL / process group timeout)", "check the node's "
+                "network interface (NCCL_SOCKET_IFNAME), run once with NCCL_DEBUG=INFO, or use gpus_per_node: 1")
+    if "dataerror" in text or "cityscapes" in text or "no such file" in text:
+        return ("the dataset cannot be read", "set CITYSCAPES_DATASET on the compute nodes (or data.root), "
+                "or use --preset smoke")
+    last = error.strip().splitlines()[-1] if error.strip() else "unknown error"
+    return (last[:300], "see the job's log under results/<preset>/.preflight/")
+
+
+class PreflightJob:
+    """Measure one compute shape (a picklable job: plain data only). Returns the record or {"error", "fix"}."""
+
+    def __init__(self, config: dict, evals: list[dict], warmup: int | None, iters: int | None,
+                 threads: int | None = None, scratch: str | None = None) -> None:
+        self.config, self.evals, self.warmup, self.iters, self.threads = config, evals, warmup, iters, threads
+        self.scratch = scratch
+
+    def __call__(self) -> dict | None:
+        started = time.perf_counter()
+        # torch and the engine only inside the job: planning and submitting must not pay for importing them
+        import torch
+
+        from ifbf.engine.measure import measure
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        _setup_distributed()
+        cfg = from_dict(self.config, "preflight job config")
+        try:
+            evals = [from_dict({**self.config, "eval": e}).eval for e in self.evals]
+            return measure(cfg, evals, self.warmup, self.iters, started=started,
+                           scratch=Path(self.scratch) if self.scratch else None)
+        except Exception as err:  # noqa: BLE001 - every failure becomes one line with its fix
+            cause, fix = explain(f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
+            first_line = (str(err).strip().splitlines() or [""])[0][:300]
+            return {"error": f"{type(err).__name__}: {first_line}", "cause": cause, "fix": fix}
+
+
+def preflight_path(results: Path, preset: str) -> Path:
+    return results / preset / PREFLIGHT
+
+
+def read_preflight(results: Path, preset: str) -> dict:
+    """{shape key: record} from results/<preset>/preflight.json (empty when there is none)."""
+    path = preflight_path(results, preset)
+    return json.loads(path.read_text()).get("shapes", {}) if path.is_file() else {}
+
+
+def _record(shape: Shape, result: dict) -> dict:
+    return {"shape": shape.shape, "rows": shape.rows(), "trainings": len(shape.trainings), **result}
+
+
+def run_preflight(plan: Plan, executor: str, profile: SlurmProfile, results: Path, iters: int | None,
+                  threads: int | None, warmup: int | None = None) -> dict[str, dict]:
+    """Run one preflight job per shape (one at a time on this machine, all at once under SLURM), merge the
+    records into preflight.json and return {shape key: record}. Failed shapes carry "error" and "fix"."""
+    shapes = group_shapes(plan, profile)
+    scratch = results / plan.preset.name / ".preflight"
+    ex = make_executor(executor, scratch, profile.submitit_params(executor), max_requeues=0)
+
+    def job_of(shape: Shape) -> PreflightJob:
+        evals = [json.loads(json.dumps(dataclasses.asdict(e))) for e in shape.evals.values()]
+        return PreflightJob(to_dict(shape.cfg), evals, warmup, iters, threads, str(scratch / shape.key))
+
+    records: dict[str, dict] = {}
+    if executor == "slurm":
+        with ex.batch():
+            jobs = [(s, ex.submit(job_of(s))) for s in shapes.values()]
+        for shape, job in jobs:
+            records[shape.key] = _record(shape, _outcome(job))
+    else:  # on this machine one at a time: a measurement must not share the cores with another
+        for shape in shapes.values():
+            records[shape.key] = _record(shape, _outcome(ex.submit(job_of(shape))))
+    _merge(preflight_path(results, plan.preset.name), records)
+    return records
+
+
+def _outcome(job) -> dict:
+    try:
+        result = job.result()
+    except Exception as err:  # noqa: BLE001 - a killed or failed job (OOM killer, time limit) is one line
+        cause, fix = explain(str(err))
+        log = getattr(getattr(job, "paths", None), "stderr", None)
+        return {"error": cause, "cause": cause, "fix": fix + (f"; log: {log}" if log else "")}
+    return result if isinstance(result, dict) else {"error": "the job returned nothing", "cause": "no result",
+                                                    "fix": "see the job's log"}
+
+
+def _merge(path: Path, records: dict[str, dict]) -> None:
+    """Add (or replace) shapes in preflight.json, keeping the shapes of other tables."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.is_file() else {"shapes": {}}
+    data["shapes"].update(records)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def summary_lines(records: dict[str, dict]) -> list[str]:
+    """One line per shape: its figures, or its failure with the fix."""
+    lines = []
+    for key, r in records.items():
+        rows = ", ".join(r["rows"][:3]) + (f" (+{len(r['rows']) - 3})" if len(r["rows"]) > 3 else "")
+        if "error" in r:
+            lines.append(f"  {key}  FAILED  {rows}: {r['cause']} — fix: {r['fix']}")
+            continue
+        s = r["s_per_it"]
+        evals = ", ".join(f"{'MS' if len(e['scales']) > 1 else 'SS'}{'+flip' if e['flip'] else ''} "
+                          f"{e['s_per_img']:.3f} s/img" for e in r["eval"].values())
+        lines.append(f"  {key}  {s['median']:.3f} s/it (IQR {s['q1']:.3f}-{s['q3']:.3f}), {r['imgs_per_s']:.1f} img/s, "
+                     f"data wait {100 * r['data_wait']:.0f}%, peak {r['peak_mem_gib']:.2f} GiB, eval {evals}  {rows}")
+    return lines
