@@ -207,6 +207,11 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
+    def env(self) -> dict[str, Any] | None:
+        """env.json as written by ``write_env`` (None before the run started)."""
+        path = self.path / ENV
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def write_env(self, device: str, world: int, extra: dict[str, Any] | None = None) -> None:
         """env.json: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``
         (the engine adds the weights and dataset digests)."""
