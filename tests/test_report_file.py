@@ -13,7 +13,7 @@ from ifbf.commands.reproduce import cli
 from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.plan import build_plan
 from ifbf.report import records
-from ifbf.report.stats import miou
+from ifbf.report.stats import Counts, image_weights, miou, miou_interval, paired_difference
 from ifbf.rundir import RunDir
 
 N_IMAGES, K = 40, 19
@@ -129,3 +129,18 @@ def test_collect_reads_the_counts_through_the_run_store(smoke_results):
     stored = json.loads((rec.run_dir / "metrics.json").read_text())["miou"]
     c = counts["R50 BaseNet"][0]
     assert float(miou(c.inter.sum(0), c.union.sum(0))) / 100 == pytest.approx(stored)
+
+
+def test_cached_resamples_give_the_plain_bootstrap():
+    """A report reuses each evaluation's resampled mIoUs (stats' cache): the numbers stay those of the
+    plain computation (draw images, sum counts, recompute IoU, take percentiles), asked for any number of times."""
+    inter, union = _counts(0.5, np.random.default_rng(1))
+    row = [Counts(inter, union)]
+    weights = image_weights(np.random.default_rng(0), N_IMAGES, 2000)
+    plain = np.nanpercentile(miou(weights @ inter, weights @ union), [2.5, 97.5])
+    for _ in range(2):  # computed, then from the cache
+        interval = miou_interval(row, resamples=2000)
+        assert (interval.low, interval.high) == pytest.approx(tuple(plain), abs=1e-9)
+    other = [Counts(*_counts(0.5, np.random.default_rng(2)))]
+    before = paired_difference(row, other, resamples=2000)
+    assert paired_difference([Counts(inter.copy(), union.copy())], other, resamples=2000) == before
