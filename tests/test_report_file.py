@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ifbf.commands.reproduce import cli
+from ifbf.commands.visualize import row_label
 from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.plan import build_plan
 from ifbf.report import records
@@ -144,3 +145,15 @@ def test_cached_resamples_give_the_plain_bootstrap():
     other = [Counts(*_counts(0.5, np.random.default_rng(2)))]
     before = paired_difference(row, other, resamples=2000)
     assert paired_difference([Counts(inter.copy(), union.copy())], other, resamples=2000) == before
+
+
+def test_figure_panels_are_titled_by_row(tmp_path):
+    """``ifbf visualize predictions`` titles a run's panel by the table rows it trains, not its hash."""
+    plan = build_plan([load_table(2)], load_preset("smoke"), 1, tmp_path)
+    by_row = {c.row.name: t for t in plan.trainings.values() for c in t.cells}
+    for row in ("R101 IFBFNet", "R50 BaseNet"):
+        RunDir(by_row[row].run_dir).claim(by_row[row].cfg)
+    assert row_label(by_row["R50 BaseNet"].run_dir) == "T2 R50 BaseNet"
+    # one training behind rows of several tables (Table 1's Ours, Table 2's last row, C=128, λ=0.4, ...)
+    assert row_label(by_row["R101 IFBFNet"].run_dir).startswith("T1 Ours = T2 R101 IFBFNet (+")
+    assert row_label(tmp_path) is None
