@@ -124,9 +124,11 @@ def render_report(preset: str, sections: Sequence[TableSection], compute: str = 
         lines += [f"Compute spent: {compute}.", ""]
     lines += [HOW_TO_READ, ""]
     if verdicts:  # every claim in one table, before the tables they come from
-        lines += ["## The paper's claims", "", claims_frame(verdicts).to_markdown(index=False, disable_numparse=True), ""]
+        claims = claims_frame(verdicts).to_markdown(index=False, disable_numparse=True)
+        lines += ["## The paper's claims", "", claims, ""]
     for section in sections:
-        lines += [f"## Table {section.number}: {section.title}", "", section.table.to_markdown(disable_numparse=True), ""]
+        table = section.table.to_markdown(disable_numparse=True)
+        lines += [f"## Table {section.number}: {section.title}", "", table, ""]
         lines += [f"![Table {section.number}: {path}]({path})" for path in section.images]
         lines += [""] if section.images else []
         if section.links:

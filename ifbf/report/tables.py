@@ -171,6 +171,8 @@ def write_table(df: pd.DataFrame, table: TableSpec, out: Path, note: str = "") -
         md += f"\n{note}\n"
     paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
     paths[0].write_text(md)
-    paths[1].write_text(to_latex_document(df, caption))
+    explained = caption + (". Ours: mean over seeds ± half the width of its 95% bootstrap interval (images, seeds)"
+                           if "ci_low" in df.columns else "")
+    paths[1].write_text(to_latex_document(df, explained))
     df.to_csv(paths[2])
     return paths
