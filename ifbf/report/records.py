@@ -72,7 +72,7 @@ def compute(records: pd.DataFrame) -> pd.DataFrame:
     for run_hash, run_dir in dict(zip(records["run_hash"], records["run_dir"])).items():
         run = RunDir(run_dir)
         log = run.read_log()
-        if not log:
+        if not log or not (run_dir / "config.yaml").is_file():
             continue
         env = run.env() or {}
         world = int(env.get("world_size") or 1)
