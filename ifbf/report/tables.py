@@ -62,7 +62,8 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
         paper = row.paper.get("miou", math.nan)
         mean = float(np.mean(values)) if values else math.nan
         std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-        low, high = _interval(counts.get(row.name))
+        seeds = counts.get(row.name, [])  # an interval only when every seed with a result has its counts
+        low, high = _interval(seeds if len(seeds) == len(values) else None)
         record.update({"paper": paper, "ours": mean, "std": std, "ci_low": low, "ci_high": high,
                        "seeds": len(values), "delta": mean - paper})
         frame.append(record)
