@@ -56,6 +56,7 @@ class FigureSpec:
     xlabel: str = ""
     log_x: bool = False
     file: str = ""  # file name part of a sweep figure: table<N>_<file>.{png,pdf}
+    delta_to_best: bool = False  # sweep: each series drawn as mIoU − its own best, so paper and ours share an axis
 
 
 @dataclass(frozen=True)

@@ -233,6 +233,11 @@ class RunDir:
         return {"train": sum(r.get("step_s", 0.0) for r in log), "val": sum(r.get("val_s", 0.0) for r in log),
                 "eval": sum(e.get("seconds", 0.0) for e in evaluations)}
 
+    def env(self) -> dict[str, Any] | None:
+        """env.json as written by ``write_env`` (None before the run started)."""
+        path = self.path / ENV
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def write_env(self, device: str, world: int, extra: dict[str, Any] | None = None) -> None:
         """env.json: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``
         (the engine adds the weights and dataset digests)."""

@@ -167,7 +167,8 @@ def test_end_to_end_table4(tmp_path, executor, capsys):
     assert cli(args) == 0
     df = pd.read_csv(tmp_path / "smoke" / "table4.csv", index_col=0)
     assert df["ours"].notna().all() and ((df["ours"] >= 0) & (df["ours"] <= 100)).all()
-    assert (df["within_noise"] == "n<2").all()
+    assert ((df["ci_low"] <= df["ours"]) & (df["ours"] <= df["ci_high"])).all()  # per-image counts stored
+    assert "t4-" in (tmp_path / "smoke" / "REPORT.md").read_text()
     runs = list((tmp_path / "smoke" / "runs").iterdir())
     assert len(runs) == 3  # four rows, three trainings
     shared = [r for r in runs if len(json.loads((r / "metrics.json").read_text())["evaluations"]) == 2]

@@ -10,6 +10,10 @@ import argparse
 from pathlib import Path
 
 from ifbf.engine.visualize import features, predictions
+from ifbf.errors import IfbfError
+from ifbf.experiments import TABLES, load_preset, load_table, row_config
+from ifbf.identity import config_hash
+from ifbf.rundir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--n", type=int, default=8, help="number of images (default: %(default)s)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--label", help="title of --run's panel (default: its table row, found from the run's hash)")
+    p.add_argument("--compare-label", help="title of --compare's panel (default: likewise)")
     f = sub.add_parser("features", help="low-level, deep, concatenated and balanced features (Figure 5)")
     f.add_argument("--run", required=True, help="run directory")
     f.add_argument("--image", type=Path, required=True, help="an RGB image (e.g. a leftImg8bit PNG)")
@@ -28,9 +34,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.what == "predictions":
-        paths = predictions(args.run, args.out, args.split, args.n, args.compare)
+        labels = (args.label or row_label(args.run),
+                  args.compare_label or (row_label(args.compare) if args.compare else None))
+        paths = predictions(args.run, args.out, args.split, args.n, args.compare, labels)
     else:
         paths = features(args.run, args.image, args.out)
     for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+def row_label(run: str | Path) -> str | None:
+    """The table rows a run directory of ``results/<preset>/runs/<hash>`` trains, e.g. "T2 R101 IFBFNet", found
+    by recomputing the rows' config hashes under that preset (None when none matches: a run of ``ifbf
+    train``, or one planned with extra overrides)."""
+    path = Path(run).resolve()
+    try:
+        preset = load_preset(path.parent.parent.name)
+        seed = RunDir(path).config().train.seed
+    except (IfbfError, OSError):
+        return None
+    names = [f"T{number} {row.name}" for number in TABLES for row in load_table(number).runnable()
+             if config_hash(row_config(row, preset, (f"train.seed={seed}",))) == path.name]
+    if not names:
+        return None
+    return " = ".join(names[:2]) + (f" (+{len(names) - 2} rows)" if len(names) > 2 else "")

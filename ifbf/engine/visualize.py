@@ -70,8 +70,10 @@ def _load(run: str, split: str | None):
     return cfg, model, device
 
 
-def predictions(run: str, out: Path, split: str = "val", n: int = 8, compare: str | None = None) -> list[Path]:
-    """Figure 6: input | ground truth | prediction (| second run's prediction | where they differ)."""
+def predictions(run: str, out: Path, split: str = "val", n: int = 8, compare: str | None = None,
+                labels: tuple[str | None, str | None] = (None, None)) -> list[Path]:
+    """Figure 6: input | ground truth | prediction (| second run's prediction | where they differ); the
+    prediction panels are titled by ``labels`` (e.g. the table rows the runs belong to), else the run dir."""
     cfg, model, device = _load(run, split)
     other = _load(compare, split) if compare else None
     dataset = eval_dataset(cfg, split)
@@ -84,14 +86,14 @@ def predictions(run: str, out: Path, split: str = "val", n: int = 8, compare: st
         pred = predict(model, x, cfg.eval, cfg.model.num_classes).argmax(1)[0].cpu().numpy()
         gt = target.numpy()
         panels = [("input", denormalize(image, cfg.data.mean, cfg.data.std)), ("ground truth", colorize(gt)),
-                  (Path(run).name, colorize(pred))]
+                  (labels[0] or Path(run).name, colorize(pred))]
         if other:
             ocfg, omodel, odevice = other
             opred = predict(omodel, image.unsqueeze(0).to(odevice, next(omodel.parameters()).dtype), ocfg.eval,
                             ocfg.model.num_classes).argmax(1)[0].cpu().numpy()
             marked = colorize(pred).copy()
             marked[difference_outline(pred, opred)] = DIFF_COLOUR
-            panels += [(Path(compare).name, colorize(opred)), ("differences (yellow)", marked)]
+            panels += [(labels[1] or Path(compare).name, colorize(opred)), ("differences (yellow)", marked)]
         path = out / f"{name}.png"
         _titled(panels).save(path)
         written.append(path)

@@ -211,19 +211,25 @@ def wait_for_others(plan: Plan, hashes: list[str], poll_s: float = 2.0) -> None:
 
 def report(plan: Plan, results: Path, seeds: int, extra: tuple[str, ...], out: Path,
            paper_only: bool = False) -> list[Path]:
-    """Tables and figures of the plan's tables from what is stored under ``results`` (nothing is run)."""
+    """Tables and figures of the plan's tables from what is stored under ``results`` (nothing is run), and
+    (unless ``paper_only``) REPORT.md: intervals, the paper's claims with verdicts, compute, links."""
     # matplotlib only when figures are drawn: --plan and --help stay fast
     from ifbf.report.figures import write_figures
+    from ifbf.report.report_file import table_section, write_report
 
     frame = records.collect(plan.tables, plan.preset, seeds, results, extra, read_results=not paper_only)
-    written = []
+    written, sections = [], []
     for table in plan.tables:
         df = table_frame(frame, table)
         note = "" if paper_only else f"Preset `{plan.preset.name}`: {plan.preset.description}"
         if not paper_only and plan.preset.name in table.notes:
             note += " " + table.notes[plan.preset.name]
-        written += write_table(df, table, out, note)
-        written += write_figures(frame, table, df, out, plan.preset.name, paper_only)
+        paths = write_table(df, table, out, note) + write_figures(frame, table, df, out, plan.preset.name, paper_only)
+        written += paths
+        if not paper_only:
+            sections.append(table_section(frame, table, paths, out, plan.preset))
+    if not paper_only:
+        written.append(write_report(out, plan.preset, sections, frame))
     write_results_readme(out.parent)
     return written
 

@@ -25,12 +25,25 @@ def _save(fig: plt.Figure, path: Path) -> list[Path]:
     return paths
 
 
+def _error_bars(df: pd.DataFrame) -> np.ndarray:
+    """(2 x rows) distances from ours down/up to its 95% interval; ± seed std where a row has no interval
+    (runs evaluated before per-image counts were stored); 0 where neither exists."""
+    ours = df["ours"].astype(float)
+    low = df["ci_low"].astype(float) if "ci_low" in df else pd.Series(np.nan, index=df.index)
+    high = df["ci_high"].astype(float) if "ci_high" in df else pd.Series(np.nan, index=df.index)
+    std = df["std"].astype(float)
+    down = (ours - low).where(low.notna(), std).fillna(0).clip(lower=0)
+    up = (high - ours).where(high.notna(), std).fillna(0).clip(lower=0)
+    return np.vstack([down.values, up.values])
+
+
 def plot_ablation(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
-    """Paper vs ours per row (bars, ours with ± std)."""
+    """Paper vs ours per row (bars; ours with its 95% interval, or ± seed std for rows without one)."""
     x = np.arange(len(df))
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(df)), 4))
     ax.bar(x - 0.2, df["paper"], 0.4, label="paper", color="#9aa5b1")
-    ax.bar(x + 0.2, df["ours"].fillna(0), 0.4, yerr=df["std"], label=f"ifbf ({preset})", color="#2f6fdb", capsize=3)
+    ax.bar(x + 0.2, df["ours"].fillna(0), 0.4, yerr=_error_bars(df), label=f"ifbf ({preset}, 95% CI)",
+           color="#2f6fdb", capsize=3)
     ax.set_xticks(x, df.index, rotation=30, ha="right")
     ax.set_ylabel("mIoU (%)")
     ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
@@ -42,17 +55,25 @@ def plot_ablation(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) ->
 
 
 def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
-    """mIoU against the table's swept value (Table 3: spatial channels; Table 5: λ), paper and ours."""
+    """mIoU against the table's swept value (Table 3: spatial channels; Table 5: λ), paper and ours. With
+    ``delta_to_best`` each series is drawn relative to its own best value, so the paper's curve and ours (a
+    reduced preset lies tens of points lower) share one axis: where the optimum is, and how sharp."""
     spec = table.figure
     x = df[spec.column].astype(float).values
+    paper, ours = df["paper"].astype(float), df["ours"].astype(float)
+    if spec.delta_to_best:
+        paper, ours = paper - paper.max(), ours - ours.max()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(x, df["paper"], "o-", label="paper", color="#9aa5b1")
-    ax.errorbar(x, df["ours"], yerr=df["std"], fmt="s-", label=f"ifbf ({preset})", color="#2f6fdb", capsize=3)
+    ax.plot(x, paper, "o-", label="paper", color="#9aa5b1")
+    ax.errorbar(x, ours, yerr=_error_bars(df), fmt="s-", label=f"ifbf ({preset}, 95% CI)", color="#2f6fdb",
+                capsize=3)
     if spec.log_x:
         ax.set_xscale("log", base=2)
         ax.set_xticks(x, [f"{v:g}" for v in x])
     ax.set_xlabel(spec.xlabel)
-    ax.set_ylabel("mIoU (%)")
+    ax.set_ylabel("mIoU − the series' best (points)" if spec.delta_to_best else "mIoU (%)")
+    if spec.delta_to_best:
+        ax.axhline(0, color="black", lw=0.5)
     ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
     ax.legend()
     return _save(fig, out / f"table{table.number}_{spec.file or spec.column}")

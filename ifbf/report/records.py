@@ -13,17 +13,19 @@ from pathlib import Path
 import pandas as pd
 
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
+from ifbf.report.stats import Counts
 from ifbf.rundir import RunDir, read_status, result_key, runs_root, scored_by_server
 
 RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", "miou", "iou",
-                  "failed"]
+                  "counts", "failed"]
 
 
 def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, extra: tuple[str, ...] = (),
             read_results: bool = True) -> pd.DataFrame:
     """One record per cell (table, row, seed): where its run lives and, once evaluated, its mIoU and per-class
-    IoU (fractions; NaN / empty while missing), and whether a missing result's run failed. ``server``: the
-    result comes from the Cityscapes test server (imported with ``ifbf import-server-result``).
+    IoU (fractions; NaN / empty while missing), its per-image counts (``stats.Counts``; None for a run
+    evaluated before they were stored, or a test-server result), and whether a missing result's run failed.
+    ``server``: the result comes from the Cityscapes test server (imported with ``ifbf import-server-result``).
     ``read_results=False`` lists the cells only."""
     root = runs_root(preset.name, results)
     records = []
@@ -31,11 +33,13 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
         for cell in table_cells(table, preset, seeds, extra):
             run_dir = root / cell.run_hash
             result = _result(run_dir, cell) if read_results else None
+            counts = _counts(run_dir, cell) if result else None
             records.append({
                 "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
                 "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell, "server": scored_by_server(cell.cfg),
                 "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
                 "failed": read_results and result is None and (read_status(run_dir) or {}).get("state") == "failed",
+                "counts": counts,
             })
     return pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
 
@@ -43,6 +47,46 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
 def _result(run_dir: Path, cell: Cell) -> dict | None:
     metrics = RunDir(run_dir).metrics() or {}
     return metrics.get("evaluations", {}).get(result_key(cell.cfg))
+
+
+def _counts(run_dir: Path, cell: Cell) -> Counts | None:
+    stored = RunDir(run_dir).per_image(result_key(cell.cfg))
+    return None if stored is None else Counts(stored["inter"], stored["union"], tuple(stored["names"]))
+
+
+def row_counts(records: pd.DataFrame, table: int) -> dict[str, list[Counts]]:
+    """Row name -> the per-image counts of its seeds (in seed order; seeds without counts left out, rows
+    without any left out): what ``stats`` and ``claims`` take."""
+    rows: dict[str, list[Counts]] = {}
+    mine = records[(records["table"] == table) & records["counts"].notna()].sort_values("seed", kind="stable")
+    for rec in mine.itertuples():
+        rows.setdefault(rec.row, []).append(rec.counts)
+    return rows
+
+
+def compute(records: pd.DataFrame) -> pd.DataFrame:
+    """Training time of each distinct run behind ``records``, from its log.jsonl: every logged step holds
+    the images per second since the previous one, so a step's seconds are iterations x batch x world /
+    imgs_per_s (evaluation time is not logged and not counted). Columns: run_hash, device, world, seconds,
+    iters."""
+    rows = []
+    for run_hash, run_dir in dict(zip(records["run_hash"], records["run_dir"])).items():
+        run = RunDir(run_dir)
+        log = run.read_log()
+        if not log or not (run_dir / "config.yaml").is_file():
+            continue
+        env = run.env() or {}
+        world = int(env.get("world_size") or 1)
+        batch = run.config().data.batch_size
+        seconds, previous = 0.0, 0
+        for step in log:
+            if step.get("imgs_per_s"):
+                seconds += (step["iter"] - previous) * batch * world / step["imgs_per_s"]
+            previous = step["iter"]
+        device = str(env.get("device") or "unknown")
+        rows.append({"run_hash": run_hash, "device": "gpu" if device.startswith("cuda") else device,
+                     "world": world, "seconds": seconds, "iters": previous})
+    return pd.DataFrame.from_records(rows, columns=["run_hash", "device", "world", "seconds", "iters"])
 
 
 def _curves(records: pd.DataFrame, table: int, key: str) -> pd.DataFrame:

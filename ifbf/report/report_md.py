@@ -37,6 +37,7 @@ class TableSection:
     table: pd.DataFrame
     verdicts: Sequence[Verdict] = ()
     links: Mapping[str, str] = field(default_factory=dict)  # label -> relative path (md, tex, csv, figures)
+    images: Sequence[str] = ()  # relative paths of figures shown inline (PNG)
 
 
 def _num(value: float | None, signed: bool = False, digits: int = 2) -> str:
@@ -110,19 +111,26 @@ def verdict_counts(verdicts: Sequence[Verdict]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
 
 
-def render_report(preset: str, sections: Sequence[TableSection], compute: str = "") -> str:
-    """The whole REPORT.md: a summary of the verdicts, then per table its frame, claims and links."""
+def render_report(preset: str, sections: Sequence[TableSection], compute: str = "", intro: str = "") -> str:
+    """The whole REPORT.md: a summary of the verdicts, every claim with its verdict in one table, then per
+    table its rows (with intervals), figures and links."""
     verdicts = [v for s in sections for v in s.verdicts]
     lines = [f"# Reproduction report: preset `{preset}`", ""]
+    if intro:
+        lines += [intro, ""]
     if verdicts:
         lines += [f"Claims of the paper: {verdict_counts(verdicts)}.", ""]
     if compute:
         lines += [f"Compute spent: {compute}.", ""]
     lines += [HOW_TO_READ, ""]
+    if verdicts:  # every claim in one table, before the tables they come from
+        claims = claims_frame(verdicts).to_markdown(index=False, disable_numparse=True)
+        lines += ["## The paper's claims", "", claims, ""]
     for section in sections:
-        lines += [f"## Table {section.number}: {section.title}", "", section.table.to_markdown(), ""]
-        if section.verdicts:
-            lines += ["Claims:", "", claims_frame(section.verdicts).to_markdown(index=False), ""]
+        table = section.table.to_markdown(disable_numparse=True)
+        lines += [f"## Table {section.number}: {section.title}", "", table, ""]
+        lines += [f"![Table {section.number}: {path}]({path})" for path in section.images]
+        lines += [""] if section.images else []
         if section.links:
             lines += [" · ".join(f"[{label}]({path})" for label, path in section.links.items()), ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -20,6 +20,7 @@ counts of all resamples are one matrix product (B x n) @ (n x K).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,10 +148,33 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+# A report asks for the same rows again and again (a row's interval, then every claim naming it), always
+# with the draws of one bootstrap seed: the draws of each (n, resamples, seed) and each evaluation's mIoU
+# under them are kept, so a row costs one matrix product per report, not one per claim. Same numbers.
+_WEIGHTS: dict[tuple[int, int, int], np.ndarray] = {}
+_MIOUS: weakref.WeakKeyDictionary[Counts, dict[tuple[int, int, int], np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def _shared_weights(key: tuple[int, int, int]) -> np.ndarray:
+    if key not in _WEIGHTS:
+        if len(_WEIGHTS) >= 2:  # (B x n) floats: 40 MB for 10 000 x 500; keep only the latest
+            _WEIGHTS.clear()
+        n, resamples, seed = key
+        _WEIGHTS[key] = image_weights(np.random.default_rng(seed), n, resamples)
+    return _WEIGHTS[key]
+
+
 def _resampled(rows: Mapping[str, Row], resamples: int, seed: int) -> dict[str, np.ndarray]:
-    """Each row's per-seed mIoUs (n_seeds x B) under shared image resamples."""
-    weights = image_weights(np.random.default_rng(seed), _check_paired(rows), resamples)
-    return {name: _seed_mious(row, weights) for name, row in rows.items()}
+    """Each row's per-seed mIoUs (n_seeds x B) under shared image resamples (cached per evaluation)."""
+    key = (_check_paired(rows), resamples, seed)
+    result = {}
+    for name, row in rows.items():
+        todo = [c for c in row if key not in _MIOUS.get(c, {})]
+        if todo:
+            for c, values in zip(todo, _seed_mious(todo, _shared_weights(key))):
+                _MIOUS.setdefault(c, {})[key] = values
+        result[name] = np.stack([_MIOUS[c][key] for c in row])
+    return result
 
 
 def _seed_draws(seed_mious: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:

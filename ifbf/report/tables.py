@@ -10,16 +10,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ifbf.experiments import TableSpec
+from ifbf.errors import IfbfError
+from ifbf.experiments import RowSpec, TableSpec
 from ifbf.identity import weights_status
+from ifbf.report.records import row_counts
+from ifbf.report.stats import Counts, miou_interval
+
+CI = "95% CI"
 
 
-def _noise_flag(delta: float, std: float, n: int) -> str:
-    if math.isnan(delta):
-        return ""
-    if n < 2:
-        return "n<2"
-    return "yes" if abs(delta) <= 2 * std else "no"
+def _interval(counts: list[Counts] | None) -> tuple[float, float]:
+    """The row's 95% bootstrap interval of mIoU (images, and seeds when several; ``stats``), or NaNs when
+    it has no per-image counts (a run evaluated before they were stored) or they do not pair up."""
+    if not counts:
+        return math.nan, math.nan
+    try:
+        interval = miou_interval(counts)
+    except IfbfError:  # seeds evaluated on different images: no interval rather than a wrong one
+        return math.nan, math.nan
+    return interval.low, interval.high
 
 
 def _scratch_mark(cells: pd.DataFrame) -> str:
@@ -29,26 +38,36 @@ def _scratch_mark(cells: pd.DataFrame) -> str:
 
 
 def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
-    """One numeric frame for ``table``: a row per table row (paper value, ours mean/std over seeds, Δ)."""
+    """One numeric frame for ``table``: a row per table row (its switches, paper value, ours mean/std over
+    seeds, the 95% bootstrap interval ``ci_low``/``ci_high`` of ours, Δ = ours − paper)."""
     if table.metric == "per_class":
         return _per_class_frame(records, table)
+    return miou_frame(records, table, table.rows)
+
+
+def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...] | list[RowSpec],
+               switches: bool = True) -> pd.DataFrame:
+    """The mIoU frame of ``rows`` of ``table`` (``switches``: with the spec's columns); REPORT.md uses it for
+    the runnable rows of every table, per-class ones included."""
     mine = records[records["table"] == table.number]
-    rows = []
-    for row in table.rows:
+    counts = row_counts(records, table.number)
+    frame = []
+    for row in rows:
         cells = mine[mine["row"] == row.name]
         values = [100 * m for m in cells["miou"] if not math.isnan(m)]
         record: dict = {"row": row.name + _scratch_mark(cells)}
-        if len(cells):
+        if switches and len(cells):
             cfg = cells["cell"].iloc[0].cfg
             record.update({column.header: column.value(cfg) for column in table.columns})
         paper = row.paper.get("miou", math.nan)
         mean = float(np.mean(values)) if values else math.nan
         std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-        record.update({"paper": paper, "ours": mean, "std": std, "seeds": len(values), "delta": mean - paper,
-                       "failed": int(cells["failed"].sum())})
-        record["within_noise"] = _noise_flag(record["delta"], std, len(values))
-        rows.append(record)
-    return pd.DataFrame.from_records(rows).set_index("row")
+        seeds = counts.get(row.name, [])  # an interval only when every seed with a result has its counts
+        low, high = _interval(seeds if len(seeds) == len(values) else None)
+        record.update({"paper": paper, "ours": mean, "std": std, "ci_low": low, "ci_high": high,
+                       "seeds": len(values), "delta": mean - paper, "failed": int(cells["failed"].sum())})
+        frame.append(record)
+    return pd.DataFrame.from_records(frame).set_index("row")
 
 
 def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
@@ -93,21 +112,33 @@ def _ours(mean: float, std: float, failed: int) -> str:
     return f"{text} ({failed} failed)" if failed else text
 
 
-def display(df: pd.DataFrame) -> pd.DataFrame:
-    """Strings for markdown/LaTeX: ✓ for switches, 2 decimals, — for missing, ours as mean ± std."""
+NUMERIC = ("paper", "ours", "std", "ci_low", "ci_high", "seeds", "delta", "failed")
+
+
+def _interval_text(low: float, high: float) -> str:
+    return "—" if math.isnan(low) or math.isnan(high) else f"[{low:.2f}, {high:.2f}]"
+
+
+def display(df: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
+    """Strings for markdown/LaTeX: ✓ for switches, 2 decimals, — for missing. Markdown: ours as mean ± seed
+    std and its ``95% CI`` column; LaTeX: ours ± half the 95% interval's width (mean alone without one)."""
     out = pd.DataFrame(index=df.index)
     if "paper" in df.columns:  # a mIoU table
+        failed = df["failed"] if "failed" in df.columns else [0] * len(df)
         for col in df.columns:
-            if col in ("paper", "ours", "std", "seeds", "delta", "within_noise", "failed"):
-                continue
-            out[col] = [_fmt(v) for v in df[col]]
+            if col not in NUMERIC:
+                out[col] = [_fmt(v) for v in df[col]]
         out["paper mIoU"] = [_fmt(v) for v in df["paper"]]
-        out["ours mIoU"] = [
-            _ours(m, s, int(f)) for m, s, f in zip(df["ours"], df["std"], df.get("failed", [0] * len(df)))
-        ]
+        if latex:
+            out["ours mIoU (± 95% CI)"] = [
+                _ours(m, (hi - lo) / 2, int(f))
+                for m, lo, hi, f in zip(df["ours"], df["ci_low"], df["ci_high"], failed)
+            ]
+        else:
+            out["ours mIoU"] = [_ours(m, s, int(f)) for m, s, f in zip(df["ours"], df["std"], failed)]
+            out[CI] = [_interval_text(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])]
         out["Δ"] = [_fmt(v, signed=True) for v in df["delta"]]
         out["seeds"] = [str(int(v)) for v in df["seeds"]]
-        out["within seed noise"] = list(df["within_noise"])
         return out
     for col in df.columns:
         out[col] = [_fmt(v, signed=str(idx).startswith("Δ")) for idx, v in zip(df.index, df[col])]
@@ -124,7 +155,7 @@ def _latex_escape(text: str) -> str:
 
 def to_latex_document(df: pd.DataFrame, caption: str) -> str:
     """A compilable standalone LaTeX document (booktabs) holding the table."""
-    shown = display(df)
+    shown = display(df, latex=True)
     shown.index = [_latex_escape(str(i)) for i in shown.index]
     shown.columns = [_latex_escape(str(c)) for c in shown.columns]
     shown = shown.map(lambda v: _latex_escape(str(v)))
@@ -147,6 +178,8 @@ def write_table(df: pd.DataFrame, table: TableSpec, out: Path, note: str = "") -
         md += f"\n{note}\n"
     paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
     paths[0].write_text(md)
-    paths[1].write_text(to_latex_document(df, caption))
+    explained = caption + (". Ours: mean over seeds ± half the width of its 95% bootstrap interval (images, seeds)"
+                           if "ci_low" in df.columns else "")
+    paths[1].write_text(to_latex_document(df, explained))
     df.to_csv(paths[2])
     return paths

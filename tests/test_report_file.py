@@ -1,0 +1,159 @@
+"""REPORT.md and the interval columns, on constructed runs: per-image counts written through the run
+store for every row of Table 2 (smoke preset), with effects chosen so each verdict is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ifbf.commands.reproduce import cli
+from ifbf.commands.visualize import row_label
+from ifbf.experiments import load_preset, load_table
+from ifbf.orchestrate.plan import build_plan
+from ifbf.report import records
+from ifbf.report.stats import Counts, image_weights, miou, miou_interval, paired_difference
+from ifbf.rundir import RunDir
+
+N_IMAGES, K = 40, 19
+# IoU level of each row: the skip connection adds 20 points; fusion at R101 loses 10; the rest: no effect
+LEVEL = {
+    "R50 BaseNet": 0.40, "R50 + ASPP": 0.40, "R50 + ASPP + skip": 0.60, "R50 + ASPP + skip + fusion": 0.60,
+    "R50 IFBFNet": 0.60, "R101 BaseNet": 0.40, "R101 + ASPP": 0.40, "R101 + ASPP + skip": 0.60,
+    "R101 + ASPP + skip + fusion": 0.50, "R101 IFBFNet": 0.50,
+}
+
+
+def _counts(level: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    union = rng.integers(500, 1500, size=(N_IMAGES, K))
+    share = np.clip(level + rng.normal(0, 0.05, size=(N_IMAGES, K)), 0, 1)
+    return (union * share).astype(np.int64), union.astype(np.int64)
+
+
+def _finish(training, level: float | None, rng: np.random.Generator) -> None:
+    """A finished run: metrics.json (and, unless ``level`` is None, per-image counts) and a log."""
+    rd = RunDir(training.run_dir)
+    rd.claim(training.cfg)
+    result: dict = {"miou": 0.3, "iou": {}}
+    if level is not None:
+        inter, union = _counts(level, rng)
+        result = {"miou": float(miou(inter.sum(0), union.sum(0))) / 100, "iou": {},
+                  "per_image": {"names": [f"img{i}" for i in range(N_IMAGES)], "inter": inter, "union": union}}
+    for i, e in enumerate(training.evals):
+        rd.record_evaluation(training.cfg, e, result, main=i == 0)
+    for it in (30, 60):  # 30 iterations x batch 4 at 2 images/s: 60 s each
+        rd.append_log({"iter": it, "loss_total": 1.0, "imgs_per_s": 2.0})
+    (training.run_dir / "checkpoint.pth").write_bytes(b"")
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    plan = build_plan([load_table(2)], load_preset("smoke"), 1, results)
+    rng = np.random.default_rng(0)
+    for training in plan.trainings.values():
+        (row,) = {c.row.name for c in training.cells}
+        _finish(training, LEVEL[row], rng)
+    assert cli(["--table", "2", "--preset", "smoke", "--results", str(results), "--report-only"]) == 0
+    return results / "smoke"
+
+
+def _claims(report: str) -> dict[str, str]:
+    """Claim id -> verdict, read from REPORT.md's claims table."""
+    start = report.index("## The paper's claims")
+    lines = report[start:].split("\n## ")[0].splitlines()
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    verdicts = {}
+    for line in lines[4:]:
+        if line.startswith("|"):
+            cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+            verdicts[cells["claim"]] = cells["verdict"].strip("*")
+    return verdicts
+
+
+def test_report_gives_the_constructed_verdicts(smoke_results):
+    report = (smoke_results / "REPORT.md").read_text()
+    verdicts = _claims(report)
+    assert len(verdicts) == 16  # every claim of Table 2
+    for claim in ("t2-skip-r50", "t2-skip-r101", "t2-skip-both", "t2-full-r50", "t2-full-r101"):
+        assert verdicts[claim] == "supported", claim
+    for claim in ("t2-aspp-r50", "t2-aspp-r101", "t2-spatial-r50", "t2-spatial-r101", "t2-fusion-r50"):
+        assert verdicts[claim] == "not resolved", claim
+    assert verdicts["t2-fusion-r101"] == "contradicted"
+    assert verdicts["t2-best"] == "contradicted"  # R50 IFBFNet (0.6) is ahead of R101 IFBFNet (0.5)
+
+
+def test_report_sections_compute_and_links(smoke_results):
+    report = (smoke_results / "REPORT.md").read_text()
+    assert report.startswith("# Reproduction report: preset `smoke`")
+    assert "only differences between rows carry over" in report
+    assert "## Table 2:" in report and "How to read a verdict" in report
+    for name in ("table2.md", "table2.tex", "table2.csv"):
+        assert f"]({name})" in report and (smoke_results / name).is_file()
+    assert "![Table 2: table2_bars.png](table2_bars.png)" in report
+    # 10 runs x 2 logged steps x 30 iterations x batch 4 / 2 images/s = 1200 s
+    assert "20.0 min" in report and "(10 runs" in report
+
+
+def test_tables_have_intervals_not_noise_flags(smoke_results):
+    md = (smoke_results / "table2.md").read_text()
+    assert "95% CI" in md and "within seed noise" not in md
+    df = pd.read_csv(smoke_results / "table2.csv", index_col=0)
+    assert (df["ci_low"] < df["ours"]).all() and (df["ours"] < df["ci_high"]).all()
+    half = (df["ci_high"] - df["ci_low"]) / 2
+    tex = (smoke_results / "table2.tex").read_text()
+    row = df.index[0]
+    assert f"{df.loc[row, 'ours']:.2f} $\\pm$ {half.loc[row]:.2f}" in tex
+
+
+def test_runs_without_per_image_counts_show_a_dash(tmp_path):
+    plan = build_plan([load_table(4)], load_preset("smoke"), 1, tmp_path)
+    for training in plan.trainings.values():
+        _finish(training, None, np.random.default_rng(0))  # evaluated before counts were stored
+    assert cli(["--table", "4", "--preset", "smoke", "--results", str(tmp_path), "--report-only"]) == 0
+    out = tmp_path / "smoke"
+    df = pd.read_csv(out / "table4.csv", index_col=0)
+    assert df["ours"].notna().all() and df["ci_low"].isna().all()
+    md = (out / "table4.md").read_text()
+    assert md.count("| 30.00 ") == 4 and md.count("| —") >= 4
+    report = (out / "REPORT.md").read_text()
+    assert "not evaluated" in report and "supported" not in _claims(report).values()
+
+
+def test_collect_reads_the_counts_through_the_run_store(smoke_results):
+    frame = records.collect([load_table(2)], load_preset("smoke"), 1, smoke_results.parent)
+    counts = records.row_counts(frame, 2)
+    assert set(counts) == set(LEVEL) and all(len(v) == 1 for v in counts.values())
+    rec = frame[frame["row"] == "R50 BaseNet"].iloc[0]
+    stored = json.loads((rec.run_dir / "metrics.json").read_text())["miou"]
+    c = counts["R50 BaseNet"][0]
+    assert float(miou(c.inter.sum(0), c.union.sum(0))) / 100 == pytest.approx(stored)
+
+
+def test_cached_resamples_give_the_plain_bootstrap():
+    """A report reuses each evaluation's resampled mIoUs (stats' cache): the numbers stay those of the
+    plain computation (draw images, sum counts, recompute IoU, take percentiles), asked for any number of times."""
+    inter, union = _counts(0.5, np.random.default_rng(1))
+    row = [Counts(inter, union)]
+    weights = image_weights(np.random.default_rng(0), N_IMAGES, 2000)
+    plain = np.nanpercentile(miou(weights @ inter, weights @ union), [2.5, 97.5])
+    for _ in range(2):  # computed, then from the cache
+        interval = miou_interval(row, resamples=2000)
+        assert (interval.low, interval.high) == pytest.approx(tuple(plain), abs=1e-9)
+    other = [Counts(*_counts(0.5, np.random.default_rng(2)))]
+    before = paired_difference(row, other, resamples=2000)
+    assert paired_difference([Counts(inter.copy(), union.copy())], other, resamples=2000) == before
+
+
+def test_figure_panels_are_titled_by_row(tmp_path):
+    """``ifbf visualize predictions`` titles a run's panel by the table rows it trains, not its hash."""
+    plan = build_plan([load_table(2)], load_preset("smoke"), 1, tmp_path)
+    by_row = {c.row.name: t for t in plan.trainings.values() for c in t.cells}
+    for row in ("R101 IFBFNet", "R50 BaseNet"):
+        RunDir(by_row[row].run_dir).claim(by_row[row].cfg)
+    assert row_label(by_row["R50 BaseNet"].run_dir) == "T2 R50 BaseNet"
+    # one training behind rows of several tables (Table 1's Ours, Table 2's last row, C=128, λ=0.4, ...)
+    assert row_label(by_row["R101 IFBFNet"].run_dir).startswith("T1 Ours = T2 R101 IFBFNet (+")
+    assert row_label(tmp_path) is None
