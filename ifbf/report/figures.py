@@ -79,34 +79,33 @@ def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> li
     return _save(fig, out / f"table{table.number}_{spec.file or spec.column}")
 
 
-def plot_losses(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
-    """Training-loss curves (log.jsonl) of the runs behind a table's rows."""
-    curves = losses(records, table.number)
+def _plot_curves(curves: pd.DataFrame, value: str, scale: float, style: str, ylabel: str, title: str,
+                 path: Path) -> list[Path]:
+    """One line per run (``curves``: label, iter and ``value``), against iteration; nothing when empty."""
     if curves.empty:
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, curve in curves.groupby("label", sort=False):
-        ax.plot(curve["iter"], curve["loss_total"], label=label, lw=1)
+        ax.plot(curve["iter"], scale * curve[value], style, label=label, lw=1, ms=3)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss (main + λ·aux)")
-    ax.set_title(f"Table {table.number}: training loss (preset {preset})", fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6, ncol=2)
-    return _save(fig, out / f"table{table.number}_loss")
+    return _save(fig, path)
+
+
+def plot_losses(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
+    """Training-loss curves (log.jsonl) of the runs behind a table's rows."""
+    return _plot_curves(losses(records, table.number), "loss_total", 1.0, "-", "training loss (main + λ·aux)",
+                        f"Table {table.number}: training loss (preset {preset})", out / f"table{table.number}_loss")
 
 
 def plot_val_curves(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
     """Validation mIoU against iteration (``runtime.val_every``) of the runs behind a table's rows."""
-    curves = val_curves(records, table.number)
-    if curves.empty:
-        return []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, curve in curves.groupby("label", sort=False):
-        ax.plot(curve["iter"], 100 * curve["val_miou"], "o-", label=label, lw=1, ms=3)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("val mIoU (%), single scale, fixed subset")
-    ax.set_title(f"Table {table.number}: validation during training (preset {preset})", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    return _save(fig, out / f"table{table.number}_curves")
+    return _plot_curves(val_curves(records, table.number), "val_miou", 100.0, "o-",
+                        "val mIoU (%), single scale, fixed subset",
+                        f"Table {table.number}: validation during training (preset {preset})",
+                        out / f"table{table.number}_curves")
 
 
 def write_figures(records: pd.DataFrame, table: TableSpec, df: pd.DataFrame, out: Path, preset: str,
