@@ -115,6 +115,32 @@ def load_table(number: int) -> TableSpec:
 
 
 @dataclass(frozen=True)
+class ReportPrior:
+    """What the verdicts of a preset assume where its runs cannot tell (the ``report:`` section of a preset):
+    the std of a row's mIoU between training seeds (points), where that number comes from, and the
+    equivalence margin of ``about`` claims (points)."""
+
+    seed_std: float = 1.0
+    seed_std_source: str = "assumed"
+    margin: float = 1.0
+
+
+def _report_prior(data: object, path: Path) -> ReportPrior:
+    if data is None:
+        return ReportPrior()
+    if not isinstance(data, dict) or set(data) - {"seed_std", "seed_std_source", "margin"}:
+        raise ConfigError(f"{path}: 'report' is a mapping with seed_std, seed_std_source and margin")
+    try:
+        prior = ReportPrior(float(data.get("seed_std", 1.0)), str(data.get("seed_std_source", "assumed")),
+                            float(data.get("margin", 1.0)))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: report.seed_std and report.margin are numbers (mIoU points)") from None
+    if prior.seed_std < 0 or prior.margin <= 0:
+        raise ConfigError(f"{path}: report.seed_std must be >= 0 and report.margin > 0")
+    return prior
+
+
+@dataclass(frozen=True)
 class Preset:
     """A preset is itself a set of overrides, applied before a row's own; ``backbone_map`` then swaps
     the row's backbone (the smoke preset keeps R50 and R101 rows apart as resnet18 and resnet34)."""
@@ -124,6 +150,7 @@ class Preset:
     backbone_map: dict[str, str]
     description: str = ""
     requires_weights: bool = False  # refuse to plan a row whose backbone has no ImageNet weights given
+    report: ReportPrior = field(default_factory=lambda: ReportPrior())
 
 
 def presets() -> list[str]:
@@ -141,7 +168,8 @@ def load_preset(name: str) -> Preset:
     if "estimate" in data:
         raise ConfigError(f"{path}: 'estimate' is gone: --plan takes costs from measurements (reproduce.py --preflight)")
     return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()},
-                  str(data.get("description", "")), bool(data.get("requires_weights", False)))
+                  str(data.get("description", "")), bool(data.get("requires_weights", False)),
+                  _report_prior(data.get("report"), path))
 
 
 def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Config:
