@@ -59,7 +59,7 @@ def expected_from_args(root: Path, expect: list[str] | None, size: str | None) -
             wh = ()
         if wh is not None and len(wh) != 2:
             raise IfbfError(f"--size {size!r}: expected WxH, e.g. 2048x1024, or 'any'")
-    return Expected(counts, wh, expected.train_ids, expected.name)
+    return Expected(counts, wh, expected.name)
 
 
 def report(result: VerifyResult) -> int:
