@@ -76,6 +76,32 @@ def test_partial_dataset_opt_in(tmp_path, capsys, three_image_cityscapes, no_sub
     assert "train: 3 images are not 2048x1024" in err
 
 
+@pytest.fixture(scope="module")
+def one_val_frame(tmp_path_factory):
+    """A Cityscapes root that holds one full-size val frame and no training image."""
+    root = write_dataset(tmp_path_factory.mktemp("val-only") / "cityscapes",
+                         SynthSpec(train=0, val=1, test=0, height=1024, width=2048))
+    (root / "SYNTHETIC.json").unlink()
+    return root
+
+
+@pytest.mark.parametrize("partial", [["--allow-partial-dataset"], []], ids=["partial", "strict"])
+@pytest.mark.parametrize("mode", [["--plan"], ["--preflight"], []], ids=["plan", "preflight", "run"])
+def test_no_training_image_is_refused_before_planning(tmp_path, capsys, monkeypatch, one_val_frame, no_submission,
+                                                      mode, partial):
+    """--allow-partial-dataset waives counts, not emptiness: every job could only fail once it started."""
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(one_val_frame))
+    results = tmp_path / "results"
+    assert cli(["--table", "2", "--preset", "paper", "--executor", "local", "--results", str(results),
+                "--from-scratch", *mode, *partial]) == 2
+    err = capsys.readouterr().err
+    empty = f"train: 0 images under {one_val_frame / 'leftImg8bit' / 'train'}, but the rows train on it"
+    assert (empty in err) == bool(partial)  # without the flag verify's own count line names it
+    assert ("train: 0 of 2975 images" in err) != bool(partial)
+    assert "val:" not in err.replace("val: 1 of 500", "")  # the split that has its frame is fine
+    assert not results.exists()
+
+
 def test_from_scratch_is_marked_in_the_table(tmp_path):
     preset = load_preset("smoke")
     table = load_table(4)
