@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ifbf.commands.reproduce import cli
+from conftest import REPO
+from ifbf.commands.reproduce import build_parser, cli
 from ifbf.data.synth import SynthSpec, write_dataset
 from ifbf.experiments import load_preset, load_table, table_cells
 from ifbf.report import records
@@ -74,6 +75,22 @@ def test_partial_dataset_opt_in(tmp_path, capsys, three_image_cityscapes, no_sub
     assert "of 2975 images" not in err and "ImageNet" not in err
     # what is left are real problems of these 128x64 stand-in images, not their number
     assert "train: 3 images are not 2048x1024" in err
+
+
+def test_weights_keys_no_row_uses_are_named_with_the_keys_the_rows_need(tmp_path, capsys, three_image_cityscapes,
+                                                                       no_submission):
+    deep = tmp_path / "r101_deep.pth"
+    torch.save(ccnet_state(), deep)  # the deep-stem file, given under torchvision's key
+    args = ["--table", "2", "--preset", "paper", "--executor", "local", "--results", str(tmp_path / "r"), "--plan"]
+    assert cli([*args, "--weights", f"resnet101={deep}", f"resnet50_deep={deep}", "resnet18=none"]) == 2
+    err = capsys.readouterr().err
+    need = "the rows need resnet101_deep, resnet50_deep"
+    assert f"--weights resnet101: no row uses it; {need}; if the file is for resnet101_deep, give it as " \
+           "--weights resnet101_deep=PATH" in err
+    assert f"--weights resnet18: no row uses it; {need}\n" in err and "--weights resnet50_deep:" not in err
+    # the paper preset's real keys where a user reads how to give them
+    assert "resnet101_deep=/data/r101.pth resnet50_deep=/data/r50.pth" in " ".join(build_parser().format_help().split())
+    assert "--weights resnet101_deep=PATH resnet50_deep=PATH" in (REPO / "experiments/presets/paper.yaml").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,20 @@ def check_weights(cells: list[Cell], required: bool) -> list[str]:
     return problems
 
 
+def unused_weights(cells: list[Cell], given: list[str]) -> list[str]:
+    """A line per ``--weights`` key that no row uses, with the keys the rows need (a key of another stem is
+    most likely the right file under the wrong name)."""
+    needed = sorted({weights_key(c.cfg.model) for c in cells})
+    lines = []
+    for key in dict.fromkeys(item.partition("=")[0] for item in given):
+        if key in needed:
+            continue
+        near = [k for k in needed if k.split("_")[0] == key.split("_")[0]]
+        guess = f"; if the file is for {near[0]}, give it as --weights {near[0]}=PATH" if near else ""
+        lines.append(f"--weights {key}: no row uses it; the rows need {', '.join(needed)}{guess}")
+    return lines
+
+
 def check_dataset(cells: list[Cell], allow_partial: bool) -> list[str]:
     """The fast verify of every dataset the rows train on (the synthetic one is generated if needed), and
     no split the rows train or evaluate on is empty: ``allow_partial`` waives counts, never emptiness (a

@@ -18,7 +18,8 @@ import submitit
 from ifbf.identity import eval_key
 from ifbf.errors import IfbfError
 from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
-from ifbf.orchestrate.checks import SMOKE_HINT, check_dataset, check_environment, check_weights, require, weight_overrides
+from ifbf.orchestrate.checks import (SMOKE_HINT, check_dataset, check_environment, check_weights, require,
+                                    unused_weights, weight_overrides)
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
 from ifbf.orchestrate.estimate import duration, plan_costs, predict
 from ifbf.orchestrate.jobs import BUSY, EXECUTORS, TrainJob, make_executor
@@ -89,7 +90,11 @@ def check_before_planning(args: Request, tables: list, preset: Preset, extra: tu
     cells = [cell for table in tables for cell in table_cells(table, preset, args.seeds, extra)]
     dataset = check_dataset(cells, args.allow_partial_dataset)
     cityscapes = any(c.cfg.data.dataset == "cityscapes" for c in cells)
-    require(check_weights(cells, preset.requires_weights) + dataset, SMOKE_HINT if dataset and cityscapes else "")
+    problems, unused = check_weights(cells, preset.requires_weights) + dataset, unused_weights(cells, args.weights)
+    # an unused key explains a missing one (the right file under another key); alone it is only a note
+    require(problems + unused if problems else [], SMOKE_HINT if dataset and cityscapes else "")
+    for line in unused:
+        print(f"note: {line}")
 
 
 def status_target(training: Training) -> Target:
