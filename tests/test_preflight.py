@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -187,3 +188,9 @@ def test_preflight_reads_every_split_the_trainings_use(tmp_path):
         label.unlink()
     with pytest.raises(DataError, match="has no label"):
         read_every_split(cfg, [cfg.eval])
+
+
+def test_preflight_scratch_is_not_tracked_by_git():
+    ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", "results/smoke/.preflight/123/123_0_log.out"],
+                             cwd=REPO, timeout=30)
+    assert ignored.returncode == 0
