@@ -44,6 +44,8 @@ def test_paper_without_weights_on_a_partial_dataset(tmp_path, capsys, three_imag
     err = capsys.readouterr().err
     assert "no ImageNet weights for resnet50_deep" in err and "no ImageNet weights for resnet101_deep" in err
     assert "train: 3 of 2975 images" in err and "Traceback" not in err
+    # the alternatives each on a line of its own: a deliberate subset, the synthetic preset
+    assert "(a deliberate subset of Cityscapes, fewer images on purpose: --allow-partial-dataset)" in err.splitlines()
     assert not results.exists()  # no checkpoint, no status, no table
     assert seconds < 60  # seconds, not the first GPU-hour (generous: CI machines are shared)
 

@@ -116,6 +116,9 @@ def test_cli_prepare_verifies_against_the_official_counts(zips, tmp_path, capsys
     out = capsys.readouterr().out
     assert "train: 3 of 2975 images; 2972 missing" in out and "are not 2048x1024" in out
     assert len(list((tmp_path / "out").glob("gtFine/*/*/*_labelTrainIds.png"))) == 5
+    # the summary's fix is not to run prepare again, the command just run
+    assert out.splitlines()[-1].endswith("not verified (fix them, are the zips the complete official ones?; a "
+                                         "deliberate subset passes with --allow-partial)")
 
 
 def test_not_enough_disk_space_is_said_before_extracting(zips, tmp_path, monkeypatch):

@@ -64,7 +64,8 @@ def test_cli_on_a_3_image_dataset_names_2975_and_every_problem(tmp_path, capsys)
     assert ("train: 3 images are not 2048x1024, e.g. aachen_000000_000019 (32x16), aachen_000001_000019 (32x16), "
             "aachen_000002_000019 (32x16)") in lines
     assert len(lines) == 7  # train: count, image, labelIds and labelTrainIds sizes; val, test: count; summary
-    assert lines[-1].endswith("problems; not verified (fix them, or `ifbf data prepare` the official zips)")
+    assert lines[-1].endswith("problems; not verified (fix them, or `ifbf data prepare` the official zips; a "
+                              "deliberate subset passes with --allow-partial)")
     assert not (root / MANIFEST).exists()
 
 

@@ -194,3 +194,17 @@ def test_preflight_scratch_is_not_tracked_by_git():
     ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", "results/smoke/.preflight/123/123_0_log.out"],
                              cwd=REPO, timeout=30)
     assert ignored.returncode == 0
+
+
+def test_a_preflight_slurm_rejects_is_one_line_with_the_keys_to_check(tmp_path, capsys, monkeypatch):
+    import submitit
+
+    def reject(*args, **kwargs):
+        raise submitit.core.utils.FailedJobError("sbatch: error: Invalid generic resource (gres) specification")
+
+    monkeypatch.setattr("ifbf.orchestrate.reproduce.run_preflight", reject)
+    assert cli(["--table", "5", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
+                "--preflight", "--set", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reproduce.py: error: SLURM rejected the job: sbatch: error: Invalid generic resource")
+    assert "gpus_per_node" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -294,5 +294,5 @@ def test_cli_check_and_fetch(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, progress=True: shutil.copy(path, dst))
     assert cli_main(["weights", "fetch", "resnet101", "--variant", "deep"]) == 0
     out = capsys.readouterr().out
-    assert "use:    --set model.weights.resnet101_deep=" in out and str(tmp_path / "hub" / "checkpoints") in out
+    assert "use:    --weights resnet101_deep=" in out and str(tmp_path / "hub" / "checkpoints") in out  # as README
     assert hashlib.sha256(open(path, "rb").read()).hexdigest() in out

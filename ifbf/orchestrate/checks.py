@@ -23,6 +23,7 @@ from ifbf.orchestrate.cluster import SlurmProfile, slurm_available
 
 # the alternative to fixing a Cityscapes root, on a line of its own under the problems
 SMOKE_HINT = "(to try the pipeline without Cityscapes: the embedded synthetic preset, --preset smoke)"
+PARTIAL_HINT = "(a deliberate subset of Cityscapes, fewer images on purpose: --allow-partial-dataset)"
 
 
 class CheckFailed(IfbfError):
@@ -98,15 +99,21 @@ def unused_weights(cells: list[Cell], given: list[str]) -> list[str]:
     return lines
 
 
-def check_dataset(cells: list[Cell], allow_partial: bool) -> list[str]:
+def check_dataset(cells: list[Cell], allow_partial: bool) -> tuple[list[str], str]:
     """The fast verify of every dataset the rows train on (the synthetic one is generated if needed), and
     no split the rows train or evaluate on is empty: ``allow_partial`` waives counts, never emptiness (a
-    job on an empty split could only fail, and only once it has started)."""
-    problems = []
+    job on an empty split could only fail, and only once it has started). Returns (problems, the
+    alternatives to fixing them, one per line: a deliberate subset, the synthetic preset)."""
+    problems, hints = [], []
     for _, group in _rows_by(cells, lambda cfg: (cfg.data.dataset, cfg.data.root, cfg.data.synth)).items():
         result = verify_config(group[0].cfg.data, allow_partial)
-        problems += [f"dataset: {line}" for line in result.problems + _empty_splits(group, result)]
-    return problems
+        lines = [f"dataset: {line}" for line in result.problems + _empty_splits(group, result)]
+        if lines and result.partial and not allow_partial:
+            hints.append(PARTIAL_HINT)
+        if lines and group[0].cfg.data.dataset == "cityscapes":
+            hints.append(SMOKE_HINT)
+        problems += lines
+    return problems, "\n".join(dict.fromkeys(hints))
 
 
 def _empty_splits(cells: list[Cell], result: VerifyResult) -> list[str]:

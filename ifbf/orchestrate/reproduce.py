@@ -18,7 +18,7 @@ import submitit
 from ifbf.identity import eval_key
 from ifbf.errors import IfbfError
 from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
-from ifbf.orchestrate.checks import (SMOKE_HINT, check_dataset, check_environment, check_weights, require,
+from ifbf.orchestrate.checks import (check_dataset, check_environment, check_weights, require,
                                     unused_weights, weight_overrides)
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
 from ifbf.orchestrate.estimate import duration, plan_costs, predict
@@ -88,11 +88,10 @@ def plan_out(plan: Plan) -> Path:
 def check_before_planning(args: Request, tables: list, preset: Preset, extra: tuple[str, ...]) -> None:
     """Weights of every row and the dataset, before any plan: all problems at once, nothing written."""
     cells = [cell for table in tables for cell in table_cells(table, preset, args.seeds, extra)]
-    dataset = check_dataset(cells, args.allow_partial_dataset)
-    cityscapes = any(c.cfg.data.dataset == "cityscapes" for c in cells)
+    dataset, hint = check_dataset(cells, args.allow_partial_dataset)
     problems, unused = check_weights(cells, preset.requires_weights) + dataset, unused_weights(cells, args.weights)
     # an unused key explains a missing one (the right file under another key); alone it is only a note
-    require(problems + unused if problems else [], SMOKE_HINT if dataset and cityscapes else "")
+    require(problems + unused if problems else [], hint)
     for line in unused:
         print(f"note: {line}")
 
@@ -128,7 +127,10 @@ def preflight(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, r
     print(f"preflight: {len(plan.trainings)} training(s) in {len(shapes)} compute shape(s), one short job each "
           f"({executor}, profile gpus_per_node={profile.gpus_per_node})")
     started = time.perf_counter()
-    records = run_preflight(plan, executor, profile, results, iters, threads)
+    try:
+        records = run_preflight(plan, executor, profile, results, iters, threads)
+    except submitit.core.utils.FailedJobError as err:
+        raise rejected(err) from None
     print("\n".join(summary_lines(records)))
     print(f"wrote {preflight_path(results, plan.preset.name)}")
     _compare_with_the_job(plan, profile, records, time.perf_counter() - started)
@@ -136,6 +138,13 @@ def preflight(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, r
     if failed:
         print(f"preflight: {len(failed)} of {len(records)} shape(s) failed (see above)")
     return 1 if failed else 0
+
+
+def rejected(err: Exception) -> IfbfError:
+    """sbatch refused a submission (training or preflight): one line naming the profile keys to check."""
+    reason = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+    return IfbfError(f"SLURM rejected the job: {reason}. Check the profile's partition, gpus_per_node (GPUs must "
+                     "exist on that partition), cpus_per_task and mem_gb against `sinfo -o '%P %G %c %m'`")
 
 
 def _compare_with_the_job(plan: Plan, profile: SlurmProfile, records: dict[str, dict], took_s: float) -> None:
@@ -179,11 +188,7 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile:
         try:
             batch = submit(trainings[start : start + step])
         except submitit.core.utils.FailedJobError as err:
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
-            raise IfbfError(
-                f"SLURM rejected the job: {reason}. Check the profile's partition, gpus_per_node (GPUs must "
-                "exist on that partition), cpus_per_task and mem_gb against `sinfo -o '%P %G %c %m'`"
-            ) from None
+            raise rejected(err) from None
         for training, job in batch:
             outcomes[training.run_hash] = "submitted" if executor == "slurm" and not wait else _wait(training, job)
     return outcomes
