@@ -113,7 +113,7 @@ def read_every_split(cfg: Config, evals: list[EvalConfig]) -> dict[str, int]:
     images = {}
     for split, with_labels in splits.items():
         dataset = eval_dataset(cfg, split, with_labels=with_labels)
-        dataset[0]
+        dataset[0]  # decodes one image (and its label): a missing or unreadable file fails here
         images[split] = len(dataset)
     return images
 
