@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ifbf.commands.reproduce import cli
+from conftest import REPO
+from ifbf.commands.reproduce import build_parser, cli
 from ifbf.data.synth import SynthSpec, write_dataset
 from ifbf.experiments import load_preset, load_table, table_cells
 from ifbf.report import records
@@ -43,6 +44,8 @@ def test_paper_without_weights_on_a_partial_dataset(tmp_path, capsys, three_imag
     err = capsys.readouterr().err
     assert "no ImageNet weights for resnet50_deep" in err and "no ImageNet weights for resnet101_deep" in err
     assert "train: 3 of 2975 images" in err and "Traceback" not in err
+    # the alternatives each on a line of its own: a deliberate subset, the synthetic preset
+    assert "(a deliberate subset of Cityscapes, fewer images on purpose: --allow-partial-dataset)" in err.splitlines()
     assert not results.exists()  # no checkpoint, no status, no table
     assert seconds < 60  # seconds, not the first GPU-hour (generous: CI machines are shared)
 
@@ -74,6 +77,48 @@ def test_partial_dataset_opt_in(tmp_path, capsys, three_image_cityscapes, no_sub
     assert "of 2975 images" not in err and "ImageNet" not in err
     # what is left are real problems of these 128x64 stand-in images, not their number
     assert "train: 3 images are not 2048x1024" in err
+
+
+def test_weights_keys_no_row_uses_are_named_with_the_keys_the_rows_need(tmp_path, capsys, three_image_cityscapes,
+                                                                       no_submission):
+    deep = tmp_path / "r101_deep.pth"
+    torch.save(ccnet_state(), deep)  # the deep-stem file, given under torchvision's key
+    args = ["--table", "2", "--preset", "paper", "--executor", "local", "--results", str(tmp_path / "r"), "--plan"]
+    assert cli([*args, "--weights", f"resnet101={deep}", f"resnet50_deep={deep}", "resnet18=none"]) == 2
+    err = capsys.readouterr().err
+    need = "the rows need resnet101_deep, resnet50_deep"
+    assert f"--weights resnet101: no row uses it; {need}; if the file is for resnet101_deep, give it as " \
+           "--weights resnet101_deep=PATH" in err
+    assert f"--weights resnet18: no row uses it; {need}\n" in err and "--weights resnet50_deep:" not in err
+    # the paper preset's real keys where a user reads how to give them
+    assert "resnet101_deep=/data/r101.pth resnet50_deep=/data/r50.pth" in " ".join(build_parser().format_help().split())
+    assert "--weights resnet101_deep=PATH resnet50_deep=PATH" in (REPO / "experiments/presets/paper.yaml").read_text()
+
+
+@pytest.fixture(scope="module")
+def one_val_frame(tmp_path_factory):
+    """A Cityscapes root that holds one full-size val frame and no training image."""
+    root = write_dataset(tmp_path_factory.mktemp("val-only") / "cityscapes",
+                         SynthSpec(train=0, val=1, test=0, height=1024, width=2048))
+    (root / "SYNTHETIC.json").unlink()
+    return root
+
+
+@pytest.mark.parametrize("partial", [["--allow-partial-dataset"], []], ids=["partial", "strict"])
+@pytest.mark.parametrize("mode", [["--plan"], ["--preflight"], []], ids=["plan", "preflight", "run"])
+def test_no_training_image_is_refused_before_planning(tmp_path, capsys, monkeypatch, one_val_frame, no_submission,
+                                                      mode, partial):
+    """--allow-partial-dataset waives counts, not emptiness: every job could only fail once it started."""
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(one_val_frame))
+    results = tmp_path / "results"
+    assert cli(["--table", "2", "--preset", "paper", "--executor", "local", "--results", str(results),
+                "--from-scratch", *mode, *partial]) == 2
+    err = capsys.readouterr().err
+    empty = f"train: 0 images under {one_val_frame / 'leftImg8bit' / 'train'}, but the rows train on it"
+    assert (empty in err) == bool(partial)  # without the flag verify's own count line names it
+    assert ("train: 0 of 2975 images" in err) != bool(partial)
+    assert "val:" not in err.replace("val: 1 of 500", "")  # the split that has its frame is fine
+    assert not results.exists()
 
 
 def test_from_scratch_is_marked_in_the_table(tmp_path):

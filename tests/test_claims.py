@@ -4,11 +4,11 @@ paper's own numbers, and verdicts come out right on constructed per-image counts
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import PAPER
 from ifbf.report.claims import (CONTRADICTED, NOT_EVALUATED, NOT_RESOLVED, PENDING_ROWS, SUPPORTED, judge, load_claims,
                          parse_claim)
 from ifbf.config import ConfigError
@@ -16,7 +16,6 @@ from ifbf.data.labels import CLASS_NAMES
 from ifbf.experiments import TABLES, load_table
 from ifbf.report.stats import Counts
 
-PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "000_23c25cfa4a04569d.txt"
 # Our DeepLabV3+ row stands for the paper's DeepLabV3+ row of the same table.
 PAPER_ROW = {1: {"DeepLabV3+ (ours)": "DeeplabV3+ [2]"}, 6: {"DeepLabV3+ (ours)": "DeepLabV3+ [2]"}}
 ALL = [c for n in TABLES for c in load_claims(n)]
@@ -57,6 +56,7 @@ def test_sizes_are_the_papers_numbers():
     assert beats.threshold == max(r.paper["miou"] for r in load_table(6).rows if r.overrides is None)
 
 
+@pytest.mark.skipif(not PAPER.is_file(), reason="the paper text in ../shared is absent")
 def test_every_number_of_section_4_is_in_a_claim():
     text = PAPER.read_text()
     section = text[text.index("\n4. Experiment"):text.index("\n5. Conclusions")]

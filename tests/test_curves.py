@@ -4,10 +4,11 @@ the optional TensorBoard note, and the table<N>_curves figure drawn from stored 
 from __future__ import annotations
 
 import math
+import tomllib
 
 import torch
 
-from conftest import TINY_TRAIN
+from conftest import REPO, TINY_TRAIN
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.identity import config_hash
 from ifbf.engine.run import run
@@ -46,6 +47,32 @@ def test_curves_are_recorded_and_change_nothing(tmp_path, capsys):
         assert "tensorboard package is not installed" in capsys.readouterr().out
     else:
         assert any((tmp_path / "curved" / "tensorboard").iterdir())
+
+
+def test_tensorboard_event_files_read_back_with_tensorboards_reader(tmp_path):
+    """The event files hold what log.jsonl holds, at the same iterations: read with TensorBoard's own reader
+    (an optional extra, `pip install ifbf[tb]`, that the test environment installs with `[dev]`)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tiny("runtime.val_every=4", "runtime.val_images=2", "runtime.tensorboard=true"), tmp_path, progress=False)
+    log = RunDir(tmp_path).read_log()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"train/loss_total", "train/lr", "val/miou"} <= set(events.Tags()["scalars"])
+    for tag, key in (("train/loss_total", "loss_total"), ("train/lr", "lr"), ("val/miou", "val_miou")):
+        logged = [(r["iter"], r[key]) for r in log if key in r]
+        read = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert [step for step, _ in read] == [step for step, _ in logged], tag
+        # float32 in the event file; log.jsonl rounds val_miou to 6 decimals
+        assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6) for (_, a), (_, b) in zip(read, logged)), tag
+    assert [e.step for e in events.Scalars("train/lr")] == [2, 4, 6, 8]  # runtime.log_every=2 of 8 iterations
+    assert [e.step for e in events.Scalars("val/miou")] == [4, 8]
+
+
+def test_tensorboard_is_an_extra_the_test_environment_installs():
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("tensorboard") for r in extras["tb"])
+    assert "ifbf[tb]" in extras["dev"] or any(r.startswith("tensorboard") for r in extras["dev"])
 
 
 def test_curves_figure_from_stored_logs(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import zipfile
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED_SAMPLE
 from cityscapes_zips import FRAMES, HEIGHT, WIDTH, write_zips
 from ifbf.commands.cli import main
 from ifbf.data.labels import ID_TO_TRAIN
@@ -114,6 +116,9 @@ def test_cli_prepare_verifies_against_the_official_counts(zips, tmp_path, capsys
     out = capsys.readouterr().out
     assert "train: 3 of 2975 images; 2972 missing" in out and "are not 2048x1024" in out
     assert len(list((tmp_path / "out").glob("gtFine/*/*/*_labelTrainIds.png"))) == 5
+    # the summary's fix is not to run prepare again, the command just run
+    assert out.splitlines()[-1].endswith("not verified (fix them, are the zips the complete official ones?; a "
+                                         "deliberate subset passes with --allow-partial)")
 
 
 def test_not_enough_disk_space_is_said_before_extracting(zips, tmp_path, monkeypatch):
@@ -125,3 +130,33 @@ def test_not_enough_disk_space_is_said_before_extracting(zips, tmp_path, monkeyp
     with pytest.raises(PrepareError, match=r"extracting leftImg8bit_trainvaltest.zip needs 0.0 GB, .* has 0.0 GB free"):
         prepare(tmp_path / "out", zips, TINY, progress=False)
     assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_a_root_with_label_ids_only_verifies_and_trains(zips, tmp_path, capsys):
+    """Converted by another tool, polygons deleted to save space: no polygons, no labelTrainIds. Training and
+    evaluation read labelIds, so verify accepts the root (it used to demand labelTrainIds, which prepare can
+    create only from polygons), and a training on it runs; with the real frame of ../shared when present."""
+    root = tmp_path / "cityscapes"
+    with zipfile.ZipFile(zips / "gtFine_trainvaltest.zip") as gt, \
+            zipfile.ZipFile(zips / "leftImg8bit_trainvaltest.zip") as left:
+        gt.extractall(root, [m for m in gt.namelist() if m.endswith("_labelIds.png")])
+        left.extractall(root, [m for m in left.namelist() if m.startswith("leftImg8bit/")])
+    if SHARED_SAMPLE.is_dir():  # a real frame (256x128): its labelIds only
+        for path in [*SHARED_SAMPLE.glob("leftImg8bit/val/*/*.png"), *SHARED_SAMPLE.glob("gtFine/val/*/*_labelIds.png")]:
+            target = root / path.relative_to(SHARED_SAMPLE)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    assert not list(root.glob("gtFine/*/*/*_polygons.json")) and not list(root.glob("gtFine/*/*/*_labelTrainIds.png"))
+    assert main(["data", "verify", str(root), "--size", "any", "--allow-partial", "--no-progress"]) == 0
+    assert "verified Cityscapes (train 3, val" in capsys.readouterr().out
+    # prepare (official sizes: refused) never asks for labelTrainIds, which it could not create without polygons
+    assert main(["data", "prepare", "--out", str(root), "--allow-partial", "--no-progress"]) == 2
+    out = capsys.readouterr().out
+    assert "are not 2048x1024" in out and "labelTrainIds" not in out
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--no-progress", "data.dataset=cityscapes", f"data.root={root}",
+                 "model.backbone=resnet18", "model.norm=bn", "data.crop_size=[32, 32]", "data.batch_size=2",
+                 "train.iters=2", "train.warmup_iters=1", "train.ohem_min_kept=100", "eval.scales=[1.0]",
+                 "runtime.workers=0"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["iters"] == 2 and len(metrics["evaluations"]) == 1

@@ -3,18 +3,26 @@ local executor, preflight.json, the plan's arithmetic, failures as one line, fin
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
 
+import numpy as np
 import pytest
 
 from conftest import REPO, TINY_TRAIN
 from ifbf.commands.reproduce import cli
+from ifbf.data.cityscapes import DataError
+from ifbf.data.synth import SynthSpec, write_dataset
+from ifbf.engine import measure as measure_mod
+from ifbf.engine.measure import UNSTABLE_SPREAD, read_every_split, spread
 from ifbf.identity import eval_key
 from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
 from ifbf.orchestrate.estimate import actual_seconds, predict, split_images, wall_clock
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import explain, group_shapes, shape_hash, shape_of
+from ifbf.orchestrate.reproduce import _compare_with_the_job
 from ifbf.rundir import RunDir
 
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]
@@ -124,3 +132,79 @@ def test_presets_have_no_constant_estimate():
     for name in ("paper", "smoke"):
         assert "estimate" not in (REPO / "experiments" / "presets" / f"{name}.yaml").read_text()
     assert load_profile("local").gpus_per_node == 0
+
+
+def test_spread_of_the_timed_iterations():
+    steps = [1.0, 1.0, 2.0, 4.0, 4.0]
+    figures, relative = spread(steps)
+    q1, q3 = np.percentile(steps, [25, 75], method="weibull")  # the (n + 1)p quartiles, computed independently
+    assert (figures["q1"], figures["median"], figures["q3"]) == (q1, 2.0, q3)
+    assert relative == pytest.approx((q3 - q1) / 2.0) and figures["each"] == steps
+    assert spread([2.0, 2.02, 1.98, 2.01, 1.99])[1] < UNSTABLE_SPREAD < relative
+
+
+def test_a_busy_machine_is_flagged_in_preflight_json_and_the_plan(tmp_path, capsys, monkeypatch):
+    """Iterations of one shape that take very different times: the measurement says the machine was busy."""
+    real = measure_mod._train_timings
+
+    def busy(*args, **kwargs):
+        steps, waits = real(*args, **kwargs)
+        return [s * (1 + 3 * (i % 2)) for i, s in enumerate(steps)], waits  # every other one 4x slower
+
+    monkeypatch.setattr(measure_mod, "_train_timings", busy)
+    args = ["--table", "5", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path), "--set", *TINY]
+    assert cli([*args, "--preflight", "--preflight-iters", "4"]) == 0
+    out = capsys.readouterr().out
+    (record,) = json.loads((tmp_path / "smoke" / "preflight.json").read_text())["shapes"].values()
+    each = record["s_per_it"]["each"]
+    assert len(each) == 4 and record["unstable"] is True and record["spread"] > UNSTABLE_SPREAD
+    assert "unstable:" in out and "the machine was busy; rerun --preflight on an idle node" in out
+    assert set(record["splits"]) == {"train", "val"}  # a sample of every split the trainings use was read
+    assert cli([*args, "--plan"]) == 0
+    trainings = len(_plan([5], extra=TINY).trainings)
+    assert capsys.readouterr().out.count("the machine was busy") == trainings  # each training of the shape says so
+
+
+def test_preflight_says_when_it_costs_more_than_the_job(capsys):
+    plan = _plan([5], extra=TINY)
+    (key,) = group_shapes(plan, CPU)
+    records = {key: {"setup_s": 1.0, "s_per_it": {"median": 0.01}, "ckpt_s": 0.0, "eval": {},
+                     "date": "2026-12-01", "device": "CPU"}}
+    _compare_with_the_job(plan, CPU, records, took_s=5.0)
+    assert capsys.readouterr().out == ""  # 10 trainings of ~1.06 s: more than the 5 s the preflight took
+    _compare_with_the_job(plan, CPU, records, took_s=60.0)
+    assert "note: this preflight took 1.0 min, more than the 0.2 min its trainings" in capsys.readouterr().out
+
+
+def test_preflight_reads_every_split_the_trainings_use(tmp_path):
+    """A split with no labels fails the preflight (a job would fail only when it got there)."""
+    from ifbf.config import BASE_CONFIG, load_config
+
+    root = write_dataset(tmp_path / "synth", SynthSpec(train=2, val=1, test=1, height=32, width=64))
+    cfg = load_config(BASE_CONFIG, [*TINY, "data.dataset=cityscapes", f"data.root={root}"])
+    test = dataclasses.replace(cfg.eval, split="test")
+    assert read_every_split(cfg, [cfg.eval, test]) == {"train": 2, "val": 1, "test": 1}  # test: images only
+    for label in root.glob("gtFine/val/*/*_labelIds.png"):
+        label.unlink()
+    with pytest.raises(DataError, match="has no label"):
+        read_every_split(cfg, [cfg.eval])
+
+
+def test_preflight_scratch_is_not_tracked_by_git():
+    ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", "results/smoke/.preflight/123/123_0_log.out"],
+                             cwd=REPO, timeout=30)
+    assert ignored.returncode == 0
+
+
+def test_a_preflight_slurm_rejects_is_one_line_with_the_keys_to_check(tmp_path, capsys, monkeypatch):
+    import submitit
+
+    def reject(*args, **kwargs):
+        raise submitit.core.utils.FailedJobError("sbatch: error: Invalid generic resource (gres) specification")
+
+    monkeypatch.setattr("ifbf.orchestrate.reproduce.run_preflight", reject)
+    assert cli(["--table", "5", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
+                "--preflight", "--set", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reproduce.py: error: SLURM rejected the job: sbatch: error: Invalid generic resource")
+    assert "gpus_per_node" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -17,7 +17,7 @@ from ifbf.commands.reproduce import cli
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.orchestrate.cluster import load_profile, slurm_available
 from ifbf.orchestrate.jobs import TrainJob, make_executor
-from ifbf.orchestrate.status import Target, collect, render, sacct
+from ifbf.orchestrate.status import Target, collect, progress_log, render, sacct
 from ifbf.rundir import RunDir, runs_root, write_status
 
 TOTAL = 100
@@ -150,3 +150,14 @@ def test_sacct_output_is_parsed_pending_array_tasks_included(monkeypatch):
     assert found["12_2"][0]["state"] == "pending"
     assert found["5"][0]["state"] == "failed" and found["5"][0]["gpus"] == 2
     assert set(found) == {"12_0", "12_2", "5"}
+
+
+def test_the_log_named_is_the_one_that_says_what_the_job_does():
+    """submitit prints a job's progress into *_log.out and its traceback into *_log.err (recorded at submission)."""
+    err = "/r/smoke/.submitit/4242/4242_0_log.err"
+    out = "/r/smoke/.submitit/4242/4242_0_log.out"
+    for state in ("running", "pending", "done", "requeued (requeued ×1)"):
+        assert progress_log(err, state) == out
+    for state in ("failed", "timeout", "OOM", "cancelled"):
+        assert progress_log(err, state) == err
+    assert progress_log("/logs/custom.log", "running") == "/logs/custom.log" and progress_log(None, "running") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,15 +95,46 @@ def test_each_layout_loads_into_its_stem(tmp_path, stem, make, probe, source):
     assert torch.equal(backbone.layer4[2].bn3.running_var, flat["layer4.2.bn3.running_var"])
 
 
-@pytest.mark.parametrize("stem, make, hint", [
-    ("deep", torchvision_state, "this file has torchvision's 7x7 stem: set model.stem=torchvision"),
-    ("torchvision", ccnet_state, r"this file has a deep stem 64-64-128 \(CCNet\): set model.stem=deep"),
-    ("deep", v1c_state, r"this file has a deep stem 32-32-64 \(mmseg v1c\): set model.stem=deep_v1c"),
+@pytest.mark.parametrize("stem, make, has", [
+    ("deep", torchvision_state, "torchvision's 7x7 stem"),
+    ("torchvision", ccnet_state, "a deep stem 64-64-128 (CCNet)"),
+    ("deep", v1c_state, "a deep stem 32-32-64 (mmseg v1c)"),
 ])
-def test_other_stem_is_a_clear_error(tmp_path, stem, make, hint):
+def test_other_stem_names_the_right_file_first(tmp_path, stem, make, has):
+    """The fix is the file the config asks for; switching model.stem is only named as the deviation it is."""
     path = _save(tmp_path, "w.pth", make())
-    with pytest.raises(IfbfError, match=rf"does not fit a resnet50 with model.stem={stem}: .*{hint}"):
+    with pytest.raises(IfbfError) as err:
         W.load_backbone_weights(_backbone(stem), path)
+    message = str(err.value)
+    fetch = "`ifbf weights fetch resnet50" + ("`" if stem == "torchvision" else f" --variant {stem}`")
+    file_stem = W.inspect_state(W.read_checkpoint(path)).stem
+    assert f"does not fit a resnet50 with model.stem={stem}: " in message
+    assert f"this file has {has}, model.stem={stem} needs {W.STEM_NAMES[stem]}: give that file ({fetch})" in message
+    assert (f"only as a deliberate deviation from the recipe (it changes the run's identity) would "
+            f"model.stem={file_stem} use this file") in message
+    assert "set model.stem" not in message
+
+
+def test_unreadable_files_say_what_is_wrong_and_never_weights_only_false(tmp_path):
+    full = Path(_save(tmp_path, "full.pth", ccnet_state()))
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    text = tmp_path / "text.pth"
+    text.write_text("<html>404 Not Found</html>\n")
+    objects = _save(tmp_path, "objects.pth", {"model": torch.nn.Linear(2, 2)})
+    fetch = "`ifbf weights fetch resnet50 --variant deep`"
+    expected = {
+        truncated: f"is truncated or damaged ({truncated.stat().st_size} bytes; a torch checkpoint whose end is "
+                   f"missing or corrupt): download it again with {fetch} and compare its sha256",
+        text: f"is not a torch checkpoint (text, it starts with b'<html>404 Not Found</htm'): download it with {fetch}",
+        objects: "holds pickled Python objects (torch.nn.modules.linear.Linear), not only tensors",
+    }
+    for path, words in expected.items():
+        with pytest.raises(IfbfError) as err:
+            W.load_backbone_weights(_backbone("deep"), path)
+        message = str(err.value)
+        assert f"{path} {words}" in message
+        assert "weights_only" not in message and "\n" not in message
 
 
 def test_wrapped_ccnet_file_loads_through_build_model(tmp_path):
@@ -256,11 +288,11 @@ def test_cli_check_and_fetch(tmp_path, monkeypatch, capsys):
     assert cli_main(["weights", "check", path, "--backbone", "resnet50"]) == 0
     assert "loads:    yes, into resnet50 with model.stem=torchvision" in capsys.readouterr().out
     assert cli_main(["weights", "check", path, "--backbone", "resnet50", "--stem", "deep"]) == 2
-    assert "set model.stem=torchvision" in capsys.readouterr().out
+    assert "give that file (`ifbf weights fetch resnet50 --variant deep`)" in capsys.readouterr().out
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, progress=True: shutil.copy(path, dst))
     assert cli_main(["weights", "fetch", "resnet101", "--variant", "deep"]) == 0
     out = capsys.readouterr().out
-    assert "use:    --set model.weights.resnet101_deep=" in out and str(tmp_path / "hub" / "checkpoints") in out
+    assert "use:    --weights resnet101_deep=" in out and str(tmp_path / "hub" / "checkpoints") in out  # as README
     assert hashlib.sha256(open(path, "rb").read()).hexdigest() in out

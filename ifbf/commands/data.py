@@ -59,17 +59,21 @@ def expected_from_args(root: Path, expect: list[str] | None, size: str | None) -
             wh = ()
         if wh is not None and len(wh) != 2:
             raise IfbfError(f"--size {size!r}: expected WxH, e.g. 2048x1024, or 'any'")
-    return Expected(counts, wh, expected.train_ids, expected.name)
+    return Expected(counts, wh, expected.name)
 
 
-def report(result: VerifyResult) -> int:
+def report(result: VerifyResult, prepared: bool = False) -> int:
+    """Every problem, then one summary line whose fix fits the command (``prepared``: after ``prepare``,
+    which has just done what verify would suggest, so a short count points at the zips or --allow-partial)."""
     counts = result.counts()
     if result.problems:
         for line in result.problems:
             print(line)
         n = len(result.problems)
-        print(f"{result.root}: {n} problem{'s' * (n != 1)}; not verified (fix them, or `ifbf data prepare` the "
-              f"official zips)")
+        fix = "are the zips the complete official ones?" if prepared else "or `ifbf data prepare` the official zips"
+        subset = "; a deliberate subset passes with --allow-partial" if result.partial and not result.allow_partial \
+            else ""
+        print(f"{result.root}: {n} problem{'s' * (n != 1)}; not verified (fix them, {fix}{subset})")
         return 2
     summary = ", ".join(f"{s} {counts.get(s, 0)}" for s in result.expected.counts)
     partial = " (partial, accepted by --allow-partial)" if result.partial else ""
@@ -85,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
         from ifbf.data.prepare import prepare  # imports cityscapesscripts' converter only when preparing
 
         result = prepare(args.out, args.zips, allow_partial=args.allow_partial, workers=args.workers, progress=progress)
-    else:
-        expected = expected_from_args(args.root, args.expect, args.size)
-        result = verify(args.root, expected, args.deep, args.allow_partial, args.workers, progress)
-        if result.ok:
-            print(f"manifest: {write_manifest(result)}")
+        return report(result, prepared=True)
+    expected = expected_from_args(args.root, args.expect, args.size)
+    result = verify(args.root, expected, args.deep, args.allow_partial, args.workers, progress)
+    if result.ok:
+        print(f"manifest: {write_manifest(result)}")
     return report(result)

@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
                    help="extra config overrides for every run (they change run identities)")
     p.add_argument("--weights", nargs="+", default=[], metavar="KEY=PATH",
-                   help="ImageNet weights per backbone, e.g. resnet101=/data/r101.pth resnet50=/data/r50.pth "
-                        "(keys: resnet50, resnet101, resnet101_deep, ...; `ifbf weights fetch` downloads them)")
+                   help="ImageNet weights per backbone and stem; the paper preset's: resnet101_deep=/data/r101.pth "
+                        "resnet50_deep=/data/r50.pth (other keys: resnet50, resnet101, *_deep_v1c; `ifbf weights "
+                        "fetch resnet101 --variant deep` downloads them)")
     p.add_argument("--from-scratch", action="store_true",
                    help="train rows without weights from random init (marked 'from scratch' in the tables)")
     p.add_argument("--allow-partial-dataset", action="store_true",

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "fetch":
         path, digest = fetch_weights(args.backbone, args.variant)
         key = args.backbone if args.variant not in get_args(Stem) else f"{args.backbone}_{args.variant}"
-        print(f"path:   {path}\nsha256: {digest}\nuse:    --set model.weights.{key}={path}")
+        print(f"path:   {path}\nsha256: {digest}\nuse:    --weights {key}={path}   (or model.weights.{key}=...)")
         return 0
     text = describe_weights(args.file, args.backbone, args.stem)
     print(text)

@@ -1,8 +1,9 @@
 """``ifbf data verify``: is a Cityscapes root complete and readable, before any GPU-hour is spent?
 
-Per split: the image count against the expected one (official: 2975 / 500 / 1525), every image with its
-gtFine labels (labelIds everywhere; labelTrainIds where training reads them: train and val), image sizes
-(official: 2048x1024) and readable PNG headers (26 bytes per file, so the fast check takes seconds);
+Per split: the image count against the expected one (official: 2975 / 500 / 1525), every image with the
+gtFine label that training and evaluation read (``*_gtFine_labelIds.png``, mapped to train ids in memory;
+``*_labelTrainIds.png`` are optional: checked when present, never demanded, since a root converted by
+another tool or without its polygons may lack them), image sizes (official: 2048x1024) and readable PNG headers (26 bytes per file, so the fast check takes seconds);
 ``deep`` decodes every file. Every problem is collected and reported at once, one line each, aggregated
 ("train: 3 of 2975 images; 2972 missing, e.g. ..."). On success a small manifest is written: per split the
 frame names and byte sizes, and a sha256 digest of the dataset (file names + sizes) that runs record.
@@ -56,12 +57,11 @@ class DatasetError(IfbfError):
 
 @dataclass(frozen=True)
 class Expected:
-    """What a complete dataset holds: images per split, image size (width, height; None = any, but labels
-    must match their image) and the splits whose frames need ``*_labelTrainIds.png``."""
+    """What a complete dataset holds: images per split and image size (width, height; None = any, but labels
+    must match their image)."""
 
     counts: dict[str, int]
     size: tuple[int, int] | None = (2048, 1024)
-    train_ids: tuple[str, ...] = ("train", "val")
     name: str = "Cityscapes"
 
 
@@ -69,9 +69,9 @@ CITYSCAPES = Expected(counts={"train": 2975, "val": 500, "test": 1525})
 
 
 def synthetic_expected(spec: SynthConfig) -> Expected:
-    """The embedded synthetic dataset (``ifbf synth``): its own counts and size, labelIds only."""
+    """The embedded synthetic dataset (``ifbf synth``): its own counts and size."""
     counts = {"train": spec.train, "val": spec.val, "test": spec.test}
-    return Expected(counts, (spec.width, spec.height), (), "synthetic")
+    return Expected(counts, (spec.width, spec.height), "synthetic")
 
 
 def expected_for(cfg: DataConfig) -> Expected:
@@ -203,17 +203,14 @@ def _check_counts(root: Path, split: str, frames: dict[str, Frame], expected: in
     return [f"{head} (cities present: {', '.join(cities[:5]) + (', ...' if len(cities) > 5 else '') or 'none'})"]
 
 
-def _check_labels(root: Path, split: str, frames: dict[str, Frame], kinds: list[str]) -> list[str]:
-    problems = []
+def _check_labels(split: str, frames: dict[str, Frame]) -> list[str]:
+    """Every image has the label file training and evaluation read (labelIds; see the module docstring)."""
     images = [n for n, f in frames.items() if "image" in f.sizes]
-    for kind in kinds:
-        missing = [n for n in images if kind not in frames[n].sizes]
-        if missing:
-            fix = "; `ifbf data prepare --out ROOT` creates them from the polygons" if kind == "labelTrainIds" else ""
-            hint = f" (expected gtFine/{split}/<city>/<frame>{KINDS[kind][1]}{fix})"
-            what = f"{len(missing)} of {len(images)} images have no gtFine {kind}"
-            problems.append(_line(split, what, missing, hint=hint))
-    return problems
+    missing = [n for n in images if "labelIds" not in frames[n].sizes]
+    if not missing:
+        return []
+    hint = f" (expected gtFine/{split}/<city>/<frame>{KINDS['labelIds'][1]})"
+    return [_line(split, f"{len(missing)} of {len(images)} images have no gtFine labelIds", missing, hint=hint)]
 
 
 def _check_headers(root: Path, split: str, frames: dict[str, Frame], expected: Expected, workers: int) -> list[str]:
@@ -262,9 +259,8 @@ def verify(root: str | Path, expected: Expected = CITYSCAPES, deep: bool = False
     problems: list[str] = []
     for split, count in expected.counts.items():
         frames = splits[split]
-        kinds = ["labelIds"] + (["labelTrainIds"] if split in expected.train_ids else [])
         problems += _check_counts(root, split, frames, count, allow_partial)
-        problems += _check_labels(root, split, frames, kinds)
+        problems += _check_labels(split, frames)
         problems += _check_headers(root, split, frames, expected, min(32, 4 * workers))
         if deep:
             problems += _check_decode(root, split, frames, workers, progress)

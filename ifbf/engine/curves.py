@@ -34,7 +34,7 @@ class Curves:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 print("note: runtime.tensorboard=true, but the tensorboard package is not installed "
-                      "(pip install tensorboard); no event files are written")
+                      "(pip install 'ifbf[tb]'); no event files are written")
             else:
                 self.writer = SummaryWriter(str(run_dir.path / TENSORBOARD_DIR))
 

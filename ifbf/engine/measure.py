@@ -26,6 +26,9 @@ from ifbf.engine.precision import compile_net
 from ifbf.engine.train import build_training, forward_loss, optimizer_step
 
 GIB = 1024**3
+# Interquartile range of the timed iterations over their median above which a measurement is not trusted:
+# one shape's iterations should take the same time, so a wide spread means another load shared the machine.
+UNSTABLE_SPREAD = 0.25
 
 
 def _sync(device: torch.device) -> None:
@@ -98,6 +101,32 @@ def eval_seconds(model: nn.Module, cfg: Config, setting: EvalConfig, device: tor
     return statistics.fmean(times)
 
 
+def read_every_split(cfg: Config, evals: list[EvalConfig]) -> dict[str, int]:
+    """Read one sample (image, and label where one is computed against) of every split the training and its
+    evaluations use, as the job's node sees the dataset; returns split -> images. A missing or empty split
+    fails here, in the preflight, not hours into a training."""
+    splits = {s: True for s in cfg.data.train_splits}
+    for setting in evals:
+        split = setting.split or cfg.data.val_split
+        server = cfg.data.dataset == "cityscapes" and split == "test"  # private labels: scored by the server
+        splits[split] = splits.get(split, False) or not server
+    images = {}
+    for split, with_labels in splits.items():
+        dataset = eval_dataset(cfg, split, with_labels=with_labels)
+        dataset[0]  # decodes one image (and its label): a missing or unreadable file fails here
+        images[split] = len(dataset)
+    return images
+
+
+def spread(steps: list[float]) -> tuple[dict, float]:
+    """The timed iterations' figures (median, quartiles, extremes, each one) and their relative spread."""
+    median = statistics.median(steps)
+    q1, _, q3 = statistics.quantiles(steps, n=4) if len(steps) > 1 else [median, median, median]
+    figures = {"median": round(median, 4), "q1": round(q1, 4), "q3": round(q3, 4), "min": round(min(steps), 4),
+               "max": round(max(steps), 4), "each": [round(s, 4) for s in steps]}
+    return figures, (q3 - q1) / median
+
+
 def _checkpoint_seconds(cfg: Config, scratch: Path, model: nn.Module, optimizer, scheduler, scaler) -> float:
     """Seconds to write one checkpoint of this shape (into the scratch folder, deleted again)."""
     scratch.mkdir(parents=True, exist_ok=True)
@@ -130,6 +159,7 @@ def measure(cfg: Config, evals: list[EvalConfig], warmup: int | None = None, ite
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
     net = compile_net(net, cfg.train.compile)
     setup_s = time.perf_counter() - started
+    splits = read_every_split(cfg, evals)
     steps, waits = _train_timings(cfg, net, optimizer, scheduler, scaler, device, dist_info.rank, dist_info.world,
                                   warmup, iters)
     train_peak = _peak_bytes(device)
@@ -145,15 +175,16 @@ def measure(cfg: Config, evals: list[EvalConfig], warmup: int | None = None, ite
         }
     if not dist_info.main:
         return None
-    median = statistics.median(steps)
-    quartiles = statistics.quantiles(steps, n=4) if len(steps) > 1 else [median, median, median]
+    s_per_it, relative = spread(steps)
     return {
         **facts(device, dist_info.world),
         "warmup": warmup,
         "iters": iters,
-        "s_per_it": {"median": round(median, 4), "q1": round(quartiles[0], 4), "q3": round(quartiles[2], 4),
-                     "min": round(min(steps), 4), "max": round(max(steps), 4)},
-        "imgs_per_s": round(cfg.data.batch_size * dist_info.world / median, 3),
+        "s_per_it": s_per_it,
+        "spread": round(relative, 3),  # (q3 - q1) / median of the timed iterations
+        "unstable": relative > UNSTABLE_SPREAD,
+        "splits": splits,
+        "imgs_per_s": round(cfg.data.batch_size * dist_info.world / s_per_it["median"], 3),
         "data_wait": round(sum(waits) / sum(steps), 4),
         "peak_mem_gib": round(train_peak / GIB, 3),
         "peak_mem_kind": "GPU (torch.cuda.max_memory_allocated)" if on_gpu else "CPU (peak RSS of the process)",

@@ -74,16 +74,40 @@ def weights_record(model: ModelConfig) -> dict[str, str | None]:
     return {"key": f"model.weights.{weights_key(model)}", "path": str(path.resolve()) if path else None, "sha256": digest}
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The backbone tensors of a checkpoint, in our key layout (deep stems as conv1..bn3), fc dropped."""
+def fetch_command(backbone: str, stem: str) -> str:
+    """The command that downloads the published ImageNet weights of ``backbone`` with ``stem``."""
+    return f"`ifbf weights fetch {backbone}{'' if stem == 'torchvision' else f' --variant {stem}'}`"
+
+
+def unreadable(path: Path, err: Exception, fetch: str) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in our words: torch's own advice includes
+    retrying with ``weights_only=False``, which runs whatever code the file holds, so it is never repeated."""
+    text = str(err)
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # neither a torch zip nor a legacy pickle
+        kind = "an empty file" if not head else "text" if head.isascii() else "another format"
+        return f"{path} is not a torch checkpoint ({kind}, it starts with {head[:24]!r}): download it with {fetch}"
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"{path} holds pickled Python objects{what}, not only tensors, and ifbf never runs code from a "
+                f"weights file: save just the state dict (torch.save(model.state_dict(), PATH)) or download "
+                f"the published file with {fetch}")
+    return (f"{path} is truncated or damaged ({path.stat().st_size} bytes; a torch checkpoint whose end is "
+            f"missing or corrupt): download it again with {fetch} and compare its sha256")
+
+
+def read_checkpoint(path: str | Path, fetch: str = "`ifbf weights fetch`") -> dict[str, torch.Tensor]:
+    """The backbone tensors of a checkpoint, in our key layout (deep stems as conv1..bn3), fc dropped.
+    ``fetch``: the command that downloads the right file, named when this one cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise IfbfError(f"weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise IfbfError(f"cannot read {path} as a torch checkpoint ({first[:200]})") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets one clear message
+        raise IfbfError(unreadable(path, err, fetch)) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -129,20 +153,26 @@ def _comparable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _hint(info: WeightsInfo, backbone: ResNetBackbone) -> str:
+    """The fix first: the file the config asks for. Switching ``model.stem`` to fit the file is named only as
+    the deviation it is (another architecture, so another run identity; the paper preset uses the deep stem)."""
+    right = fetch_command(backbone.name, backbone.stem)
     hints = []
     if info.stem != backbone.stem:
-        fix = f"set model.stem={info.stem}" if info.stem in STEM_NAMES else "no model.stem matches it"
-        hints.append(f"this file has {STEM_NAMES.get(info.stem, info.stem + ' stem')}: {fix}")
+        deviation = (f"; only as a deliberate deviation from the recipe (it changes the run's identity) would "
+                     f"model.stem={info.stem} use this file") if info.stem in STEM_NAMES else ""
+        hints.append(f"this file has {STEM_NAMES.get(info.stem, info.stem + ' stem')}, model.stem={backbone.stem} "
+                     f"needs {STEM_NAMES[backbone.stem]}: give that file ({right}){deviation}")
     if info.depth not in ("unknown", backbone.name):
-        hints.append(f"this file looks like a {info.depth}, not a {backbone.name}: give it as "
-                     f"model.weights.{info.depth}{'' if info.stem == 'torchvision' else '_' + info.stem}")
-    return "; ".join(hints) or "is it an ImageNet ResNet checkpoint?"
+        key = info.depth + ("" if info.stem == "torchvision" else "_" + info.stem)
+        hints.append(f"this file looks like a {info.depth}, not a {backbone.name}: it is the file for {key} "
+                     f"(--weights {key}=PATH); the {backbone.name} file comes from {right}")
+    return "; ".join(hints) or f"is it an ImageNet ResNet checkpoint? ({right} downloads the right one)"
 
 
 def load_backbone_weights(backbone: ResNetBackbone, path: str | Path, where: str = "model.weights") -> None:
     """Load ImageNet weights into ``backbone`` strictly: any missing, unexpected or wrongly shaped
     backbone tensor is an error naming the keys and what the file looks like."""
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, fetch_command(backbone.name, backbone.stem))
     theirs, own = _comparable(state), _comparable(backbone.state_dict())
     missing = sorted(set(own) - set(theirs))
     unexpected = sorted(set(theirs) - set(own))

@@ -15,28 +15,31 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ifbf.config import Config, WeightsConfig
-from ifbf.data.verify import verify_config
+from ifbf.data.verify import VerifyResult, verify_config
 from ifbf.errors import IfbfError
 from ifbf.experiments import Cell
 from ifbf.identity import weights_key, weights_overrides, weights_status
 from ifbf.orchestrate.cluster import SlurmProfile, slurm_available
 
-SMOKE_HINT = "or run the embedded synthetic preset: --preset smoke"
+# the alternative to fixing a Cityscapes root, on a line of its own under the problems
+SMOKE_HINT = "(to try the pipeline without Cityscapes: the embedded synthetic preset, --preset smoke)"
+PARTIAL_HINT = "(a deliberate subset of Cityscapes, fewer images on purpose: --allow-partial-dataset)"
 
 
 class CheckFailed(IfbfError):
     """Problems found before planning or submitting; the message lists every one."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], hint: str = "") -> None:
         n = len(problems)
-        lines = "\n".join(f"  - {p}" for p in problems)
+        lines = "\n".join(f"  - {p}" for p in problems) + (f"\n{hint}" if hint else "")
         super().__init__(f"{n} problem{'s' * (n != 1)} found before anything was submitted:\n{lines}")
         self.problems = problems
 
 
-def require(problems: list[str]) -> None:
+def require(problems: list[str], hint: str = "") -> None:
+    """Raise ``CheckFailed`` with every problem (and ``hint``, an alternative, on a line of its own)."""
     if problems:
-        raise CheckFailed(problems)
+        raise CheckFailed(problems, hint)
 
 
 def weight_overrides(given: list[str], from_scratch: bool) -> list[str]:
@@ -82,16 +85,57 @@ def check_weights(cells: list[Cell], required: bool) -> list[str]:
     return problems
 
 
-def check_dataset(cells: list[Cell], allow_partial: bool) -> list[str]:
-    """The fast verify of every dataset the rows train on (the synthetic one is generated if needed)."""
-    problems = []
+def unused_weights(cells: list[Cell], given: list[str]) -> list[str]:
+    """A line per ``--weights`` key that no row uses, with the keys the rows need (a key of another stem is
+    most likely the right file under the wrong name)."""
+    needed = sorted({weights_key(c.cfg.model) for c in cells})
+    lines = []
+    for key in dict.fromkeys(item.partition("=")[0] for item in given):
+        if key in needed:
+            continue
+        near = [k for k in needed if k.split("_")[0] == key.split("_")[0]]
+        guess = f"; if the file is for {near[0]}, give it as --weights {near[0]}=PATH" if near else ""
+        lines.append(f"--weights {key}: no row uses it; the rows need {', '.join(needed)}{guess}")
+    return lines
+
+
+def check_dataset(cells: list[Cell], allow_partial: bool) -> tuple[list[str], str]:
+    """The fast verify of every dataset the rows train on (the synthetic one is generated if needed), and
+    no split the rows train or evaluate on is empty: ``allow_partial`` waives counts, never emptiness (a
+    job on an empty split could only fail, and only once it has started). Returns (problems, the
+    alternatives to fixing them, one per line: a deliberate subset, the synthetic preset)."""
+    problems, hints = [], []
     for _, group in _rows_by(cells, lambda cfg: (cfg.data.dataset, cfg.data.root, cfg.data.synth)).items():
         result = verify_config(group[0].cfg.data, allow_partial)
-        lines = [f"dataset: {line}" for line in result.problems]
+        lines = [f"dataset: {line}" for line in result.problems + _empty_splits(group, result)]
+        if lines and result.partial and not allow_partial:
+            hints.append(PARTIAL_HINT)
         if lines and group[0].cfg.data.dataset == "cityscapes":
-            lines[0] += f"; {SMOKE_HINT}"
+            hints.append(SMOKE_HINT)
         problems += lines
-    return problems
+    return problems, "\n".join(dict.fromkeys(hints))
+
+
+def _empty_splits(cells: list[Cell], result: VerifyResult) -> list[str]:
+    """A line per split the rows use that holds no image, unless verify named it already (a missing root,
+    or a count it checked without ``allow_partial``)."""
+    if not result.splits:
+        return []
+    counts = result.counts()
+    uses: dict[str, dict[str, list[Cell]]] = {}  # split -> "train on" | "evaluate on" -> cells
+    for cell in cells:
+        for split in cell.cfg.data.train_splits:
+            uses.setdefault(split, {}).setdefault("train on", []).append(cell)
+        uses.setdefault(cell.cfg.eval.split or cell.cfg.data.val_split, {}).setdefault("evaluate on", []).append(cell)
+    lines = []
+    for split, how in sorted(uses.items()):
+        named_by_verify = not result.allow_partial and result.expected.counts.get(split, 0) > 0
+        if counts.get(split, 0) or named_by_verify:
+            continue
+        verbs = " and ".join(f"{verb} it ({_names(c)})" for verb, c in how.items())
+        lines.append(f"{split}: 0 images under {result.root / 'leftImg8bit' / split}, but the rows {verbs}; "
+                     f"--allow-partial-dataset accepts fewer images, not none: add that split's images")
+    return lines
 
 
 def check_environment(configs: list[Config], executor: str, profile: SlurmProfile, out: Path) -> list[str]:

@@ -11,7 +11,7 @@ from ifbf.config import Config
 from ifbf.identity import eval_key
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.plan import Plan, Training
-from ifbf.orchestrate.preflight import read_preflight, shape_hash, shape_of, val_setting
+from ifbf.orchestrate.preflight import read_preflight, shape_hash, shape_of, unstable_note, val_setting
 from ifbf.rundir import RunDir
 
 CITYSCAPES_IMAGES = {"train": 2975, "val": 500, "test": 1525}
@@ -61,6 +61,8 @@ def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict
     basis = f"measured {record['date'][:10]} on {record['device']}" + (f" x{devices}" if devices > 1 else "")
     if missing:
         basis += f"; {missing} inference setting(s) not measured (run --preflight)"
+    if record.get("unstable"):
+        basis += f"; {unstable_note(record)}"
     return Estimate(seconds, basis, devices, on_gpu)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import time
 import traceback
 from contextlib import nullcontext
@@ -121,5 +122,7 @@ def make_executor(kind: str, folder: Path, params: dict[str, Any], max_requeues:
     folder.mkdir(parents=True, exist_ok=True)
     extra = {f"{kind}_max_num_timeout": max_requeues} if kind in ("slurm", "local") else {}
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=kind, **extra)
+    if kind == "local":  # Ctrl-C reaches the job controller too: its traceback goes to a file, not the terminal
+        params = {**params, "local_setup": [f"exec 2>>{shlex.quote(str(folder / 'controller.err'))}"]}
     executor.update_parameters(**params)
     return executor

@@ -197,5 +197,13 @@ def summary_lines(records: dict[str, dict]) -> list[str]:
         evals = ", ".join(f"{'MS' if len(e['scales']) > 1 else 'SS'}{'+flip' if e['flip'] else ''} "
                           f"{e['s_per_img']:.3f} s/img" for e in r["eval"].values())
         lines.append(f"  {key}  {s['median']:.3f} s/it (IQR {s['q1']:.3f}-{s['q3']:.3f}), {r['imgs_per_s']:.1f} img/s, "
-                     f"data wait {100 * r['data_wait']:.0f}%, peak {r['peak_mem_gib']:.2f} GiB, eval {evals}  {rows}")
+                     f"data wait {100 * r['data_wait']:.0f}%, peak {r['peak_mem_gib']:.2f} GiB, eval {evals}  {rows}"
+                     + (f"\n    {unstable_note(r)}" if r.get("unstable") else ""))
     return lines
+
+
+def unstable_note(record: dict) -> str:
+    """What a measurement with a wide spread of iteration times means (``engine.measure.UNSTABLE_SPREAD``)."""
+    s = record["s_per_it"]
+    return (f"unstable: iterations took {s['min']:.3f}-{s['max']:.3f} s (spread {100 * record['spread']:.0f}% of "
+            "the median): the machine was busy; rerun --preflight on an idle node")

@@ -18,9 +18,10 @@ import submitit
 from ifbf.identity import eval_key
 from ifbf.errors import IfbfError
 from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
-from ifbf.orchestrate.checks import check_dataset, check_environment, check_weights, require, weight_overrides
+from ifbf.orchestrate.checks import (check_dataset, check_environment, check_weights, require,
+                                    unused_weights, weight_overrides)
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
-from ifbf.orchestrate.estimate import plan_costs
+from ifbf.orchestrate.estimate import duration, plan_costs, predict
 from ifbf.orchestrate.jobs import BUSY, EXECUTORS, TrainJob, make_executor
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
 from ifbf.orchestrate.preflight import group_shapes, preflight_path, run_preflight, summary_lines
@@ -87,7 +88,12 @@ def plan_out(plan: Plan) -> Path:
 def check_before_planning(args: Request, tables: list, preset: Preset, extra: tuple[str, ...]) -> None:
     """Weights of every row and the dataset, before any plan: all problems at once, nothing written."""
     cells = [cell for table in tables for cell in table_cells(table, preset, args.seeds, extra)]
-    require(check_weights(cells, preset.requires_weights) + check_dataset(cells, args.allow_partial_dataset))
+    dataset, hint = check_dataset(cells, args.allow_partial_dataset)
+    problems, unused = check_weights(cells, preset.requires_weights) + dataset, unused_weights(cells, args.weights)
+    # an unused key explains a missing one (the right file under another key); alone it is only a note
+    require(problems + unused if problems else [], hint)
+    for line in unused:
+        print(f"note: {line}")
 
 
 def status_target(training: Training) -> Target:
@@ -120,13 +126,34 @@ def preflight(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, r
     shapes = group_shapes(plan, profile)
     print(f"preflight: {len(plan.trainings)} training(s) in {len(shapes)} compute shape(s), one short job each "
           f"({executor}, profile gpus_per_node={profile.gpus_per_node})")
-    records = run_preflight(plan, executor, profile, results, iters, threads)
+    started = time.perf_counter()
+    try:
+        records = run_preflight(plan, executor, profile, results, iters, threads)
+    except submitit.core.utils.FailedJobError as err:
+        raise rejected(err) from None
     print("\n".join(summary_lines(records)))
     print(f"wrote {preflight_path(results, plan.preset.name)}")
+    _compare_with_the_job(plan, profile, records, time.perf_counter() - started)
     failed = [k for k, r in records.items() if "error" in r]
     if failed:
         print(f"preflight: {len(failed)} of {len(records)} shape(s) failed (see above)")
     return 1 if failed else 0
+
+
+def rejected(err: Exception) -> IfbfError:
+    """sbatch refused a submission (training or preflight): one line naming the profile keys to check."""
+    reason = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+    return IfbfError(f"SLURM rejected the job: {reason}. Check the profile's partition, gpus_per_node (GPUs must "
+                     "exist on that partition), cpus_per_task and mem_gb against `sinfo -o '%P %G %c %m'`")
+
+
+def _compare_with_the_job(plan: Plan, profile: SlurmProfile, records: dict[str, dict], took_s: float) -> None:
+    """Say when measuring cost more than what it measured (a small preset: one job per shape, set-up and all)."""
+    predicted = [predict(t, profile, records).seconds for t in plan.trainings.values()]
+    known = [s for s in predicted if s is not None]
+    if len(known) == len(predicted) and took_s > sum(known):
+        print(f"note: this preflight took {duration(took_s)}, more than the {duration(sum(known))} its trainings "
+              "are predicted to take: for trainings this short, run the job itself")
 
 
 def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile: SlurmProfile, parallel: int,
@@ -161,11 +188,7 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile:
         try:
             batch = submit(trainings[start : start + step])
         except submitit.core.utils.FailedJobError as err:
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
-            raise IfbfError(
-                f"SLURM rejected the job: {reason}. Check the profile's partition, gpus_per_node (GPUs must "
-                "exist on that partition), cpus_per_task and mem_gb against `sinfo -o '%P %G %c %m'`"
-            ) from None
+            raise rejected(err) from None
         for training, job in batch:
             outcomes[training.run_hash] = "submitted" if executor == "slurm" and not wait else _wait(training, job)
     return outcomes

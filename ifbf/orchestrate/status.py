@@ -130,11 +130,19 @@ def _line(target: Target, status: dict, records: list[dict]) -> Line:
         run_hash=target.run_dir.name, label=target.label, state=state, iteration=iteration, total=target.total,
         loss=last.get("loss_total"), imgs_per_s=last.get("imgs_per_s"),
         eta_s=left_s if state.startswith(("running", "requeued")) else None,
-        log=status.get("log") or (str(rd.log) if log else None),
+        log=progress_log(status.get("log"), state) or (str(rd.log) if log else None),
         spent_h=spent_s * devices / 3600,
         left_h=0.0 if state == "done" else left_s * devices / 3600 if left_s is not None else None,
         unit="GPU" if on_gpu else "CPU",
     )
+
+
+def progress_log(log: str | None, state: str) -> str | None:
+    """The log that says what a run is doing: a submitit job prints its progress into ``*_log.out`` and its
+    errors into ``*_log.err`` (the path recorded at submission), so the error log only once the job went wrong."""
+    if log and log.endswith("_log.err") and state.split(" (")[0] not in FINAL_BAD:
+        return log.removesuffix("err") + "out"
+    return log
 
 
 def _state(target: Target, rd: RunDir, status: dict, records: list[dict]) -> str:

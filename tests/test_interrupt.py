@@ -1,0 +1,87 @@
+"""Stopping reproduce.py with local jobs (docs/cluster.md, "Stopping reproduce.py"): Ctrl-C stops it and its
+jobs with one line on the terminal; SIGTERM stops only the orchestrator, and the jobs it left run on,
+shown by --status, to their end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import REPO, TINY_TRAIN
+from ifbf.rundir import RunDir, read_status
+
+ITERS = 20
+TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), f"train.iters={ITERS}", "runtime.ckpt_every=5",
+        "runtime.log_every=1"]
+
+
+def _start(results: Path) -> subprocess.Popen:
+    """reproduce.py in a session of its own, as a terminal runs it: Ctrl-C reaches its whole process group."""
+    cmd = [sys.executable, str(REPO / "reproduce.py"), "--table", "4", "--preset", "smoke", "--executor", "local",
+           "--results", str(results), "--set", *TINY]
+    return subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _training(proc: subprocess.Popen, results: Path, timeout_s: float = 300) -> Path:
+    """The run directory of the first training, once it has logged an iteration."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        for run in (results / "smoke" / "runs").glob("*"):
+            if RunDir(run).read_log():
+                return run
+        time.sleep(0.2)
+    raise AssertionError("no training started")
+
+
+def _gone(pgid: int, timeout_s: float = 60) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_ctrl_c_stops_the_local_jobs_with_one_line(tmp_path):
+    proc = _start(tmp_path)
+    run = _training(proc, tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["reproduce.py: interrupted"], err[-3000:]
+    assert _gone(proc.pid), "a local job outlived Ctrl-C"
+    assert "KeyboardInterrupt" in (tmp_path / "smoke" / ".submitit" / "controller.err").read_text()
+    assert len(RunDir(run).read_log()) < ITERS  # stopped mid-training
+
+
+def test_sigterm_leaves_the_local_job_running_and_status_shows_it(tmp_path):
+    proc = _start(tmp_path)
+    try:
+        run = _training(proc, tmp_path)
+        proc.send_signal(signal.SIGTERM)  # the orchestrator alone
+        proc.wait(timeout=60)  # (not communicate: the job it left holds its output pipes)
+        status = [sys.executable, "-m", "ifbf", "status", str(tmp_path), "--preset", "smoke"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        out = subprocess.run(status, env=env, capture_output=True, text=True, timeout=120).stdout
+        line = next(ln for ln in out.splitlines() if run.name in ln)
+        assert " running " in line and line.endswith("_log.out"), out  # where its progress is printed
+        deadline = time.time() + 600
+        while time.time() < deadline and read_status(run).get("state") != "done":
+            time.sleep(0.5)
+        assert read_status(run)["state"] == "done" and len(RunDir(run).read_log()) >= ITERS  # ran to its end
+        assert f"{run}: {ITERS} iterations, mIoU" in Path(line.split("log: ")[1]).read_text()
+        out = subprocess.run(status, env=env, capture_output=True, text=True, timeout=120).stdout
+        assert " done " in next(ln for ln in out.splitlines() if run.name in ln)
+    finally:  # nothing of this test may outlive it
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
