@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,34 @@ def test_full_disk_during_checkpoint_keeps_it_and_a_rerun_resumes(trained, tmp_p
     assert (run_dir / "checkpoint.pth").read_bytes() == before  # the previous checkpoint, intact
     assert not list(run_dir.glob(".checkpoint.pth.tmp*")) and not (run_dir / "metrics.json").exists()
     monkeypatch.undo()  # space freed
+    run(tiny(), run_dir, progress=False)
+    assert "from iteration 2" in capsys.readouterr().out
+    assert _same_weights(trained, run_dir)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 200 MiB tmpfs (root only): room for one checkpoint of the tiny run (116 MiB), not two."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_real_full_disk_during_checkpoint(trained, small_tmpfs, capsys):
+    run_dir = small_tmpfs / "run"
+    run_dir.mkdir()
+    for name in ("config.yaml", "env.json", "log.jsonl"):
+        shutil.copy(trained / name, run_dir / name)
+    shutil.copy(trained / "checkpoint.prev.pth", run_dir / "checkpoint.pth")  # stopped at iteration 2
+    before = (run_dir / "checkpoint.pth").read_bytes()
+    err = one_line_error(["train", "--out", str(run_dir), "--no-progress", *TINY], capsys)
+    assert f"no space left on {run_dir / 'checkpoint.pth'}" in err
+    assert (run_dir / "checkpoint.pth").read_bytes() == before and not list(run_dir.glob(".checkpoint.pth.tmp*"))
+    subprocess.run(["mount", "-o", "remount,size=500m", str(small_tmpfs)], check=True)  # space freed
     run(tiny(), run_dir, progress=False)
     assert "from iteration 2" in capsys.readouterr().out
     assert _same_weights(trained, run_dir)

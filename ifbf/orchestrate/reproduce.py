@@ -17,7 +17,7 @@ from pathlib import Path
 import submitit
 
 from ifbf.identity import eval_key
-from ifbf.errors import IfbfError
+from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
 from ifbf.orchestrate.checks import check_dataset, check_environment, check_weights, require, weight_overrides
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
@@ -195,7 +195,10 @@ def _wait(training: Training, job) -> str:
     try:
         result = job.result()
     except Exception as err:  # noqa: BLE001 - any job failure is reported, never raised past the table
-        status = read_status(training.run_dir) or {}
+        try:
+            status = read_status(training.run_dir) or {}
+        except UnreadableRunFile:  # rewritten below
+            status = {}
         if status.get("state") != "failed":
             write_status(training.run_dir, "failed", error=f"{type(err).__name__}: {str(err)[-2000:]}",
                          log=status.get("log"), job_id=str(job.job_id))
