@@ -70,7 +70,8 @@ def check_schema(run_dir: Path, name: str, version: object) -> None:
 
 def write_json(run_dir: Path, name: str, data: dict[str, Any]) -> None:
     """Write ``run_dir/name`` atomically with the store's schema version (full disk: ``NoSpace``)."""
-    atomic_write_text(run_dir / name, json.dumps({"schema": SCHEMA, **data}, indent=1) + "\n")
+    data = {"schema": SCHEMA, **{k: v for k, v in data.items() if k != "schema"}}  # rewritten: this version
+    atomic_write_text(run_dir / name, json.dumps(data, indent=1) + "\n")
 
 
 def read_json(run_dir: Path, name: str, expected_hash: str | None = None) -> dict[str, Any] | None:

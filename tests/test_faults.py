@@ -22,7 +22,7 @@ from ifbf.config import BASE_CONFIG, load_config
 from ifbf.data.cache import open_cache, write_split
 from ifbf.data.cityscapes import find_samples
 from ifbf.engine.run import run
-from ifbf.errors import NoSpace
+from ifbf.errors import NoSpace, UnreadableRunFile
 from ifbf.experiments import load_preset, load_table
 from ifbf.identity import config_hash
 from ifbf.orchestrate.jobs import TrainJob
@@ -360,3 +360,25 @@ def test_one_unreadable_run_among_ten(ten_runs, tmp_path, capsys, name, how):
     assert reproduce([*args, "--status"]) == 0
     out = capsys.readouterr().out
     assert f"unreadable: {shown}" in out and sum(" done " in line for line in out.splitlines()) == 9
+
+
+def test_files_of_an_older_ifbf_load_and_a_newer_schema_is_refused(tmp_path):
+    """Files without a schema field (as ifbf wrote them before) read as before; a newer one names its version."""
+    cfg = tiny()
+    rd = RunDir(tmp_path / "run")
+    rd.claim(cfg)
+    (rd.path / "metrics.json").write_text(json.dumps({"config_hash": config_hash(cfg), "iters": 4,
+                                                      "evaluations": {"k": {"miou": 0.5}}}))
+    (rd.path / "log.jsonl").write_text('{"iter": 2, "loss_total": 1.0}\n')
+    (rd.path / "status.json").write_text(json.dumps({"state": "done"}))
+    rd.per_image_path("k").parent.mkdir(parents=True)
+    np.savez_compressed(rd.per_image_path("k"), names=np.array(["a"]), inter=np.ones((1, 19), np.int64),
+                        union=np.ones((1, 19), np.int64))
+    rd.check()
+    assert rd.metrics()["evaluations"]["k"]["miou"] == 0.5 and rd.read_log() == [{"iter": 2, "loss_total": 1.0}]
+    assert read_status(rd.path)["state"] == "done" and rd.per_image("k")["names"] == ["a"]
+    rd.record_evaluation(cfg, cfg.eval, {"miou": 0.25, "iou": {}})  # rewritten: earlier entries kept, versioned
+    assert rd.metrics()["schema"] == SCHEMA and rd.metrics()["evaluations"]["k"]["miou"] == 0.5
+    (rd.path / "metrics.json").write_text(json.dumps({"schema": SCHEMA + 1, "config_hash": config_hash(cfg)}))
+    with pytest.raises(UnreadableRunFile, match=f"unreadable metrics.json: .*needs an ifbf that reads schema {SCHEMA + 1}"):
+        rd.metrics()

@@ -71,7 +71,7 @@ def _counts(run_dir: Path, cell: Cell) -> Counts | None:
 def unreadable_lines(records: pd.DataFrame) -> list[str]:
     """One line per run file that could not be read ("<run dir>: unreadable <file>: <reason>"), once each."""
     errors = records["unreadable"] if "unreadable" in records.columns else []
-    return list(dict.fromkeys(str(err) for err in errors if err is not None))
+    return list(dict.fromkeys(str(err) for err in errors if isinstance(err, UnreadableRunFile)))
 
 
 def row_counts(records: pd.DataFrame, table: int) -> dict[str, list[Counts]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ifbf.errors import IfbfError
+from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import RowSpec, TableSpec
 from ifbf.identity import weights_status
 from ifbf.report.records import row_counts
@@ -74,7 +74,7 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
 def unreadable_mark(cells: pd.DataFrame) -> str:
     """"unreadable: metrics.json" (the files, once each) for cells whose run files could not be read; else ""."""
     errors = cells["unreadable"] if "unreadable" in cells.columns else []
-    return ", ".join(dict.fromkeys(err.cell for err in errors if err is not None))
+    return ", ".join(dict.fromkeys(err.cell for err in errors if isinstance(err, UnreadableRunFile)))
 
 
 def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
