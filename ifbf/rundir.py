@@ -5,6 +5,7 @@ these files (atomically, never losing a finished result):
     log.jsonl        one JSON line per log step ({"iter", "loss_*", "lr", "imgs_per_s", "step_s"}) and per
                      curve validation ({"iter", "val_miou", "val_s", "val_images"})
     checkpoint.pth   model, optimizer, scheduler, scaler, RNG states, iteration, config and its hash
+                     (and checkpoint.prev.pth, the one before; both data only, with a checksum)
                      (its path lives here; ``engine.checkpoint`` reads and writes its content)
     metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
                      (a result holds "miou", "iou", "confusion" and the "seconds" it took)
@@ -16,18 +17,25 @@ these files (atomically, never losing a finished result):
     train.lock       held by the one process training or evaluating the run (heartbeat: its mtime)
     submit.lock      held by an orchestrator from reading the run's state until "submitted" is recorded
                      (both are ``ifbf.runlock.RunLock`` files: atomic create, safe on NFS)
+
+Every file is written atomically (``ifbf.safefile``: a full disk raises ``NoSpace`` and keeps the previous
+file) and carries the store's schema version: metrics.json, status.json and env.json a "schema" key; log.jsonl
+a first line {"schema", "config_hash"}; per_image.npz "schema" and "config_hash" arrays; checkpoint.pth a
+"schema" key (config.yaml is versioned by its own legacy defaults, ``ifbf.identity``). A reader gets
+``UnreadableRunFile`` (run dir, file, reason) for an empty, truncated, corrupt, newer or foreign file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import io
 import os
+import json
 import platform
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,12 +44,15 @@ import numpy as np
 import yaml
 
 from ifbf import __version__
+from ifbf.safefile import (SCHEMA, atomic_write_bytes, atomic_write_text, check_hash, check_schema,
+                           raise_if_full, read_json, write_json)
 from ifbf.config import Config, EvalConfig, dump_yaml, from_dict
 from ifbf.identity import config_hash, eval_key
-from ifbf.errors import IfbfError
+from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.runlock import DEFAULT_STALE_S, RunLock
 
 CHECKPOINT = "checkpoint.pth"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"  # the one before: resume falls back to it when the last is corrupt
 METRICS = "metrics.json"
 STATUS = "status.json"
 ENV = "env.json"
@@ -56,29 +67,29 @@ def runs_root(preset: str, results: Path = RESULTS) -> Path:
     """Where a preset's runs live: one directory per training-config hash."""
     return results / preset / "runs"
 PER_IMAGE = "per_image.npz"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
+LOG = "log.jsonl"
 def write_status(run_dir: Path, state: str, **extra: Any) -> None:
-    """Record the run's scheduler-side state; executor, log and job id carry over from the previous record."""
+    """Record the run's scheduler-side state; executor, log and job id carry over from the previous record
+    (an unreadable previous record is replaced: the scheduler side is rewritten at every state change)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
-    previous = read_status(run_dir) or {}
+    try:
+        previous = read_status(run_dir) or {}
+    except UnreadableRunFile:
+        previous = {}
     for key in ("executor", "log", "job_id", "cpus", "threads", "workers"):  # kept across state changes
         if key in previous:
             record[key] = previous[key]
     record.update(extra)
-    atomic_write_text(run_dir / STATUS, json.dumps(record, indent=1) + "\n")
+    write_json(run_dir, STATUS, record)
 
 
 def read_status(run_dir: Path) -> dict | None:
-    path = run_dir / STATUS
-    return json.loads(path.read_text()) if path.is_file() else None
+    """status.json (None before any); ``UnreadableRunFile`` when it is corrupt or of a newer ifbf."""
+    status = read_json(Path(run_dir), STATUS)
+    if status is not None and not isinstance(status.get("state"), str):
+        raise UnreadableRunFile(run_dir, STATUS, "no \"state\" in it")
+    return status
 
 
 def server_eval_key(cfg: EvalConfig) -> str:
@@ -99,6 +110,17 @@ def result_key(cfg: Config) -> str:
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._hash: str | None = None
+
+    def expected_hash(self) -> str | None:
+        """The config hash of the run's config.yaml, which every file that records one must carry (None: no
+        readable config.yaml yet, nothing to check against)."""
+        if self._hash is None:
+            try:
+                self._hash = config_hash(self.config())
+            except IfbfError:
+                return None
+        return self._hash
 
     @property
     def checkpoint(self) -> Path:
@@ -110,7 +132,7 @@ class RunDir:
 
     @property
     def log(self) -> Path:
-        return self.path / "log.jsonl"
+        return self.path / LOG
 
     def train_lock(self, stale_s: float = DEFAULT_STALE_S) -> RunLock:
         """The lock of the one process that trains (or evaluates) this run; held for the whole job."""
@@ -124,7 +146,11 @@ class RunDir:
         path = self.path / "config.yaml"
         if not path.is_file():
             raise IfbfError(f"{self.path} is not a run directory: {path} is missing")
-        return from_dict(yaml.safe_load(path.read_text()), str(path))
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise UnreadableRunFile(self.path, "config.yaml", f"not valid YAML ({type(err).__name__})") from None
+        return from_dict(data, str(path))
 
     def claim(self, cfg: Config) -> None:
         """Create the run dir for ``cfg``, or check that an existing one holds the same training."""
@@ -140,9 +166,12 @@ class RunDir:
         atomic_write_text(path, dump_yaml(cfg))  # eval/runtime settings may differ: keep the latest
 
     def metrics(self) -> dict[str, Any] | None:
-        if not self.metrics_path.is_file():
-            return None
-        return json.loads(self.metrics_path.read_text())
+        """metrics.json (None before the first evaluation); ``UnreadableRunFile`` when it is empty, truncated,
+        of a newer schema or of another config."""
+        metrics = read_json(self.path, METRICS, self.expected_hash())
+        if metrics is not None and not isinstance(metrics.get("evaluations", {}), dict):
+            raise UnreadableRunFile(self.path, METRICS, "\"evaluations\" is not an object")
+        return metrics
 
     def finished(self, cfg: Config) -> bool:
         m = self.metrics()
@@ -157,38 +186,53 @@ class RunDir:
         per_image = result.pop("per_image", None)
         if per_image is not None:  # written first: metrics.json naming it means it is complete
             path = self.record_per_image(key or eval_key(eval_cfg), per_image["names"], per_image["inter"],
-                                         per_image["union"])
+                                         per_image["union"], config_hash(cfg))
             result["per_image"] = str(path.relative_to(self.path))
         entry = {"eval": json.loads(json.dumps(asdict(eval_cfg))), **result}
         metrics.setdefault("evaluations", {})[key or eval_key(eval_cfg)] = entry
         if main:
             metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
-        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")
+        write_json(self.path, METRICS, metrics)
         return metrics
 
     def per_image_path(self, key: str) -> Path:
         return self.path / "evaluations" / key / PER_IMAGE
 
-    def record_per_image(self, key: str, names: list[str], inter: np.ndarray, union: np.ndarray) -> Path:
-        """Write the per-image intersection and union counts of evaluation ``key`` (atomically)."""
+    def record_per_image(self, key: str, names: list[str], inter: np.ndarray, union: np.ndarray,
+                         run_hash: str | None = None) -> Path:
+        """Write the per-image intersection and union counts of evaluation ``key`` (atomically), with the
+        store's schema version and the run's config hash."""
         inter, union = np.asarray(inter, dtype=np.int64), np.asarray(union, dtype=np.int64)
         if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(names):
             raise ValueError(f"per-image counts: inter {inter.shape}, union {union.shape}, {len(names)} names")
         path = self.per_image_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with tmp.open("wb") as f:
-            np.savez_compressed(f, names=np.array(names, dtype=str), inter=inter, union=union)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, names=np.array(names, dtype=str), inter=inter, union=union,
+                            schema=np.array(SCHEMA), config_hash=np.array(run_hash or self.expected_hash() or ""))
+        atomic_write_bytes(path, buffer.getbuffer())
         return path
 
     def per_image(self, key: str) -> dict[str, Any] | None:
-        """{"names": list[str], "inter", "union": [n_images, K] int64} of evaluation ``key``, or None."""
+        """{"names": list[str], "inter", "union": [n_images, K] int64} of evaluation ``key``, or None;
+        ``UnreadableRunFile`` when the file is truncated, corrupt, of a newer schema or of another config."""
         path = self.per_image_path(key)
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            return {"names": data["names"].tolist(), "inter": data["inter"], "union": data["union"]}
+        name = str(path.relative_to(self.path))
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                check_schema(self.path, name, int(data["schema"]) if "schema" in data else None)
+                check_hash(self.path, name, str(data["config_hash"]) or None if "config_hash" in data else None,
+                           self.expected_hash())
+                stored = {"names": data["names"].tolist(), "inter": data["inter"], "union": data["union"]}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise UnreadableRunFile(self.path, name, f"truncated or corrupt ({type(err).__name__}: {err})") from None
+        inter, union = stored["inter"], stored["union"]
+        if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(stored["names"]):
+            raise UnreadableRunFile(self.path, name, f"inter {inter.shape}, union {union.shape} and "
+                                                     f"{len(stored['names'])} names do not match")
+        return stored
 
     def submission_dir(self, eval_cfg: EvalConfig) -> Path:
         """Where a test-split submission (labelId PNGs; the zip beside them) for ``eval_cfg`` is written."""
@@ -199,8 +243,16 @@ class RunDir:
         through ``ifbf import-server-result``, under ``server_eval_key``)."""
         metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
         metrics.setdefault("exports", {})[eval_key(eval_cfg)] = str(archive.relative_to(self.path))
-        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=1) + "\n")
+        write_json(self.path, METRICS, metrics)
         return metrics
+
+    def check(self) -> None:
+        """Read every file of the run a report relies on (status.json, log.jsonl, metrics.json and each
+        evaluation's per-image counts): ``UnreadableRunFile`` names the first that cannot be read."""
+        read_status(self.path)
+        self.read_log()
+        for key in (self.metrics() or {}).get("evaluations", {}):
+            self.per_image(key)
 
     def handled(self) -> set[str]:
         """Eval keys done for this run: evaluated here, or exported for the test server."""
@@ -208,20 +260,54 @@ class RunDir:
         return set(metrics.get("evaluations", {})) | set(metrics.get("exports", {}))
 
     def truncate_log(self, last_iter: int) -> None:
-        """Drop log lines after ``last_iter`` (written by a run that died after its last checkpoint)."""
+        """Drop log lines after ``last_iter`` (written by a run that died after its last checkpoint), and lines
+        that do not parse (torn by a crash or a full disk): what resuming rewrites, it rewrites readable."""
         if not self.log.is_file():
             return
-        lines = [line for line in self.log.read_text().splitlines() if line and json.loads(line)["iter"] <= last_iter]
-        atomic_write_text(self.log, "".join(line + "\n" for line in lines))
+        kept = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "schema" not in record and record.get("iter", 0) <= last_iter:
+                kept.append(json.dumps(record) + "\n")
+        atomic_write_text(self.log, self._log_header() + "".join(kept))
+
+    def _log_header(self) -> str:
+        return json.dumps({"schema": SCHEMA, "config_hash": self.expected_hash()}) + "\n"
 
     def append_log(self, record: dict) -> None:
-        with self.log.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        """One line per log step; a new log starts with its header (schema version, config hash)."""
+        fresh = not self.log.is_file() or self.log.stat().st_size == 0
+        try:
+            with self.log.open("a") as f:
+                f.write((self._log_header() if fresh else "") + json.dumps(record) + "\n")
+        except OSError as err:
+            raise_if_full(err, self.log)
+            raise
 
     def read_log(self) -> list[dict]:
+        """The log's records (its header checked and left out); ``UnreadableRunFile`` for a line that does
+        not parse, a newer schema or another config's log."""
         if not self.log.is_file():
             return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+        records = []
+        for number, line in enumerate(self.log.read_text(errors="replace").splitlines(), 1):
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise UnreadableRunFile(self.path, LOG, f"line {number} is not JSON: truncated or corrupt") from None
+            if not isinstance(record, dict):
+                raise UnreadableRunFile(self.path, LOG, f"line {number} is not a JSON object")
+            if "schema" in record:
+                check_schema(self.path, LOG, record["schema"])
+                check_hash(self.path, LOG, record.get("config_hash"), self.expected_hash())
+            else:
+                records.append(record)
+        return records
 
     def cost(self) -> dict[str, float] | None:
         """Seconds a run took: training steps ("step_s") and curve validations ("val_s") of log.jsonl, and
@@ -235,8 +321,7 @@ class RunDir:
 
     def env(self) -> dict[str, Any] | None:
         """env.json as written by ``write_env`` (None before the run started)."""
-        path = self.path / ENV
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json(self.path, ENV)
 
     def write_env(self, device: str, world: int, extra: dict[str, Any] | None = None) -> None:
         """env.json: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``
@@ -276,7 +361,7 @@ class RunDir:
             **_cuda_stack(torch, collect_env),
             **(extra or {}),
         }
-        atomic_write_text(self.path / ENV, json.dumps(env, indent=1) + "\n")
+        write_json(self.path, ENV, env)
 
 
 def _cuda_stack(torch: Any, collect_env: Any) -> dict[str, Any]:

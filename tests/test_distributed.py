@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
+from ifbf.rundir import RunDir
 
 pytest.importorskip("inplace_abn")  # synchronised BN on CPU: InPlaceABNSync over gloo
 
@@ -43,8 +44,7 @@ def assert_same_training(a, b, atol: float = 1e-9) -> None:
     pa, pb = (np.load(p / ma["evaluations"][next(iter(ma["evaluations"]))]["per_image"]) for p in (a, b))
     assert list(pa["names"]) == list(pb["names"]) and (pa["inter"] == pb["inter"]).all()
     assert (pa["union"] == pb["union"]).all() and pa["union"].sum() > 0
-    la = [r["loss_total"] for r in (json.loads(x) for x in (a / "log.jsonl").read_text().splitlines())]
-    lb = [r["loss_total"] for r in (json.loads(x) for x in (b / "log.jsonl").read_text().splitlines())]
+    la, lb = ([r["loss_total"] for r in RunDir(p).read_log()] for p in (a, b))  # the log's header left out
     assert len(la) == len(lb)
 
 

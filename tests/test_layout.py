@@ -25,6 +25,7 @@ FORBIDDEN = {
     "config": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
     "identity": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
     "digest": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
+    "safefile": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
 }
 
 

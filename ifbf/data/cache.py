@@ -15,6 +15,7 @@ per 2048x1024 frame (about 23 GiB for train + val).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ifbf.data.cityscapes import DataError, Sample, find_samples, read_png, read_train_ids
+from ifbf.safefile import atomic_write_text, raise_if_full
 
 CACHE_DIRNAME = "ifbf_cache"
 FLUSH_EVERY = 16
@@ -47,9 +49,23 @@ def _read_index(path: Path) -> dict | None:
 
 
 def _write_index(path: Path, index: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(index))
+
+
+def _open_array(path: Path, mode: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A memory-mapped uint8 ``.npy``; a new one has its blocks reserved now (``posix_fallocate``), so a full
+    disk is ``NoSpace`` here rather than a SIGBUS when a page of the mapping is written later."""
+    array = np.lib.format.open_memmap(path, mode, np.uint8, shape)
+    if mode == "w+":
+        try:
+            with path.open("r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
+        except OSError as err:
+            path.unlink(missing_ok=True)
+            raise_if_full(err, path)
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: as before
+                raise
+    return array
 
 
 class _LineBar:
@@ -93,9 +109,10 @@ def write_split(root: Path, split: str, out: Path, progress: bool = True) -> Pat
                  "sources": sources, "written": 0}
     n = len(samples)
     mode = "w+" if fresh else "r+"
-    images = np.lib.format.open_memmap(folder / "images.npy", mode, np.uint8, (n, height, width, 3))
-    labels = (np.lib.format.open_memmap(folder / "labels.npy", mode, np.uint8, (n, height, width))
-              if labelled else None)
+    if fresh:  # the arrays are about to be rewritten: no index may vouch for them until they are
+        (folder / "index.json").unlink(missing_ok=True)
+    images = _open_array(folder / "images.npy", mode, (n, height, width, 3))
+    labels = _open_array(folder / "labels.npy", mode, (n, height, width)) if labelled else None
     if fresh:
         _write_index(folder / "index.json", index)
     bar = _progress(n, index["written"], f"cache {split}", progress)
@@ -142,9 +159,9 @@ class DecodedCache:
 
     def _open(self) -> None:
         # copy-on-write mapping: writable views for torch.from_numpy, nothing copied until written (never)
-        self._images = np.load(self.folder / "images.npy", mmap_mode="c")
+        self._images = np.load(self.folder / "images.npy", mmap_mode="c", allow_pickle=False)
         if self.labelled:
-            self._labels = np.load(self.folder / "labels.npy", mmap_mode="c")
+            self._labels = np.load(self.folder / "labels.npy", mmap_mode="c", allow_pickle=False)
 
     def image(self, i: int) -> np.ndarray:
         if self._images is None:

@@ -28,7 +28,7 @@ def export_predictions(source: TrainedModel, split: str, out: Path, progress: bo
         raise IfbfError(f"{out} is not empty: choose a new --out (exports are never overwritten)")
     cfg = source.cfg
     _, device = setup(cfg)
-    model, _ = model_from_checkpoint(cfg, source.checkpoint, device)
+    model, _ = model_from_checkpoint(cfg, source.checkpoint, device, "export")
     out.mkdir(parents=True, exist_ok=True)
     dataset = eval_dataset(cfg, split, with_labels=False)
     dtype = next(model.parameters()).dtype

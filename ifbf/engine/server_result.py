@@ -34,6 +34,7 @@ SOURCE = "cityscapes-test-server"
 MIOU_NAMES = {"miou", "mean iou", "meaniou", "iou class", "averagescoreclasses", "mean"}
 EXTRA_NAMES = {"iiou class", "iou category", "iiou category"}
 TEST_IMAGES = 1525
+MAX_BYTES = 1 << 20  # a result file is a few hundred bytes: anything past 1 MiB is not one (never read whole)
 
 
 class ServerResultError(IfbfError):
@@ -62,13 +63,22 @@ def _pairs_from_json(text: str, path: Path) -> list[tuple[str, object]]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ServerResultError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    except RecursionError:
+        raise ServerResultError(f"{path}: JSON nested too deeply to be a result file") from None
     if not isinstance(data, dict):
         raise ServerResultError(f"{path}: expected a JSON object of class IoUs and mIoU")
     if "classScores" in data:  # cityscapesscripts' evaluation output
-        return list(data["classScores"].items()) + [("mIoU", data.get("averageScoreClasses"))]
-    if isinstance(data.get("iou"), dict):  # ifbf's own result format
-        return list(data["iou"].items()) + [("mIoU", data.get("miou"))]
-    return list(data.items())
+        if not isinstance(data["classScores"], dict):
+            raise ServerResultError(f"{path}: \"classScores\" must be an object of class IoUs")
+        pairs = list(data["classScores"].items()) + [("mIoU", data.get("averageScoreClasses"))]
+    elif isinstance(data.get("iou"), dict):  # ifbf's own result format
+        pairs = list(data["iou"].items()) + [("mIoU", data.get("miou"))]
+    else:
+        pairs = list(data.items())
+    nested = [str(name) for name, value in pairs if isinstance(value, (dict, list, bool))]
+    if nested:
+        raise ServerResultError(f"{path}: values of {', '.join(nested)} are not numbers")
+    return pairs
 
 
 def _pairs_from_csv(text: str, path: Path) -> list[tuple[str, object]]:
@@ -88,10 +98,16 @@ def parse_server_result(path: Path) -> dict:
     """``{"miou", "iou": {class: IoU}, "extra"}`` (fractions in [0, 1]) from a server result file."""
     if not path.is_file():
         raise ServerResultError(f"server result file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise ServerResultError(f"{path}: {size} bytes; a server result (19 class IoUs and the mIoU) is under "
+                                f"{MAX_BYTES // 1024} KiB: wrong file")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")
     except (UnicodeDecodeError, OSError) as err:
         raise ServerResultError(f"{path}: not a text file ({err}); expected a .csv or .json of class IoUs") from None
+    if "\x00" in text:
+        raise ServerResultError(f"{path}: not a text file (NUL bytes); expected a .csv or .json of class IoUs")
     if path.suffix.lower() not in (".csv", ".json", ".txt"):
         raise ServerResultError(f"{path}: expected a .csv or .json file of the 19 class IoUs and the mIoU")
     is_json = path.suffix.lower() == ".json" or text.lstrip().startswith("{")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ifbf.config import Config, TrainConfig
 from ifbf.data.fast import to_device
 from ifbf.data.loader import train_loader
-from ifbf.engine.checkpoint import load_checkpoint, model_dtype, save_checkpoint, set_rng_state
+from ifbf.engine.checkpoint import model_dtype, resume_state, save_checkpoint, set_rng_state
 from ifbf.engine.curves import Curves
 from ifbf.engine.dist import DistInfo, barrier
 from ifbf.engine.losses import total_loss
@@ -157,8 +157,8 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     model, optimizer, scheduler, scaler = build_training(cfg, device)
 
     start = 0
-    if run_dir.checkpoint.is_file():
-        state = load_checkpoint(run_dir.checkpoint, cfg)
+    state = resume_state(run_dir, cfg, dist_info.main)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -66,7 +66,7 @@ def _load(run: str, split: str | None):
     source = locate(run)
     cfg = with_inference(source.cfg, split=split)
     _, device = setup(cfg)
-    model, _ = model_from_checkpoint(cfg, source.checkpoint, device)
+    model, _ = model_from_checkpoint(cfg, source.checkpoint, device, "visualize")
     return cfg, model, device
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ifbf.config import Config, EvalConfig
+from ifbf.errors import UnreadableRunFile
 
 from ifbf.identity import config_hash, eval_key
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
@@ -27,18 +28,33 @@ class Training:
     run_dir: Path
     evals: list[EvalConfig] = field(default_factory=list)
     cells: list[Cell] = field(default_factory=list)
+    unreadable: UnreadableRunFile | None = None  # set by ``status``: a run file that could not be read
 
     @property
     def run_hash(self) -> str:
         return config_hash(self.cfg)
 
     def evaluated(self) -> set[str]:
-        """Eval keys done: evaluated, or (test split of Cityscapes) exported for the test server."""
-        return RunDir(self.run_dir).handled()
+        """Eval keys done: evaluated, or (test split of Cityscapes) exported for the test server (none while
+        metrics.json is unreadable: ``status`` names it)."""
+        try:
+            return RunDir(self.run_dir).handled()
+        except UnreadableRunFile:
+            return set()
 
     def status(self, stale_after_s: float = 0, mine: str | None = None) -> str:
         """done | running | failed | todo (a finished training missing an evaluation is todo; a training whose
-        lock a live process holds is running; ``mine``: the token of a lock the caller holds itself)."""
+        lock a live process holds is running; ``mine``: the token of a lock the caller holds itself), or
+        "unreadable: <file>" (kept in ``unreadable``) when one of its run files cannot be read."""
+        try:
+            self.unreadable = None
+            RunDir(self.run_dir).check()  # a damaged file is named even when the run is done
+            return self._status(stale_after_s, mine)
+        except UnreadableRunFile as err:
+            self.unreadable = err
+            return err.cell
+
+    def _status(self, stale_after_s: float, mine: str | None) -> str:
         rd = RunDir(self.run_dir)
         if rd.finished(self.cfg) and {eval_key(e) for e in self.evals} <= self.evaluated():
             return "done"
@@ -64,7 +80,10 @@ class Training:
         return False
 
     def log_path(self) -> str | None:
-        status = read_status(self.run_dir) or {}
+        try:
+            status = read_status(self.run_dir) or {}
+        except UnreadableRunFile:
+            return None
         return status.get("log")
 
 

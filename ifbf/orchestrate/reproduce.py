@@ -8,6 +8,7 @@ and retried only with --rerun-failed. Results: results/<preset>/table<N>.{md,tex
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 import submitit
 
 from ifbf.identity import eval_key
-from ifbf.errors import IfbfError
+from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
 from ifbf.orchestrate.checks import (check_dataset, check_environment, check_weights, require,
                                     unused_weights, weight_overrides)
@@ -110,6 +111,7 @@ def print_plan(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, 
         status = statuses[run_hash]
         names = sorted({f"T{c.table} {c.row.name}" + (f" s{c.seed}" if c.seed else "") for c in training.cells})
         extra = f"  log: {training.log_path()}" if status == "failed" else ""
+        extra += f"  {training.unreadable}" if training.unreadable else ""
         rows.append(f"  {run_hash}  {status:8s} {len(training.evals)} eval  {'; '.join(names)}  {costs[run_hash]}{extra}")
     tables = ", ".join(str(t.number) for t in plan.tables)
     print(f"Table(s) {tables}, preset {plan.preset.name}: {len(plan.cells)} cells need "
@@ -216,7 +218,10 @@ def _wait(training: Training, job) -> str:
     try:
         result = job.result()
     except Exception as err:  # noqa: BLE001 - any job failure is reported, never raised past the table
-        status = read_status(training.run_dir) or {}
+        try:
+            status = read_status(training.run_dir) or {}
+        except UnreadableRunFile:  # rewritten below
+            status = {}
         if status.get("state") != "failed":
             write_status(training.run_dir, "failed", error=f"{type(err).__name__}: {str(err)[-2000:]}",
                          log=status.get("log"), job_id=str(job.job_id))
@@ -241,12 +246,17 @@ def report(plan: Plan, results: Path, seeds: int, extra: tuple[str, ...], out: P
     from ifbf.report.report_file import table_section, write_report
 
     frame = records.collect(plan.tables, plan.preset, seeds, results, extra, read_results=not paper_only)
+    unreadable = records.unreadable_lines(frame)
+    for line in unreadable:  # the cells read "unreadable: <file>"; the rest of the tables is reported
+        print(f"warning: {line}", file=sys.stderr)
     written, sections = [], []
     for table in plan.tables:
         df = table_frame(frame, table)
         note = "" if paper_only else f"Preset `{plan.preset.name}`: {plan.preset.description}"
         if not paper_only and plan.preset.name in table.notes:
             note += " " + table.notes[plan.preset.name]
+        if unreadable:
+            note += "\n\nUnreadable run files (their cells are marked): " + "; ".join(unreadable)
         paths = write_table(df, table, out, note) + write_figures(frame, table, df, out, plan.preset.name, paper_only)
         written += paths
         if not paper_only:
@@ -311,6 +321,8 @@ def _train_what_is_missing(plan: Plan, args: Request, profile: SlurmProfile) -> 
                   "— fix it and use --rerun-failed")
         elif statuses[h] == "running":
             print(f"running: {h} (not submitted again)")
+        elif t.unreadable:
+            print(f"not submitted: {t.unreadable} (repair or move that file; nothing in the run was changed)")
     done = sum(s == "done" for s in statuses.values())
     print(f"{len(plan.trainings)} training(s): {done} done, {sum(s in wanted for s in statuses.values())} to run")
     outcomes: dict[str, str] = {}
@@ -350,6 +362,6 @@ def exit_code(plan: Plan) -> int:
     """0 when every cell of the plan has its result, 1 when a training behind a missing cell failed, else 3
     (a test-split cell awaiting its server result counts as missing)."""
     missing = [plan.training_of(c) for c in plan.cells if result_key(c.cfg) not in plan.training_of(c).evaluated()]
-    if any(t.status() == "failed" for t in missing):
+    if any(t.status() == "failed" or t.unreadable for t in missing):
         return EXIT_FAILED
     return EXIT_INCOMPLETE if missing else EXIT_OK

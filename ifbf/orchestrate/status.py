@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ifbf.errors import UnreadableRunFile
 from ifbf.rundir import ENV, RunDir, read_status, runs_root
 
 # sacct's State (first word: "CANCELLED by 0") -> ours
@@ -102,10 +103,25 @@ def _tres_count(tres: str, name: str) -> int:
 
 def collect(targets: list[Target], query=sacct) -> list[Line]:
     """One line per target; SLURM jobs' states come from one ``query`` call."""
-    statuses = {t.run_dir: read_status(t.run_dir) or {} for t in targets}
+    statuses, unreadable = {}, {}
+    for t in targets:
+        try:
+            statuses[t.run_dir] = read_status(t.run_dir) or {}
+        except UnreadableRunFile as err:
+            statuses[t.run_dir], unreadable[t.run_dir] = {}, err
     slurm_ids = sorted({str(s["job_id"]) for s in statuses.values() if s.get("executor") == "slurm" and s.get("job_id")})
     scheduler = query(slurm_ids)
-    return [_line(t, statuses[t.run_dir], scheduler.get(str(statuses[t.run_dir].get("job_id")), [])) for t in targets]
+    lines = []
+    for t in targets:
+        try:
+            if t.run_dir in unreadable:
+                raise unreadable[t.run_dir]
+            RunDir(t.run_dir).check()
+            lines.append(_line(t, statuses[t.run_dir], scheduler.get(str(statuses[t.run_dir].get("job_id")), [])))
+        except UnreadableRunFile as err:  # named on its line; the other runs are reported
+            lines.append(Line(t.run_dir.name, f"{t.label}  ({err})", err.cell, 0, t.total, None, None, None,
+                              None, 0.0, None, "CPU"))
+    return lines
 
 
 def _line(target: Target, status: dict, records: list[dict]) -> Line:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ifbf.errors import UnreadableRunFile
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
 from ifbf.report.stats import Counts
 from ifbf.rundir import RunDir, read_status, result_key, runs_root, scored_by_server
 
 RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", "miou", "iou",
-                  "counts", "failed"]
+                  "counts", "failed", "unreadable"]
 
 
 def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, extra: tuple[str, ...] = (),
@@ -26,22 +27,35 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
     IoU (fractions; NaN / empty while missing), its per-image counts (``stats.Counts``; None for a run
     evaluated before they were stored, or a test-server result), and whether a missing result's run failed.
     ``server``: the result comes from the Cityscapes test server (imported with ``ifbf import-server-result``).
-    ``read_results=False`` lists the cells only."""
+    ``read_results=False`` lists the cells only. ``unreadable``: the ``UnreadableRunFile`` of a run file that
+    could not be read (None when all could); the cell is marked with it and the rest of the table goes on."""
     root = runs_root(preset.name, results)
     records = []
     for table in tables:
         for cell in table_cells(table, preset, seeds, extra):
             run_dir = root / cell.run_hash
-            result = _result(run_dir, cell) if read_results else None
-            counts = _counts(run_dir, cell) if result else None
+            result, counts, failed, unreadable = _read(run_dir, cell) if read_results else (None, None, False, None)
             records.append({
                 "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
                 "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell, "server": scored_by_server(cell.cfg),
                 "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
-                "failed": read_results and result is None and (read_status(run_dir) or {}).get("state") == "failed",
-                "counts": counts,
+                "failed": failed, "counts": counts, "unreadable": unreadable,
             })
     return pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+
+
+def _read(run_dir: Path, cell: Cell) -> tuple[dict | None, Counts | None, bool, UnreadableRunFile | None]:
+    """(result, counts, whether a missing result's run failed, the first run file that could not be read)."""
+    result = counts = None
+    try:
+        result = _result(run_dir, cell)
+        counts = _counts(run_dir, cell) if result else None
+        status = read_status(run_dir) or {}  # read for every cell: a damaged one is named even when done
+        failed = result is None and status.get("state") == "failed"
+        RunDir(run_dir).read_log()  # read here too: a damaged log marks its cells (curves and times skip it)
+    except UnreadableRunFile as err:
+        return result, counts, False, err
+    return result, counts, failed, None
 
 
 def _result(run_dir: Path, cell: Cell) -> dict | None:
@@ -52,6 +66,12 @@ def _result(run_dir: Path, cell: Cell) -> dict | None:
 def _counts(run_dir: Path, cell: Cell) -> Counts | None:
     stored = RunDir(run_dir).per_image(result_key(cell.cfg))
     return None if stored is None else Counts(stored["inter"], stored["union"], tuple(stored["names"]))
+
+
+def unreadable_lines(records: pd.DataFrame) -> list[str]:
+    """One line per run file that could not be read ("<run dir>: unreadable <file>: <reason>"), once each."""
+    errors = records["unreadable"] if "unreadable" in records.columns else []
+    return list(dict.fromkeys(str(err) for err in errors if isinstance(err, UnreadableRunFile)))
 
 
 def row_counts(records: pd.DataFrame, table: int) -> dict[str, list[Counts]]:
@@ -72,10 +92,12 @@ def compute(records: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run_hash, run_dir in dict(zip(records["run_hash"], records["run_dir"])).items():
         run = RunDir(run_dir)
-        log = run.read_log()
+        try:
+            log, env = run.read_log(), run.env() or {}
+        except UnreadableRunFile:  # named by the table's cells (``collect``); its time is left out
+            continue
         if not log or not (run_dir / "config.yaml").is_file():
             continue
-        env = run.env() or {}
         world = int(env.get("world_size") or 1)
         batch = run.config().data.batch_size
         seconds, previous = 0.0, 0
@@ -97,7 +119,10 @@ def _curves(records: pd.DataFrame, table: int, key: str) -> pd.DataFrame:
     for rec in records[records["table"] == table].itertuples():
         if rec.run_hash in seen:
             continue
-        log = [r for r in RunDir(rec.run_dir).read_log() if key in r]
+        try:
+            log = [r for r in RunDir(rec.run_dir).read_log() if key in r]
+        except UnreadableRunFile:  # named by the table's cells; no curve
+            continue
         if not log:
             continue
         seen.add(rec.run_hash)

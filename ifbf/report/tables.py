@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ifbf.errors import IfbfError
+from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import RowSpec, TableSpec
 from ifbf.identity import weights_status
 from ifbf.report.records import row_counts
@@ -65,9 +65,16 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
         seeds = counts.get(row.name, [])  # an interval only when every seed with a result has its counts
         low, high = _interval(seeds if len(seeds) == len(values) else None)
         record.update({"paper": paper, "ours": mean, "std": std, "ci_low": low, "ci_high": high,
-                       "seeds": len(values), "delta": mean - paper, "failed": int(cells["failed"].sum())})
+                       "seeds": len(values), "delta": mean - paper, "failed": int(cells["failed"].sum()),
+                       "unreadable": unreadable_mark(cells)})
         frame.append(record)
     return pd.DataFrame.from_records(frame).set_index("row")
+
+
+def unreadable_mark(cells: pd.DataFrame) -> str:
+    """"unreadable: metrics.json" (the files, once each) for cells whose run files could not be read; else ""."""
+    errors = cells["unreadable"] if "unreadable" in cells.columns else []
+    return ", ".join(dict.fromkeys(err.cell for err in errors if isinstance(err, UnreadableRunFile)))
 
 
 def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
@@ -86,7 +93,8 @@ def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
         seeds = f"{len(results)} seed{'s' if len(results) != 1 else ''}"
         if not results and len(all_cells) and all_cells["server"].all():
             seeds = "awaiting server result"
-        label = f"{row.name}, ifbf ({seeds}){_scratch_mark(all_cells)}"
+        mark = unreadable_mark(all_cells)
+        label = f"{row.name}, ifbf ({seeds}{'; ' + mark if mark else ''}){_scratch_mark(all_cells)}"
         frame[label] = ours
         frame[f"Δ ({row.name}, ifbf − paper)"] = [o - p for o, p in zip(ours, frame[row.name])]
     df = pd.DataFrame.from_dict(frame, orient="index", columns=columns)
@@ -104,15 +112,17 @@ def _fmt(value: object, signed: bool = False) -> str:
     return str(value)
 
 
-def _ours(mean: float, std: float, failed: int) -> str:
-    """"failed" when no seed has a value and a run failed; a note when some seeds failed."""
+def _ours(mean: float, std: float, failed: int, unreadable: str = "") -> str:
+    """"failed" when no seed has a value and a run failed; a note when some seeds failed; the unreadable run
+    files ("unreadable: metrics.json") in place of, or beside, the value."""
     if math.isnan(mean):
-        return "failed" if failed else "—"
+        return unreadable or ("failed" if failed else "—")
     text = f"{mean:.2f} ± {std:.2f}" if not math.isnan(std) else f"{mean:.2f}"
-    return f"{text} ({failed} failed)" if failed else text
+    notes = [f"{failed} failed"] * bool(failed) + [unreadable] * bool(unreadable)
+    return f"{text} ({'; '.join(notes)})" if notes else text
 
 
-NUMERIC = ("paper", "ours", "std", "ci_low", "ci_high", "seeds", "delta", "failed")
+NUMERIC = ("paper", "ours", "std", "ci_low", "ci_high", "seeds", "delta", "failed", "unreadable")
 
 
 def _interval_text(low: float, high: float) -> str:
@@ -125,17 +135,18 @@ def display(df: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     if "paper" in df.columns:  # a mIoU table
         failed = df["failed"] if "failed" in df.columns else [0] * len(df)
+        unreadable = df["unreadable"] if "unreadable" in df.columns else [""] * len(df)
         for col in df.columns:
             if col not in NUMERIC:
                 out[col] = [_fmt(v) for v in df[col]]
         out["paper mIoU"] = [_fmt(v) for v in df["paper"]]
         if latex:
             out["ours mIoU (± 95% CI)"] = [
-                _ours(m, (hi - lo) / 2, int(f))
-                for m, lo, hi, f in zip(df["ours"], df["ci_low"], df["ci_high"], failed)
+                _ours(m, (hi - lo) / 2, int(f), u)
+                for m, lo, hi, f, u in zip(df["ours"], df["ci_low"], df["ci_high"], failed, unreadable)
             ]
         else:
-            out["ours mIoU"] = [_ours(m, s, int(f)) for m, s, f in zip(df["ours"], df["std"], failed)]
+            out["ours mIoU"] = [_ours(m, s, int(f), u) for m, s, f, u in zip(df["ours"], df["std"], failed, unreadable)]
             out[CI] = [_interval_text(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])]
         out["Δ"] = [_fmt(v, signed=True) for v in df["delta"]]
         out["seeds"] = [str(int(v)) for v in df["seeds"]]
