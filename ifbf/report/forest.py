@@ -148,8 +148,10 @@ def _draw_line(ax: Axes, y: float, line: ClaimLine) -> None:
         ax.errorbar([mid], [y], xerr=[[mid - line.low], [line.high - mid]], fmt="none", ecolor=style.colour,
                     elinewidth=1.6, capsize=3, zorder=2)
     if line.ours is not None:
-        ax.plot([line.ours], [y], ls="none", marker=style.marker, ms=7, color=style.colour, mec=style.colour,
-                mfc=style.colour if style.filled else "white", mew=1.5, zorder=3, gid="ours")
+        # filled markers get a white rim, so their shape stands out from the bar and caps under them
+        ax.plot([line.ours], [y], ls="none", marker=style.marker, ms=8.5, color=style.colour,
+                mec="white" if style.filled else style.colour, mfc=style.colour if style.filled else "white",
+                mew=0.8 if style.filled else 1.6, zorder=3, gid="ours")
     if line.null is not None:  # this line's own "no effect" (a threshold), where the panel has no line at 0
         ax.vlines(line.null, y - 0.35, y + 0.35, colors="0.35", linestyles=":", lw=1.2, zorder=1)
     if line.paper is not None:
