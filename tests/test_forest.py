@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from ifbf.config import ConfigError, read_yaml
 from ifbf.experiments import load_preset, load_table, table_path
 from ifbf.report import figures, records
-from ifbf.report.claims import judge_all, load_claims
+from ifbf.report.claims import Verdict, judge_all, load_claims
 from ifbf.report.forest import CLASSES, DELTA, LABEL_WIDTH, STYLES, VALUE, ClaimLine, claim_lines, forest_figure, \
     short_label, step_lines
 from ifbf.report.report_file import write_report
@@ -164,5 +164,22 @@ def test_report_opens_with_the_forest_plot(table2_counts, tmp_path):
                          "![The paper's claims: its number and ours](claims.png)"]
     assert lines.index("## The paper's claims") > 3
     assert (out / "claims.png").is_file() and (out / "claims.pdf").is_file()
-    assert figures.plot_steps(frame, load_table(2), out, "smoke") == [out / "table2_delta.png", out / "table2_delta.pdf"]
+    steps = figures.plot_steps(frame, load_table(2), out, "smoke")
+    assert steps == [out / "table2_delta.png", out / "table2_delta.pdf"]
     assert figures.plot_steps(frame, load_table(3), out, "smoke") == []  # a sweep: no adds_to
+
+
+def test_adapter_notes_and_axes():
+    claims = {c.id: c for n in (1, 2) for c in load_claims(n)}
+    lines = claim_lines([
+        Verdict(claims["t2-aspp-r50"], "not resolved", 0.5, -0.5, 1.5, seeds_needed=12),
+        Verdict(claims["t2-best"], "not resolved", 0.4, -0.3, 0.9, best={"R101 IFBFNet": 0.4}),
+        Verdict(claims["t1-most-classes"], "supported", 14, 12, 16),
+    ])
+    assert [line.note for line in lines] == ["12 seeds", "P(best) 0.40 · more images", ""]
+    assert [line.axis for line in lines] == [DELTA, DELTA, CLASSES]
+    assert lines[1].ours is None and (lines[1].low, lines[1].high) == (-0.3, 0.9)
+    paper = {r.name: r.paper["miou"] for r in load_table(2).rows}
+    runner_up = max(v for r, v in paper.items() if r != "R101 IFBFNet")
+    assert lines[1].paper == pytest.approx(paper["R101 IFBFNet"] - runner_up)  # 81.16 - 81.05
+    assert lines[2].null == 9.5 and lines[2].paper == 15

@@ -15,15 +15,15 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ifbf.errors import IfbfError
-from ifbf.experiments import TableSpec, load_table
-from ifbf.report.claims import Verdict
+from ifbf.experiments import TableSpec, class_names, load_table
+from ifbf.report.claims import NOT_RESOLVED, Verdict
 from ifbf.report.stats import RESAMPLES, Row, set_difference
 
 DELTA, VALUE, CLASSES = "Δ mIoU (points)", "mIoU (%)", "classes won (of 19)"  # a line's axis (its unit)
@@ -82,19 +82,19 @@ def _paper_margin(v: Verdict, table: TableSpec) -> float | None:
 def _line(v: Verdict, tables: Mapping[int, TableSpec]) -> ClaimLine:
     claim = v.claim
     label = short_label(claim.text) + (f" ({claim.metric} IoU)" if claim.metric != "miou" else "")
-    seeds = "" if v.verdict != "not resolved" else (
+    seeds = "" if v.verdict != NOT_RESOLVED else (
         f"{v.seeds_needed} seeds" if v.seeds_needed is not None else "more images")
-    base = dict(table=claim.table, label=label, paper=claim.size, ours=v.ours, low=v.low, high=v.high,
-                verdict=v.verdict, note=seeds)
+    line = ClaimLine(claim.table, label, claim.size, v.ours, v.low, v.high, v.verdict, seeds)
     if claim.kind == "best_of":  # the interval is of Δ to the row most often best instead; the verdict on P(best)
         p = f"P(best) {v.ours:.2f}" if v.ours is not None else ""
-        base |= dict(label=label + ": margin over the next best", paper=_paper_margin(v, tables[claim.table]),
-                     ours=None, note=" · ".join(s for s in (p, seeds) if s))
-    elif claim.kind == "value":
-        base |= dict(axis=VALUE, null=claim.threshold)
-    elif claim.kind == "classes":
-        base |= dict(axis=CLASSES, null=claim.threshold if claim.threshold is not None else 19 / 2)
-    return ClaimLine(**base)
+        return replace(line, label=label + ": margin over the next best", ours=None,
+                       paper=_paper_margin(v, tables[claim.table]), note=" · ".join(s for s in (p, seeds) if s))
+    if claim.kind == "value":
+        return replace(line, axis=VALUE, null=claim.threshold)
+    if claim.kind == "classes":  # the null of claims.py: half of the classes
+        half = len(class_names()) / 2
+        return replace(line, axis=CLASSES, null=claim.threshold if claim.threshold is not None else half)
+    return line
 
 
 def claim_lines(verdicts: Sequence[Verdict], absolute: bool = True) -> list[ClaimLine]:
