@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 
 from ifbf.errors import IfbfError
 from ifbf.experiments import TableSpec, class_names, load_table
-from ifbf.report.claims import NOT_RESOLVED, Verdict
+from ifbf.report.claims import NOT_EVALUATED, NOT_RESOLVED, Verdict
 from ifbf.report.stats import RESAMPLES, Row, set_difference
 
 DELTA, VALUE, CLASSES = "Δ mIoU (points)", "mIoU (%)", "classes won (of 19)"  # a line's axis (its unit)
@@ -194,7 +194,10 @@ def _legend(fig: Figure, lines: Sequence[ClaimLine], ours: str) -> None:
     words = [w for w in STYLES if any(line.verdict == w for line in lines)]
     styles = [(w, STYLES[w]) for w in words] if words else [(ours, PLAIN)]
     handles += [Line2D([], [], ls="-", lw=1.4, marker=s.marker, ms=6, color=s.colour, mec=s.colour,
-                       mfc=s.colour if s.filled else "white", label=w if words else ours) for w, s in styles]
+                       mfc=s.colour if s.filled else "white", label=w if words else ours)
+                for w, s in styles if w != NOT_EVALUATED]
+    if NOT_EVALUATED in words:  # nothing of ours is drawn on such a line: no marker to explain
+        handles.append(Line2D([], [], ls="none", marker="None", label=f"{NOT_EVALUATED}: the paper's tick only"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=FONT, frameon=False)
 
 
