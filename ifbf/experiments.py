@@ -23,6 +23,7 @@ class RowSpec:
     name: str
     overrides: tuple[str, ...] | None  # None: a row of another method, nothing to run
     paper: dict[str, float]  # "miou" and, for per-class tables, class names -> IoU in %
+    adds_to: str | None = None  # the row this one adds one ablation step to (its Δ figure: this − that)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,16 @@ class TableSpec:
         return [row for row in self.rows if row.overrides is not None]
 
 
+def _check_steps(rows: tuple[RowSpec, ...], path: Path) -> None:
+    """Each ``adds_to`` names another runnable row of the same table (an ablation step is between two runs)."""
+    runnable = {r.name for r in rows if r.overrides is not None}
+    for row in rows:
+        if row.adds_to is not None and (row.adds_to not in runnable or row.adds_to == row.name
+                                        or row.overrides is None):
+            raise ConfigError(f"{path}: row {row.name!r}: adds_to {row.adds_to!r} must name another runnable row "
+                              f"of this table ({', '.join(sorted(runnable - {row.name}))})")
+
+
 def class_names() -> tuple[str, ...]:
     """The 19 evaluated Cityscapes classes in trainId order, as Table 1's per-class columns list them (the
     order of every per-class count the engine stores)."""
@@ -96,9 +107,11 @@ def load_table(number: int) -> TableSpec:
                 name=str(r["name"]),
                 overrides=None if r["overrides"] is None else tuple(str(o) for o in r["overrides"]),
                 paper={str(k): float(v) for k, v in r["paper"].items()},
+                adds_to=None if r.get("adds_to") is None else str(r["adds_to"]),
             )
             for r in data["rows"]
         )
+        _check_steps(rows, path)
         return TableSpec(
             number=number,
             title=str(data["title"]),

@@ -1,5 +1,7 @@
-"""Figures of a table, each one function writing PNG and PDF: paper vs ours per row (bars), mIoU against a
-swept value (sweep), the training-loss curves and the validation curves of the runs behind a table."""
+"""Figures of a table, each one function writing PNG and PDF: paper vs ours per row (bars), each ablation
+step's Δ (``table<N>_delta``, a forest plot of ``report.forest``), mIoU against a swept value (sweep), the
+training-loss curves and the validation curves of the runs behind a table; and every claim's forest plot
+(``claims``). Legends sit outside the axes, so they never cover data."""
 
 from __future__ import annotations
 
@@ -14,7 +16,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ifbf.experiments import TableSpec  # noqa: E402
-from ifbf.report.records import losses, val_curves  # noqa: E402
+from ifbf.report.forest import ClaimLine, forest_figure, step_lines  # noqa: E402
+from ifbf.report.records import losses, row_counts, val_curves  # noqa: E402
+
+CLAIMS = "claims"  # results/<preset>/claims.{png,pdf}
+
+
+def _outside_legend(ax: plt.Axes, **kwargs) -> None:
+    """The legend to the right of the axes: outside them, so it covers no bar, point or curve."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
 
 
 def _save(fig: plt.Figure, path: Path) -> list[Path]:
@@ -47,7 +57,7 @@ def plot_ablation(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) ->
     ax.set_xticks(x, df.index, rotation=30, ha="right")
     ax.set_ylabel("mIoU (%)")
     ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
-    ax.legend()
+    _outside_legend(ax)
     values = np.concatenate([df["paper"].dropna().values, df["ours"].dropna().values])
     if values.size:
         ax.set_ylim(max(0, values.min() - 10), min(100, values.max() + 5))
@@ -75,8 +85,29 @@ def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> li
     if spec.delta_to_best:
         ax.axhline(0, color="black", lw=0.5)
     ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
-    ax.legend()
+    _outside_legend(ax)
     return _save(fig, out / f"table{table.number}_{spec.file or spec.column}")
+
+
+def plot_steps(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
+    """Each ablation step of the table (rows with ``adds_to``): Δ = row − the row it adds to, the paper's and
+    ours with its paired 95% interval; nothing for a table without steps."""
+    lines = step_lines(table, row_counts(records, table.number))
+    if not lines:
+        return []
+    fig = forest_figure(lines, f"Table {table.number}: each ablation step, Δ = row − the row it adds to",
+                        grouped=False, ours=f"ifbf ({preset}), 95% CI")
+    return _save(fig, out / f"table{table.number}_delta")
+
+
+def plot_claims(lines: list[ClaimLine], out: Path, footnote: str = "") -> list[Path]:
+    """Every claim's forest plot (``claims.{png,pdf}``; nothing without claims)."""
+    if not lines:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    fig = forest_figure(lines, "The paper's claims: its number (black tick) and ours with its 95% interval",
+                        footnote=footnote)
+    return _save(fig, out / CLAIMS)
 
 
 def _plot_curves(curves: pd.DataFrame, value: str, scale: float, style: str, ylabel: str, title: str,
@@ -90,7 +121,7 @@ def _plot_curves(curves: pd.DataFrame, value: str, scale: float, style: str, yla
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    _outside_legend(ax, fontsize=6)
     return _save(fig, path)
 
 
@@ -110,12 +141,12 @@ def plot_val_curves(records: pd.DataFrame, table: TableSpec, out: Path, preset: 
 
 def write_figures(records: pd.DataFrame, table: TableSpec, df: pd.DataFrame, out: Path, preset: str,
                   paper_only: bool = False) -> list[Path]:
-    """The figures the table's spec asks for (none for per-class tables), plus its loss curves."""
+    """The figures the table's spec asks for (none for per-class tables), its steps' Δ, its loss curves."""
     if table.figure is None:
         return []
     shown = "paper values only" if paper_only else preset
     plot = plot_sweep if table.figure.kind == "sweep" else plot_ablation
-    paths = plot(df, table, out, shown)
+    paths = plot(df, table, out, shown) + plot_steps(records, table, out, shown)
     if not paper_only:
         paths += plot_losses(records, table, out, shown)
         paths += plot_val_curves(records, table, out, shown)

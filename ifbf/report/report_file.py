@@ -16,6 +16,8 @@ import pandas as pd
 from ifbf.errors import IfbfError
 from ifbf.experiments import Preset, TableSpec
 from ifbf.report.claims import NOT_EVALUATED, Claim, Verdict, judge, load_claims
+from ifbf.report.figures import plot_claims
+from ifbf.report.forest import claim_lines
 from ifbf.report.records import compute, row_counts
 from ifbf.report.report_md import TableSection, render_report
 from ifbf.report.stats import RESAMPLES
@@ -71,7 +73,11 @@ def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], re
     if preset.name not in ABSOLUTE_PRESETS:
         intro += (" The paper's absolute numbers (`value` claims) are not judged on this preset: only "
                   "differences between rows carry over from a reduced setting.")
-    text = render_report(preset.name, sections, compute=compute_text(records), intro=intro)
+    absolute = preset.name in ABSOLUTE_PRESETS  # the forest plot of every claim opens the report
+    figure = plot_claims(claim_lines([v for s in sections for v in s.verdicts], absolute), out,
+                         "" if absolute else "(value claims, the paper's absolute numbers: judged on preset paper only)")
+    text = render_report(preset.name, sections, compute=compute_text(records), intro=intro,
+                         claims_image=figure[0].name if figure else "")
     path = out / REPORT
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

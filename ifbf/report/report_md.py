@@ -28,6 +28,11 @@ contradicted at ≤ 0.05. "paper in CI" says whether the paper's own number lies
 Rows we have not run yet are **not evaluated**."""
 
 
+READ_CLAIMS_FIGURE = ("One line per claim, grouped by table: the black tick is the paper's number, the point "
+                      "and bar ours with its 95% interval, the vertical line no effect; colour, marker and the "
+                      "word at the right give the verdict (with the seeds a not-resolved claim needs).")
+
+
 @dataclass(frozen=True)
 class TableSection:
     """One table of the report: its rendered frame (strings), the verdicts on its claims, links."""
@@ -111,11 +116,14 @@ def verdict_counts(verdicts: Sequence[Verdict]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
 
 
-def render_report(preset: str, sections: Sequence[TableSection], compute: str = "", intro: str = "") -> str:
+def render_report(preset: str, sections: Sequence[TableSection], compute: str = "", intro: str = "",
+                  claims_image: str = "") -> str:
     """The whole REPORT.md: a summary of the verdicts, every claim with its verdict in one table, then per
     table its rows (with intervals), figures and links."""
     verdicts = [v for s in sections for v in s.verdicts]
     lines = [f"# Reproduction report: preset `{preset}`", ""]
+    if claims_image:  # the forest plot of every claim opens the report
+        lines += [f"![The paper's claims: its number and ours]({claims_image})", "", READ_CLAIMS_FIGURE, ""]
     if intro:
         lines += [intro, ""]
     if verdicts:
