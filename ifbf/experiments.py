@@ -120,7 +120,7 @@ class ReportPrior:
     the std of a row's mIoU between training seeds (points), where that number comes from, and the
     equivalence margin of ``about`` claims (points)."""
 
-    seed_std: float = 1.0
+    seed_std: float | None = 1.0  # None: unknown (a row with one seed then gets no interval)
     seed_std_source: str = "assumed"
     margin: float = 1.0
 
@@ -131,11 +131,12 @@ def _report_prior(data: object, path: Path) -> ReportPrior:
     if not isinstance(data, dict) or set(data) - {"seed_std", "seed_std_source", "margin"}:
         raise ConfigError(f"{path}: 'report' is a mapping with seed_std, seed_std_source and margin")
     try:
-        prior = ReportPrior(float(data.get("seed_std", 1.0)), str(data.get("seed_std_source", "assumed")),
+        std = data.get("seed_std", 1.0)
+        prior = ReportPrior(None if std is None else float(std), str(data.get("seed_std_source", "assumed")),
                             float(data.get("margin", 1.0)))
     except (TypeError, ValueError):
         raise ConfigError(f"{path}: report.seed_std and report.margin are numbers (mIoU points)") from None
-    if prior.seed_std < 0 or prior.margin <= 0:
+    if (prior.seed_std is not None and prior.seed_std < 0) or prior.margin <= 0:
         raise ConfigError(f"{path}: report.seed_std must be >= 0 and report.margin > 0")
     return prior
 
