@@ -71,8 +71,9 @@ def noise_text(records: pd.DataFrame, preset: Preset) -> str:
         return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, measured on this report's "
                 f"{noise.rows} rows with several seeds (pooled within-row variance, {noise.df:g} degrees of "
                 f"freedom); the preset's prior ({preset.report.seed_std}) is not used.")
+    source = noise.source.removeprefix("assumed").lstrip(": ")
     return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, **assumed** (no row has several "
-            f"seeds): {noise.source}. A class IoU's σ is sqrt(19) times it unless measured.")
+            f"seeds){': ' + source if source else ''}. A class IoU's σ is sqrt(19) times it unless measured.")
 
 
 def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], records: pd.DataFrame) -> Path:
