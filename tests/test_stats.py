@@ -96,7 +96,8 @@ def test_interval_is_the_estimate_plus_minus_q_times_images_and_seeds():
     q = (image_var * 1.959964 + seed_var * 2.776445) / (image_var + seed_var)  # t_4 quantile: 2.776445
     half = q * np.sqrt(image_var + seed_var)
     assert interval.estimate == pytest.approx(np.mean(per_seed))
-    assert (interval.low, interval.high) == pytest.approx((interval.estimate - half, interval.estimate + half), abs=1e-6)
+    expected = (interval.estimate - half, interval.estimate + half)
+    assert (interval.low, interval.high) == pytest.approx(expected, abs=1e-6)
     assert interval.seed_std == pytest.approx(np.std(per_seed, ddof=1))
     one = miou_interval(seeds[1:2], SeedNoise(None), resamples=2000)
     assert one.seed_std is None and np.isnan(one.low) and np.isnan(one.high)  # σ unknown: no interval

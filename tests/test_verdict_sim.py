@@ -14,10 +14,11 @@ row whose training moves the row's mIoU by a normal draw of std σ. The producti
 
 Fast variant (default): 200 images, 300 resamples, 80 simulations per cell: binomial sd ~0.025, so it
 checks a looser band (coverage 0.87–0.995, false verdicts <= 0.13); the code before issue 18 fails it
-(intervals of images only: the issue measured 67% false verdicts at one seed and σ = 0.5). Slow variant (``-m slow``): 300 images, 500 resamples, 1500
-simulations per cell (sd 0.0056, the band is ± 3.6 sd): coverage within 0.93–0.97 and false verdicts at
-most 5% plus two binomial sds (a calibrated test has exactly 5% in expectation). Per-image counts use the normal
-approximation to the binomial, to keep a simulation cheap; the statistics are the production code's.
+(intervals of images only: the issue measured 67% false verdicts at one seed and σ = 0.5). Slow
+variant (``-m slow``): 300 images, 500 resamples, 1500 simulations per cell (sd 0.0056, the band is
+± 3.6 sd): coverage within 0.93–0.97 and false verdicts at most 5% plus two binomial sds (a calibrated
+test has exactly 5% in expectation). Per-image counts use the normal approximation to the binomial, to
+keep a simulation cheap; the statistics are the production code's.
 """
 
 from __future__ import annotations

@@ -68,9 +68,10 @@ def noise_text(records: pd.DataFrame, preset: Preset) -> str:
         return ("**Training noise:** unknown: no row has several seeds and the preset sets no prior "
                 "(`report.seed_std`), so one-seed rows get no interval and their claims read not resolved (1 seed).")
     if noise.measured:
-        return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, measured on this report's "
-                f"{noise.rows} rows with several seeds (pooled within-row variance, {noise.df:g} degrees of "
-                f"freedom); the preset's prior ({preset.report.seed_std}) is not used.")
+        rows = f"{noise.rows} row{'s' if noise.rows != 1 else ''}"
+        return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, measured on this report's {rows} "
+                f"with several seeds (pooled within-row variance, {noise.df:g} degrees of freedom); the preset's "
+                f"prior ({preset.report.seed_std}) is not used.")
     source = noise.source.removeprefix("assumed").lstrip(": ")
     return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, **assumed** (no row has several "
             f"seeds){': ' + source if source else ''}. A class IoU's σ is sqrt(19) times it unless measured.")

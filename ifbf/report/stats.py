@@ -17,8 +17,8 @@ over its seeds of each seed's mIoU on all images. Its variance has two parts (do
 
 The interval is estimate ± q · se, se² = image variance + training variance, with q between the normal
 quantile (image part, infinite df) and the t quantile at σ's degrees of freedom (Cochran–Cox): with 3
-seeds a normal quantile covers a paired Δ in 79% of simulations instead of 95% (tests/test_verdict_sim.py). Every value here
-is in mIoU points (%), like the paper's tables.
+seeds a normal quantile covered a paired Δ in 79% of simulations instead of 95% (issue 18;
+tests/test_verdict_sim.py). Every value here is in mIoU points (%), like the paper's tables.
 
 Vectorised: a resample is a row of a (B x n) matrix of how often each image was drawn, so the summed
 counts of all resamples are one matrix product (B x n) @ (n x K).

@@ -207,6 +207,8 @@ def judge(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float = 1.0, r
           seed: int = 0, absolute: bool = True) -> Verdict:
     """The raw verdict on one (not all_of) claim from its rows' per-image counts; missing rows, rows that
     do not pair up, or (``absolute=False``: a reduced preset) the paper's absolute numbers: not evaluated."""
+    if claim.kind == "all_of":
+        raise ValueError(f"claim {claim.id}: an all_of claim is judged from its parts (judge_all)")
     if claim.kind == "value" and not absolute:
         return Verdict(claim, NOT_EVALUATED, reason="an absolute number of the paper: judged on the paper preset only")
     if missing := [r for r in claim.row_names() if not rows.get(r)]:
