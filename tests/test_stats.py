@@ -110,6 +110,8 @@ def test_pooled_seed_std_by_hand():
     prior = pooled_noise([[1.0], [2.0]], prior=0.5, source="assumed: a paper")
     assert prior.std == 0.5 and not prior.measured and prior.source == "assumed: a paper"
     assert pooled_noise([[1.0]], prior=None).std is None
+    once = pooled_noise([[1.0]], prior=2.0, source="measured once", prior_df=3)  # a prior measured on few seeds
+    assert once.df == 3 and not once.measured and once.text() == "2.00 assumed (df 3)"
     assert prior.one_class(19).std == pytest.approx(0.5 * np.sqrt(19))
 
 

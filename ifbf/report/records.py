@@ -82,7 +82,7 @@ def seed_noise(records: pd.DataFrame, metric: str = "miou") -> SeedNoise:
             groups.append([100 * (m if metric == "miou" else iou.get(metric, math.nan))
                            for m, iou in zip(seeds["miou"], seeds["iou"])])
     groups = [[v for v in g if not math.isnan(v)] for g in groups]
-    noise = pooled_noise(groups, prior.seed_std, prior.seed_std_source)
+    noise = pooled_noise(groups, prior.seed_std, prior.seed_std_source, prior.seed_std_df)
     return noise if metric == "miou" or noise.measured else seed_noise(records).one_class(len(class_names()))
 
 

@@ -11,6 +11,7 @@ claims of all its tables.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -73,8 +74,10 @@ def noise_text(records: pd.DataFrame, preset: Preset) -> str:
                 f"with several seeds (pooled within-row variance, {noise.df:g} degrees of freedom); the preset's "
                 f"prior ({preset.report.seed_std}) is not used.")
     source = noise.source.removeprefix("assumed").lstrip(": ")
-    return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, **assumed** (no row has several "
-            f"seeds){': ' + source if source else ''}. A class IoU's σ is sqrt(19) times it unless measured.")
+    df = f", with {noise.df:g} degrees of freedom" if math.isfinite(noise.df) else ", taken as known"
+    return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, **assumed** from the preset (no row "
+            f"here has several seeds){df}{': ' + source if source else ''}. A class IoU's σ is sqrt(19) times "
+            "it unless measured.")
 
 
 def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], records: pd.DataFrame) -> Path:

@@ -73,7 +73,8 @@ Row = Sequence[Counts]  # one Counts per seed, in seed order
 class SeedNoise:
     """σ, the std of one training's value (mIoU or a class IoU, points) between seeds on fixed images, and
     where it comes from: ``measured`` on the report's multi-seed rows (pooled, ``df`` degrees of freedom)
-    or a prior (``df`` infinite: taken as known). ``std`` None: unknown, no honest interval exists."""
+    or a prior (``df`` infinite: taken as known, or the df it was measured with). ``std`` None: unknown,
+    no honest interval exists."""
 
     std: float | None
     df: float = math.inf
@@ -82,14 +83,15 @@ class SeedNoise:
 
     @property
     def measured(self) -> bool:
-        return math.isfinite(self.df)
+        """Pooled from this report's own multi-seed rows (not a preset's prior)."""
+        return self.rows > 0
 
     def text(self) -> str:
         if self.std is None:
             return "unknown (1 seed, no prior)"
         if self.measured:
             return f"{self.std:.2f} measured (df {self.df:g}, {self.rows} rows)"
-        return f"{self.std:.2f} assumed"
+        return f"{self.std:.2f} assumed" + (f" (df {self.df:g})" if math.isfinite(self.df) else "")
 
     def one_class(self, classes: int) -> SeedNoise:
         """A prior for one class's IoU from the mIoU prior: mIoU is the mean of ``classes`` IoUs, so a class
@@ -101,12 +103,14 @@ class SeedNoise:
                        source=f"{self.source}; sqrt({classes}) x the mIoU value for one class")
 
 
-def pooled_noise(groups: Sequence[Sequence[float]], prior: float | None, source: str = "assumed") -> SeedNoise:
+def pooled_noise(groups: Sequence[Sequence[float]], prior: float | None, source: str = "assumed",
+                 prior_df: float = math.inf) -> SeedNoise:
     """σ from the per-seed values of each row (``groups``): the pooled within-row variance over the rows
-    with at least 2 seeds, df = Σ (S_i − 1); without such rows, the prior (``None``: unknown)."""
+    with at least 2 seeds, df = Σ (S_i − 1); without such rows, the prior (``None``: unknown) with its df
+    (infinite: taken as known; finite: a prior measured once on few seeds)."""
     multi = [np.asarray(g, dtype=np.float64) for g in groups if len(g) >= 2]
     if not multi:
-        return SeedNoise(prior, math.inf, source)
+        return SeedNoise(prior, prior_df, source)
     df = sum(len(g) - 1 for g in multi)
     variance = sum(float(np.var(g, ddof=1)) * (len(g) - 1) for g in multi) / df
     return SeedNoise(math.sqrt(variance), float(df), "measured", len(multi))
