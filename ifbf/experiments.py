@@ -6,6 +6,7 @@ marks another method's row: the paper's values only) and the values the paper re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,22 +134,24 @@ class ReportPrior:
     the std of a row's mIoU between training seeds (points), where that number comes from, and the
     equivalence margin of ``about`` claims (points)."""
 
-    seed_std: float = 1.0
+    seed_std: float | None = 1.0  # None: unknown (a row with one seed then gets no interval)
     seed_std_source: str = "assumed"
     margin: float = 1.0
+    seed_std_df: float = math.inf  # degrees of freedom of seed_std when it was measured (inf: taken as known)
 
 
 def _report_prior(data: object, path: Path) -> ReportPrior:
     if data is None:
         return ReportPrior()
-    if not isinstance(data, dict) or set(data) - {"seed_std", "seed_std_source", "margin"}:
-        raise ConfigError(f"{path}: 'report' is a mapping with seed_std, seed_std_source and margin")
+    if not isinstance(data, dict) or set(data) - {"seed_std", "seed_std_source", "seed_std_df", "margin"}:
+        raise ConfigError(f"{path}: 'report' is a mapping with seed_std, seed_std_source, seed_std_df and margin")
     try:
-        prior = ReportPrior(float(data.get("seed_std", 1.0)), str(data.get("seed_std_source", "assumed")),
-                            float(data.get("margin", 1.0)))
+        std = data.get("seed_std", 1.0)
+        prior = ReportPrior(None if std is None else float(std), str(data.get("seed_std_source", "assumed")),
+                            float(data.get("margin", 1.0)), float(data.get("seed_std_df", math.inf)))
     except (TypeError, ValueError):
         raise ConfigError(f"{path}: report.seed_std and report.margin are numbers (mIoU points)") from None
-    if prior.seed_std < 0 or prior.margin <= 0:
+    if (prior.seed_std is not None and prior.seed_std < 0) or prior.margin <= 0 or prior.seed_std_df <= 0:
         raise ConfigError(f"{path}: report.seed_std must be >= 0 and report.margin > 0")
     return prior
 

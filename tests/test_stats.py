@@ -1,5 +1,6 @@
-"""Bootstrap intervals from per-image counts: the metric's own mIoU, coverage on simulated data with a
-known truth, paired differences, the best of a sweep and the seeds-needed estimate."""
+"""Intervals from per-image counts and training noise: the metric's own mIoU, the interval against a
+plain computation, coverage on simulated data with a known truth, paired differences, the pooled seed std,
+the t distribution and the p-values (the full coverage grid: tests/test_verdict_sim.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 
 from ifbf.errors import IfbfError
 from ifbf.engine.metrics import iou_from_train_confusion, summary
-from ifbf.report.stats import (Counts, Difference, best_probability, miou, miou_interval, paired_difference, row_miou,
-                        seeds_needed)
+from ifbf.report.stats import (Counts, SeedNoise, critical_value, image_weights, miou, miou_interval,
+                               paired_difference, p_value, pooled_noise, row_miou)
+from ifbf.report.student import t_cdf, t_quantile
 
 K = 19
 
@@ -25,6 +27,7 @@ def population(rng: np.random.Generator, n: int = 200) -> tuple[np.ndarray, np.n
     return p, union
 
 
+IMAGES_ONLY = SeedNoise(0.0, source="images only")
 TRUE_MIOU = 100 * float(np.mean(np.linspace(2, 9, K) / (np.linspace(2, 9, K) + 3.0)))
 
 
@@ -46,7 +49,7 @@ def test_interval_covers_the_true_miou_about_95_percent_of_the_time():
     covered = []
     for sim in range(200):
         counts = sample(rng, *population(rng, 100))
-        interval = miou_interval([counts], resamples=1000, seed=sim)
+        interval = miou_interval([counts], IMAGES_ONLY, resamples=1000, seed=sim)
         assert interval.low <= interval.estimate <= interval.high
         covered.append(interval.low <= TRUE_MIOU <= interval.high)
     print(f"coverage {np.mean(covered):.3f}")
@@ -58,9 +61,10 @@ def test_paired_difference_of_one_distribution_contains_zero_about_95_percent_of
     contains = []
     for sim in range(200):
         p, union = population(rng, 100)
-        diff = paired_difference([sample(rng, p, union)], [sample(rng, p, union)], resamples=1000, seed=sim)
+        diff = paired_difference([sample(rng, p, union)], [sample(rng, p, union)], IMAGES_ONLY, resamples=1000,
+                                 seed=sim)
         contains.append(diff.low <= 0 <= diff.high)
-        assert 0 <= diff.p_le_zero <= 1
+        assert 0 <= diff.p <= 1 and (diff.p < 0.05) == (not diff.low <= 0 <= diff.high)
     print(f"contains 0: {np.mean(contains):.3f}")
     assert 0.90 <= np.mean(contains) <= 0.99
 
@@ -69,35 +73,66 @@ def test_pairing_on_images_resolves_what_separate_intervals_cannot():
     rng = np.random.default_rng(4)
     p, union = population(rng, 100)
     a, b = sample(rng, p, union, shift=0.006), sample(rng, p, union)
-    ia, ib = miou_interval([a], resamples=2000), miou_interval([b], resamples=2000)
+    ia, ib = miou_interval([a], IMAGES_ONLY, resamples=2000), miou_interval([b], IMAGES_ONLY, resamples=2000)
     assert ia.low < ib.high  # the two intervals overlap ...
-    diff = paired_difference([a], [b], resamples=2000)
-    assert diff.low > 0 and diff.p_le_zero < 0.025  # ... but the paired Δ excludes 0
+    diff = paired_difference([a], [b], IMAGES_ONLY, resamples=2000)
+    assert diff.low > 0 and diff.p < 0.05  # ... but the paired Δ excludes 0
     assert diff.estimate == pytest.approx(row_miou([a]) - row_miou([b]))
     assert diff.low < 0.6 < diff.high  # the true shift is 0.6 points
 
 
-def test_seeds_widen_the_interval_and_give_their_std():
+def test_interval_is_the_estimate_plus_minus_q_times_images_and_seeds():
+    """Against a plain computation: bootstrap variance of the seed-mean mIoU over the same image draws, plus
+    σ² / S, times the Cochran–Cox critical value (normal and t_df quantiles weighted by the two parts)."""
     rng = np.random.default_rng(5)
     p, union = population(rng, 300)
     seeds = [sample(rng, p, union, shift=s) for s in (-0.03, 0.0, 0.03)]
     per_seed = [row_miou([c]) for c in seeds]
-    one, three = miou_interval(seeds[1:2], resamples=2000), miou_interval(seeds, resamples=2000)
-    assert three.seed_std == pytest.approx(np.std(per_seed, ddof=1)) and one.seed_std is None
-    assert three.estimate == pytest.approx(np.mean(per_seed))
-    assert three.high - three.low > 2 * (one.high - one.low)
+    noise = SeedNoise(2.0, df=4, source="measured", rows=2)
+    interval = miou_interval(seeds, noise, resamples=2000)
+    weights = image_weights(np.random.default_rng(0), 300, 2000)
+    boot = np.mean([miou(weights @ c.inter, weights @ c.union) for c in seeds], axis=0)
+    image_var, seed_var = float(np.var(boot)), 4.0 / 3
+    q = (image_var * 1.959964 + seed_var * 2.776445) / (image_var + seed_var)  # t_4 quantile: 2.776445
+    half = q * np.sqrt(image_var + seed_var)
+    assert interval.estimate == pytest.approx(np.mean(per_seed))
+    expected = (interval.estimate - half, interval.estimate + half)
+    assert (interval.low, interval.high) == pytest.approx(expected, abs=1e-6)
+    assert interval.seed_std == pytest.approx(np.std(per_seed, ddof=1))
+    one = miou_interval(seeds[1:2], SeedNoise(None), resamples=2000)
+    assert one.seed_std is None and np.isnan(one.low) and np.isnan(one.high)  # σ unknown: no interval
 
 
-def test_best_probability_finds_a_clear_winner_and_splits_a_tie():
-    rng = np.random.default_rng(6)
-    p, union = population(rng, 150)
-    rows = {"low": [sample(rng, p, union, -0.03)], "best": [sample(rng, p, union, 0.03)],
-            "mid": [sample(rng, p, union)]}
-    prob = best_probability(rows, resamples=2000)
-    assert sum(prob.values()) == pytest.approx(1) and prob["best"] > 0.99
-    same = sample(rng, p, union)
-    tie = best_probability({"x": [same], "y": [Counts(same.inter.copy(), same.union.copy())]}, resamples=500)
-    assert tie == {"x": 1.0, "y": 0.0}  # equal everywhere: the first row wins each resample (argmax)
+def test_pooled_seed_std_by_hand():
+    noise = pooled_noise([[1.0, 2.0, 3.0], [10.0, 14.0], [7.0]], prior=0.5)
+    # within-row sums of squares 2 and 8 over df 2 + 1
+    assert noise.std == pytest.approx(np.sqrt(10 / 3)) and noise.df == 3 and noise.rows == 2 and noise.measured
+    prior = pooled_noise([[1.0], [2.0]], prior=0.5, source="assumed: a paper")
+    assert prior.std == 0.5 and not prior.measured and prior.source == "assumed: a paper"
+    assert pooled_noise([[1.0]], prior=None).std is None
+    once = pooled_noise([[1.0]], prior=2.0, source="measured once", prior_df=3)  # a prior measured on few seeds
+    assert once.df == 3 and not once.measured and once.text() == "2.00 assumed (df 3)"
+    assert prior.one_class(19).std == pytest.approx(0.5 * np.sqrt(19))
+
+
+def test_t_distribution_against_tables_and_integration():
+    for df, q in [(1, 12.706205), (2, 4.302653), (4, 2.776445), (10, 2.228139), (30, 2.042272)]:
+        assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-5)
+    x = np.linspace(-60, 1.3, 400_001)  # a real df, by the trapezoid rule on the density
+    dens = (1 + x**2 / 2.5) ** (-1.75)
+    dens /= np.trapezoid((1 + np.linspace(-2000, 2000, 2_000_001) ** 2 / 2.5) ** (-1.75),
+                         np.linspace(-2000, 2000, 2_000_001))
+    assert t_cdf(1.3, 2.5) == pytest.approx(np.trapezoid(dens, x), abs=2e-4)
+    assert critical_value(1.0, 0.0, 2) == pytest.approx(1.959964, abs=1e-6)
+    assert critical_value(0.0, 1.0, 2) == pytest.approx(4.302653, abs=1e-6)
+
+
+@pytest.mark.parametrize("image_var, seed_var, df", [(0.1, 0.0, np.inf), (0.1, 0.5, 4), (0.0, 1.0, 2), (0.3, 0.3, 8)])
+def test_p_value_is_where_the_interval_reaches_the_null(image_var, seed_var, df):
+    se = np.sqrt(image_var + seed_var)
+    for level in (0.9, 0.95, 0.99):
+        estimate = critical_value(image_var, seed_var, df, level) * se  # the interval's low end is exactly 0
+        assert p_value(estimate, 0.0, image_var, seed_var, df) == pytest.approx(1 - level, rel=1e-6)
 
 
 def test_rows_on_different_images_are_refused():
@@ -105,31 +140,20 @@ def test_rows_on_different_images_are_refused():
     p, union = population(rng, 20)
     a = sample(rng, p, union)
     with pytest.raises(IfbfError, match="same images"):
-        paired_difference([a], [Counts(a.inter[:10], a.union[:10])])
+        paired_difference([a], [Counts(a.inter[:10], a.union[:10])], IMAGES_ONLY)
     named = Counts(a.inter, a.union, tuple(f"img{i}" for i in range(20)))
     renamed = Counts(a.inter, a.union, tuple(f"other{i}" for i in range(20)))
     with pytest.raises(IfbfError, match="same images"):
-        paired_difference([named], [renamed])
+        paired_difference([named], [renamed], IMAGES_ONLY)
 
 
-def test_seeds_needed_by_hand():
-    diff = Difference(estimate=1.0, low=-0.5, high=2.5, p_le_zero=0.1, se=0.8, image_se=0.2, seed_var=1.5,
-                      n_seeds=(3, 3))
-    # 1 = 2.8 sqrt(1.5 / S + 0.04)  ->  S = 1.5 / (1 / 2.8**2 - 0.04) = 17.2
-    assert seeds_needed(diff) == 18
-    assert seeds_needed(Difference(**{**diff.__dict__, "image_se": 0.5})) is None  # images alone too noisy
-    one_seed = Difference(**{**diff.__dict__, "seed_var": None})
-    assert seeds_needed(one_seed, assumed_seed_std=0.5) == 6  # seed_var = 2 * 0.25 -> 0.5 / 0.0876 = 5.7
-
-
-def test_hierarchical_interval_covers_the_mean_over_seeds():
-    """Three seeds, each moving every class by N(0, 1 point): the truth is the mean over seeds."""
+def test_training_noise_enters_a_difference_once_per_row():
+    """Δ of rows with 1 and 3 seeds: its variance is the bootstrap variance of Δ plus σ² (1/1 + 1/3)."""
     rng = np.random.default_rng(8)
-    covered = []
-    for sim in range(200):
-        p, union = population(rng, 100)
-        row = [sample(rng, p, union, shift=rng.normal(0, 0.01)) for _ in range(3)]
-        interval = miou_interval(row, resamples=500, seed=sim)
-        covered.append(interval.low <= TRUE_MIOU <= interval.high)
-    print(f"coverage with 3 seeds {np.mean(covered):.3f}")
-    assert 0.88 <= np.mean(covered) <= 0.99
+    p, union = population(rng, 100)
+    a, b = [sample(rng, p, union)], [sample(rng, p, union) for _ in range(3)]
+    images = paired_difference(a, b, IMAGES_ONLY, resamples=1000)
+    both = paired_difference(a, b, SeedNoise(1.5), resamples=1000)
+    assert both.image_se == pytest.approx(images.image_se)
+    assert both.se == pytest.approx(np.sqrt(images.image_se**2 + 1.5**2 * (1 + 1 / 3)))
+    assert both.high - both.low == pytest.approx(2 * 1.959964 * both.se, rel=1e-6)

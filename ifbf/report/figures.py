@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from ifbf.experiments import TableSpec  # noqa: E402
 from ifbf.report.forest import ClaimLine, forest_figure, step_lines  # noqa: E402
-from ifbf.report.records import losses, row_counts, val_curves  # noqa: E402
+from ifbf.report.records import losses, row_counts, seed_noise, val_curves  # noqa: E402
 
 CLAIMS = "claims"  # results/<preset>/claims.{png,pdf}
 
@@ -92,7 +92,7 @@ def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> li
 def plot_steps(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
     """Each ablation step of the table (rows with ``adds_to``): Δ = row − the row it adds to, the paper's and
     ours with its paired 95% interval; nothing for a table without steps."""
-    lines = step_lines(table, row_counts(records, table.number))
+    lines = step_lines(table, row_counts(records, table.number), seed_noise(records))
     if not lines:
         return []
     fig = forest_figure(lines, f"Table {table.number}: each ablation step, Δ = row − the row it adds to",

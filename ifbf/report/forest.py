@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ifbf.errors import IfbfError
-from ifbf.experiments import TableSpec, class_names, load_table
-from ifbf.report.claims import NOT_EVALUATED, NOT_RESOLVED, Verdict
-from ifbf.report.stats import RESAMPLES, Row, set_difference
+from ifbf.experiments import TableSpec, class_names
+from ifbf.report.stats import RESAMPLES, Row, SeedNoise, set_difference
+from ifbf.report.verdicts import NOT_EVALUATED, NOT_RESOLVED, Verdict
 
 DELTA, VALUE, CLASSES = "Δ mIoU (points)", "mIoU (%)", "classes won (of 19)"  # a line's axis (its unit)
 
@@ -61,7 +61,7 @@ class ClaimLine:
     low: float | None  # 95% interval of ours
     high: float | None
     verdict: str = ""  # a word of STYLES; "" for a line without a verdict
-    note: str = ""  # written after the verdict: the seeds a not-resolved claim needs, P(best), ...
+    note: str = ""  # written after the verdict: the seeds a not-resolved claim needs, the verdict after Holm
     axis: str = DELTA  # DELTA, VALUE or CLASSES: lines of one axis share a panel
     null: float | None = None  # no effect on this line's axis when it is not 0 (a threshold)
 
@@ -71,27 +71,26 @@ def short_label(text: str) -> str:
     return re.sub(r"\s*\([^()]*\)\s*$", "", text).strip() or text
 
 
-def _paper_margin(v: Verdict, table: TableSpec) -> float | None:
-    """best_of: the paper's margin of the claimed row over the next best candidate (> 0 when it is the best)."""
-    paper = {r.name: r.paper.get("miou") for r in table.rows}
-    claimed = paper.get(v.claim.rows[0][0])
-    others = [paper[r] for r in v.claim.among if r != v.claim.rows[0][0] and paper.get(r) is not None]
-    return None if claimed is None or not others else claimed - max(others)
+def _note(v: Verdict) -> str:
+    """What follows the verdict word: why a claim is not resolved (the seeds the paper's effect needs, or
+    why no number of seeds would do) and the verdict after Holm's correction where it differs."""
+    notes = []
+    if v.verdict == NOT_RESOLVED:
+        notes.append("1 seed, σ unknown" if v.label != v.verdict else v.for_paper.text() if v.for_paper else "")
+    if v.adjusted is not None and v.adjusted != v.verdict:
+        notes.append(f"after Holm: {v.adjusted}")
+    return " · ".join(n for n in notes if n)
 
 
-def _line(v: Verdict, tables: Mapping[int, TableSpec]) -> ClaimLine:
+def _line(v: Verdict) -> ClaimLine:
     claim = v.claim
     label = short_label(claim.text) + (f" ({claim.metric} IoU)" if claim.metric != "miou" else "")
-    seeds = "" if v.verdict != NOT_RESOLVED else (
-        f"{v.seeds_needed} seeds" if v.seeds_needed is not None else "more images")
-    line = ClaimLine(claim.table, label, claim.size, v.ours, v.low, v.high, v.verdict, seeds)
-    if claim.kind == "best_of":  # the interval is of Δ to the row most often best instead; the verdict on P(best)
-        p = f"P(best) {v.ours:.2f}" if v.ours is not None else ""
-        return replace(line, label=label + ": margin over the next best", ours=None,
-                       paper=_paper_margin(v, tables[claim.table]), note=" · ".join(s for s in (p, seeds) if s))
+    line = ClaimLine(claim.table, label, claim.size, v.ours, v.low, v.high, v.verdict, _note(v))
+    if claim.kind == "best_of":  # ours: Δ to the strongest rival; the paper's: its margin over the runner-up
+        return replace(line, label=label + ": margin over the next best")
     if claim.kind == "value":
         return replace(line, axis=VALUE, null=claim.threshold)
-    if claim.kind == "classes":  # the null of claims.py: half of the classes
+    if claim.kind == "classes":  # the null of the verdicts: half of the classes
         half = len(class_names()) / 2
         return replace(line, axis=CLASSES, null=claim.threshold if claim.threshold is not None else half)
     return line
@@ -100,11 +99,11 @@ def _line(v: Verdict, tables: Mapping[int, TableSpec]) -> ClaimLine:
 def claim_lines(verdicts: Sequence[Verdict], absolute: bool = True) -> list[ClaimLine]:
     """The adapter from ``claims.Verdict``: one line per claim, in the given order. ``absolute=False`` (a
     preset that does not judge the paper's absolute numbers) leaves the ``value`` claims out."""
-    tables = {n: load_table(n) for n in {v.claim.table for v in verdicts}}
-    return [_line(v, tables) for v in verdicts if absolute or v.claim.kind != "value"]
+    return [_line(v) for v in verdicts if absolute or v.claim.kind != "value"]
 
 
-def step_lines(table: TableSpec, counts: Mapping[str, Row], resamples: int = RESAMPLES) -> list[ClaimLine]:
+def step_lines(table: TableSpec, counts: Mapping[str, Row], noise: SeedNoise,
+               resamples: int = RESAMPLES) -> list[ClaimLine]:
     """Each ablation step of ``table`` (a row with ``adds_to``): Δ = row − the row it adds to, the paper's
     and ours with its paired 95% interval (None where a side has no per-image counts)."""
     paper = {r.name: r.paper.get("miou") for r in table.rows}
@@ -116,7 +115,7 @@ def step_lines(table: TableSpec, counts: Mapping[str, Row], resamples: int = RES
         ours = low = high = None
         if counts.get(row.name) and counts.get(row.adds_to):
             try:
-                diff = set_difference([counts[row.name]], [counts[row.adds_to]], resamples)
+                diff = set_difference([counts[row.name]], [counts[row.adds_to]], noise, resamples)
                 ours, low, high = diff.estimate, diff.low, diff.high
             except IfbfError:  # evaluated on different images: no paired Δ
                 pass

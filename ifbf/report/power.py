@@ -20,6 +20,7 @@ SEED_LIMIT = 1000  # beyond this many seeds per row a claim counts as not resolv
 IMAGE_NOISE = "image noise alone exceeds the effect"
 OVER_LIMIT = f"> {SEED_LIMIT} seeds"
 NO_EFFECT = "no effect to detect (size 0 or unknown)"
+NEVER_PREDICTED = "the class is never predicted by either row"
 
 
 def delta_se(image_se: float, seed_std: float, seeds_a: int, seeds_b: int) -> float:

@@ -32,10 +32,13 @@ on a CPU, so its numbers test the pipeline, not the paper (REPORT.md judges only
 rows, not the paper's absolute numbers). All values are mIoU or IoU in %.
 
 How to read a verdict in REPORT.md: a claim compares rows (e.g. "+ skip" against the row without it).
-Our Δ is resampled on the same images for both rows (and the same seeds), giving its 95% interval.
-**supported**: the interval excludes 0 on the side the paper claims; **contradicted**: it excludes 0 on
-the other side; **not resolved**: it contains 0, and "seeds to resolve" says how many seeds per row
-would resolve a Δ of the size observed ("more images" when image noise alone is too large); **not
-evaluated**: a row has not run (or has no per-image counts). "Best of" claims: P(best) ≥ 0.95 supports,
-≤ 0.05 contradicts. "paper in CI": whether the paper's own number lies in our interval.
+Our Δ is resampled on the same images for both rows, and its 95% interval also holds the training noise
+σ²/S of each row ("seed std": measured on the report's multi-seed rows, or the preset's assumed prior).
+**supported**: the interval excludes 0 on the side the paper claims; **size off**: it does, but also
+excludes the paper's size; **contradicted**: it excludes 0 on the other side; **not resolved**: it
+contains 0 ("(1 seed)": σ unknown); **not evaluated**: a row has not run (or has no per-image counts).
+"after Holm": the verdict corrected for judging all claims of the report at once. "seeds for the
+paper's effect": seeds per row for 80% power against the paper's size (ours in brackets). "Best of"
+claims need the claimed row resolved above every rival; "both depths" claims need each depth. "paper in
+CI": whether the paper's own number lies in our interval (blank on presets that are not the paper's).
 """.replace("RUN_FILES", RUN_FILES)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from ifbf.errors import UnreadableRunFile
-from ifbf.experiments import Cell, Preset, TableSpec, table_cells
-from ifbf.report.stats import Counts
+from ifbf.experiments import Cell, Preset, ReportPrior, TableSpec, class_names, table_cells
+from ifbf.report.stats import Counts, SeedNoise, pooled_noise
 from ifbf.rundir import RunDir, read_status, result_key, runs_root, scored_by_server
 
 RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", "miou", "iou",
@@ -41,7 +41,9 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
                 "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
                 "failed": failed, "counts": counts, "unreadable": unreadable,
             })
-    return pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+    frame = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+    frame.attrs["report_prior"] = preset.report  # what the intervals assume where the runs cannot tell
+    return frame
 
 
 def _read(run_dir: Path, cell: Cell) -> tuple[dict | None, Counts | None, bool, UnreadableRunFile | None]:
@@ -75,13 +77,33 @@ def unreadable_lines(records: pd.DataFrame) -> list[str]:
 
 
 def row_counts(records: pd.DataFrame, table: int) -> dict[str, list[Counts]]:
-    """Row name -> the per-image counts of its seeds (in seed order; seeds without counts left out, rows
-    without any left out): what ``stats`` and ``claims`` take."""
+    """Row name -> the per-image counts of its seeds, in seed order: what ``stats`` and ``claims`` take. A
+    row is left out unless every seed with a result has counts, so the tables' intervals and the claims
+    use the same seeds (those with a result), by seed id."""
     rows: dict[str, list[Counts]] = {}
-    mine = records[(records["table"] == table) & records["counts"].notna()].sort_values("seed", kind="stable")
-    for rec in mine.itertuples():
-        rows.setdefault(rec.row, []).append(rec.counts)
+    mine = records[(records["table"] == table) & records["miou"].notna()].sort_values("seed", kind="stable")
+    for row, seeds in mine.groupby("row", sort=False):
+        if seeds["counts"].notna().all():
+            rows[str(row)] = list(seeds["counts"])
     return rows
+
+
+def seed_noise(records: pd.DataFrame, metric: str = "miou") -> SeedNoise:
+    """σ of ``metric`` (mIoU or a class's IoU, points) between training seeds: pooled over the rows of the
+    report with >= 2 seeds (rows sharing their trainings, e.g. one training under two evaluations, count
+    once), else the preset's prior ``report.seed_std`` (for one class: sqrt(19) x the mIoU prior)."""
+    prior: ReportPrior = records.attrs.get("report_prior", ReportPrior())
+    groups, seen = [], set()
+    done = records[records["miou"].notna()].sort_values(["table", "seed"], kind="stable")
+    for _, seeds in done.groupby(["table", "row"], sort=False):
+        trainings = tuple(seeds["run_hash"])
+        if trainings not in seen:
+            seen.add(trainings)
+            groups.append([100 * (m if metric == "miou" else iou.get(metric, math.nan))
+                           for m, iou in zip(seeds["miou"], seeds["iou"])])
+    groups = [[v for v in g if not math.isnan(v)] for g in groups]
+    noise = pooled_noise(groups, prior.seed_std, prior.seed_std_source, prior.seed_std_df)
+    return noise if metric == "miou" or noise.measured else seed_noise(records).one_class(len(class_names()))
 
 
 def compute(records: pd.DataFrame) -> pd.DataFrame:

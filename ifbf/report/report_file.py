@@ -2,48 +2,45 @@
 the paper's claims with verdicts, the figures, the compute spent and links to the table files.
 
 Reads nothing but the records frame (``report.records``); the statistics are ``report.stats`` /
-``report.claims`` and the markdown ``report.report_md``. Each claim's bootstrap draws the images of its
-rows afresh from one fixed seed, so the verdicts are reproducible run to run.
+``report.verdicts`` and the markdown ``report.report_md``. Each claim's bootstrap draws the images of its
+rows from one fixed seed, so the verdicts are reproducible run to run. The training noise σ is pooled
+over every multi-seed row of the report (``records.seed_noise``), and Holm's correction runs across the
+claims of all its tables.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
-from ifbf.errors import IfbfError
 from ifbf.experiments import Preset, TableSpec
-from ifbf.report.claims import NOT_EVALUATED, Claim, Verdict, judge, load_claims
+from ifbf.report.claims import load_claims
 from ifbf.report.figures import plot_claims
 from ifbf.report.forest import claim_lines
-from ifbf.report.records import compute, row_counts
+from ifbf.report.records import compute, row_counts, seed_noise
 from ifbf.report.report_md import TableSection, render_report
 from ifbf.report.stats import RESAMPLES
 from ifbf.report.tables import display, miou_frame
+from ifbf.report.verdicts import adjust, judge_all
 
 REPORT = "REPORT.md"
 ABSOLUTE_PRESETS = frozenset({"paper"})  # presets whose absolute numbers can be held against the paper's
 
 
-def judge_safely(claim: Claim, counts: dict, absolute: bool, resamples: int = RESAMPLES) -> Verdict:
-    """``claims.judge``, or not evaluated (with the reason) when the rows' counts cannot be compared (e.g.
-    evaluated on different images): one bad claim never stops the report."""
-    try:
-        return judge(claim, counts, resamples, absolute=absolute)
-    except IfbfError as err:
-        return Verdict(claim, NOT_EVALUATED, reason=str(err))
-
-
 def table_section(records: pd.DataFrame, table: TableSpec, paths: Sequence[Path], out: Path, preset: Preset,
                   resamples: int = RESAMPLES) -> TableSection:
-    """One table of REPORT.md: its runnable rows (paper, ours, 95% CI, Δ, seeds), its claims judged from
-    the rows' per-image counts, its figures and links to its md/tex/csv."""
+    """One table of REPORT.md: its runnable rows (paper, ours, 95% CI, Δ, seeds), its claims judged (raw;
+    ``write_report`` adjusts them across tables) from the rows' per-image counts, its figures and links."""
     shown = display(miou_frame(records, table, table.runnable(), switches=False))
     counts = row_counts(records, table.number)
-    absolute = preset.name in ABSOLUTE_PRESETS
-    verdicts = [judge_safely(claim, counts, absolute, resamples) for claim in load_claims(table.number)]
+    noise = functools.cache(functools.partial(seed_noise, records))
+    verdicts = judge_all(load_claims(table.number), counts, noise, preset.report.margin, resamples,
+                         absolute=preset.name in ABSOLUTE_PRESETS)
     files = [p for p in paths if p.parent == out]
     links = {p.name: p.name for p in files if p.suffix in (".md", ".tex", ".csv", ".pdf")}
     images = [p.name for p in files if p.suffix == ".png"]
@@ -67,16 +64,39 @@ def compute_text(records: pd.DataFrame) -> str:
             "second; evaluation time not counted)")
 
 
+def noise_text(records: pd.DataFrame, preset: Preset) -> str:
+    """Where the training noise in every interval comes from: measured (value, df, rows) or assumed."""
+    noise = seed_noise(records)
+    if noise.std is None:
+        return ("**Training noise:** unknown: no row has several seeds and the preset sets no prior "
+                "(`report.seed_std`), so one-seed rows get no interval and their claims read not resolved (1 seed).")
+    if noise.measured:
+        rows = f"{noise.rows} row{'s' if noise.rows != 1 else ''}"
+        return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, measured on this report's {rows} "
+                f"with several seeds (pooled within-row variance, {noise.df:g} degrees of freedom); the preset's "
+                f"prior ({preset.report.seed_std}) is not used.")
+    source = noise.source.removeprefix("assumed").lstrip(": ")
+    df = f", with {noise.df:g} degrees of freedom" if math.isfinite(noise.df) else ", taken as known"
+    return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, **assumed** from the preset (no row "
+            f"here has several seeds){df}{': ' + source if source else ''}. A class IoU's σ is sqrt(19) times "
+            "it unless measured.")
+
+
 def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], records: pd.DataFrame) -> Path:
-    """Write ``out/REPORT.md`` from the tables' sections (see ``table_section``)."""
+    """Write ``out/REPORT.md`` from the tables' sections (see ``table_section``), their verdicts adjusted
+    with Holm's correction across all of them."""
+    adjusted = iter(adjust([v for s in sections for v in s.verdicts]))
+    sections = [replace(s, verdicts=[next(adjusted) for _ in s.verdicts]) for s in sections]
+    absolute = preset.name in ABSOLUTE_PRESETS
     intro = f"Preset `{preset.name}`: {preset.description}".strip()
-    if preset.name not in ABSOLUTE_PRESETS:
+    if not absolute:
         intro += (" The paper's absolute numbers (`value` claims) are not judged on this preset: only "
                   "differences between rows carry over from a reduced setting.")
-    absolute = preset.name in ABSOLUTE_PRESETS  # the forest plot of every claim opens the report
+    intro += "\n\n" + noise_text(records, preset)
+    # the forest plot of every claim opens the report
     figure = plot_claims(claim_lines([v for s in sections for v in s.verdicts], absolute), out,
                          "" if absolute else "(value claims, the paper's absolute numbers: judged on preset paper only)")
-    text = render_report(preset.name, sections, compute=compute_text(records), intro=intro,
+    text = render_report(preset.name, sections, compute=compute_text(records), intro=intro, absolute=absolute,
                          claims_image=figure[0].name if figure else "")
     path = out / REPORT
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """REPORT.md rendering (pure: data frames and verdicts in, markdown out; nothing is read or written here).
 
 ``render_report`` assembles the sections; ``claims_frame`` is the claims table (one row per claim:
-statement, paper, ours with its 95% interval, P(Δ ≤ 0), verdict) and ``interval_cells`` the
-``95% CI`` column of a mIoU table.
+statement, paper, ours with its 95% interval, p, raw and Holm-adjusted verdict, seeds, seed std, seeds
+for the paper's effect) and ``interval_cells`` the ``95% CI`` column of a mIoU table.
 """
 
 from __future__ import annotations
@@ -13,19 +13,24 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ifbf.report.claims import NOT_EVALUATED, Verdict
+from ifbf.report.verdicts import NOT_EVALUATED, VERDICTS, Verdict
 
 HOW_TO_READ = """\
-**How to read a verdict.** Intervals are 95% bootstrap intervals over the evaluation images (and over
-seeds, when a row has several): a resample draws the images with replacement and recomputes IoU from
-the summed pixel counts. A difference Δ between two rows is resampled on the same images, so what the
-images have in common cancels. A claim is **supported** when our interval of Δ excludes 0 on the side
-the paper claims, **contradicted** when it excludes 0 on the other side, and **not resolved** when it
-contains 0: then "seeds" says how many seeds per row would resolve a Δ of the size we observe (80%
-power), or that the evaluation images alone are too few. "Best of a sweep" claims use P(best), the
-fraction of resamples in which the claimed row has the highest mIoU: supported at ≥ 0.95,
-contradicted at ≤ 0.05. "paper in CI" says whether the paper's own number lies inside our interval.
-Rows we have not run yet are **not evaluated**."""
+**How to read a verdict.** Every interval is a 95% interval holding two kinds of noise: the evaluation
+images (a bootstrap that draws the images with replacement and recomputes IoU from the summed pixel
+counts; two rows compared share the draws, so what the images have in common cancels) and training (σ²/S
+for S seeds per row, with σ, the std of a row's mIoU between seeds, measured on this report's multi-seed
+rows or assumed from the preset: "seed std"). A claim is **supported** when our interval of Δ excludes 0
+on the side the paper claims, **size off** when it does but also excludes the paper's size, **contradicted**
+when it excludes 0 on the other side, and **not resolved** when it contains 0 ("not resolved (1 seed)":
+σ unknown, no honest interval). "about" claims hold when the interval lies within the paper's value ±
+the preset's margin. "Best of" claims compare the claimed row with each rival: supported when it is
+resolved above all of them, contradicted when a named rival is resolved above it. "Both depths" claims
+hold only when each depth's claim does and are not counted again in the totals. "p" is the two-sided
+p-value of the same statistic; "after Holm" corrects for testing all the claims of this report at once.
+"seeds for the paper's effect" is the seeds per row at which the paper's size would be resolved with 80%
+power (ours: for the size we observe), or why no number of seeds would do. Rows not run are **not
+evaluated**."""
 
 
 READ_CLAIMS_FIGURE = ("One line per claim, grouped by table: the black tick is the paper's number, the point "
@@ -65,7 +70,9 @@ def interval_cells(df: pd.DataFrame, low: str = "ci_low", high: str = "ci_high")
 def _paper(v: Verdict) -> str:
     claim = v.claim
     if claim.kind == "best_of":
-        return "best"
+        return f"best (by {claim.size:+.2f} over {claim.runner_up})" if claim.size is not None else "best"
+    if claim.kind == "all_of":
+        return "each holds"
     if claim.size is None:
         return "> 0" if claim.direction == "higher" else "< 0"
     signed = claim.kind == "delta"
@@ -77,62 +84,91 @@ def _ours(v: Verdict) -> str:
     if v.verdict == NOT_EVALUATED or v.ours is None:
         return "—"
     kind = v.claim.kind
-    if kind == "best_of":
-        best = max(v.best or {}, key=lambda r: (v.best or {})[r], default="")
-        text = f"P(best) {v.ours:.2f}"
-        return text + (f"; most often best: {best}" if best and best != v.claim.rows[0][0] else "")
+    signed = kind in ("delta", "best_of", "all_of")
     if kind == "classes":
         return f"{v.ours:g} of 19 {interval_cell(v.low, v.high)}"
-    return f"{_num(v.ours, signed=kind == 'delta')} {interval_cell(v.low, v.high, signed=kind == 'delta')}"
+    return f"{_num(v.ours, signed)} {interval_cell(v.low, v.high, signed)}"
 
 
-def _seeds(v: Verdict) -> str:
-    if v.verdict != "not resolved" or v.claim.kind not in ("delta", "best_of"):
+def _needs(v: Verdict) -> str:
+    if v.for_paper is None:
         return ""
-    return str(v.seeds_needed) if v.seeds_needed is not None else "more images"
+    text = v.for_paper.text()
+    return text + (f" (ours: {v.for_ours.text()})" if v.for_ours is not None else "")
 
 
-def claims_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
-    """One row per claim: id, statement, paper, ours [95% CI], P(Δ ≤ 0), paper in CI, verdict, seeds."""
+def _p(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return ""
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _verdict(word: str | None) -> str:
+    return "" if word is None else word if word == NOT_EVALUATED else f"**{word}**"
+
+
+def claims_frame(verdicts: Sequence[Verdict], absolute: bool = True) -> pd.DataFrame:
+    """One row per claim: statement, paper, ours [95% CI], p raw and after Holm, paper in CI (blank when
+    ``absolute`` is False: a preset whose numbers are not the paper's), raw and adjusted verdict, seeds
+    behind it, the seed std used, the seeds for the paper's effect, why."""
     records = [{
         "claim": v.claim.id,
         "statement": v.claim.text + (f" ({v.claim.note})" if v.claim.note else ""),
         "paper": _paper(v),
         "ours [95% CI]": _ours(v),
-        "P(Δ ≤ 0)": _num(v.p_le_zero) if v.p_le_zero is not None else "",
-        "paper in CI": "" if v.size_inside is None else "yes" if v.size_inside else "no",
-        "verdict": f"**{v.verdict}**" if v.verdict != NOT_EVALUATED else v.verdict,
-        "seeds to resolve": _seeds(v),
+        "p": _p(v.p),
+        "p (Holm)": _p(v.p_holm),
+        "paper in CI": "" if v.size_inside is None or not absolute else "yes" if v.size_inside else "no",
+        "verdict": _verdict(v.label),
+        "after Holm": _verdict(v.adjusted),
+        "seeds": "/".join(map(str, v.seeds)),
+        "seed std": v.noise.text() if v.noise is not None and v.verdict != NOT_EVALUATED else "",
+        "seeds for the paper's effect": _needs(v),
         "why": v.reason,
     } for v in verdicts]
-    columns = ["claim", "statement", "paper", "ours [95% CI]", "P(Δ ≤ 0)", "paper in CI", "verdict",
-               "seeds to resolve", "why"]
+    columns = ["claim", "statement", "paper", "ours [95% CI]", "p", "p (Holm)", "paper in CI", "verdict",
+               "after Holm", "seeds", "seed std", "seeds for the paper's effect", "why"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
-def verdict_counts(verdicts: Sequence[Verdict]) -> str:
-    counts = pd.Series([v.verdict for v in verdicts], dtype=object).value_counts()
-    order = ["supported", "contradicted", "not resolved", NOT_EVALUATED]
-    return ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
+def verdict_counts(verdicts: Sequence[Verdict], adjusted: bool = False) -> str:
+    """"9 supported, 2 size off, ..." over the counted claims (all_of claims follow from others)."""
+    words = [(v.adjusted or v.verdict) if adjusted else v.verdict for v in verdicts if v.counted]
+    counts = pd.Series(words, dtype=object).value_counts()
+    return ", ".join(f"{counts[k]} {k}" for k in VERDICTS if k in counts)
+
+
+def _summary(verdicts: Sequence[Verdict], absolute: bool) -> list[str]:
+    tested = sum(1 for v in verdicts if v.counted and v.p_holm is not None)
+    what = "Claims of the paper" if absolute else "Verdicts on this preset (a check of the pipeline, not of the paper)"
+    derived = sum(1 for v in verdicts if not v.counted)
+    return [f"{what}: {verdict_counts(verdicts)}; after Holm's correction across the {tested} claims tested: "
+            f"{verdict_counts(verdicts, adjusted=True)}" + (f" ({derived} 'both depths' claims not counted again)"
+                                                             if derived else "") + ".", ""]
 
 
 def render_report(preset: str, sections: Sequence[TableSection], compute: str = "", intro: str = "",
-                  claims_image: str = "") -> str:
+                  absolute: bool = True, claims_image: str = "") -> str:
     """The whole REPORT.md: a summary of the verdicts, every claim with its verdict in one table, then per
-    table its rows (with intervals), figures and links."""
+    table its rows (with intervals), figures and links. ``absolute`` False (a preset that is not the
+    paper's): the heading says the verdicts check the pipeline, and "paper in CI" is left blank."""
     verdicts = [v for s in sections for v in s.verdicts]
     lines = [f"# Reproduction report: preset `{preset}`", ""]
     if claims_image:  # the forest plot of every claim opens the report
         lines += [f"![The paper's claims: its number and ours]({claims_image})", "", READ_CLAIMS_FIGURE, ""]
+    if not absolute:
+        lines += [f"**The verdicts below check the pipeline on preset `{preset}`, not the paper**: its models, "
+                  "data and schedule are not the paper's, so only whether the machinery tells effects apart "
+                  "carries over.", ""]
     if intro:
         lines += [intro, ""]
     if verdicts:
-        lines += [f"Claims of the paper: {verdict_counts(verdicts)}.", ""]
+        lines += _summary(verdicts, absolute)
     if compute:
         lines += [f"Compute spent: {compute}.", ""]
     lines += [HOW_TO_READ, ""]
     if verdicts:  # every claim in one table, before the tables they come from
-        claims = claims_frame(verdicts).to_markdown(index=False, disable_numparse=True)
+        claims = claims_frame(verdicts, absolute).to_markdown(index=False, disable_numparse=True)
         lines += ["## The paper's claims", "", claims, ""]
     for section in sections:
         table = section.table.to_markdown(disable_numparse=True)

@@ -1,17 +1,24 @@
-"""Bootstrap intervals of mIoU from per-image counts: one row, a paired difference, the best of a sweep.
+"""Intervals of mIoU from per-image counts and the training noise of seeds: one row, a paired difference,
+the classes one row wins.
 
 Input is what every evaluation stores (``evaluations/<key>/per_image.npz``): per image and class the
-intersection and union pixel counts, one :class:`Counts` per seed of a row. A resample draws the
-images with replacement, sums their counts and recomputes IoU = sum(inter) / sum(union) per class
-(never an average of per-image IoUs); a class whose summed union is 0 is left out of the mean, as
-``ifbf.engine.metrics.summary`` (and cityscapesscripts) leave out a class that never occurs.
+intersection and union pixel counts, one :class:`Counts` per seed of a row. A row's estimate is the mean
+over its seeds of each seed's mIoU on all images. Its variance has two parts (docs/verdicts.md):
 
-With several seeds the bootstrap is hierarchical: each resample also draws the seeds with replacement
-and averages their mIoUs (the images drawn are shared by every seed); the deviation of that average
-from the mean of all seeds is scaled by sqrt(n / (n − 1)), since a mean of n values drawn with
-replacement varies (n − 1) / n times too little (with 3 seeds: 94% coverage instead of 90%). Rows compared with each other
-share the image draws (paired on the images); seeds are paired by index when both rows have as many
-seeds, else drawn independently. Every value here is in mIoU points (%), like the paper's tables.
+- **images**: a bootstrap over the evaluation images with the seeds held fixed. A resample draws the
+  images with replacement, sums their counts and recomputes IoU = sum(inter) / sum(union) per class (never
+  an average of per-image IoUs; a class whose summed union is 0 is left out of the mean, as
+  ``ifbf.engine.metrics.summary`` and cityscapesscripts do). Rows compared with each other share the image
+  draws (paired on the images), so what the images have in common cancels in a difference.
+- **training**: σ² / S for S seeds, where σ (:class:`SeedNoise`) is the std of one training's mIoU
+  between seeds on fixed images. It is pooled over the report's rows with several seeds (measured, with
+  its degrees of freedom) or, without any, the preset's prior (``report.seed_std``, taken as known). Two
+  rows train independently: the training part of a Δ is σ² (1/S_a + 1/S_b).
+
+The interval is estimate ± q · se, se² = image variance + training variance, with q between the normal
+quantile (image part, infinite df) and the t quantile at σ's degrees of freedom (Cochran–Cox): with 3
+seeds a normal quantile covered a paired Δ in 79% of simulations instead of 95% (issue 18;
+tests/test_verdict_sim.py). Every value here is in mIoU points (%), like the paper's tables.
 
 Vectorised: a resample is a row of a (B x n) matrix of how often each image was drawn, so the summed
 counts of all resamples are one matrix product (B x n) @ (n x K).
@@ -22,12 +29,13 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ifbf.errors import IfbfError
+from ifbf.report.student import t_quantile, two_sided_p
 
 RESAMPLES = 10_000
 LEVEL = 0.95
@@ -47,7 +55,6 @@ class Counts:
         if self.names is not None and len(self.names) != self.inter.shape[0]:
             raise IfbfError(f"per-image counts: {len(self.names)} names for {self.inter.shape[0]} images")
 
-
     @classmethod
     def load(cls, path: str | Path) -> Counts:
         """Read ``evaluations/<key>/per_image.npz`` (as written by the run store)."""
@@ -59,33 +66,83 @@ class Counts:
         return Counts(self.inter[:, [column]], self.union[:, [column]], self.names)
 
 
-Row = Sequence[Counts]  # one Counts per seed
+Row = Sequence[Counts]  # one Counts per seed, in seed order
+
+
+@dataclass(frozen=True)
+class SeedNoise:
+    """σ, the std of one training's value (mIoU or a class IoU, points) between seeds on fixed images, and
+    where it comes from: ``measured`` on the report's multi-seed rows (pooled, ``df`` degrees of freedom)
+    or a prior (``df`` infinite: taken as known, or the df it was measured with). ``std`` None: unknown,
+    no honest interval exists."""
+
+    std: float | None
+    df: float = math.inf
+    source: str = "assumed"
+    rows: int = 0  # rows pooled into a measured σ
+
+    @property
+    def measured(self) -> bool:
+        """Pooled from this report's own multi-seed rows (not a preset's prior)."""
+        return self.rows > 0
+
+    def text(self) -> str:
+        if self.std is None:
+            return "unknown (1 seed, no prior)"
+        if self.measured:
+            return f"{self.std:.2f} measured (df {self.df:g}, {self.rows} rows)"
+        return f"{self.std:.2f} assumed" + (f" (df {self.df:g})" if math.isfinite(self.df) else "")
+
+    def one_class(self, classes: int) -> SeedNoise:
+        """A prior for one class's IoU from the mIoU prior: mIoU is the mean of ``classes`` IoUs, so a class
+        varies sqrt(classes) times as much when the classes move independently (less when they move
+        together: an upper bound for non-negative correlations)."""
+        if self.std is None:
+            return self
+        return replace(self, std=self.std * math.sqrt(classes),
+                       source=f"{self.source}; sqrt({classes}) x the mIoU value for one class")
+
+
+def pooled_noise(groups: Sequence[Sequence[float]], prior: float | None, source: str = "assumed",
+                 prior_df: float = math.inf) -> SeedNoise:
+    """σ from the per-seed values of each row (``groups``): the pooled within-row variance over the rows
+    with at least 2 seeds, df = Σ (S_i − 1); without such rows, the prior (``None``: unknown) with its df
+    (infinite: taken as known; finite: a prior measured once on few seeds)."""
+    multi = [np.asarray(g, dtype=np.float64) for g in groups if len(g) >= 2]
+    if not multi:
+        return SeedNoise(prior, prior_df, source)
+    df = sum(len(g) - 1 for g in multi)
+    variance = sum(float(np.var(g, ddof=1)) * (len(g) - 1) for g in multi) / df
+    return SeedNoise(math.sqrt(variance), float(df), "measured", len(multi))
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A row's mIoU (mean over seeds, all images) and its bootstrap interval, in points."""
+    """A row's mIoU (mean over seeds, all images) and its interval, in points (NaN: σ unknown)."""
 
     estimate: float
     low: float
     high: float
-    seed_std: float | None  # std of the per-seed mIoUs (ddof=1); None with one seed
+    se: float  # sqrt(image variance + σ² / S)
+    image_se: float  # bootstrap std over the images, seeds held fixed
+    df: float  # degrees of freedom of σ (inf: taken as known)
+    seed_std: float | None  # std of this row's per-seed mIoUs (ddof=1); None with one seed
     n_seeds: int
     n_images: int
 
 
 @dataclass(frozen=True)
 class Difference:
-    """Δ = mIoU(a) − mIoU(b) on the same images, in points, with its bootstrap interval."""
+    """Δ = mIoU(a) − mIoU(b) on the same images, in points, with its interval and two-sided p (Δ = 0)."""
 
     estimate: float
     low: float
     high: float
-    p_le_zero: float  # fraction of resamples with Δ ≤ 0
-    se: float  # bootstrap std of Δ (images and seeds resampled)
+    p: float  # two-sided p-value of Δ = 0 from the same t statistic as the interval
+    se: float  # sqrt(image variance + training variance)
     image_se: float  # bootstrap std of Δ with the seeds held fixed (what more seeds cannot shrink)
-    seed_var: float | None  # variance of one seed's Δ; None when unknown (a row with one seed)
-    n_seeds: tuple[int, int]
+    df: float  # degrees of freedom of σ (inf: taken as known)
+    n_seeds: tuple[int, int]  # fewest seeds of a row on each side
 
 
 def miou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
@@ -102,13 +159,6 @@ def image_weights(rng: np.random.Generator, n: int, resamples: int) -> np.ndarra
     """(resamples x n) float matrix: how often each of n images is drawn in each resample."""
     drawn = rng.integers(0, n, size=(resamples, n)) + n * np.arange(resamples)[:, None]
     return np.bincount(drawn.ravel(), minlength=resamples * n).reshape(resamples, n).astype(np.float64)
-
-
-def seed_weights(rng: np.random.Generator, n_seeds: int, resamples: int) -> np.ndarray:
-    """(resamples x n_seeds) weights summing to 1 per resample: seeds drawn with replacement."""
-    if n_seeds == 1:
-        return np.ones((resamples, 1))
-    return image_weights(rng, n_seeds, resamples) / n_seeds
 
 
 def _check_row(row: Row, what: str) -> int:
@@ -143,11 +193,6 @@ def _seed_mious(row: Row, weights: np.ndarray) -> np.ndarray:
     return np.stack([miou(inter, union) for inter, union in _seed_sums(row, weights)])
 
 
-def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
-    low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
-
-
 # A report asks for the same rows again and again (a row's interval, then every claim naming it), always
 # with the draws of one bootstrap seed: the draws of each (n, resamples, seed) and each evaluation's mIoU
 # under them are kept, so a row costs one matrix product per report, not one per claim. Same numbers.
@@ -165,7 +210,8 @@ def _shared_weights(key: tuple[int, int, int]) -> np.ndarray:
 
 
 def _resampled(rows: Mapping[str, Row], resamples: int, seed: int) -> dict[str, np.ndarray]:
-    """Each row's per-seed mIoUs (n_seeds x B) under shared image resamples (cached per evaluation)."""
+    """Each row's mean over its seeds of the mIoU under shared image resamples, (B,) per row (the
+    per-evaluation mIoUs are cached)."""
     key = (_check_paired(rows), resamples, seed)
     result = {}
     for name, row in rows.items():
@@ -173,123 +219,124 @@ def _resampled(rows: Mapping[str, Row], resamples: int, seed: int) -> dict[str, 
         if todo:
             for c, values in zip(todo, _seed_mious(todo, _shared_weights(key))):
                 _MIOUS.setdefault(c, {})[key] = values
-        result[name] = np.stack([_MIOUS[c][key] for c in row])
+        result[name] = np.mean([_MIOUS[c][key] for c in row], axis=0)
     return result
 
 
-def _seed_draws(seed_mious: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """Each row's mIoU (B,) with the seeds drawn too: paired by index when every row has as many."""
-    rng = np.random.default_rng([seed, 1])
-    counts, resamples = {len(m) for m in seed_mious.values()}, next(iter(seed_mious.values())).shape[1]
-    shared = seed_weights(rng, counts.pop(), resamples) if len(counts) == 1 else None
-    result = {}
-    for name, values in seed_mious.items():
-        draws = shared if shared is not None else seed_weights(rng, len(values), resamples)
-        mean, n = values.mean(0), len(values)
-        # rescaled: a mean of n seeds drawn with replacement varies (n - 1) / n times too little
-        result[name] = mean + math.sqrt(n / (n - 1)) * ((draws * values.T).sum(1) - mean) if n > 1 else mean
-    return result
+def per_seed(row: Row) -> list[float]:
+    """Each seed's mIoU on all images, in points."""
+    return [float(miou(c.inter.sum(0), c.union.sum(0))) for c in row]
 
 
 def row_miou(row: Row) -> float:
     """The row's mIoU in points: the mean over seeds of each seed's mIoU on all images."""
-    return float(np.mean([miou(c.inter.sum(0), c.union.sum(0)) for c in row]))
+    return float(np.mean(per_seed(row)))
 
 
-def miou_interval(row: Row, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> Interval:
-    """Bootstrap interval of a row's mIoU (hierarchical over seeds and images)."""
+def critical_value(image_var: float, seed_var: float, seed_df: float, level: float = LEVEL) -> float:
+    """The multiple q of se for a ``level`` interval of a value with a known-df image part and a seed part
+    estimated with ``seed_df`` degrees of freedom: Cochran–Cox, the variance-weighted mean of the normal and
+    the t_df quantiles. Welch–Satterthwaite covers only 92% at df 2 when seeds dominate (its df grows
+    exactly when σ happens to come out small); Cochran–Cox stays within 95–97% (docs/verdicts.md)."""
+    z = t_quantile((1 + level) / 2, math.inf)
+    total = image_var + seed_var
+    if total == 0 or seed_var == 0 or math.isinf(seed_df):
+        return z
+    return (image_var * z + seed_var * t_quantile((1 + level) / 2, seed_df)) / total
+
+
+def t_interval(estimate: float, image_var: float, seed_var: float, seed_df: float,
+               level: float = LEVEL) -> tuple[float, float, float]:
+    """(low, high, se): estimate ± q · se with se² = image_var + seed_var and q = ``critical_value``."""
+    se = math.sqrt(image_var + seed_var)
+    q = critical_value(image_var, seed_var, seed_df, level)
+    return estimate - q * se, estimate + q * se, se
+
+
+def p_value(estimate: float, null: float, image_var: float, seed_var: float, seed_df: float) -> float:
+    """Two-sided p of ``estimate`` = ``null``: the 1 − level at which ``t_interval`` just reaches ``null``
+    (so a 95% interval excludes the null exactly when p < 0.05)."""
+    se = math.sqrt(image_var + seed_var)
+    if math.isnan(estimate) or not math.isfinite(se):
+        return math.nan
+    if se == 0:
+        return 1.0 if estimate == null else 0.0
+    statistic = abs(estimate - null) / se
+    if seed_var == 0 or math.isinf(seed_df):
+        return two_sided_p(statistic, math.inf)
+    low, high = -40.0, 0.0  # bisection on log p: q(1 − p) falls as p grows
+    for _ in range(60):
+        mid = (low + high) / 2
+        if critical_value(image_var, seed_var, seed_df, 1 - math.exp(mid)) > statistic:
+            low = mid
+        else:
+            high = mid
+    return math.exp(high)
+
+
+def miou_interval(row: Row, noise: SeedNoise, resamples: int = RESAMPLES, level: float = LEVEL,
+                  seed: int = 0) -> Interval:
+    """A row's mIoU with its interval: bootstrap over the images plus σ² / S for training."""
     n = _check_row(row, "row")
-    values = _seed_draws(_resampled({"row": row}, resamples, seed), seed)["row"]
-    per_seed = [float(miou(c.inter.sum(0), c.union.sum(0))) for c in row]
-    low, high = _percentiles(values, level)
-    return Interval(float(np.mean(per_seed)), low, high,
-                    float(np.std(per_seed, ddof=1)) if len(row) > 1 else None, len(row), n)
+    values = _resampled({"row": row}, resamples, seed)["row"]
+    seeds = per_seed(row)
+    image_var = float(np.nanvar(values))
+    estimate = float(np.mean(seeds))
+    observed = float(np.std(seeds, ddof=1)) if len(row) > 1 else None
+    if noise.std is None:
+        return Interval(estimate, math.nan, math.nan, math.nan, math.sqrt(image_var), math.nan, observed, len(row), n)
+    low, high, se = t_interval(estimate, image_var, noise.std**2 / len(row), noise.df, level)
+    return Interval(estimate, low, high, se, math.sqrt(image_var), noise.df, observed, len(row), n)
 
 
-def paired_difference(a: Row, b: Row, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> Difference:
-    """Δ = mIoU(a) − mIoU(b), both resampled on the same image draws (and seed draws when paired)."""
-    return set_difference([a], [b], resamples, level, seed)
+def paired_difference(a: Row, b: Row, noise: SeedNoise, resamples: int = RESAMPLES, level: float = LEVEL,
+                      seed: int = 0) -> Difference:
+    """Δ = mIoU(a) − mIoU(b), both resampled on the same image draws, plus σ² (1/S_a + 1/S_b)."""
+    return set_difference([a], [b], noise, resamples, level, seed)
 
 
-def set_difference(a: Sequence[Row], b: Sequence[Row], resamples: int = RESAMPLES, level: float = LEVEL,
-                   seed: int = 0) -> Difference:
-    """Δ = mean mIoU of the rows in ``a`` − mean mIoU of the rows in ``b`` (a row set is, e.g., one
-    ablation step at both depths), every row resampled on the same image draws."""
+def set_difference(a: Sequence[Row], b: Sequence[Row], noise: SeedNoise, resamples: int = RESAMPLES,
+                   level: float = LEVEL, seed: int = 0) -> Difference:
+    """Δ = mean mIoU of the rows in ``a`` − mean mIoU of the rows in ``b``, every row resampled on the same
+    image draws (seeds held fixed); each row's training noise σ² / S_r enters with weight 1 / |side|²."""
     rows = {f"a{i}": row for i, row in enumerate(a)} | {f"b{i}": row for i, row in enumerate(b)}
-    seed_mious = _resampled(rows, resamples, seed)
-    values = _seed_draws(seed_mious, seed)
-
-    def side_mean(data: dict, side: str) -> np.ndarray:
-        return np.mean([v for key, v in data.items() if key[0] == side], axis=0)
-
-    delta = side_mean(values, "a") - side_mean(values, "b")
-    fixed = side_mean({k: v.mean(0) for k, v in seed_mious.items()}, "a") - side_mean(
-        {k: v.mean(0) for k, v in seed_mious.items()}, "b")  # seeds held fixed: images only
+    means = _resampled(rows, resamples, seed)
+    side = {s: np.mean([v for key, v in means.items() if key[0] == s], axis=0) for s in "ab"}
+    image_var = float(np.nanvar(side["a"] - side["b"]))
     estimate = float(np.mean([row_miou(r) for r in a]) - np.mean([row_miou(r) for r in b]))
-    low, high = _percentiles(delta, level)
-    return Difference(
-        estimate=estimate, low=low, high=high, p_le_zero=float(np.mean(delta <= 0)), se=float(np.nanstd(delta)),
-        image_se=float(np.nanstd(fixed)), seed_var=_seed_var(a, b), n_seeds=(min(map(len, a)), min(map(len, b))),
-    )
+    n_seeds = (min(map(len, a)), min(map(len, b)))
+    if noise.std is None:
+        nan = math.nan
+        return Difference(estimate, nan, nan, nan, nan, math.sqrt(image_var), nan, n_seeds)
+    seed_var = noise.std**2 * sum(1 / len(r) / len(s) ** 2 for s in (a, b) for r in s)
+    low, high, se = t_interval(estimate, image_var, seed_var, noise.df, level)
+    p = p_value(estimate, 0.0, image_var, seed_var, noise.df)
+    return Difference(estimate, low, high, p, se, math.sqrt(image_var), noise.df, n_seeds)
 
 
-def _per_seed(row: Row) -> list[float]:
-    return [float(miou(c.inter.sum(0), c.union.sum(0))) for c in row]
-
-
-def _seed_var(a: Sequence[Row], b: Sequence[Row]) -> float | None:
-    """Variance of one seed's Δ: from paired per-seed Δs when every row has as many seeds (> 1), else
-    from each row's seed variance; None when a row has a single seed."""
-    counts = {len(row) for row in (*a, *b)}
-    if len(counts) == 1 and counts.pop() > 1:
-        per_seed = np.mean([_per_seed(r) for r in a], axis=0) - np.mean([_per_seed(r) for r in b], axis=0)
-        return float(np.var(per_seed, ddof=1))
-    if all(len(row) > 1 for row in (*a, *b)):
-        return float(sum(np.var(_per_seed(r), ddof=1) / len(side) ** 2 for side in (a, b) for r in side))
-    return None
-
-
-def class_wins(a: Row, b: Row, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> Interval:
-    """In how many classes row ``a``'s IoU (mean over seeds) is above row ``b``'s, with its bootstrap
-    interval on shared image (and seed) draws; a class absent from a resample counts as no win."""
-    weights = image_weights(np.random.default_rng(seed), _check_paired({"a": a, "b": b}), resamples)
+def class_wins(a: Row, b: Row, noise: SeedNoise, threshold: float, resamples: int = RESAMPLES,
+               level: float = LEVEL, seed: int = 0) -> Difference:
+    """In how many classes row ``a``'s IoU (mean over seeds) is above row ``b``'s (as a Difference: the
+    count, its percentile interval over shared image draws, p of the count = ``threshold``). Each class IoU
+    of each resample also moves by a normal draw of its training noise σ² / S (``noise``: one class's σ).
+    A class absent from a resample is no win."""
+    n = _check_paired({"a": a, "b": b})
+    weights = image_weights(np.random.default_rng(seed), n, resamples)
     rng = np.random.default_rng([seed, 1])
-    draws = seed_weights(rng, len(a), resamples) if len(a) == len(b) else None
+    std = noise.std or 0.0
 
-    def class_ious(row: Row) -> np.ndarray:  # (B x K), seeds drawn
-        ious = np.stack([np.divide(i, u, out=np.full(u.shape, np.nan), where=u > 0)
-                         for i, u in _seed_sums(row, weights)])
-        w = draws if draws is not None else seed_weights(rng, len(row), resamples)
-        return np.einsum("bs,sbk->bk", w, ious)
+    def class_ious(row: Row) -> np.ndarray:  # (B x K) in points, seeds averaged, training noise drawn
+        ious = np.mean([100 * np.divide(i, u, out=np.full(u.shape, np.nan), where=u > 0)
+                        for i, u in _seed_sums(row, weights)], axis=0)
+        return ious + rng.normal(0.0, std / math.sqrt(len(row)), size=ious.shape)
 
     def full_ious(row: Row) -> np.ndarray:
         return np.mean([np.divide(c.inter.sum(0), c.union.sum(0), out=np.full(c.inter.shape[1], np.nan),
                                   where=c.union.sum(0) > 0) for c in row], axis=0)
 
-    wins = (class_ious(a) > class_ious(b)).sum(1)
-    low, high = _percentiles(wins.astype(np.float64), level)
-    return Interval(float((full_ious(a) > full_ious(b)).sum()), low, high, None, min(len(a), len(b)),
-                    a[0].inter.shape[0])
-
-
-def best_probability(rows: Mapping[str, Row], resamples: int = RESAMPLES, seed: int = 0) -> dict[str, float]:
-    """For each row, the fraction of shared resamples in which it has the highest mIoU."""
-    values = _seed_draws(_resampled(rows, resamples, seed), seed)
-    stacked = np.stack(list(values.values()))
-    winners = np.bincount(np.nanargmax(stacked, axis=0), minlength=len(values))
-    return {name: float(w / resamples) for name, w in zip(values, winners)}
-
-
-def seeds_needed(diff: Difference, assumed_seed_std: float = 1.0, power_z: float = 2.8,
-                 limit: int = 1000) -> int | None:
-    """Seeds per row at which the 95% interval of Δ would exclude 0 with 80% power, if the observed Δ
-    were the true effect: solve |Δ| = power_z · sqrt(seed_var / S + image_se²) for S (power_z =
-    1.96 + 0.84). ``seed_var`` unknown (one seed) → 2 · ``assumed_seed_std``² (two independent rows).
-    None when even infinitely many seeds would not do (the image noise alone is too large: more or
-    other images are needed) or more than ``limit`` are."""
-    seed_var = diff.seed_var if diff.seed_var is not None else 2 * assumed_seed_std**2
-    room = (abs(diff.estimate) / power_z) ** 2 - diff.image_se**2
-    if room <= 0 or not math.isfinite(room):
-        return None
-    needed = max(1, math.ceil(seed_var / room))
-    return needed if needed <= limit else None
+    wins = (class_ious(a) > class_ious(b)).sum(1).astype(np.float64)
+    low, high = np.percentile(wins, [50 * (1 - level), 50 * (1 + level)])
+    # the percentile interval excludes the threshold exactly when this p is below 1 − level
+    p = min(1.0, 2 * min(float(np.mean(wins <= threshold)), float(np.mean(wins >= threshold))))
+    return Difference(float((full_ious(a) > full_ious(b)).sum()), float(low), float(high), p, float(np.std(wins)),
+                      math.nan, math.inf, (len(a), len(b)))

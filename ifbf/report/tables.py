@@ -13,19 +13,19 @@ import pandas as pd
 from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import RowSpec, TableSpec
 from ifbf.identity import weights_status
-from ifbf.report.records import row_counts
-from ifbf.report.stats import Counts, miou_interval
+from ifbf.report.records import row_counts, seed_noise
+from ifbf.report.stats import Counts, SeedNoise, miou_interval
 
 CI = "95% CI"
 
 
-def _interval(counts: list[Counts] | None) -> tuple[float, float]:
-    """The row's 95% bootstrap interval of mIoU (images, and seeds when several; ``stats``), or NaNs when
-    it has no per-image counts (a run evaluated before they were stored) or they do not pair up."""
+def _interval(counts: list[Counts] | None, noise: SeedNoise) -> tuple[float, float]:
+    """The row's 95% interval of mIoU (images and training noise; ``stats``), or NaNs when it has no
+    per-image counts (a run evaluated before they were stored), they do not pair up, or σ is unknown."""
     if not counts:
         return math.nan, math.nan
     try:
-        interval = miou_interval(counts)
+        interval = miou_interval(counts, noise)
     except IfbfError:  # seeds evaluated on different images: no interval rather than a wrong one
         return math.nan, math.nan
     return interval.low, interval.high
@@ -39,7 +39,7 @@ def _scratch_mark(cells: pd.DataFrame) -> str:
 
 def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
     """One numeric frame for ``table``: a row per table row (its switches, paper value, ours mean/std over
-    seeds, the 95% bootstrap interval ``ci_low``/``ci_high`` of ours, Δ = ours − paper)."""
+    seeds, the 95% interval ``ci_low``/``ci_high`` of ours with images and training noise, Δ = ours − paper)."""
     if table.metric == "per_class":
         return _per_class_frame(records, table)
     return miou_frame(records, table, table.rows)
@@ -51,6 +51,7 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
     the runnable rows of every table, per-class ones included."""
     mine = records[records["table"] == table.number]
     counts = row_counts(records, table.number)
+    noise = seed_noise(records)
     frame = []
     for row in rows:
         cells = mine[mine["row"] == row.name]
@@ -62,8 +63,7 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
         paper = row.paper.get("miou", math.nan)
         mean = float(np.mean(values)) if values else math.nan
         std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-        seeds = counts.get(row.name, [])  # an interval only when every seed with a result has its counts
-        low, high = _interval(seeds if len(seeds) == len(values) else None)
+        low, high = _interval(counts.get(row.name), noise)  # only when every seed with a result has counts
         record.update({"paper": paper, "ours": mean, "std": std, "ci_low": low, "ci_high": high,
                        "seeds": len(values), "delta": mean - paper, "failed": int(cells["failed"].sum()),
                        "unreadable": unreadable_mark(cells)})
@@ -189,7 +189,7 @@ def write_table(df: pd.DataFrame, table: TableSpec, out: Path, note: str = "") -
         md += f"\n{note}\n"
     paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
     paths[0].write_text(md)
-    explained = caption + (". Ours: mean over seeds ± half the width of its 95% bootstrap interval (images, seeds)"
+    explained = caption + (". Ours: mean over seeds ± half the width of its 95% interval (images, training noise)"
                            if "ci_low" in df.columns else "")
     paths[1].write_text(to_latex_document(df, explained))
     df.to_csv(paths[2])
