@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ifbf.commands.reproduce import cli
-from ifbf.experiments import ReportPrior, class_names, load_preset, load_table, table_cells
+from ifbf.experiments import ReportPrior, RowSeeds, class_names, load_preset, load_table, table_cells
 from ifbf.orchestrate import adaptive
 from ifbf.orchestrate.adaptive import LOOKS, Observation, looks, t_quantile
 from ifbf.orchestrate.design import measure_noise
@@ -146,3 +146,25 @@ def test_seeds_are_added_only_to_rows_of_open_claims(tmp_path, capsys, monkeypat
     assert cli([*args, "--seeds", "auto", "--budget", "0.3"]) == 0
     assert len(trained) == sum(map(len, seeded.values()))
     assert "R50 IFBFNet" in (tmp_path / "smoke" / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", "auto"], "--seeds auto needs --budget"),
+    (["--seeds", "auto", "--budget", "1", "--report-only"], "--seeds auto needs --budget"),
+    (["--budget", "3"], "--budget goes with --design or --seeds auto"),
+    (["--design", "--budget", "0"], "--budget must be > 0"),
+])
+def test_bad_flags_are_one_clear_error(tmp_path, capsys, flags, message):
+    assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), *flags]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_seed_s_of_a_row_is_the_run_of_seeds_s_plus_1():
+    smoke, table = load_preset("smoke"), load_table(3)
+    uniform = {(c.row.name, c.seed): c.run_hash for c in table_cells(table, smoke, 3)}
+    mixed = table_cells(table, smoke, RowSeeds(1, ((3, "C=128", 3),)))
+    assert sorted((c.row.name, c.seed) for c in mixed) == sorted(
+        [(r.name, 0) for r in table.runnable()] + [("C=128", 1), ("C=128", 2)])
+    assert all(uniform[(c.row.name, c.seed)] == c.run_hash for c in mixed)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
-from ifbf.experiments import Preset, RowSeeds, TableSpec, class_names, load_table
+from ifbf.experiments import Preset, RowSeeds, TableSpec, class_names
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, contrasts, design, level,
-                                     measure_noise, table_claims, training_hours, val_images)
+                                     measure_noise, seed_spread, table_claims, table_of, training_hours,
+                                     val_images)
 from ifbf.orchestrate.plan import Plan, build_plan
 from ifbf.report import records
 from ifbf.report.claims import CONTRADICTED, NOT_RESOLVED, SUPPORTED, Claim, RowCounts
@@ -54,23 +55,6 @@ def t_quantile(p: float, dof: int) -> float:
     return (low + high) / 2
 
 
-@dataclass(frozen=True)
-class SeedSpread:
-    """The seed std a look tests with: pooled over the rows with several seeds (``dof`` > 0), else the prior."""
-
-    std: float
-    dof: int
-
-
-def seed_spread(rows: RowCounts, prior: float) -> SeedSpread:
-    squares, dof = 0.0, 0
-    for seeds in rows.values():
-        values = [row_miou([c]) for c in seeds]
-        squares += sum((v - sum(values) / len(values)) ** 2 for v in values)
-        dof += len(values) - 1
-    return SeedSpread(math.sqrt(squares / dof), dof) if dof else SeedSpread(prior, 0)
-
-
 def _metric(rows: RowCounts, metric: str) -> dict[str, list[Counts]]:
     if metric == "miou":
         return {name: list(seeds) for name, seeds in rows.items()}
@@ -82,11 +66,11 @@ def verdict(claim: Claim, rows: RowCounts, alpha: float, prior_std: float) -> st
     """Supported / contradicted / not resolved at two-sided level ``alpha``: every paired Δ of the claim
     (``design.contrasts``) against delta_se(image noise measured on the counts, seed spread, seeds); "both"
     and best-of claims need every Δ on the claimed side (intersection–union), one Δ on the other contradicts."""
-    found, _ = contrasts(claim, load_table(claim.table))
+    found, _ = contrasts(claim, table_of(claim.table))
     selected = _metric(rows, claim.metric)
     if not found or any(not selected.get(c.a) or not selected.get(c.b) for c in found):
         return NOT_RESOLVED
-    spread = seed_spread(selected, prior_std)
+    spread = seed_spread(selected.values(), prior_std)
     q = t_quantile(1 - alpha / 2, spread.dof)
     sign = -1.0 if claim.direction == "lower" else 1.0
     sides = []

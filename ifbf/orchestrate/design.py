@@ -14,14 +14,16 @@ finished runs took.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
 import pandas as pd
 
-from ifbf.experiments import Preset, RowSeeds, TableSpec
+from ifbf.experiments import Preset, RowSeeds, TableSpec, load_table
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.estimate import actual_seconds, predict, split_images
 from ifbf.orchestrate.plan import build_plan
@@ -29,13 +31,16 @@ from ifbf.orchestrate.preflight import read_preflight
 from ifbf.report import records
 from ifbf.report.claims import Claim, RowCounts, load_claims
 from ifbf.report.power import SeedsNeeded, seeds_for_power
-from ifbf.report.stats import paired_difference, row_miou
+from ifbf.report.stats import Counts, paired_difference, row_miou
 
 ALPHA = 0.05  # family-wise level of the report's verdicts
 IMAGE_SE_PAPER = 0.25  # assumed std (points) of a paired Δ of two ablation rows from 500 val images alone
 PAPER_IMAGES = 500
 IMAGE_RESAMPLES = 1000  # bootstrap draws behind a measured image noise (its own error is ~2 %)
 RowKey = tuple[int, str]  # (table number, row name)
+# the specs do not change while a process runs; --seeds auto and its simulations ask for them at every look
+claims_of = functools.cache(load_claims)
+table_of = functools.cache(load_table)
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def design(claims: list[tuple[Claim, TableSpec]], noise: Noise, alpha: float) ->
 
 
 def table_claims(tables: list[TableSpec]) -> list[tuple[Claim, TableSpec]]:
-    return [(claim, table) for table in tables for claim in load_claims(table.number)]
+    return [(claim, table) for table in tables for claim in claims_of(table.number)]
 
 
 def present_seeds(tables: list[TableSpec], preset: Preset, results: Path, extra: tuple[str, ...],
@@ -145,6 +150,24 @@ def present_seeds(tables: list[TableSpec], preset: Preset, results: Path, extra:
         n *= 2
 
 
+@dataclass(frozen=True)
+class SeedSpread:
+    """The std of a row's mIoU between seeds, pooled over rows with several seeds (``dof`` > 0), else a prior."""
+
+    std: float
+    dof: int
+
+
+def seed_spread(rows: Iterable[Sequence[Counts]], prior: float) -> SeedSpread:
+    """``rows``: each row's per-seed counts."""
+    squares, dof = 0.0, 0
+    for seeds in rows:
+        values = [row_miou([c]) for c in seeds]
+        squares += sum((v - sum(values) / len(values)) ** 2 for v in values)
+        dof += len(values) - 1
+    return SeedSpread(math.sqrt(squares / dof), dof) if dof else SeedSpread(prior, 0)
+
+
 def val_images(frame: pd.DataFrame) -> int:
     """Images of the val split the table's rows are evaluated on (the paper's 500 when there are no rows)."""
     cfg = next(iter(frame["cell"])).cfg if len(frame) else None
@@ -155,22 +178,17 @@ def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: P
     """Seed std pooled over the rows with several seeds (else the preset's prior), image noise of each contrast
     whose rows have per-image counts (seed 0), else the median of those measured, else the assumption
     (``images``: the val split's size). ``rows``: table number -> row name -> Counts per seed."""
-    squares, dof = 0.0, 0
     measured: dict[tuple[int, str, str], float] = {}
+    spread = seed_spread([seeds for mine in rows.values() for seeds in mine.values()], preset.report.seed_std)
     for table in tables:
         mine = rows.get(table.number, {})
-        for seeds in mine.values():
-            values = [row_miou([c]) for c in seeds]
-            squares += sum((v - sum(values) / len(values)) ** 2 for v in values)
-            dof += len(values) - 1
-        for claim in load_claims(table.number):
+        for claim in claims_of(table.number):
             for c in contrasts(claim, table)[0]:
                 if mine.get(c.a) and mine.get(c.b) and (c.table, c.a, c.b) not in measured:
                     diff = paired_difference(list(mine[c.a][:1]), list(mine[c.b][:1]), IMAGE_RESAMPLES)
                     measured[(c.table, c.a, c.b)] = diff.image_se
-    prior = preset.report
-    seed_std, source = ((math.sqrt(squares / dof), f"measured on this preset's rows ({dof} degrees of freedom)")
-                        if dof else (prior.seed_std, f"preset {preset.name}: {prior.seed_std_source}"))
+    source = (f"measured on this preset's rows ({spread.dof} degrees of freedom)" if spread.dof
+              else f"preset {preset.name}: {preset.report.seed_std_source}")
     if measured:
         image_se = median(measured.values())
         basis = f"measured on {len(measured)} pair(s) of finished rows; others take their median {image_se:.2f}"
@@ -178,7 +196,7 @@ def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: P
         image_se = IMAGE_SE_PAPER * math.sqrt(PAPER_IMAGES / images)
         basis = (f"assumed: {IMAGE_SE_PAPER} at {PAPER_IMAGES} images x sqrt({PAPER_IMAGES}/{images}) = "
                  f"{image_se:.2f} (no finished rows to measure it on; docs/verdicts.md)")
-    return Noise(seed_std, source, dof, measured, image_se, basis)
+    return Noise(spread.std, source, spread.dof, measured, image_se, basis)
 
 
 def training_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
