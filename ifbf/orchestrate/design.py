@@ -249,6 +249,7 @@ def allocate(designs: list[ClaimDesign], hours: dict[RowKey, float], budget: flo
         spent += cost
         bought.append((cheapest, cost))
         todo.remove(cheapest)
-    out = [(d, f"needs {extra(d):.2f} more device-hours than the {budget - spent:.2f} left") for d in todo]
+    out = [(d, f"needs {extra(d):.2f} more device-hours than the {budget - spent:.2f} left" if spent <= budget
+            else "the one-seed pass alone exceeds the budget") for d in todo]
     out += [(d, d.reason()) for d in designs if d.seeds() is None]
     return Allocation(seeds, tuple(bought), tuple(out), base, spent)

@@ -53,8 +53,8 @@ def budget_lines(alloc: Allocation, budget: float) -> list[str]:
     lines += [f"  resolvable  {d.claim.id:18s} +{cost:.2f} h" for d, cost in alloc.bought]
     lines += [f"  out of reach  {d.claim.id:18s} {_size(d)}: {why}" for d, why in alloc.out_of_reach]
     extra = {row: n for row, n in alloc.seeds.items() if n > 1}
-    rows = ", ".join(f"T{t} {name}: {n}" for (t, name), n in extra.items()) or "one seed everywhere"
-    lines.append(f"Seeds per row: {rows} (others: 1)")
+    rows = ", ".join(f"T{t} {name}: {n}" for (t, name), n in extra.items())
+    lines.append(f"Seeds per row: {rows} (others: 1)" if rows else "Seeds per row: one everywhere")
     lines.append(f"Spent: {alloc.spent:.2f} of {budget:g} device-hours, {len(alloc.bought)} of "
                  f"{len(alloc.bought) + len(alloc.out_of_reach)} claims resolvable")
     return lines
