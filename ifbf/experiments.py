@@ -217,10 +217,23 @@ class Cell:
         return eval_key(self.cfg.eval)
 
 
-def table_cells(table: TableSpec, preset: Preset, seeds: int, extra: tuple[str, ...] = ()) -> list[Cell]:
+@dataclass(frozen=True)
+class RowSeeds:
+    """Seeds per row where rows differ (``reproduce.py --seeds auto``): rows named in ``rows`` (by table number
+    and row name) get that many seeds, the others ``default``. Seed s of a row is the same cell, with the same
+    config hash, as under ``--seeds`` > s."""
+
+    default: int = 1
+    rows: tuple[tuple[int, str, int], ...] = ()  # (table, row name, seeds)
+
+    def of(self, table: int, row: str) -> int:
+        return next((n for t, r, n in self.rows if (t, r) == (table, row)), self.default)
+
+
+def table_cells(table: TableSpec, preset: Preset, seeds: int | RowSeeds, extra: tuple[str, ...] = ()) -> list[Cell]:
     """Every runnable row of ``table`` at seeds 0..seeds-1 (the plan and the reports enumerate the same)."""
     return [
         Cell(table.number, row, seed, row_config(row, preset, (*extra, f"train.seed={seed}")))
         for row in table.runnable()
-        for seed in range(seeds)
+        for seed in range(seeds if isinstance(seeds, int) else seeds.of(table.number, row.name))
     ]

@@ -9,8 +9,17 @@ from pathlib import Path
 from ifbf.commands.cli import guarded
 from ifbf.experiments import TABLES, presets
 from ifbf.orchestrate.cluster import profiles
-from ifbf.orchestrate.reproduce import EXIT_CODES, Request, main
+from ifbf.orchestrate.reproduce import AUTO, EXIT_CODES, Request, main
 from ifbf.rundir import RESULTS
+
+
+def _seeds(text: str) -> int | str:
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seeds or 'auto'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")
     p.add_argument("--preset", default="paper", help=f"overrides for every run: {', '.join(presets())} (default: paper)")
     p.add_argument("--executor", default="slurm", help="slurm | local | debug (debug: in this process)")
-    p.add_argument("--seeds", type=int, default=1, help="trainings per row with seeds 0..K-1 (default: 1)")
+    p.add_argument("--seeds", type=_seeds, default=1,
+                   help="trainings per row with seeds 0..K-1 (default: 1); 'auto' (with --budget): one seed "
+                        "everywhere, then more only on the rows of claims still open (docs/verdicts.md)")
+    p.add_argument("--design", action="store_true",
+                   help="per claim: the paper's Δ, the seed std and image noise assumed (or measured), seeds per "
+                        "row for 80%% power at the corrected level and their device-hours; trains nothing")
+    p.add_argument("--budget", type=float, default=None, metavar="H",
+                   help="device-hours: with --design, which claims H can resolve and the seeds it would spend "
+                        "where; with --seeds auto, the most the run may spend (finished trainings included)")
     p.add_argument("--plan", action="store_true",
                    help="print runs, their status and their cost from preflight.json; submit nothing")
     p.add_argument("--preflight", action="store_true",

@@ -7,6 +7,7 @@ and retried only with --rerun-failed. Results: results/<preset>/table<N>.{md,tex
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -18,10 +19,12 @@ import submitit
 
 from ifbf.identity import eval_key
 from ifbf.errors import IfbfError, UnreadableRunFile
-from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
+from ifbf.experiments import TABLES, Preset, RowSeeds, load_preset, load_table, table_cells
+from ifbf.orchestrate.adaptive import run_auto
 from ifbf.orchestrate.checks import (check_dataset, check_environment, check_weights, require,
                                     unused_weights, weight_overrides)
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
+from ifbf.orchestrate.design_report import run_design
 from ifbf.orchestrate.estimate import duration, plan_costs, predict
 from ifbf.orchestrate.jobs import BUSY, EXECUTORS, TrainJob, make_executor
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
@@ -34,6 +37,7 @@ from ifbf.report.tables import table_frame, write_table
 from ifbf.rundir import RESULTS, RunDir, read_status, result_key, write_status
 from ifbf.runlock import LockHeld
 
+AUTO = "auto"
 DEFAULT_PROFILE = {"slurm": "example", "local": "local", "debug": "local"}
 
 
@@ -44,7 +48,9 @@ class Request:
     table: str
     preset: str = "paper"
     executor: str = "slurm"
-    seeds: int = 1
+    seeds: int | str = 1  # or AUTO (with ``budget``)
+    design: bool = False  # print what each claim needs (seeds, device-hours); train nothing
+    budget: float | None = None  # device-hours: --design allocates them, --seeds auto spends them
     plan: bool = False
     status: bool = False
     preflight: bool = False
@@ -237,7 +243,7 @@ def wait_for_others(plan: Plan, hashes: list[str], poll_s: float = 2.0) -> None:
         time.sleep(poll_s)
 
 
-def report(plan: Plan, results: Path, seeds: int, extra: tuple[str, ...], out: Path,
+def report(plan: Plan, results: Path, seeds: int | RowSeeds, extra: tuple[str, ...], out: Path,
            paper_only: bool = False) -> list[Path]:
     """Tables and figures of the plan's tables from what is stored under ``results`` (nothing is run), and
     (unless ``paper_only``) REPORT.md: intervals, the paper's claims with verdicts, compute, links."""
@@ -276,11 +282,15 @@ def main(args: Request) -> int:
     started = time.perf_counter()
     if args.executor not in EXECUTORS:
         raise IfbfError(f"unknown executor {args.executor!r} (choose from {', '.join(EXECUTORS)})")
-    if args.seeds < 1:
-        raise IfbfError("--seeds must be >= 1")
+    _check_seeds(args)
     tables = [load_table(n) for n in _tables(args.table)]
     preset = load_preset(args.preset)
     extra = (*args.extra, *weight_overrides(args.weights, args.from_scratch))
+    if args.design:
+        profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
+        return run_design(tables, preset, profile, args.results, extra, args.budget)
+    if args.seeds == AUTO:
+        return _auto(args, tables, preset, extra, started)
     if not (args.paper_only or args.report_only):
         check_before_planning(args, tables, preset, extra)
     plan = build_plan(tables, preset, args.seeds, args.results, extra)
@@ -305,6 +315,32 @@ def main(args: Request) -> int:
     if not args.report_only:
         _train_what_is_missing(plan, args, profile)
     for path in report(plan, *report_args):
+        print(f"wrote {path}")
+    print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+    return exit_code(plan)
+
+
+def _check_seeds(args: Request) -> None:
+    if args.seeds != AUTO and (not isinstance(args.seeds, int) or args.seeds < 1):
+        raise IfbfError("--seeds must be >= 1 or 'auto' (with --budget)")
+    if args.budget is not None and args.budget <= 0:
+        raise IfbfError("--budget must be > 0 (device-hours)")
+    if args.budget is not None and not args.design and args.seeds != AUTO:
+        raise IfbfError("--budget goes with --design or --seeds auto")
+    if args.seeds == AUTO and (args.budget is None or args.design or args.report_only or args.paper_only
+                               or args.no_wait):
+        raise IfbfError("--seeds auto needs --budget H (device-hours) and waits for its trainings: not with "
+                        "--design, --report-only, --paper-only or --no-wait")
+
+
+def _auto(args: Request, tables: list, preset: Preset, extra: tuple[str, ...], started: float) -> int:
+    """--seeds auto: one seed everywhere, more where claims are open (``adaptive``), then the usual report."""
+    check_before_planning(dataclasses.replace(args, seeds=1), tables, preset, extra)
+    profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
+    seeds = run_auto(tables, preset, profile, args.results, extra, args.budget or 0.0,
+                     lambda plan: _train_what_is_missing(plan, args, profile))
+    plan = build_plan(tables, preset, seeds, args.results, extra)
+    for path in report(plan, args.results, seeds, extra, args.results / preset.name):
         print(f"wrote {path}")
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return exit_code(plan)

@@ -1,0 +1,254 @@
+"""``reproduce.py --table N --design [--budget H]``: before any training, what each claim needs.
+
+Every claim becomes paired differences Δ of two rows ("contrasts"): a ``delta`` claim one (a claim over row
+sets, "helps both depths", one per depth, all of which must be resolved: an intersection–union test); a
+``best_of`` claim one per rival, with the paper's gap to it as the size (the nearest rival decides the seeds).
+``value`` and ``classes`` claims are no Δ in mIoU between rows and are listed, not designed. For each contrast
+``power.seeds_for_power`` gives the seeds per row for 80 % power at the corrected level (Bonferroni: 0.05 / m
+over the m claims of the report, the level Holm starts with; ``--seeds auto`` divides it further by its looks),
+from the seed std (measured on this preset's multi-seed rows, else the preset's ``report.seed_std``) and the
+image noise of Δ (measured from per-image counts of finished rows, else assumed: ``IMAGE_SE_PAPER`` at 500
+images, scaled by sqrt(500 / val images)). Costs come from ``estimate.predict`` (preflight.json) or what
+finished runs took.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+import pandas as pd
+
+from ifbf.experiments import Preset, RowSeeds, TableSpec, load_table
+from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.estimate import actual_seconds, predict, split_images
+from ifbf.orchestrate.plan import build_plan
+from ifbf.orchestrate.preflight import read_preflight
+from ifbf.report import records
+from ifbf.report.claims import Claim, load_claims
+from ifbf.report.power import SeedsNeeded, seeds_for_power
+from ifbf.report.stats import Counts, SeedNoise, paired_difference, pooled_noise, row_miou
+from ifbf.report.verdicts import RowCounts
+
+ALPHA = 0.05  # family-wise level of the report's verdicts
+IMAGE_SE_PAPER = 0.25  # assumed std (points) of a paired Δ of two ablation rows from 500 val images alone
+PAPER_IMAGES = 500
+IMAGE_RESAMPLES = 1000  # bootstrap draws behind a measured image noise (its own error is ~2 %)
+RowKey = tuple[int, str]  # (table number, row name)
+# the specs do not change while a process runs; --seeds auto and its simulations ask for them at every look
+claims_of = functools.cache(load_claims)
+table_of = functools.cache(load_table)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Δ = row ``a`` − row ``b`` of one table; ``size``: the paper's Δ (None: the paper gives no number)."""
+
+    table: int
+    a: str
+    b: str
+    size: float | None
+
+
+@dataclass(frozen=True)
+class Noise:
+    """What the seeds are computed from: the seed std (its source, and its degrees of freedom when measured:
+    0 means the preset's prior) and the image noise of each contrast (measured, or the stated assumption)."""
+
+    seed_std: float
+    seed_source: str
+    seed_dof: int
+    measured_image_se: dict[tuple[int, str, str], float]
+    assumed_image_se: float
+    image_basis: str
+
+    def image_se(self, c: Contrast) -> tuple[float, str]:
+        if (c.table, c.a, c.b) in self.measured_image_se:
+            return self.measured_image_se[(c.table, c.a, c.b)], "measured"
+        return self.assumed_image_se, "assumed" if self.image_basis.startswith("assumed") else "other rows"
+
+
+@dataclass(frozen=True)
+class ClaimDesign:
+    claim: Claim
+    contrasts: tuple[tuple[Contrast, float, SeedsNeeded], ...]  # each with its image se and seeds needed
+    note: str = ""  # why a claim is not designed (value / classes claims)
+
+    def seeds(self) -> dict[RowKey, int] | None:
+        """Seeds per row that resolve the claim (every contrast); None when none do, or it is not designed."""
+        if not self.contrasts or any(n.seeds is None for _, _, n in self.contrasts):
+            return None
+        wanted: dict[RowKey, int] = {}
+        for c, _, needed in self.contrasts:
+            for row in (c.a, c.b):
+                wanted[(c.table, row)] = max(wanted.get((c.table, row), 1), needed.seeds or 1)
+        return wanted
+
+    def reason(self) -> str:
+        if not self.contrasts:
+            return self.note
+        failing = [(c, n) for c, _, n in self.contrasts if n.seeds is None]
+        if not failing:
+            return ""
+        c, n = failing[0]
+        return n.reason if len(self.contrasts) == 1 else f"{n.reason} (Δ {c.a} − {c.b})"
+
+
+def contrasts(claim: Claim, table: TableSpec) -> tuple[tuple[Contrast, ...], str]:
+    """The paired Δs that decide a claim, and a note when it has none (see the module docstring)."""
+    paper = {r.name: r.paper.get("miou" if claim.metric == "miou" else claim.metric) for r in table.rows}
+
+    def gap(a: str, b: str) -> float | None:
+        return None if paper.get(a) is None or paper.get(b) is None else round(paper[a] - paper[b], 4)
+
+    if claim.kind == "delta":
+        (a, *more_a), (b, *more_b) = claim.rows
+        if not more_a and not more_b:
+            return (Contrast(table.number, a, b, claim.size),), ""
+        sides = zip(claim.rows[0], claim.rows[1])
+        return tuple(Contrast(table.number, x, y, gap(x, y)) for x, y in sides), ""
+    if claim.kind == "best_of":
+        best = claim.rows[0][0]
+        rivals = [r for r in claim.among if r != best]
+        return tuple(Contrast(table.number, best, r, gap(best, r)) for r in rivals), ""
+    if claim.kind == "all_of":  # "both depths": every part's Δ must be resolved (intersection–union)
+        parts = [c for c in claims_of(table.number) if c.id in claim.of]
+        return tuple(x for part in parts for x in contrasts(part, table)[0]), ""
+    what = "an absolute number of one row" if claim.kind == "value" else "a count of classes"
+    return (), f"not designed: {what}, not a Δ in mIoU between rows"
+
+
+def family(claims: list[tuple[Claim, TableSpec]]) -> int:
+    """The claims a report tests (its Holm family): an all_of claim follows from its parts and is not counted."""
+    return sum(claim.kind != "all_of" for claim, _ in claims)
+
+
+def level(n_claims: int, looks: int = 1) -> float:
+    """The per-test level: ALPHA split over the report's claims (Bonferroni) and over the looks of --seeds auto."""
+    return ALPHA / max(1, n_claims) / max(1, looks)
+
+
+def design(claims: list[tuple[Claim, TableSpec]], noise: Noise, alpha: float) -> list[ClaimDesign]:
+    designs = []
+    for claim, table in claims:
+        found, note = contrasts(claim, table)
+        rows = []
+        for c in found:
+            image_se, _ = noise.image_se(c)
+            rows.append((c, image_se, seeds_for_power(c.size, image_se, noise.seed_std, alpha)))
+        designs.append(ClaimDesign(claim, tuple(rows), note))
+    return designs
+
+
+def table_claims(tables: list[TableSpec]) -> list[tuple[Claim, TableSpec]]:
+    return [(claim, table) for table in tables for claim in claims_of(table.number)]
+
+
+def present_seeds(tables: list[TableSpec], preset: Preset, results: Path, extra: tuple[str, ...],
+                  limit: int = 64) -> pd.DataFrame:
+    """The records of every seed of every row that has a result (probing seeds 0..1, 0..3, ... up to ``limit``)."""
+    n = 2
+    while True:
+        frame = records.collect(tables, preset, n, results, extra)
+        if n >= limit or not frame[(frame["seed"] >= n // 2) & frame["counts"].notna()].size:
+            return frame
+        n *= 2
+
+
+def seed_spread(rows: Iterable[Sequence[Counts]], prior: float | None, source: str = "assumed",
+                prior_df: float = math.inf) -> SeedNoise:
+    """σ between seeds from each row's per-seed counts (``stats.pooled_noise``), else the prior."""
+    return pooled_noise([[row_miou([c]) for c in seeds] for seeds in rows], prior, source, prior_df)
+
+
+def val_images(frame: pd.DataFrame) -> int:
+    """Images of the val split the table's rows are evaluated on (the paper's 500 when there are no rows)."""
+    cfg = next(iter(frame["cell"])).cfg if len(frame) else None
+    return split_images(cfg, cfg.data.val_split) if cfg else PAPER_IMAGES
+
+
+def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: Preset, images: int) -> Noise:
+    """Seed std pooled over the rows with several seeds (else the preset's prior), image noise of each contrast
+    whose rows have per-image counts (seed 0), else the median of those measured, else the assumption
+    (``images``: the val split's size). ``rows``: table number -> row name -> Counts per seed."""
+    measured: dict[tuple[int, str, str], float] = {}
+    prior = preset.report
+    spread = seed_spread([seeds for mine in rows.values() for seeds in mine.values()], prior.seed_std,
+                         prior.seed_std_source, prior.seed_std_df)
+    for table in tables:
+        mine = rows.get(table.number, {})
+        for claim in claims_of(table.number):
+            for c in contrasts(claim, table)[0]:
+                if mine.get(c.a) and mine.get(c.b) and (c.table, c.a, c.b) not in measured:
+                    diff = paired_difference(list(mine[c.a][:1]), list(mine[c.b][:1]), SeedNoise(0.0), IMAGE_RESAMPLES)
+                    measured[(c.table, c.a, c.b)] = diff.image_se
+    source = (f"measured on this preset's rows ({spread.df:g} degrees of freedom)" if spread.measured
+              else f"preset {preset.name}: {prior.seed_std_source}")
+    if measured:
+        image_se = median(measured.values())
+        basis = f"measured on {len(measured)} pair(s) of finished rows; others take their median {image_se:.2f}"
+    else:
+        image_se = IMAGE_SE_PAPER * math.sqrt(PAPER_IMAGES / images)
+        basis = (f"assumed: {IMAGE_SE_PAPER} at {PAPER_IMAGES} images x sqrt({PAPER_IMAGES}/{images}) = "
+                 f"{image_se:.2f} (no finished rows to measure it on; docs/verdicts.md)")
+    return Noise(spread.std, source, int(spread.df) if spread.measured else 0, measured, image_se, basis)
+
+
+def training_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+                   extra: tuple[str, ...]) -> dict[RowKey, float | None]:
+    """Device-hours of one training (one seed) of each row: what a finished seed 0 took, else the preflight
+    prediction, else None (no figure: run --preflight)."""
+    plan = build_plan(tables, preset, RowSeeds(1), results, extra)
+    shapes = read_preflight(results, preset.name)
+    hours: dict[RowKey, float | None] = {}
+    for cell in plan.cells:
+        training = plan.training_of(cell)
+        est = predict(training, profile, shapes)
+        took = actual_seconds(training.run_dir) if training.status() == "done" else None
+        seconds = took if took is not None else est.seconds
+        hours[(cell.table, cell.row.name)] = None if seconds is None else seconds * est.devices / 3600
+    return hours
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What a budget buys: seeds per row, the claims it resolves (in the order bought, with the device-hours
+    each added) and those out of reach (with why)."""
+
+    seeds: dict[RowKey, int]
+    bought: tuple[tuple[ClaimDesign, float], ...]
+    out_of_reach: tuple[tuple[ClaimDesign, str], ...]
+    base_hours: float  # one seed of every row
+    spent: float
+
+
+def allocate(designs: list[ClaimDesign], hours: dict[RowKey, float], budget: float,
+             start: dict[RowKey, int] | None = None) -> Allocation:
+    """Greedy: buy the claim whose missing seeds cost least (rows already bought for another claim are free),
+    while the budget lasts. Every row gets at least one seed (``start``: seeds it has already), paid first."""
+    seeds = {row: max(1, (start or {}).get(row, 1)) for row in hours}
+    spent = base = sum(hours[row] * n for row, n in seeds.items())
+    todo = [d for d in designs if d.seeds() is not None]
+    bought: list[tuple[ClaimDesign, float]] = []
+
+    def extra(d: ClaimDesign) -> float:
+        return sum(hours[row] * max(0, n - seeds[row]) for row, n in (d.seeds() or {}).items())
+
+    while todo:
+        cheapest = min(todo, key=extra)
+        cost = extra(cheapest)
+        if spent + cost > budget:
+            break
+        for row, n in (cheapest.seeds() or {}).items():
+            seeds[row] = max(seeds[row], n)
+        spent += cost
+        bought.append((cheapest, cost))
+        todo.remove(cheapest)
+    out = [(d, f"needs {extra(d):.2f} more device-hours than the {budget - spent:.2f} left" if spent <= budget
+            else "the one-seed pass alone exceeds the budget") for d in todo]
+    out += [(d, d.reason()) for d in designs if d.seeds() is None]
+    return Allocation(seeds, tuple(bought), tuple(out), base, spent)

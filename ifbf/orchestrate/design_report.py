@@ -1,0 +1,95 @@
+"""The text of ``reproduce.py --design [--budget H]``: one line per claim, then what a budget buys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ifbf.experiments import Preset, TableSpec
+from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.design import (ALPHA, Allocation, ClaimDesign, Noise, RowKey, allocate, design, level,
+                                     family, measure_noise, present_seeds, table_claims, training_hours, val_images)
+from ifbf.report import records
+from ifbf.report.power import POWER
+
+NO_COST = "run --preflight"
+
+
+def claim_hours(d: ClaimDesign, hours: dict[RowKey, float | None]) -> float | None:
+    """Device-hours of the claim's rows at the seeds it needs (their first seeds included)."""
+    wanted = d.seeds()
+    if wanted is None or any(hours.get(row) is None for row in wanted):
+        return None
+    return sum((hours[row] or 0.0) * n for row, n in wanted.items())
+
+
+def _size(d: ClaimDesign) -> str:
+    sizes = [c.size for c, _, _ in d.contrasts if c.size is not None]
+    if not d.contrasts or not sizes:
+        return "—"
+    smallest = min(sizes, key=abs)
+    return f"{smallest:+.2f}" + (f" (min of {len(d.contrasts)})" if len(d.contrasts) > 1 else "")
+
+
+def claim_lines(designs: list[ClaimDesign], hours: dict[RowKey, float | None]) -> list[str]:
+    lines = [f"  {'claim':18s} {'paper Δ':>17s} {'image se':>9s} {'seeds/row':>9s} {'device-h':>15s}  note",]
+    for d in designs:
+        wanted = d.seeds()
+        image = max((se for _, se, _ in d.contrasts), default=None)
+        cost = claim_hours(d, hours)
+        cost_text = f"{cost:.2f}" if cost is not None else ("—" if wanted is None else NO_COST)
+        note = d.reason() if wanted is None else ("a Δ to each rival must be resolved"
+                                                 if d.claim.kind == "best_of" else
+                                                 "each pair must be resolved" if len(d.contrasts) > 1 else "")
+        lines.append(f"  {d.claim.id:18s} {_size(d):>17s} {'—' if image is None else f'{image:.2f}':>9s} "
+                     f"{'—' if wanted is None else str(max(wanted.values())):>9s} {cost_text:>15s}  {note}")
+    return lines
+
+
+def budget_lines(alloc: Allocation, budget: float) -> list[str]:
+    lines = [f"Budget {budget:g} device-hours: one seed of each of {len(alloc.seeds)} rows costs "
+             f"{alloc.base_hours:.2f}; then the claim whose extra seeds cost least, while the budget lasts:"]
+    if alloc.base_hours > budget:
+        lines.append(f"  the one-seed pass alone exceeds the budget by {alloc.base_hours - budget:.2f} device-hours")
+    lines += [f"  resolvable  {d.claim.id:18s} +{cost:.2f} h" for d, cost in alloc.bought]
+    lines += [f"  out of reach  {d.claim.id:18s} {_size(d)}: {why}" for d, why in alloc.out_of_reach]
+    extra = {row: n for row, n in alloc.seeds.items() if n > 1}
+    rows = ", ".join(f"T{t} {name}: {n}" for (t, name), n in extra.items())
+    lines.append(f"Seeds per row: {rows} (others: 1)" if rows else "Seeds per row: one everywhere")
+    lines.append(f"Spent: {alloc.spent:.2f} of {budget:g} device-hours, {len(alloc.bought)} of "
+                 f"{len(alloc.bought) + len(alloc.out_of_reach)} claims resolvable")
+    return lines
+
+
+def header(tables: list[TableSpec], preset: Preset, n_claims: int, alpha: float, noise: Noise) -> list[str]:
+    numbers = ", ".join(str(t.number) for t in tables)
+    return [
+        f"Design for table(s) {numbers}, preset {preset.name}: {n_claims} claims; seeds per row for "
+        f"{POWER:.0%} power at {ALPHA:g}/{n_claims} = {alpha:.4f} per claim (Bonferroni over the report's claims)",
+        f"seed std: {noise.seed_std:.2f} mIoU ({noise.seed_source})",
+        f"image noise of a paired Δ: {noise.image_basis}",
+    ]
+
+
+def run_design(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+               extra: tuple[str, ...], budget: float | None) -> int:
+    """Print the design (and, with ``budget``, the allocation); trains nothing. Returns 0."""
+    claims = table_claims(tables)
+    frame = present_seeds(tables, preset, results, extra)
+    rows = {t.number: records.row_counts(frame, t.number) for t in tables}
+    noise = measure_noise(rows, tables, preset, val_images(frame))
+    alpha = level(family(claims))
+    designs = design(claims, noise, alpha)
+    hours = training_hours(tables, preset, profile, results, extra)
+    lines = header(tables, preset, family(claims), alpha, noise)
+    unknown = sum(h is None for h in hours.values())
+    lines.append(f"cost of one training: {'what finished runs took, else preflight.json' if not unknown else ''}"
+                 f"{f'{unknown} of {len(hours)} row(s) without a figure: {NO_COST} (same --executor/--profile)' if unknown else ''}")
+    lines += claim_lines(designs, hours)
+    if budget is not None:
+        known = {row: h for row, h in hours.items() if h is not None}
+        if unknown:
+            lines.append(f"Budget {budget:g}: cannot allocate without the cost of every row: {NO_COST}")
+        else:
+            lines += budget_lines(allocate(designs, known, budget), budget)
+    print("\n".join(lines))
+    return 0
