@@ -154,6 +154,11 @@ def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Con
     return cfg
 
 
+def row_label(table: int, row: str) -> str:
+    """How a row is named outside its table (plans, preflight, checks): ``T3 + OHEM``."""
+    return f"T{table} {row}"
+
+
 @dataclass(frozen=True)
 class Cell:
     """One row of one table at one seed, with its resolved config. Cells with the same ``run_hash`` share
@@ -171,6 +176,11 @@ class Cell:
     @property
     def eval_key(self) -> str:
         return eval_key(self.cfg.eval)
+
+    @property
+    def label(self) -> str:
+        """The row's label, with the seed when not 0: ``T3 + OHEM s1``."""
+        return row_label(self.table, self.row.name) + (f" s{self.seed}" if self.seed else "")
 
 
 def table_cells(table: TableSpec, preset: Preset, seeds: int, extra: tuple[str, ...] = ()) -> list[Cell]:

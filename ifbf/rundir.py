@@ -20,26 +20,24 @@ these files (atomically, never losing a finished result):
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
-import platform
 import socket
-import subprocess
-import sys
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from ifbf import __version__
-from ifbf.config import Config, EvalConfig, dump_yaml, from_dict
+from ifbf.config import Config, EvalConfig, dump_yaml, from_dict, to_dict
 from ifbf.identity import config_hash, eval_key
 from ifbf.errors import IfbfError
-from ifbf.runlock import DEFAULT_STALE_S, RunLock
+from ifbf.runlock import DEFAULT_STALE_S, RunLock, pid_alive
 
 CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.json"
@@ -64,21 +62,128 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_status(run_dir: Path, state: str, **extra: Any) -> None:
+class RunState(StrEnum):
+    """What a run is doing, as ``run_state`` decides it (status.json records submitted .. failed)."""
+
+    TODO = "todo"  # nothing recorded, or a finished training still missing an evaluation
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    REQUEUED = "requeued"  # preempted or timed out: waiting to resume from its checkpoint
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"  # recorded as submitted/running/requeued, but its process or job is gone
+
+    @property
+    def active(self) -> bool:
+        """A process or scheduler job has it: do not submit it again."""
+        return self in (RunState.SUBMITTED, RunState.RUNNING, RunState.REQUEUED)
+
+    @property
+    def to_run(self) -> bool:
+        """Nobody has it and it is not finished: the next reproduce.py submits it (failed ones on request)."""
+        return self in (RunState.TODO, RunState.STOPPED)
+
+
+@dataclass(frozen=True)
+class Status:
+    """status.json: what the scheduler side knows of a run (written by the job and the orchestrator)."""
+
+    state: RunState
+    time: float
+    host: str | None = None
+    pid: int | None = None  # the process to ask whether it lives (local: the job; debug: the orchestrator)
+    executor: str | None = None  # name of the executor that submitted it (``orchestrate.jobs``)
+    job_id: str | None = None
+    log: str | None = None
+    cpus: int | None = None
+    threads: int | None = None
+    workers: int | None = None
+    iteration: int | None = None  # where a requeued job stopped
+    error: str | None = None
+    traceback: str | None = None
+
+    CARRIED = ("executor", "log", "job_id", "cpus", "threads", "workers")  # kept across state changes
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Status:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "state": RunState(data["state"])})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+Alive = Callable[[Status], bool]  # whether the process or job a status names can still be working
+
+
+def write_status(run_dir: Path, state: RunState, **fields: Any) -> Status:
     """Record the run's scheduler-side state; executor, log and job id carry over from the previous record."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
-    previous = read_status(run_dir) or {}
-    for key in ("executor", "log", "job_id", "cpus", "threads", "workers"):  # kept across state changes
-        if key in previous:
-            record[key] = previous[key]
-    record.update(extra)
-    atomic_write_text(run_dir / STATUS, json.dumps(record, indent=1) + "\n")
+    previous = read_status(run_dir)
+    carried = {k: getattr(previous, k) for k in Status.CARRIED} if previous else {}
+    status = Status(**{"host": socket.gethostname(), "pid": os.getpid(), **carried, **fields},
+                    state=RunState(state), time=time.time())
+    atomic_write_text(run_dir / STATUS, json.dumps(status.to_dict(), indent=1) + "\n")
+    return status
 
 
-def read_status(run_dir: Path) -> dict | None:
+def read_status(run_dir: Path) -> Status | None:
     path = run_dir / STATUS
-    return json.loads(path.read_text()) if path.is_file() else None
+    return Status.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def process_alive(status: Status) -> bool:
+    """Liveness of a job that runs as a process: its pid on this host exists; a pid on another host cannot be
+    checked from here and counts as alive (its locks' heartbeats decide)."""
+    if status.host and status.host != socket.gethostname():
+        return True
+    return status.pid is not None and pid_alive(status.pid)
+
+
+def run_state(run: RunDir, iters: int, evals: Collection[str], alive: Alive, mine: str | None = None,
+              stale_s: float = DEFAULT_STALE_S, run_hash: str | None = None) -> RunState:
+    """The one decision of what a run is doing, from its files, its locks and ``alive`` (the executor's
+    liveness check of the process or job status.json names).
+
+    Done: metrics.json of ``iters`` iterations (of ``run_hash`` when given) with every evaluation in ``evals``
+    (empty: any). Else a live lock (not ``mine``, the token of a lock the caller holds) makes it active; else
+    status.json decides: failed, or active while ``alive`` says its job lives, stopped when it does not.
+    """
+    if run.complete(iters, evals, run_hash):
+        return RunState.DONE
+    status = read_status(run.path)
+    if run.locked_by_other(mine, stale_s):
+        return status.state if status and status.state.active else RunState.RUNNING
+    if status is None or status.state in (RunState.DONE, RunState.TODO):
+        return RunState.TODO
+    if not status.state.active:
+        return status.state
+    return status.state if alive(status) else RunState.STOPPED
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What a run took: seconds of training steps, of curve validations (log.jsonl) and of evaluations
+    (metrics.json), on ``devices`` devices (GPUs, or CPUs of a CPU run). The one figure REPORT.md's compute
+    line and ``--plan``'s "took" column show."""
+
+    train_s: float
+    val_s: float
+    eval_s: float
+    devices: int
+    on_gpu: bool
+
+    @property
+    def seconds(self) -> float:
+        return self.train_s + self.val_s + self.eval_s
+
+    @property
+    def device_hours(self) -> float:
+        return self.seconds * self.devices / 3600
+
+    @property
+    def unit(self) -> str:
+        return "GPU" if self.on_gpu else "CPU"
 
 
 def server_eval_key(cfg: EvalConfig) -> str:
@@ -145,8 +250,27 @@ class RunDir:
         return json.loads(self.metrics_path.read_text())
 
     def finished(self, cfg: Config) -> bool:
+        """Trained to the end as run ``cfg`` (its evaluations aside)."""
         m = self.metrics()
         return m is not None and m.get("config_hash") == config_hash(cfg) and m.get("iters") == cfg.train.iters
+
+    def complete(self, iters: int, evals: Collection[str] = (), run_hash: str | None = None) -> bool:
+        """Trained for ``iters`` (as run ``run_hash`` when given) with every evaluation key of ``evals`` done
+        (evaluated, or exported for the test server); empty ``evals``: at least one."""
+        m = self.metrics()
+        if m is None or m.get("iters") != iters or (run_hash is not None and m.get("config_hash") != run_hash):
+            return False
+        handled = self.handled()
+        return set(evals) <= handled if evals else bool(handled)
+
+    def locked_by_other(self, mine: str | None = None, stale_s: float = DEFAULT_STALE_S) -> bool:
+        """Whether a live process (an orchestrator submitting it, or a trainer) other than the holder of
+        token ``mine`` holds one of the run's locks."""
+        for lock in (self.submit_lock(stale_s), self.train_lock(stale_s)):
+            owner = lock.owner()
+            if owner is not None and owner.get("token") != mine and lock.stale_reason(owner) is None:
+                return True
+        return False
 
     def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False,
                           key: str | None = None) -> dict:
@@ -159,7 +283,7 @@ class RunDir:
             path = self.record_per_image(key or eval_key(eval_cfg), per_image["names"], per_image["inter"],
                                          per_image["union"])
             result["per_image"] = str(path.relative_to(self.path))
-        entry = {"eval": json.loads(json.dumps(asdict(eval_cfg))), **result}
+        entry = {"eval": to_dict(eval_cfg), **result}
         metrics.setdefault("evaluations", {})[key or eval_key(eval_cfg)] = entry
         if main:
             metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
@@ -223,71 +347,41 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
-    def cost(self) -> dict[str, float] | None:
-        """Seconds a run took: training steps ("step_s") and curve validations ("val_s") of log.jsonl, and
-        its evaluations ("seconds" in metrics.json); None for a log without timings (an older run)."""
+    def cost(self) -> RunCost | None:
+        """What the run took: training steps ("step_s") and curve validations ("val_s") of log.jsonl, and its
+        evaluations ("seconds" in metrics.json), on the devices env.json and status.json name. A log of an
+        older version (no "step_s") gives its training time from images/s; None: no timing in the log."""
         log = self.read_log()
-        if not any("step_s" in r for r in log):
+        if not any("step_s" in r or "imgs_per_s" in r for r in log):
             return None
+        env = self.env() or {}
+        on_gpu, world = str(env.get("device", "")).startswith("cuda"), int(env.get("world_size") or 1)
+        status = read_status(self.path)
+        cpus = (status.cpus or status.threads) if status else None
+        if any("step_s" in r for r in log):
+            train_s = sum(r.get("step_s", 0.0) for r in log)
+        else:
+            train_s = _logged_seconds(log, self.config().data.batch_size * world)
         evaluations = (self.metrics() or {}).get("evaluations", {}).values()
-        return {"train": sum(r.get("step_s", 0.0) for r in log), "val": sum(r.get("val_s", 0.0) for r in log),
-                "eval": sum(e.get("seconds", 0.0) for e in evaluations)}
+        return RunCost(train_s=train_s, val_s=sum(r.get("val_s", 0.0) for r in log),
+                       eval_s=sum(e.get("seconds", 0.0) for e in evaluations),
+                       devices=world if on_gpu else int(cpus or 1), on_gpu=on_gpu)
 
     def env(self) -> dict[str, Any] | None:
         """env.json as written by ``write_env`` (None before the run started)."""
         path = self.path / ENV
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def write_env(self, device: str, world: int, extra: dict[str, Any] | None = None) -> None:
-        """env.json: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``
-        (the engine adds the weights and dataset digests)."""
-        # torch only here: the orchestrator and the reports read run dirs without paying for its import
-        import torch
-        from torch.utils import collect_env
-
-        def version(module: str) -> str | None:
-            try:
-                return __import__(module).__version__
-            except Exception:  # noqa: BLE001 - optional packages
-                return None
-
-        repo = Path(__file__).resolve().parents[1]
-        try:
-            commit = subprocess.run(
-                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-            ).stdout.strip() or None
-            dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
-                                        text=True, timeout=10).stdout.strip())
-        except (OSError, subprocess.SubprocessError):
-            commit, dirty = None, None
-        env = {
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "ifbf": __version__,
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "torchvision": version("torchvision"),
-            "numpy": np.__version__,
-            "inplace_abn": version("inplace_abn"),
-            "device": device,
-            "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-            "world_size": world,
-            "host": platform.node(),
-            **_cuda_stack(torch, collect_env),
-            **(extra or {}),
-        }
+    def write_env(self, env: dict[str, Any]) -> None:
+        """env.json: what the run ran on (``ifbf.environment.capture``)."""
         atomic_write_text(self.path / ENV, json.dumps(env, indent=1) + "\n")
 
 
-def _cuda_stack(torch: Any, collect_env: Any) -> dict[str, Any]:
-    """CUDA, cuDNN, NCCL, driver, GPU models and count (None where absent), via torch.utils.collect_env."""
-    cuda = torch.cuda.is_available()
-    nccl = torch.cuda.nccl.version() if cuda and hasattr(torch.cuda, "nccl") else None
-    return {
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
-        "driver": collect_env.get_nvidia_driver_version(collect_env.run) if cuda else None,
-        "gpus": collect_env.get_gpu_info(collect_env.run) if cuda else None,
-        "gpu_count": torch.cuda.device_count(),
-    }
+def _logged_seconds(log: list[dict], images_per_iter: int) -> float:
+    """Training seconds implied by a log without step times: each record's iterations at its images/s."""
+    seconds, previous = 0.0, 0
+    for record in log:
+        if record.get("imgs_per_s"):
+            seconds += (record["iter"] - previous) * images_per_iter / record["imgs_per_s"]
+        previous = record["iter"]
+    return seconds

@@ -7,6 +7,7 @@ and status.json and the lock file names only in the run store."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,13 @@ def test_report_class_order_is_the_engines():
     from ifbf.experiments import class_names, load_table
 
     assert class_names() == CLASS_NAMES and tuple(load_table(6).classes) == CLASS_NAMES
+
+
+def test_executors_are_told_apart_in_one_module():
+    """Only orchestrate/executors.py compares executor names; everything else asks the Executor object."""
+    pattern = re.compile(r"executor\w*[\"')\]]*\s*(==|!=|in\s*[(\[{])|(==|!=|\bin\s*[(\[{])\s*[\"'](slurm|local|debug)[\"']")
+    assert all(pattern.search(line) for line in ('if executor == "slurm":', 'status.get("executor") != "slurm"',
+                                                 'kind in ("slurm", "local")', 'x if args.executor in ("a",) else y'))
+    offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in sources() if p.name != "executors.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, "compare executors in ifbf/orchestrate/executors.py only:\n" + "\n".join(offenders)

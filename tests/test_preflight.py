@@ -12,10 +12,12 @@ from ifbf.commands.reproduce import cli
 from ifbf.identity import eval_key
 from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
-from ifbf.orchestrate.estimate import actual_seconds, predict, split_images, wall_clock
+from ifbf.config import BASE_CONFIG, load_config
+from ifbf.orchestrate.estimate import predict, split_images, took
+from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import explain, group_shapes, shape_hash, shape_of
-from ifbf.rundir import RunDir
+from ifbf.rundir import RunDir, write_status
 
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]
 CPU = SlurmProfile()
@@ -57,10 +59,11 @@ def test_plan_arithmetic_from_a_preflight_record(tmp_path):
 
 
 def test_wall_clock_follows_the_executor():
-    assert wall_clock([10, 20, 30, 40], "local", CPU, 1)[0] == 100
-    assert wall_clock([10, 20, 30, 40], "local", CPU, 2)[0] == 20 + 40  # batches wait for their slowest
+    assert make_executor("local", CPU, 1).wall_clock([10, 20, 30, 40])[0] == 100
+    assert make_executor("local", CPU, 2).wall_clock([10, 20, 30, 40])[0] == 20 + 40  # rounds wait for their slowest
+    assert make_executor("debug", CPU, 2).wall_clock([10, 20, 30, 40])[0] == 100  # debug: one at a time
     # SLURM starts the next job on the first free slot: 10 then 30 on one, 20 then 40 on the other
-    assert wall_clock([10, 20, 30, 40], "slurm", SlurmProfile(array_parallelism=2), 1)[0] == 60
+    assert make_executor("slurm", SlurmProfile(array_parallelism=2)).wall_clock([10, 20, 30, 40])[0] == 60
 
 
 def test_failures_are_named_with_a_fix():
@@ -110,14 +113,22 @@ def test_preflight_then_plan_says_measured(tmp_path, capsys):
 
 def test_finished_run_reports_what_it_took(tmp_path):
     rd = RunDir(tmp_path)
+    rd.claim(load_config(BASE_CONFIG, TINY))  # batch 2
     rd.append_log({"iter": 5, "loss_total": 1.0, "step_s": 2.5})
     rd.append_log({"iter": 5, "val_miou": 0.1, "val_s": 0.5})
     rd.append_log({"iter": 10, "loss_total": 0.9, "step_s": 2.0})
-    assert actual_seconds(tmp_path) == pytest.approx(5.0)
+    cost = rd.cost()
+    assert (cost.train_s, cost.val_s, cost.eval_s, cost.seconds) == pytest.approx((4.5, 0.5, 0.0, 5.0))
     (tmp_path / "metrics.json").write_text(json.dumps({"evaluations": {"k": {"seconds": 3.0}}}))
-    assert actual_seconds(tmp_path) == pytest.approx(8.0)
+    write_status(tmp_path, "done", cpus=4)
+    cost = rd.cost()
+    assert cost.seconds == pytest.approx(8.0) and cost.device_hours == pytest.approx(8.0 * 4 / 3600)
+    assert took(cost).startswith("took 0.1 min (training 0.1 min, curves 0.0 min, evaluation 0.1 min; 0.009 CPU-hours")
+    # an older log without step times: 5 iterations x batch 2 at 3 images/s
     (tmp_path / "log.jsonl").write_text('{"iter": 5, "loss_total": 1.0, "imgs_per_s": 3.0}\n')
-    assert actual_seconds(tmp_path) is None  # an older log without timings
+    assert rd.cost().train_s == pytest.approx(5 * 2 / 3.0)
+    (tmp_path / "log.jsonl").write_text('{"iter": 5, "loss_total": 1.0}\n')
+    assert rd.cost() is None and took(None) == "took ? (no timing in its log)"
 
 
 def test_presets_have_no_constant_estimate():

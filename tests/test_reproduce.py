@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, TINY_TRAIN
 from ifbf.errors import TrainingDiverged
 from ifbf.experiments import load_preset, load_table
-from ifbf.rundir import write_status
+from ifbf.rundir import read_status, write_status
 from ifbf.orchestrate.plan import build_plan
 from ifbf.commands.reproduce import cli
 
@@ -82,8 +82,8 @@ def test_status_done_failed_running_todo(tmp_path):
     _fake_finished(t[0])
     write_status(t[1].run_dir, "failed", error="boom", log="/x/log.err")
     write_status(t[2].run_dir, "running")  # this process: alive
-    write_status(t[3].run_dir, "running", pid=2**22 + 12345)  # a pid that does not exist: stale
-    assert [x.status() for x in t] == ["done", "failed", "running", "todo", "todo", "todo"]
+    write_status(t[3].run_dir, "running", pid=2**22 + 12345)  # a pid that does not exist: it died
+    assert [x.status() for x in t] == ["done", "failed", "running", "stopped", "todo", "todo"]
     assert t[1].log_path() == "/x/log.err"
 
 
@@ -192,8 +192,8 @@ def test_failed_job_is_reported_not_raised(tmp_path, capsys, monkeypatch):
     assert cli(args) == 1  # exit 1: trainings failed (see --help); the table is still written
     out = capsys.readouterr().out
     assert out.count("failed:") == 6
-    status = json.loads(next((tmp_path / "smoke" / "runs").glob("*/status.json")).read_text())
-    assert status["state"] == "failed" and "TrainingDiverged" in status["error"]
+    status = read_status(next((tmp_path / "smoke" / "runs").iterdir()))
+    assert status.state == "failed" and "TrainingDiverged" in status.error
     md = (tmp_path / "smoke" / "table3.md").read_text()
     assert md.count("| failed ") == 6  # every row's ours cell says so
     df = pd.read_csv(tmp_path / "smoke" / "table3.csv", index_col=0)

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from ifbf.commands.cli import guarded
+from ifbf.errors import exit_codes_help
 from ifbf.experiments import TABLES, presets
 from ifbf.orchestrate.cluster import profiles
-from ifbf.orchestrate.reproduce import EXIT_CODES, Request, main
+from ifbf.orchestrate.reproduce import Request, main
 from ifbf.rundir import RESULTS
 
 
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reproduce.py",
         description="Train, evaluate and tabulate the IFBFNet paper's tables (see README.md).",
-        epilog=EXIT_CODES,
+        epilog=exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")

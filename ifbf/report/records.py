@@ -14,10 +14,11 @@ import pandas as pd
 
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
 from ifbf.report.stats import Counts
-from ifbf.rundir import RunDir, read_status, result_key, runs_root, scored_by_server
+from ifbf.rundir import RunDir, RunState, process_alive, result_key, run_state, runs_root, scored_by_server
 
 RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", "miou", "iou",
                   "counts", "failed"]
+COMPUTE_COLUMNS = ["run_hash", "unit", "devices", "train_s", "val_s", "eval_s", "seconds", "device_hours"]
 
 
 def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, extra: tuple[str, ...] = (),
@@ -38,10 +39,16 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
                 "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
                 "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell, "server": scored_by_server(cell.cfg),
                 "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
-                "failed": read_results and result is None and (read_status(run_dir) or {}).get("state") == "failed",
+                "failed": read_results and result is None and _state(run_dir, cell) is RunState.FAILED,
                 "counts": counts,
             })
     return pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+
+
+def _state(run_dir: Path, cell: Cell) -> RunState:
+    """The run's state (``rundir.run_state``; a recorded job on this host is alive while its process is)."""
+    return run_state(RunDir(run_dir), cell.cfg.train.iters, {result_key(cell.cfg)}, process_alive,
+                     stale_s=cell.cfg.runtime.lock_stale_s, run_hash=cell.run_hash)
 
 
 def _result(run_dir: Path, cell: Cell) -> dict | None:
@@ -65,28 +72,17 @@ def row_counts(records: pd.DataFrame, table: int) -> dict[str, list[Counts]]:
 
 
 def compute(records: pd.DataFrame) -> pd.DataFrame:
-    """Training time of each distinct run behind ``records``, from its log.jsonl: every logged step holds
-    the images per second since the previous one, so a step's seconds are iterations x batch x world /
-    imgs_per_s (evaluation time is not logged and not counted). Columns: run_hash, device, world, seconds,
-    iters."""
+    """What each distinct run behind ``records`` took (``RunDir.cost``: training, curves and evaluations, the
+    figure --plan shows as "took"). Columns: run_hash, unit ("GPU" or "CPU"), devices, train_s, val_s, eval_s,
+    seconds, device_hours."""
     rows = []
     for run_hash, run_dir in dict(zip(records["run_hash"], records["run_dir"])).items():
-        run = RunDir(run_dir)
-        log = run.read_log()
-        if not log or not (run_dir / "config.yaml").is_file():
-            continue
-        env = run.env() or {}
-        world = int(env.get("world_size") or 1)
-        batch = run.config().data.batch_size
-        seconds, previous = 0.0, 0
-        for step in log:
-            if step.get("imgs_per_s"):
-                seconds += (step["iter"] - previous) * batch * world / step["imgs_per_s"]
-            previous = step["iter"]
-        device = str(env.get("device") or "unknown")
-        rows.append({"run_hash": run_hash, "device": "gpu" if device.startswith("cuda") else device,
-                     "world": world, "seconds": seconds, "iters": previous})
-    return pd.DataFrame.from_records(rows, columns=["run_hash", "device", "world", "seconds", "iters"])
+        cost = RunDir(run_dir).cost() if (run_dir / "config.yaml").is_file() else None
+        if cost is not None:
+            rows.append({"run_hash": run_hash, "unit": cost.unit, "devices": cost.devices, "train_s": cost.train_s,
+                         "val_s": cost.val_s, "eval_s": cost.eval_s, "seconds": cost.seconds,
+                         "device_hours": cost.device_hours})
+    return pd.DataFrame.from_records(rows, columns=COMPUTE_COLUMNS)
 
 
 def _curves(records: pd.DataFrame, table: int, key: str) -> pd.DataFrame:
