@@ -7,6 +7,7 @@ marks another method's row: the paper's values only) and the values the paper re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,19 @@ EXPERIMENTS = BASE_CONFIG.parent
 TABLES = (1, 2, 3, 4, 5, 6)
 
 
+class Metric(StrEnum):
+    """What a table reports per row. The value is the figure's key wherever it is stored (metrics.json, the
+    records frame, the table specs' ``metric`` and ``paper`` entries), so those files keep their names."""
+
+    MIOU = "miou"  # mean IoU over the evaluated classes
+    PER_CLASS = "per_class"  # each class's IoU, then the mean (Tables 1 and 6)
+
+
 @dataclass(frozen=True)
 class RowSpec:
     name: str
     overrides: tuple[str, ...] | None  # None: a row of another method, nothing to run
-    paper: dict[str, float]  # "miou" and, for per-class tables, class names -> IoU in %
+    paper: dict[str, float]  # Metric.MIOU and, for per-class tables, class names -> IoU in %
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ class FigureSpec:
 class TableSpec:
     number: int
     title: str
-    metric: str  # "miou" or "per_class"
+    metric: Metric
     split: str
     columns: tuple[ColumnSpec, ...]
     rows: tuple[RowSpec, ...]
@@ -102,7 +111,7 @@ def load_table(number: int) -> TableSpec:
         return TableSpec(
             number=number,
             title=str(data["title"]),
-            metric=str(data["metric"]),
+            metric=Metric(str(data["metric"])),
             split=str(data.get("split", "val")),
             columns=tuple(ColumnSpec(**c) for c in data.get("columns", ())),
             rows=rows,

@@ -16,18 +16,19 @@ these files (atomically, never losing a finished result):
     train.lock       held by the one process training or evaluating the run (heartbeat: its mtime)
     submit.lock      held by an orchestrator from reading the run's state until "submitted" is recorded
                      (both are ``ifbf.runlock.RunLock`` files: atomic create, safe on NFS)
+
+What these files say about a run is typed (``ifbf.runtypes``: ``RunState``, ``Status``, ``EvalResult``,
+``PerImage``, ``RunCost``), and ``run_state`` is the one decision of a run's state from them, its locks and
+an ``alive`` check; the plan, --status, the reports and the exit code all ask it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from ifbf.config import Config, EvalConfig, dump_yaml, from_dict, to_dict
 from ifbf.identity import config_hash, eval_key
 from ifbf.errors import IfbfError
 from ifbf.runlock import DEFAULT_STALE_S, RunLock, pid_alive
+# what a run is, in types (defined apart so this file stays the store); importers take them from here
+from ifbf.runtypes import EvalResult, PerImage, RunCost, RunState, Status  # noqa: F401
 
 CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.json"
@@ -60,57 +63,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-class RunState(StrEnum):
-    """What a run is doing, as ``run_state`` decides it (status.json records submitted .. failed)."""
-
-    TODO = "todo"  # nothing recorded, or a finished training still missing an evaluation
-    SUBMITTED = "submitted"
-    RUNNING = "running"
-    REQUEUED = "requeued"  # preempted or timed out: waiting to resume from its checkpoint
-    DONE = "done"
-    FAILED = "failed"
-    STOPPED = "stopped"  # recorded as submitted/running/requeued, but its process or job is gone
-
-    @property
-    def active(self) -> bool:
-        """A process or scheduler job has it: do not submit it again."""
-        return self in (RunState.SUBMITTED, RunState.RUNNING, RunState.REQUEUED)
-
-    @property
-    def to_run(self) -> bool:
-        """Nobody has it and it is not finished: the next reproduce.py submits it (failed ones on request)."""
-        return self in (RunState.TODO, RunState.STOPPED)
-
-
-@dataclass(frozen=True)
-class Status:
-    """status.json: what the scheduler side knows of a run (written by the job and the orchestrator)."""
-
-    state: RunState
-    time: float
-    host: str | None = None
-    pid: int | None = None  # the process to ask whether it lives (local: the job; debug: the orchestrator)
-    executor: str | None = None  # name of the executor that submitted it (``orchestrate.jobs``)
-    job_id: str | None = None
-    log: str | None = None
-    cpus: int | None = None
-    threads: int | None = None
-    workers: int | None = None
-    iteration: int | None = None  # where a requeued job stopped
-    error: str | None = None
-    traceback: str | None = None
-
-    CARRIED = ("executor", "log", "job_id", "cpus", "threads", "workers")  # kept across state changes
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Status:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known}, "state": RunState(data["state"])})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 Alive = Callable[[Status], bool]  # whether the process or job a status names can still be working
@@ -159,31 +111,6 @@ def run_state(run: RunDir, iters: int, evals: Collection[str], alive: Alive, min
     if not status.state.active:
         return status.state
     return status.state if alive(status) else RunState.STOPPED
-
-
-@dataclass(frozen=True)
-class RunCost:
-    """What a run took: seconds of training steps, of curve validations (log.jsonl) and of evaluations
-    (metrics.json), on ``devices`` devices (GPUs, or CPUs of a CPU run). The one figure REPORT.md's compute
-    line and ``--plan``'s "took" column show."""
-
-    train_s: float
-    val_s: float
-    eval_s: float
-    devices: int
-    on_gpu: bool
-
-    @property
-    def seconds(self) -> float:
-        return self.train_s + self.val_s + self.eval_s
-
-    @property
-    def device_hours(self) -> float:
-        return self.seconds * self.devices / 3600
-
-    @property
-    def unit(self) -> str:
-        return "GPU" if self.on_gpu else "CPU"
 
 
 def server_eval_key(cfg: EvalConfig) -> str:
@@ -306,13 +233,18 @@ class RunDir:
         os.replace(tmp, path)
         return path
 
-    def per_image(self, key: str) -> dict[str, Any] | None:
-        """{"names": list[str], "inter", "union": [n_images, K] int64} of evaluation ``key``, or None."""
+    def per_image(self, key: str) -> PerImage | None:
+        """The per-image counts of evaluation ``key``, or None (not stored: an older run, a server result)."""
         path = self.per_image_path(key)
         if not path.is_file():
             return None
         with np.load(path, allow_pickle=False) as data:
-            return {"names": data["names"].tolist(), "inter": data["inter"], "union": data["union"]}
+            return PerImage(data["names"].tolist(), data["inter"], data["union"])
+
+    def evaluation(self, key: str) -> EvalResult | None:
+        """The result stored under eval key ``key`` in metrics.json, or None."""
+        entry = (self.metrics() or {}).get("evaluations", {}).get(key)
+        return None if entry is None else EvalResult.from_dict(entry)
 
     def submission_dir(self, eval_cfg: EvalConfig) -> Path:
         """Where a test-split submission (labelId PNGs; the zip beside them) for ``eval_cfg`` is written."""

@@ -4,12 +4,13 @@ local executor, preflight.json, the plan's arithmetic, failures as one line, fin
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from conftest import REPO, TINY_TRAIN
 from ifbf.commands.reproduce import cli
-from ifbf.identity import eval_key
+from ifbf.identity import eval_key, weights_key
 from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
 from ifbf.config import BASE_CONFIG, load_config
@@ -109,6 +110,11 @@ def test_preflight_then_plan_says_measured(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("measured 20") == 10 and "not measured" not in out and "rough" not in out
     assert "CPU-hours" in out and "wall-clock" in out
+    # --status prices the runs that have not started as --plan does (not "0.00 left + N without a speed")
+    planned = re.search(r"to run: \d+ training\(s\), ([0-9.]+) CPU-hours", out).group(1)
+    assert cli([*args, "--status"]) == 0
+    status = capsys.readouterr().out.splitlines()[-1]
+    assert f"{planned} CPU-hours left" in status and "without a measured speed" not in status
 
 
 def test_finished_run_reports_what_it_took(tmp_path):
@@ -123,7 +129,7 @@ def test_finished_run_reports_what_it_took(tmp_path):
     write_status(tmp_path, "done", cpus=4)
     cost = rd.cost()
     assert cost.seconds == pytest.approx(8.0) and cost.device_hours == pytest.approx(8.0 * 4 / 3600)
-    assert took(cost).startswith("took 0.1 min (training 0.1 min, curves 0.0 min, evaluation 0.1 min; 0.009 CPU-hours")
+    assert took(cost).startswith("took 0.1 min (training 0.1 min, curves 0.0 min, evaluation 0.1 min; 0.00889 CPU-hours)")
     # an older log without step times: 5 iterations x batch 2 at 3 images/s
     (tmp_path / "log.jsonl").write_text('{"iter": 5, "loss_total": 1.0, "imgs_per_s": 3.0}\n')
     assert rd.cost().train_s == pytest.approx(5 * 2 / 3.0)
@@ -135,3 +141,51 @@ def test_presets_have_no_constant_estimate():
     for name in ("paper", "smoke"):
         assert "estimate" not in (REPO / "experiments" / "presets" / f"{name}.yaml").read_text()
     assert load_profile("local").gpus_per_node == 0
+
+
+def test_a_moved_weights_file_keeps_its_preflight_entry(tmp_path):
+    """The shape names the weights by content (sha256), as the run identity does: the same file at another
+    path finds its measurement; other content is another file."""
+    first, moved, other = tmp_path / "a" / "r18.pth", tmp_path / "b" / "r18.pth", tmp_path / "c" / "r18.pth"
+    for path, content in ((first, b"weights"), (moved, b"weights"), (other, b"other weights")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    cfg = next(iter(_plan([5]).trainings.values())).cfg
+    key = weights_key(cfg.model)
+
+    def shape_key(path):
+        return shape_hash(shape_of(load_config(BASE_CONFIG, [*_overrides(cfg), f"model.weights.{key}={path}"]), CPU))
+
+    assert shape_key(first) == shape_key(moved) != shape_key(other)
+
+
+def _overrides(cfg):
+    return [f"model.backbone={cfg.model.backbone}", f"model.stem={cfg.model.stem}"]
+
+
+class _FakeJob:
+    job_id, paths = str(2**22 + 12345), type("Paths", (), {"stderr": "/dev/null"})  # a pid that is gone
+
+    def result(self):
+        return {"error": "not run", "cause": "not run", "fix": "none"}
+
+
+def test_preflight_measures_with_the_threads_the_runs_get(tmp_path, monkeypatch):
+    """Preflight and the runs take their threads from one place (the executor: a share of the affinity mask),
+    not one from os.cpu_count() and the other from the mask."""
+    monkeypatch.setattr("ifbf.orchestrate.resources.affinity_cpus", lambda: 6)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    threads: dict[str, set] = {}
+
+    def submit(self, folder, jobs, max_requeues=None):
+        for job in jobs:
+            threads.setdefault(type(job).__name__, set()).add(job.threads)
+        return [_FakeJob() for _ in jobs]
+
+    monkeypatch.setattr("ifbf.orchestrate.executors.Executor.submit", submit)
+    monkeypatch.setattr("ifbf.orchestrate.reproduce._check_environment", lambda *a: None)
+    args = ["--table", "4", "--preset", "smoke", "--executor", "local", "--parallel", "2", "--results",
+            str(tmp_path), "--set", *TINY]
+    cli([*args, "--preflight"])
+    cli(args)
+    assert threads == {"PreflightJob": {3}, "TrainJob": {3}}

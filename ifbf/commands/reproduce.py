@@ -10,6 +10,7 @@ from ifbf.commands.cli import guarded
 from ifbf.errors import exit_codes_help
 from ifbf.experiments import TABLES, presets
 from ifbf.orchestrate.cluster import profiles
+from ifbf.orchestrate.executors import EXECUTORS
 from ifbf.orchestrate.reproduce import Request, main
 from ifbf.rundir import RESULTS
 
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")
     p.add_argument("--preset", default="paper", help=f"overrides for every run: {', '.join(presets())} (default: paper)")
-    p.add_argument("--executor", default="slurm", help="slurm | local | debug (debug: in this process)")
+    p.add_argument("--executor", default="slurm",
+                   help=f"{' | '.join(EXECUTORS)} (debug: in this process; default: slurm)")
     p.add_argument("--seeds", type=int, default=1, help="trainings per row with seeds 0..K-1 (default: 1)")
     p.add_argument("--plan", action="store_true",
                    help="print runs, their status and their cost from preflight.json; submit nothing")

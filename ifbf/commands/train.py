@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ifbf.commands.config import add_config_arguments
 from ifbf.config import load_config
-from ifbf.identity import config_hash, weights_overrides
+from ifbf.identity import config_hash, weights_flag_overrides
 from ifbf.engine.run import run as run_training
 from ifbf.engine.train import Interrupted
 from ifbf.errors import ExitCode
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, [*args.overrides, *weights_overrides(args.weights)])
+    cfg = load_config(args.config, [*args.overrides, *weights_flag_overrides(args.weights)])
     out = Path(args.out) if args.out else default_run_dir(config_hash(cfg))
     # one trainer per run directory: a second `ifbf train` on a run being trained stops with LockHeld (ExitCode.USAGE)
     lock = RunDir(out).train_lock(cfg.runtime.lock_stale_s) if launch_rank() == 0 else nullcontext()

@@ -18,7 +18,7 @@ from ifbf.config import Config, WeightsConfig
 from ifbf.data.verify import verify_config
 from ifbf.errors import IfbfError
 from ifbf.experiments import Cell, row_label
-from ifbf.identity import weights_key, weights_overrides, weights_status
+from ifbf.identity import weights_key, weights_flag_overrides, weights_status
 from ifbf.orchestrate.executors import Executor
 
 SMOKE_HINT = "or run the embedded synthetic preset: --preset smoke"
@@ -39,9 +39,9 @@ def require(problems: list[str]) -> None:
         raise CheckFailed(problems)
 
 
-def weight_overrides(given: list[str], from_scratch: bool) -> list[str]:
+def plan_weights_overrides(given: list[str], from_scratch: bool) -> list[str]:
     """Overrides for ``--weights KEY=PATH ...`` and ``--from-scratch`` (every entry not given: ``none``)."""
-    overrides = weights_overrides(given)
+    overrides = weights_flag_overrides(given)
     if from_scratch:
         named = {item.partition("=")[0] for item in given}
         overrides += [f"model.weights.{f.name}=none" for f in dataclasses.fields(WeightsConfig) if f.name not in named]

@@ -1,6 +1,7 @@
 """``reproduce.py --plan``'s cost column: each training predicted from ``preflight.json`` (s/it x iterations +
-eval s/img x images x evaluations + the curves' validations + checkpoints + set-up), finished runs with what they really
-took (``RunDir.cost``: training, curves and evaluations), and totals in device-hours and wall-clock for the profile's concurrency."""
+eval s/img x images x evaluations + the curves' validations + checkpoints + set-up), finished runs with what
+they really took (``RunDir.cost``: training, curves and evaluations, the figure REPORT.md sums), and totals in
+device-hours and wall-clock for the executor's concurrency."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ class Estimate:
     on_gpu: bool
 
 
-def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict]) -> Estimate:
+def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict], cpus: int = 1) -> Estimate:
+    """Seconds of one training from its shape's preflight record; ``cpus``: the CPUs each process holds (the
+    devices of a CPU run, as ``RunCost`` counts them)."""
     cfg = training.cfg
     shape = shape_of(cfg, profile)
-    devices, on_gpu = max(1, shape["gpus"] or shape["processes"]), bool(shape["gpus"])
+    devices, on_gpu = max(1, shape["gpus"] or shape["processes"] * cpus), bool(shape["gpus"])
     record = preflight.get(shape_hash(shape))
     if record is None:
         return Estimate(None, NOT_MEASURED, devices, on_gpu)
@@ -70,7 +73,7 @@ def took(cost: RunCost | None) -> str:
     if cost is None:
         return "took ? (no timing in its log)"
     return (f"took {duration(cost.seconds)} (training {duration(cost.train_s)}, curves {duration(cost.val_s)}, "
-            f"evaluation {duration(cost.eval_s)}; {cost.device_hours:.3f} {cost.unit}-hours)")
+            f"evaluation {duration(cost.eval_s)}; {RunCost.hours_text(cost.device_hours, cost.unit)})")
 
 
 def duration(seconds: float) -> str:
@@ -86,7 +89,7 @@ def plan_costs(plan: Plan, executor: Executor, results: Path,
     device_seconds, unknown = 0.0, 0
     unit = "GPU"
     for run_hash, training in plan.trainings.items():
-        est = predict(training, executor.profile, preflight)
+        est = predict(training, executor.profile, preflight, executor.cpus_per_job())
         unit = "GPU" if est.on_gpu else "CPU"
         predicted = f"predicted {duration(est.seconds)}" if est.seconds is not None else ""
         if statuses[run_hash] is RunState.DONE:

@@ -36,6 +36,10 @@ class Executor:
         """CPUs each job may use: a share of this process's (local jobs); None: what the scheduler gives it."""
         return share_per_job(self.parallel)
 
+    def cpus_per_job(self) -> int:
+        """The CPUs one job holds, as device-hours of a CPU run count them."""
+        return self.threads_per_job() or 1
+
     def round_size(self, jobs: int) -> int:
         """How many of ``jobs`` trainings are submitted (and waited for) together."""
         return self.parallel
@@ -114,6 +118,9 @@ class SlurmExecutor(Executor):
 
     def threads_per_job(self) -> int | None:
         return None
+
+    def cpus_per_job(self) -> int:
+        return self.profile.cpus_per_task
 
     def round_size(self, jobs: int) -> int:
         return max(1, jobs)

@@ -17,13 +17,14 @@ import submitit
 from ifbf.identity import eval_key
 from ifbf.errors import ExitCode, IfbfError
 from ifbf.experiments import TABLES, Preset, load_preset, load_table, table_cells
-from ifbf.orchestrate.checks import check_dataset, check_environment, check_weights, require, weight_overrides
+from ifbf.orchestrate.checks import (check_dataset, check_environment, check_weights, plan_weights_overrides,
+                                     require)
 from ifbf.orchestrate.cluster import load_profile
-from ifbf.orchestrate.estimate import plan_costs
+from ifbf.orchestrate.estimate import Estimate, plan_costs, predict
 from ifbf.orchestrate.executors import Executor, executor_class, make_executor
 from ifbf.orchestrate.jobs import Busy, Outcome, TrainJob
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
-from ifbf.orchestrate.preflight import group_shapes, preflight_path, run_preflight, summary_lines
+from ifbf.orchestrate.preflight import group_shapes, preflight_path, read_preflight, run_preflight, summary_lines
 from ifbf.orchestrate.status import Target, collect, render
 from ifbf.report import records
 from ifbf.report.readme import README
@@ -86,9 +87,12 @@ def check_before_planning(args: Request, tables: list, preset: Preset, extra: tu
     require(check_weights(cells, preset.requires_weights) + check_dataset(cells, args.allow_partial_dataset))
 
 
-def status_target(training: Training) -> Target:
+def status_target(training: Training, estimate: Estimate) -> Target:
+    """What --status reports on for a training; a run without a logged speed is priced as --plan prices it."""
+    predicted = estimate.seconds * estimate.devices / 3600 if estimate.seconds is not None else None
     return Target(training.run_dir, training.label(), training.cfg.train.iters,
-                  frozenset(eval_key(e) for e in training.evals), training.cfg.runtime.lock_stale_s, training.run_hash)
+                  frozenset(eval_key(e) for e in training.evals), training.cfg.runtime.lock_stale_s, training.run_hash,
+                  predicted)
 
 
 def print_plan(plan: Plan, executor: Executor, results: Path) -> None:
@@ -98,7 +102,8 @@ def print_plan(plan: Plan, executor: Executor, results: Path) -> None:
     for run_hash, training in plan.trainings.items():
         status = statuses[run_hash]
         extra = f"  log: {training.log_path()}" if status is RunState.FAILED else ""
-        rows.append(f"  {run_hash}  {status:8s} {len(training.evals)} eval  {training.label()}  {costs[run_hash]}{extra}")
+        rows.append(f"  {run_hash}  {status:8s} {len(training.evals)} eval  {training.label()}  "
+                    f"{costs[run_hash]}{extra}")
     tables = ", ".join(str(t.number) for t in plan.tables)
     print(f"Table(s) {tables}, preset {plan.preset.name}: {len(plan.cells)} cells need "
           f"{len(plan.trainings)} training(s) (identical configs are trained once)")
@@ -230,7 +235,7 @@ def main(args: Request) -> ExitCode:
         raise IfbfError("--seeds must be >= 1")
     tables = [load_table(n) for n in _tables(args.table)]
     preset = load_preset(args.preset)
-    extra = (*args.extra, *weight_overrides(args.weights, args.from_scratch))
+    extra = (*args.extra, *plan_weights_overrides(args.weights, args.from_scratch))
     if not (args.paper_only or args.report_only):
         check_before_planning(args, tables, preset, extra)
     plan = build_plan(tables, preset, args.seeds, args.results, extra)
@@ -246,7 +251,10 @@ def main(args: Request) -> ExitCode:
         print_plan(plan, executor, args.results)
         return ExitCode.OK
     if args.status:
-        print(render(collect([status_target(t) for t in plan.trainings.values()])))
+        measured = read_preflight(args.results, preset.name)
+        cpus = executor.cpus_per_job()
+        estimates = {h: predict(t, executor.profile, measured, cpus) for h, t in plan.trainings.items()}
+        print(render(collect([status_target(t, estimates[h]) for h, t in plan.trainings.items()])))
         return ExitCode.OK
     if args.preflight:
         if args.preflight_iters is not None and args.preflight_iters < 2:
@@ -281,7 +289,8 @@ def _train_what_is_missing(plan: Plan, args: Request, executor: Executor) -> Non
     checked = False
     detach = args.no_wait and executor.detached
     while True:
-        todo = [t for h, t in plan.trainings.items() if outcomes.get(h, Outcome.BUSY) is Outcome.BUSY and wanted(statuses[h])]
+        todo = [t for h, t in plan.trainings.items()
+                if outcomes.get(h, Outcome.BUSY) is Outcome.BUSY and wanted(statuses[h])]
         if todo:
             if not checked:
                 _check_environment(plan, executor)

@@ -38,6 +38,7 @@ class Target:
     evals: frozenset[str] = frozenset()  # evaluation keys it needs to count as done (empty: any one)
     stale_s: float = DEFAULT_STALE_S  # runtime.lock_stale_s of its config
     run_hash: str | None = None  # its config hash, when known: metrics.json must be of it
+    predicted_h: float | None = None  # device-hours preflight predicts for the whole run (--plan's figure)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Line:
     eta_s: float | None
     log: str | None
     spent_h: float  # device-hours so far (GPU-hours on GPUs, CPU-hours on CPUs)
-    left_h: float | None  # device-hours to finish (None: unknown, never started)
+    left_h: float | None  # device-hours to finish (None: unknown: never started and not measured)
     unit: str  # "GPU" or "CPU"
 
 
@@ -136,7 +137,7 @@ def _line(target: Target, status: Status | None, records: list[dict]) -> Line:
         eta_s=left_s if state.startswith(("running", "requeued")) else None,
         log=(status and status.log) or (str(rd.log) if log else None),
         spent_h=spent_s * devices / 3600,
-        left_h=0.0 if state == "done" else left_s * devices / 3600 if left_s is not None else None,
+        left_h=0.0 if base is RunState.DONE else left_s * devices / 3600 if left_s is not None else target.predicted_h,
         unit="GPU" if on_gpu else "CPU",
     )
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ifbf.experiments import Cell, Preset, TableSpec, table_cells
+from ifbf.experiments import Cell, Metric, Preset, TableSpec, table_cells
 from ifbf.report.stats import Counts
-from ifbf.rundir import RunDir, RunState, process_alive, result_key, run_state, runs_root, scored_by_server
+from ifbf.rundir import EvalResult, RunDir, RunState, process_alive, result_key, run_state, runs_root, scored_by_server
 
-RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", "miou", "iou",
+RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", Metric.MIOU, "iou",
                   "counts", "failed"]
 COMPUTE_COLUMNS = ["run_hash", "unit", "devices", "train_s", "val_s", "eval_s", "seconds", "device_hours"]
 
@@ -38,7 +38,7 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
             records.append({
                 "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
                 "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell, "server": scored_by_server(cell.cfg),
-                "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
+                Metric.MIOU: result.miou if result else math.nan, "iou": result.iou if result else {},
                 "failed": read_results and result is None and _state(run_dir, cell) is RunState.FAILED,
                 "counts": counts,
             })
@@ -51,14 +51,13 @@ def _state(run_dir: Path, cell: Cell) -> RunState:
                      stale_s=cell.cfg.runtime.lock_stale_s, run_hash=cell.run_hash)
 
 
-def _result(run_dir: Path, cell: Cell) -> dict | None:
-    metrics = RunDir(run_dir).metrics() or {}
-    return metrics.get("evaluations", {}).get(result_key(cell.cfg))
+def _result(run_dir: Path, cell: Cell) -> EvalResult | None:
+    return RunDir(run_dir).evaluation(result_key(cell.cfg))
 
 
 def _counts(run_dir: Path, cell: Cell) -> Counts | None:
     stored = RunDir(run_dir).per_image(result_key(cell.cfg))
-    return None if stored is None else Counts(stored["inter"], stored["union"], tuple(stored["names"]))
+    return None if stored is None else Counts(stored.inter, stored.union, tuple(stored.names))
 
 
 def row_counts(records: pd.DataFrame, table: int) -> dict[str, list[Counts]]:

@@ -20,6 +20,7 @@ from ifbf.report.records import compute, row_counts
 from ifbf.report.report_md import TableSection, render_report
 from ifbf.report.stats import RESAMPLES
 from ifbf.report.tables import display, miou_frame
+from ifbf.rundir import RunCost
 
 REPORT = "REPORT.md"
 ABSOLUTE_PRESETS = frozenset({"paper"})  # presets whose absolute numbers can be held against the paper's
@@ -56,7 +57,8 @@ def compute_text(records: pd.DataFrame) -> str:
         return ""
     parts = []
     for unit, runs in spent.groupby("unit", sort=True):
-        parts.append(f"{runs['device_hours'].sum():.3f} {unit}-hours ({len(runs)} runs, {runs['seconds'].sum() / 60:.1f} "
+        hours = RunCost.hours_text(runs["device_hours"].sum(), unit)
+        parts.append(f"{hours} ({len(runs)} runs, {runs['seconds'].sum() / 60:.1f} "
                      f"min: training {runs['train_s'].sum() / 60:.1f}, curves {runs['val_s'].sum() / 60:.1f}, "
                      f"evaluation {runs['eval_s'].sum() / 60:.1f})")
     return " and ".join(parts) + " (from the runs' log.jsonl and metrics.json)"
