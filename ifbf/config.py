@@ -142,7 +142,6 @@ class EvalConfig:
     flip: bool = False  # the paper flips on the test set only (docs/paper-notes.md)
     window: tuple[int, int] | None = None  # sliding-window crop (H, W); None = whole image
     split: str | None = None  # None: data.val_split (Table 6 evaluates "test")
-    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -171,6 +170,8 @@ class Config:
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
 
 # Keys that no longer exist -> what to write instead.
+# keys that never had an effect: read from the config.yaml of older runs and dropped
+RETIRED = frozenset({"eval.batch_size"})
 RENAMED = {"model.pretrained": "model.weights.<backbone>=PATH, e.g. model.weights.resnet101=/data/resnet101.pth"}
 
 
@@ -233,6 +234,7 @@ def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
+    data = {k: v for k, v in data.items() if f"{prefix}{k}" not in RETIRED}
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if f"{prefix}{unknown[0] if unknown else ''}" in RENAMED:
@@ -260,7 +262,6 @@ def _validate(obj: Any, where: str, prefix: str) -> None:
         ModelConfig: ("spatial_channels", "num_classes"),
         DataConfig: ("batch_size",),
         TrainConfig: ("iters", "lr", "lr_mult", "ohem_min_kept"),
-        EvalConfig: ("batch_size",),
         RuntimeConfig: ("log_every", "ckpt_every"),
         SynthConfig: ("train", "val", "height", "width"),
     }.get(type(obj), ())

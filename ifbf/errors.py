@@ -1,5 +1,10 @@
-"""Every user-facing error kind. The CLI (``ifbf.commands.cli``) prints the message of any of them on
-one line and exits with status 2; the message names the problem and the fix."""
+"""Every user-facing error kind, and the exit codes of every command. The CLI (``ifbf.commands.cli``) prints
+the message of any error on one line and exits with ``ExitCode.USAGE``; the message names the problem and
+the fix."""
+
+from __future__ import annotations
+
+from enum import IntEnum
 
 
 class IfbfError(Exception):
@@ -52,3 +57,31 @@ class UnreadableCheckpoint(IfbfError):
     def __init__(self, message: str, path: object) -> None:
         super().__init__(message)
         self.path = path
+class ExitCode(IntEnum):
+    """The exit status of every command (``ifbf ...`` and ``reproduce.py``); ``--help`` lists them."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INCOMPLETE = 3
+    RESUMABLE = 75  # EX_TEMPFAIL of sysexits.h: try again later
+    INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.OK: "done: every cell (or the one run) asked for has its value",
+    ExitCode.FAILED: 'a training or evaluation failed (its cells read "failed" in the tables; see the log it names)',
+    ExitCode.USAGE: "a usage or setup error (one line says what to fix)",
+    ExitCode.INCOMPLETE: "nothing failed, but cells are still missing (jobs submitted with --no-wait or still running)",
+    ExitCode.RESUMABLE: "ifbf train stopped by a signal after writing its checkpoint: the same command resumes",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+def exit_codes_help() -> str:
+    """The exit-status list printed at the end of ``--help``."""
+    return "exit status:\n" + "\n".join(f"  {code.value:<3d}  {code.meaning}" for code in ExitCode)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,19 @@ EXPERIMENTS = BASE_CONFIG.parent
 TABLES = (1, 2, 3, 4, 5, 6)
 
 
+class Metric(StrEnum):
+    """What a table reports per row. The value is the figure's key wherever it is stored (metrics.json, the
+    records frame, the table specs' ``metric`` and ``paper`` entries), so those files keep their names."""
+
+    MIOU = "miou"  # mean IoU over the evaluated classes
+    PER_CLASS = "per_class"  # each class's IoU, then the mean (Tables 1 and 6)
+
+
 @dataclass(frozen=True)
 class RowSpec:
     name: str
     overrides: tuple[str, ...] | None  # None: a row of another method, nothing to run
-    paper: dict[str, float]  # "miou" and, for per-class tables, class names -> IoU in %
+    paper: dict[str, float]  # Metric.MIOU and, for per-class tables, class names -> IoU in %
     adds_to: str | None = None  # the row this one adds one ablation step to (its Δ figure: this − that)
 
 
@@ -65,7 +74,7 @@ class FigureSpec:
 class TableSpec:
     number: int
     title: str
-    metric: str  # "miou" or "per_class"
+    metric: Metric
     split: str
     columns: tuple[ColumnSpec, ...]
     rows: tuple[RowSpec, ...]
@@ -116,7 +125,7 @@ def load_table(number: int) -> TableSpec:
         return TableSpec(
             number=number,
             title=str(data["title"]),
-            metric=str(data["metric"]),
+            metric=Metric(str(data["metric"])),
             split=str(data.get("split", "val")),
             columns=tuple(ColumnSpec(**c) for c in data.get("columns", ())),
             rows=rows,
@@ -198,6 +207,11 @@ def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Con
     return cfg
 
 
+def row_label(table: int, row: str) -> str:
+    """How a row is named outside its table (plans, preflight, checks): ``T3 + OHEM``."""
+    return f"T{table} {row}"
+
+
 @dataclass(frozen=True)
 class Cell:
     """One row of one table at one seed, with its resolved config. Cells with the same ``run_hash`` share
@@ -215,6 +229,11 @@ class Cell:
     @property
     def eval_key(self) -> str:
         return eval_key(self.cfg.eval)
+
+    @property
+    def label(self) -> str:
+        """The row's label, with the seed when not 0: ``T3 + OHEM s1``."""
+        return row_label(self.table, self.row.name) + (f" s{self.seed}" if self.seed else "")
 
 
 @dataclass(frozen=True)

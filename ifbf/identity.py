@@ -33,7 +33,7 @@ def weights_key(model: ModelConfig) -> str:
     return model.backbone if model.stem == "torchvision" else f"{model.backbone}_{model.stem}"
 
 
-def weights_overrides(items: list[str] | tuple[str, ...]) -> list[str]:
+def weights_flag_overrides(items: list[str] | tuple[str, ...]) -> list[str]:
     """``--weights resnet101=PATH resnet50_deep=none`` -> ``model.weights.<key>=...`` overrides."""
     keys = [f.name for f in dataclasses.fields(WeightsConfig)]
     out = []

@@ -4,9 +4,8 @@ these files (atomically, never losing a finished result):
     config.yaml      resolved config (written once; a different config in the same dir is an error)
     log.jsonl        one JSON line per log step ({"iter", "loss_*", "lr", "imgs_per_s", "step_s"}) and per
                      curve validation ({"iter", "val_miou", "val_s", "val_images"})
-    checkpoint.pth   model, optimizer, scheduler, scaler, RNG states, iteration, config and its hash
-                     (and checkpoint.prev.pth, the one before; both data only, with a checksum)
-                     (its path lives here; ``engine.checkpoint`` reads and writes its content)
+    checkpoint.pth   model, optimizer, scheduler, scaler, RNG states, iteration, config and its hash, and
+                     checkpoint.prev.pth, the one before (data only, checksummed; ``engine.checkpoint``)
     metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
                      (a result holds "miou", "iou", "confusion" and the "seconds" it took)
     evaluations/<eval key>/per_image.npz   per image: "names", "inter", "union" ([n_images, K] int64
@@ -18,38 +17,36 @@ these files (atomically, never losing a finished result):
     submit.lock      held by an orchestrator from reading the run's state until "submitted" is recorded
                      (both are ``ifbf.runlock.RunLock`` files: atomic create, safe on NFS)
 
-Every file is written atomically (``ifbf.safefile``: a full disk raises ``NoSpace`` and keeps the previous
-file) and carries the store's schema version: metrics.json, status.json and env.json a "schema" key; log.jsonl
-a first line {"schema", "config_hash"}; per_image.npz "schema" and "config_hash" arrays; checkpoint.pth a
-"schema" key (config.yaml is versioned by its own legacy defaults, ``ifbf.identity``). A reader gets
-``UnreadableRunFile`` (run dir, file, reason) for an empty, truncated, corrupt, newer or foreign file.
+Every file is written atomically (``ifbf.safefile``: a full disk raises ``NoSpace``, the previous file stays)
+with the store's schema version: a "schema" key in the JSON files and checkpoint.pth, a first line {"schema",
+"config_hash"} in log.jsonl, "schema" and "config_hash" arrays in per_image.npz (config.yaml: its legacy
+defaults, ``ifbf.identity``). Reading an empty, truncated, corrupt, newer or foreign file raises
+``UnreadableRunFile`` (run dir, file, reason). What the files say is typed (``ifbf.runtypes``); ``run_state``
+is the one decision of a run's state (or ``Unreadable``) for the plan, --status, the reports, the exit code.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import json
-import platform
+import os
 import socket
-import subprocess
-import sys
 import time
 import zipfile
-from dataclasses import asdict
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from ifbf import __version__
 from ifbf.safefile import (SCHEMA, atomic_write_bytes, atomic_write_text, check_hash, check_schema,
                            raise_if_full, read_json, write_json)
-from ifbf.config import Config, EvalConfig, dump_yaml, from_dict
+from ifbf.config import Config, EvalConfig, dump_yaml, from_dict, to_dict
 from ifbf.identity import config_hash, eval_key
 from ifbf.errors import IfbfError, UnreadableRunFile
-from ifbf.runlock import DEFAULT_STALE_S, RunLock
+from ifbf.runlock import DEFAULT_STALE_S, RunLock, pid_alive
+from ifbf.runtypes import EvalResult, PerImage, RunCost, RunState, Status  # noqa: F401 - importers take them here
 
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"  # the one before: resume falls back to it when the last is corrupt
@@ -58,6 +55,8 @@ STATUS = "status.json"
 ENV = "env.json"
 TRAIN_LOCK = "train.lock"
 SUBMIT_LOCK = "submit.lock"
+PER_IMAGE = "per_image.npz"
+LOG = "log.jsonl"
 RUN_FILES = (f"`config.yaml`, `log.jsonl`, `{CHECKPOINT}`, `{METRICS}` (every evaluation of it), `{ENV}`, "
              f"`{STATUS}`")  # for docs written by the reports
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -66,30 +65,76 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 def runs_root(preset: str, results: Path = RESULTS) -> Path:
     """Where a preset's runs live: one directory per training-config hash."""
     return results / preset / "runs"
-PER_IMAGE = "per_image.npz"
-LOG = "log.jsonl"
-def write_status(run_dir: Path, state: str, **extra: Any) -> None:
+
+
+Alive = Callable[[Status], bool]  # whether the process or job a status names can still be working
+
+
+def write_status(run_dir: Path, state: RunState, **fields: Any) -> Status:
     """Record the run's scheduler-side state; executor, log and job id carry over from the previous record
     (an unreadable previous record is replaced: the scheduler side is rewritten at every state change)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
     try:
-        previous = read_status(run_dir) or {}
+        carried = {k: getattr(old, k) for k in Status.CARRIED} if (old := read_status(run_dir)) else {}
     except UnreadableRunFile:
-        previous = {}
-    for key in ("executor", "log", "job_id", "cpus", "threads", "workers"):  # kept across state changes
-        if key in previous:
-            record[key] = previous[key]
-    record.update(extra)
-    write_json(run_dir, STATUS, record)
-
-
-def read_status(run_dir: Path) -> dict | None:
-    """status.json (None before any); ``UnreadableRunFile`` when it is corrupt or of a newer ifbf."""
-    status = read_json(Path(run_dir), STATUS)
-    if status is not None and not isinstance(status.get("state"), str):
-        raise UnreadableRunFile(run_dir, STATUS, "no \"state\" in it")
+        carried = {}
+    status = Status(**{"host": socket.gethostname(), "pid": os.getpid(), **carried, **fields},
+                    state=RunState(state), time=time.time())
+    write_json(run_dir, STATUS, status.to_dict())
     return status
+
+
+def read_status(run_dir: Path) -> Status | None:
+    """status.json (None before any); ``UnreadableRunFile`` when it is corrupt or of a newer ifbf."""
+    data = read_json(Path(run_dir), STATUS)
+    try:
+        return None if data is None else Status.from_dict({"time": 0.0, **data})  # an old record: no time
+    except (TypeError, ValueError, KeyError) as err:
+        raise UnreadableRunFile(run_dir, STATUS, f"not a status record ({type(err).__name__}: {err})") from None
+
+
+def process_alive(status: Status) -> bool:
+    """A job run as a process lives: its pid on this host exists (on another host: alive, its locks decide)."""
+    if status.host and status.host != socket.gethostname():
+        return True
+    return status.pid is not None and pid_alive(status.pid)
+
+
+class Unreadable(str):
+    """The state of a run one of whose files cannot be read, "unreadable: <file>" (``error``: the run, the file,
+    why). Neither active nor to run: nothing submits or waits for it until the file is repaired or moved."""
+    active = to_run = False
+
+    def __new__(cls, error: UnreadableRunFile) -> Unreadable:
+        state = super().__new__(cls, error.cell)
+        state.error = error
+        return state
+
+
+def run_state(run: RunDir, iters: int, evals: Collection[str], alive: Alive, mine: str | None = None,
+              stale_s: float = DEFAULT_STALE_S, run_hash: str | None = None,
+              check: bool = False) -> RunState | Unreadable:
+    """The one decision of what a run is doing, from its files, its locks and ``alive`` (the executor's
+    liveness check of the process or job status.json names). Done: metrics.json of ``iters`` iterations (of
+    ``run_hash`` when given) with every evaluation in ``evals`` (empty: any). Else a live lock (not ``mine``, the
+    token of a lock the caller holds) makes it active; else status.json decides: failed, or active while
+    ``alive`` says its job lives, stopped when it does not. ``Unreadable``: metrics.json or status.json
+    (``check``: any file a report reads, ``RunDir.check``, even of a done run) cannot be read."""
+    try:
+        if check:
+            run.check()
+        if run.complete(iters, evals, run_hash):
+            return RunState.DONE
+        status = read_status(run.path)
+    except UnreadableRunFile as err:
+        return Unreadable(err)
+    if run.locked_by_other(mine, stale_s):
+        return status.state if status and status.state.active else RunState.RUNNING
+    if status is None or status.state in (RunState.DONE, RunState.TODO):
+        return RunState.TODO
+    if not status.state.active:
+        return status.state
+    return status.state if alive(status) else RunState.STOPPED
 
 
 def server_eval_key(cfg: EvalConfig) -> str:
@@ -113,8 +158,7 @@ class RunDir:
         self._hash: str | None = None
 
     def expected_hash(self) -> str | None:
-        """The config hash of the run's config.yaml, which every file that records one must carry (None: no
-        readable config.yaml yet, nothing to check against)."""
+        """The config hash every file that records one must carry (None: no readable config.yaml yet)."""
         if self._hash is None:
             try:
                 self._hash = config_hash(self.config())
@@ -156,31 +200,42 @@ class RunDir:
         """Create the run dir for ``cfg``, or check that an existing one holds the same training."""
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / "config.yaml"
-        if path.is_file():
-            existing = self.config()
-            if config_hash(existing) != config_hash(cfg):
-                raise IfbfError(
-                    f"{self.path} holds another run (config hash {config_hash(existing)}, this config "
-                    f"{config_hash(cfg)}); choose another --out, or delete that directory to start over"
-                )
+        if path.is_file() and (existing := config_hash(self.config())) != config_hash(cfg):
+            raise IfbfError(f"{self.path} holds another run (config hash {existing}, this config "
+                            f"{config_hash(cfg)}); choose another --out, or delete that directory to start over")
         atomic_write_text(path, dump_yaml(cfg))  # eval/runtime settings may differ: keep the latest
 
     def metrics(self) -> dict[str, Any] | None:
-        """metrics.json (None before the first evaluation); ``UnreadableRunFile`` when it is empty, truncated,
-        of a newer schema or of another config."""
+        """metrics.json (None before the first evaluation); ``UnreadableRunFile``: empty, truncated, newer, foreign."""
         metrics = read_json(self.path, METRICS, self.expected_hash())
         if metrics is not None and not isinstance(metrics.get("evaluations", {}), dict):
             raise UnreadableRunFile(self.path, METRICS, "\"evaluations\" is not an object")
         return metrics
 
     def finished(self, cfg: Config) -> bool:
+        """Trained to the end as run ``cfg`` (its evaluations aside)."""
         m = self.metrics()
         return m is not None and m.get("config_hash") == config_hash(cfg) and m.get("iters") == cfg.train.iters
 
+    def complete(self, iters: int, evals: Collection[str] = (), run_hash: str | None = None) -> bool:
+        """Trained ``iters`` (as ``run_hash``) with every eval key of ``evals`` evaluated or exported (empty: one)."""
+        m = self.metrics()
+        if m is None or m.get("iters") != iters or (run_hash is not None and m.get("config_hash") != run_hash):
+            return False
+        handled = self.handled()
+        return set(evals) <= handled if evals else bool(handled)
+
+    def locked_by_other(self, mine: str | None = None, stale_s: float = DEFAULT_STALE_S) -> bool:
+        """Whether a live process other than the holder of token ``mine`` holds one of the run's locks."""
+        for lock in (self.submit_lock(stale_s), self.train_lock(stale_s)):
+            owner = lock.owner()
+            if owner is not None and owner.get("token") != mine and lock.stale_reason(owner) is None:
+                return True
+        return False
+
     def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False,
                           key: str | None = None) -> dict:
-        """Add one evaluation to metrics.json (under ``key``, default ``eval_key(eval_cfg)``), keeping every
-        earlier one; ``main`` makes it the headline."""
+        """Add one evaluation to metrics.json (``key``: default ``eval_key``), keeping others; ``main``: headline."""
         metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
         result = dict(result)
         per_image = result.pop("per_image", None)
@@ -188,7 +243,7 @@ class RunDir:
             path = self.record_per_image(key or eval_key(eval_cfg), per_image["names"], per_image["inter"],
                                          per_image["union"], config_hash(cfg))
             result["per_image"] = str(path.relative_to(self.path))
-        entry = {"eval": json.loads(json.dumps(asdict(eval_cfg))), **result}
+        entry = {"eval": to_dict(eval_cfg), **result}
         metrics.setdefault("evaluations", {})[key or eval_key(eval_cfg)] = entry
         if main:
             metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
@@ -200,8 +255,7 @@ class RunDir:
 
     def record_per_image(self, key: str, names: list[str], inter: np.ndarray, union: np.ndarray,
                          run_hash: str | None = None) -> Path:
-        """Write the per-image intersection and union counts of evaluation ``key`` (atomically), with the
-        store's schema version and the run's config hash."""
+        """Write evaluation ``key``'s per-image counts (atomically, with schema version and config hash)."""
         inter, union = np.asarray(inter, dtype=np.int64), np.asarray(union, dtype=np.int64)
         if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(names):
             raise ValueError(f"per-image counts: inter {inter.shape}, union {union.shape}, {len(names)} names")
@@ -213,9 +267,9 @@ class RunDir:
         atomic_write_bytes(path, buffer.getbuffer())
         return path
 
-    def per_image(self, key: str) -> dict[str, Any] | None:
-        """{"names": list[str], "inter", "union": [n_images, K] int64} of evaluation ``key``, or None;
-        ``UnreadableRunFile`` when the file is truncated, corrupt, of a newer schema or of another config."""
+    def per_image(self, key: str) -> PerImage | None:
+        """Evaluation ``key``'s per-image counts (None: an older run, a server result); ``UnreadableRunFile``:
+        truncated, corrupt, newer or foreign."""
         path = self.per_image_path(key)
         if not path.is_file():
             return None
@@ -225,30 +279,32 @@ class RunDir:
                 check_schema(self.path, name, int(data["schema"]) if "schema" in data else None)
                 check_hash(self.path, name, str(data["config_hash"]) or None if "config_hash" in data else None,
                            self.expected_hash())
-                stored = {"names": data["names"].tolist(), "inter": data["inter"], "union": data["union"]}
+                stored = PerImage(data["names"].tolist(), data["inter"], data["union"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise UnreadableRunFile(self.path, name, f"truncated or corrupt ({type(err).__name__}: {err})") from None
-        inter, union = stored["inter"], stored["union"]
-        if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(stored["names"]):
-            raise UnreadableRunFile(self.path, name, f"inter {inter.shape}, union {union.shape} and "
-                                                     f"{len(stored['names'])} names do not match")
+        shapes, n = (stored.inter.shape, stored.union.shape), len(stored.names)
+        if len(shapes[0]) != 2 or shapes[0] != shapes[1] or shapes[0][0] != n:
+            raise UnreadableRunFile(self.path, name, f"inter {shapes[0]}, union {shapes[1]}, {n} names: mismatch")
         return stored
+
+    def evaluation(self, key: str) -> EvalResult | None:
+        """The result stored under eval key ``key`` in metrics.json, or None."""
+        entry = (self.metrics() or {}).get("evaluations", {}).get(key)
+        return None if entry is None else EvalResult.from_dict(entry)
 
     def submission_dir(self, eval_cfg: EvalConfig) -> Path:
         """Where a test-split submission (labelId PNGs; the zip beside them) for ``eval_cfg`` is written."""
         return self.path / "server" / eval_key(eval_cfg)
 
     def record_export(self, cfg: Config, eval_cfg: EvalConfig, archive: Path) -> dict:
-        """Note in metrics.json that the test-server upload for ``eval_cfg`` exists (its score arrives later,
-        through ``ifbf import-server-result``, under ``server_eval_key``)."""
+        """Note in metrics.json that the test-server upload for ``eval_cfg`` exists (scored: ``server_eval_key``)."""
         metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
         metrics.setdefault("exports", {})[eval_key(eval_cfg)] = str(archive.relative_to(self.path))
         write_json(self.path, METRICS, metrics)
         return metrics
 
     def check(self) -> None:
-        """Read every file of the run a report relies on (status.json, log.jsonl, metrics.json and each
-        evaluation's per-image counts): ``UnreadableRunFile`` names the first that cannot be read."""
+        """Read every file a report relies on: ``UnreadableRunFile`` names the first that cannot be read."""
         read_status(self.path)
         self.read_log()
         for key in (self.metrics() or {}).get("evaluations", {}):
@@ -288,14 +344,12 @@ class RunDir:
             raise
 
     def read_log(self) -> list[dict]:
-        """The log's records (its header checked and left out); ``UnreadableRunFile`` for a line that does
-        not parse, a newer schema or another config's log."""
+        """The log's records (its header checked, left out); ``UnreadableRunFile``: torn, newer or foreign."""
         if not self.log.is_file():
             return []
         records = []
-        for number, line in enumerate(self.log.read_text(errors="replace").splitlines(), 1):
-            if not line:
-                continue
+        lines = enumerate(self.log.read_text(errors="replace").splitlines(), 1)
+        for number, line in ((n, line) for n, line in lines if line):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -309,70 +363,37 @@ class RunDir:
                 records.append(record)
         return records
 
-    def cost(self) -> dict[str, float] | None:
-        """Seconds a run took: training steps ("step_s") and curve validations ("val_s") of log.jsonl, and
-        its evaluations ("seconds" in metrics.json); None for a log without timings (an older run)."""
+    def cost(self) -> RunCost | None:
+        """What the run took: training steps ("step_s") and validations ("val_s") of log.jsonl, evaluations
+        ("seconds", metrics.json), on the devices of env.json / status.json (an old log: images/s; None: no timing)."""
         log = self.read_log()
-        if not any("step_s" in r for r in log):
+        if not any("step_s" in r or "imgs_per_s" in r for r in log):
             return None
+        env = self.env() or {}
+        on_gpu, world = str(env.get("device", "")).startswith("cuda"), int(env.get("world_size") or 1)
+        status = read_status(self.path)
+        cpus = (status.cpus or status.threads) if status else None
+        train_s = (sum(r.get("step_s", 0.0) for r in log) if any("step_s" in r for r in log)
+                   else _logged_seconds(log, self.config().data.batch_size * world))
         evaluations = (self.metrics() or {}).get("evaluations", {}).values()
-        return {"train": sum(r.get("step_s", 0.0) for r in log), "val": sum(r.get("val_s", 0.0) for r in log),
-                "eval": sum(e.get("seconds", 0.0) for e in evaluations)}
+        return RunCost(train_s=train_s, val_s=sum(r.get("val_s", 0.0) for r in log),
+                       eval_s=sum(e.get("seconds", 0.0) for e in evaluations),
+                       devices=world if on_gpu else int(cpus or 1), on_gpu=on_gpu)
 
     def env(self) -> dict[str, Any] | None:
         """env.json as written by ``write_env`` (None before the run started)."""
         return read_json(self.path, ENV)
 
-    def write_env(self, device: str, world: int, extra: dict[str, Any] | None = None) -> None:
-        """env.json: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``
-        (the engine adds the weights and dataset digests)."""
-        # torch only here: the orchestrator and the reports read run dirs without paying for its import
-        import torch
-        from torch.utils import collect_env
-
-        def version(module: str) -> str | None:
-            try:
-                return __import__(module).__version__
-            except Exception:  # noqa: BLE001 - optional packages
-                return None
-
-        repo = Path(__file__).resolve().parents[1]
-        try:
-            commit = subprocess.run(
-                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-            ).stdout.strip() or None
-            dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
-                                        text=True, timeout=10).stdout.strip())
-        except (OSError, subprocess.SubprocessError):
-            commit, dirty = None, None
-        env = {
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "ifbf": __version__,
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "torchvision": version("torchvision"),
-            "numpy": np.__version__,
-            "inplace_abn": version("inplace_abn"),
-            "device": device,
-            "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-            "world_size": world,
-            "host": platform.node(),
-            **_cuda_stack(torch, collect_env),
-            **(extra or {}),
-        }
+    def write_env(self, env: dict[str, Any]) -> None:
+        """env.json: what the run ran on (``ifbf.environment.capture``), with the store's schema version."""
         write_json(self.path, ENV, env)
 
 
-def _cuda_stack(torch: Any, collect_env: Any) -> dict[str, Any]:
-    """CUDA, cuDNN, NCCL, driver, GPU models and count (None where absent), via torch.utils.collect_env."""
-    cuda = torch.cuda.is_available()
-    nccl = torch.cuda.nccl.version() if cuda and hasattr(torch.cuda, "nccl") else None
-    return {
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
-        "driver": collect_env.get_nvidia_driver_version(collect_env.run) if cuda else None,
-        "gpus": collect_env.get_gpu_info(collect_env.run) if cuda else None,
-        "gpu_count": torch.cuda.device_count(),
-    }
+def _logged_seconds(log: list[dict], images_per_iter: int) -> float:
+    """Training seconds implied by a log without step times: each record's iterations at its images/s."""
+    seconds, previous = 0.0, 0
+    for record in log:
+        if record.get("imgs_per_s"):
+            seconds += (record["iter"] - previous) * images_per_iter / record["imgs_per_s"]
+        previous = record["iter"]
+    return seconds

@@ -36,6 +36,18 @@ def _job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def pid_alive(pid: object) -> bool:
+    """Whether process ``pid`` exists on this host: the one answer every liveness check in ifbf uses. A
+    ``PermissionError`` means it exists (another user's process); a pid that is not a number is no process."""
+    try:
+        os.kill(int(pid), 0)  # type: ignore[call-overload]
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def describe(owner: dict) -> str:
     job = f", SLURM job {owner['job_id']}" if owner.get("job_id") else ""
     return f"pid {owner.get('pid')} on {owner.get('host')}{job} ({owner.get('purpose', 'lock')})"
@@ -68,13 +80,8 @@ class RunLock:
     def stale_reason(self, owner: dict) -> str | None:
         """Why ``owner`` no longer holds the lock, or None while it may still."""
         same_host = owner.get("host") == socket.gethostname()
-        if same_host and owner.get("pid"):
-            try:
-                os.kill(int(owner["pid"]), 0)
-            except ProcessLookupError:
-                return f"its pid {owner['pid']} is gone"
-            except PermissionError:
-                pass  # another user's live process
+        if same_host and owner.get("pid") and not pid_alive(owner["pid"]):
+            return f"its pid {owner['pid']} is gone"
         if owner["age_s"] > self.stale_s:
             return f"its heartbeat is {owner['age_s']:.0f} s old (limit runtime.lock_stale_s={self.stale_s:.0f})"
         if not same_host and owner.get("job_id") and owner["job_id"] == _job_id():

@@ -39,8 +39,8 @@ def test_curves_are_recorded_and_change_nothing(tmp_path, capsys):
     steps = [r for r in RunDir(tmp_path / "curved").read_log() if "loss_total" in r]
     assert all(r["step_s"] > 0 for r in steps)
     cost = RunDir(tmp_path / "curved").cost()
-    assert math.isclose(cost["val"], sum(p["val_s"] for p in points))
-    assert cost["eval"] > 0
+    assert math.isclose(cost.val_s, sum(p["val_s"] for p in points))
+    assert cost.eval_s > 0 and cost.seconds == cost.train_s + cost.val_s + cost.eval_s
     try:
         import tensorboard  # noqa: F401
     except ImportError:

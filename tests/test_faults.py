@@ -251,7 +251,7 @@ def test_full_disk_fails_the_job_with_the_reason(trained, tmp_path, monkeypatch)
     with pytest.raises(NoSpace):
         TrainJob.of(cfg, run_dir, [flip])()
     status = read_status(run_dir)
-    assert status["state"] == "failed" and f"no space left on {run_dir / 'metrics.json'}" in status["error"]
+    assert status.state == "failed" and f"no space left on {run_dir / 'metrics.json'}" in status.error
     full_disk(monkeypatch, "status.json")
     with pytest.raises(NoSpace, match="no space left on .*status.json"):
         write_status(run_dir, "running")
@@ -376,7 +376,7 @@ def test_files_of_an_older_ifbf_load_and_a_newer_schema_is_refused(tmp_path):
                         union=np.ones((1, 19), np.int64))
     rd.check()
     assert rd.metrics()["evaluations"]["k"]["miou"] == 0.5 and rd.read_log() == [{"iter": 2, "loss_total": 1.0}]
-    assert read_status(rd.path)["state"] == "done" and rd.per_image("k")["names"] == ["a"]
+    assert read_status(rd.path).state == "done" and rd.per_image("k").names == ["a"]
     rd.record_evaluation(cfg, cfg.eval, {"miou": 0.25, "iou": {}})  # rewritten: earlier entries kept, versioned
     assert rd.metrics()["schema"] == SCHEMA and rd.metrics()["evaluations"]["k"]["miou"] == 0.5
     (rd.path / "metrics.json").write_text(json.dumps({"schema": SCHEMA + 1, "config_hash": config_hash(cfg)}))

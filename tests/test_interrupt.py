@@ -74,9 +74,9 @@ def test_sigterm_leaves_the_local_job_running_and_status_shows_it(tmp_path):
         line = next(ln for ln in out.splitlines() if run.name in ln)
         assert " running " in line and line.endswith("_log.out"), out  # where its progress is printed
         deadline = time.time() + 600
-        while time.time() < deadline and read_status(run).get("state") != "done":
+        while time.time() < deadline and (read_status(run) is None or read_status(run).state != "done"):
             time.sleep(0.5)
-        assert read_status(run)["state"] == "done" and len(RunDir(run).read_log()) >= ITERS  # ran to its end
+        assert read_status(run).state == "done" and len(RunDir(run).read_log()) >= ITERS  # ran to its end
         assert f"{run}: {ITERS} iterations, mIoU" in Path(line.split("log: ")[1]).read_text()
         out = subprocess.run(status, env=env, capture_output=True, text=True, timeout=120).stdout
         assert " done " in next(ln for ln in out.splitlines() if run.name in ln)

@@ -2,11 +2,13 @@
 reporting never reaches into the engine, the models or the orchestrator; the engine never into the
 orchestrator or the reports; models, data and experiments only into config and errors; the run store
 only into config and errors (its lock files, ifbf.runlock, only into errors). Also: argparse only in ifbf/commands,
-and status.json and the lock file names only in the run store."""
+status.json and the lock file names only in the run store, executor names compared only in
+orchestrate/executors.py, exit codes only from errors.ExitCode, files under 400 lines and functions under 60."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ FORBIDDEN = {
     "data": {"engine", "orchestrate", "report", "commands", "models", "experiments", "rundir"},
     "experiments": {"engine", "orchestrate", "report", "commands", "models", "data", "rundir"},
     "rundir": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments"},
+    "runtypes": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
+    "environment": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
     "runlock": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
     "config": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
     "identity": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
@@ -93,3 +97,29 @@ def test_report_class_order_is_the_engines():
     from ifbf.experiments import class_names, load_table
 
     assert class_names() == CLASS_NAMES and tuple(load_table(6).classes) == CLASS_NAMES
+
+
+def test_executors_are_told_apart_in_one_module():
+    """Only orchestrate/executors.py compares executor names; everything else asks the Executor object."""
+    pattern = re.compile(r"executor\w*[\"')\]]*\s*(==|!=|in\s*[(\[{])|(==|!=|\bin\s*[(\[{])\s*[\"'](slurm|local|debug)[\"']")
+    assert all(pattern.search(line) for line in ('if executor == "slurm":', 'status.get("executor") != "slurm"',
+                                                 'kind in ("slurm", "local")', 'x if args.executor in ("a",) else y'))
+    offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in sources() if p.name != "executors.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, "compare executors in ifbf/orchestrate/executors.py only:\n" + "\n".join(offenders)
+
+
+def test_functions_stay_short():
+    """No function in ifbf/ over 60 lines (decorators aside): a reader holds one on a screen."""
+    long = [f"{p.relative_to(PACKAGE)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for p in sources() for node in ast.walk(ast.parse(p.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60]
+    assert not long, "split these functions:\n" + "\n".join(long)
+
+
+def test_exit_codes_are_defined_once():
+    """Exit statuses come from ifbf.errors.ExitCode; no module keeps numbers of its own."""
+    pattern = re.compile(r"^\s*EXIT_\w+\s*=|sys\.exit\(\d")
+    offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in sources()
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, "use ifbf.errors.ExitCode:\n" + "\n".join(offenders)

@@ -33,8 +33,8 @@ def test_sums_reproduce_every_stored_miou_exactly(evaluated_run):
     for key, entry in metrics["evaluations"].items():
         per_image = RunDir(evaluated_run).per_image(key)
         assert entry["per_image"] == f"evaluations/{key}/per_image.npz"
-        inter, union = per_image["inter"], per_image["union"]
-        assert inter.shape == union.shape == (4, 19) and inter.dtype == np.int64 and len(per_image["names"]) == 4
+        inter, union = per_image.inter, per_image.union
+        assert inter.shape == union.shape == (4, 19) and inter.dtype == np.int64 and len(per_image.names) == 4
         conf = np.array(entry["confusion"])
         assert (inter.sum(0) == np.diag(conf)).all()
         assert (union.sum(0) == conf.sum(0) + conf.sum(1) - np.diag(conf)).all()
@@ -53,8 +53,8 @@ def test_each_image_matches_cityscapesscripts(evaluated_run, tmp_path):
     metrics = json.loads((evaluated_run / "metrics.json").read_text())
     headline = [k for k, e in metrics["evaluations"].items() if e["eval"] == metrics["eval"]][0]
     per_image = RunDir(evaluated_run).per_image(headline)
-    assert sorted(per_image["names"]) == sorted(reference)
-    for name, inter, union in zip(per_image["names"], per_image["inter"], per_image["union"]):
+    assert sorted(per_image.names) == sorted(reference)
+    for name, inter, union in zip(per_image.names, per_image.inter, per_image.union):
         ours = np.divide(inter, union, out=np.full(19, np.nan), where=union > 0)
         expected = np.array([reference[name][c] for c in CLASS_NAMES], dtype=float)
         np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)  # NaN (class absent) on both sides
@@ -66,7 +66,7 @@ def test_record_per_image_is_atomic_and_checked(tmp_path):
     path = run_dir.record_per_image("abc", ["a", "b"], inter, inter + 1)
     assert sorted(p.name for p in path.parent.iterdir()) == ["per_image.npz"]  # no temporary left
     back = run_dir.per_image("abc")
-    assert back["names"] == ["a", "b"] and (back["union"] == inter + 1).all()
+    assert back.names == ["a", "b"] and (back.union == inter + 1).all()
     assert run_dir.per_image("other") is None
     with pytest.raises(ValueError, match="3 names"):
         run_dir.record_per_image("abc", ["a", "b", "c"], inter, inter)

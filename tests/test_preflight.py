@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -16,14 +17,16 @@ from ifbf.data.cityscapes import DataError
 from ifbf.data.synth import SynthSpec, write_dataset
 from ifbf.engine import measure as measure_mod
 from ifbf.engine.measure import UNSTABLE_SPREAD, read_every_split, spread
-from ifbf.identity import eval_key
+from ifbf.identity import eval_key, weights_key
 from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.cluster import SlurmProfile, load_profile
-from ifbf.orchestrate.estimate import actual_seconds, predict, split_images, wall_clock
+from ifbf.config import BASE_CONFIG, load_config
+from ifbf.orchestrate.estimate import predict, split_images, took
+from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import explain, group_shapes, shape_hash, shape_of
-from ifbf.orchestrate.reproduce import _compare_with_the_job
-from ifbf.rundir import RunDir
+from ifbf.orchestrate.preflight_command import _compare_with_the_job
+from ifbf.rundir import RunDir, write_status
 
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]
 CPU = SlurmProfile()
@@ -65,10 +68,11 @@ def test_plan_arithmetic_from_a_preflight_record(tmp_path):
 
 
 def test_wall_clock_follows_the_executor():
-    assert wall_clock([10, 20, 30, 40], "local", CPU, 1)[0] == 100
-    assert wall_clock([10, 20, 30, 40], "local", CPU, 2)[0] == 20 + 40  # batches wait for their slowest
+    assert make_executor("local", CPU, 1).wall_clock([10, 20, 30, 40])[0] == 100
+    assert make_executor("local", CPU, 2).wall_clock([10, 20, 30, 40])[0] == 20 + 40  # rounds wait for their slowest
+    assert make_executor("debug", CPU, 2).wall_clock([10, 20, 30, 40])[0] == 100  # debug: one at a time
     # SLURM starts the next job on the first free slot: 10 then 30 on one, 20 then 40 on the other
-    assert wall_clock([10, 20, 30, 40], "slurm", SlurmProfile(array_parallelism=2), 1)[0] == 60
+    assert make_executor("slurm", SlurmProfile(array_parallelism=2)).wall_clock([10, 20, 30, 40])[0] == 60
 
 
 def test_failures_are_named_with_a_fix():
@@ -114,18 +118,31 @@ def test_preflight_then_plan_says_measured(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("measured 20") == 10 and "not measured" not in out and "rough" not in out
     assert "CPU-hours" in out and "wall-clock" in out
+    # --status prices the runs that have not started as --plan does (not "0.00 left + N without a speed")
+    planned = re.search(r"to run: \d+ training\(s\), ([0-9.]+) CPU-hours", out).group(1)
+    assert cli([*args, "--status"]) == 0
+    status = capsys.readouterr().out.splitlines()[-1]
+    assert f"{planned} CPU-hours left" in status and "without a measured speed" not in status
 
 
 def test_finished_run_reports_what_it_took(tmp_path):
     rd = RunDir(tmp_path)
+    rd.claim(load_config(BASE_CONFIG, TINY))  # batch 2
     rd.append_log({"iter": 5, "loss_total": 1.0, "step_s": 2.5})
     rd.append_log({"iter": 5, "val_miou": 0.1, "val_s": 0.5})
     rd.append_log({"iter": 10, "loss_total": 0.9, "step_s": 2.0})
-    assert actual_seconds(tmp_path) == pytest.approx(5.0)
+    cost = rd.cost()
+    assert (cost.train_s, cost.val_s, cost.eval_s, cost.seconds) == pytest.approx((4.5, 0.5, 0.0, 5.0))
     (tmp_path / "metrics.json").write_text(json.dumps({"evaluations": {"k": {"seconds": 3.0}}}))
-    assert actual_seconds(tmp_path) == pytest.approx(8.0)
+    write_status(tmp_path, "done", cpus=4)
+    cost = rd.cost()
+    assert cost.seconds == pytest.approx(8.0) and cost.device_hours == pytest.approx(8.0 * 4 / 3600)
+    assert took(cost).startswith("took 0.1 min (training 0.1 min, curves 0.0 min, evaluation 0.1 min; 0.00889 CPU-hours)")
+    # an older log without step times: 5 iterations x batch 2 at 3 images/s
     (tmp_path / "log.jsonl").write_text('{"iter": 5, "loss_total": 1.0, "imgs_per_s": 3.0}\n')
-    assert actual_seconds(tmp_path) is None  # an older log without timings
+    assert rd.cost().train_s == pytest.approx(5 * 2 / 3.0)
+    (tmp_path / "log.jsonl").write_text('{"iter": 5, "loss_total": 1.0}\n')
+    assert rd.cost() is None and took(None) == "took ? (no timing in its log)"
 
 
 def test_presets_have_no_constant_estimate():
@@ -202,9 +219,57 @@ def test_a_preflight_slurm_rejects_is_one_line_with_the_keys_to_check(tmp_path, 
     def reject(*args, **kwargs):
         raise submitit.core.utils.FailedJobError("sbatch: error: Invalid generic resource (gres) specification")
 
-    monkeypatch.setattr("ifbf.orchestrate.reproduce.run_preflight", reject)
+    monkeypatch.setattr("ifbf.orchestrate.preflight_command.run_preflight", reject)
     assert cli(["--table", "5", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
                 "--preflight", "--set", *TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("reproduce.py: error: SLURM rejected the job: sbatch: error: Invalid generic resource")
     assert "gpus_per_node" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_moved_weights_file_keeps_its_preflight_entry(tmp_path):
+    """The shape names the weights by content (sha256), as the run identity does: the same file at another
+    path finds its measurement; other content is another file."""
+    first, moved, other = tmp_path / "a" / "r18.pth", tmp_path / "b" / "r18.pth", tmp_path / "c" / "r18.pth"
+    for path, content in ((first, b"weights"), (moved, b"weights"), (other, b"other weights")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    cfg = next(iter(_plan([5]).trainings.values())).cfg
+    key = weights_key(cfg.model)
+
+    def shape_key(path):
+        return shape_hash(shape_of(load_config(BASE_CONFIG, [*_overrides(cfg), f"model.weights.{key}={path}"]), CPU))
+
+    assert shape_key(first) == shape_key(moved) != shape_key(other)
+
+
+def _overrides(cfg):
+    return [f"model.backbone={cfg.model.backbone}", f"model.stem={cfg.model.stem}"]
+
+
+class _FakeJob:
+    job_id, paths = str(2**22 + 12345), type("Paths", (), {"stderr": "/dev/null"})  # a pid that is gone
+
+    def result(self):
+        return {"error": "not run", "cause": "not run", "fix": "none"}
+
+
+def test_preflight_measures_with_the_threads_the_runs_get(tmp_path, monkeypatch):
+    """Preflight and the runs take their threads from one place (the executor: a share of the affinity mask),
+    not one from os.cpu_count() and the other from the mask."""
+    monkeypatch.setattr("ifbf.orchestrate.resources.affinity_cpus", lambda: 6)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    threads: dict[str, set] = {}
+
+    def submit(self, folder, jobs, max_requeues=None):
+        for job in jobs:
+            threads.setdefault(type(job).__name__, set()).add(job.threads)
+        return [_FakeJob() for _ in jobs]
+
+    monkeypatch.setattr("ifbf.orchestrate.executors.Executor.submit", submit)
+    monkeypatch.setattr("ifbf.orchestrate.reproduce._check_environment", lambda *a: None)
+    args = ["--table", "4", "--preset", "smoke", "--executor", "local", "--parallel", "2", "--results",
+            str(tmp_path), "--set", *TINY]
+    cli([*args, "--preflight"])
+    cli(args)
+    assert threads == {"PreflightJob": {3}, "TrainJob": {3}}

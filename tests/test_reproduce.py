@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,9 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import PAPER, REPO, TINY_TRAIN
-from ifbf.errors import TrainingDiverged
+from ifbf.errors import ExitCode, TrainingDiverged
 from ifbf.experiments import load_preset, load_table
-from ifbf.rundir import write_status
+from ifbf.rundir import read_status, write_status
 from ifbf.orchestrate.plan import build_plan
 from ifbf.commands.reproduce import cli
 
@@ -81,8 +82,8 @@ def test_status_done_failed_running_todo(tmp_path):
     _fake_finished(t[0])
     write_status(t[1].run_dir, "failed", error="boom", log="/x/log.err")
     write_status(t[2].run_dir, "running")  # this process: alive
-    write_status(t[3].run_dir, "running", pid=2**22 + 12345)  # a pid that does not exist: stale
-    assert [x.status() for x in t] == ["done", "failed", "running", "todo", "todo", "todo"]
+    write_status(t[3].run_dir, "running", pid=2**22 + 12345)  # a pid that does not exist: it died
+    assert [x.status() for x in t] == ["done", "failed", "running", "stopped", "todo", "todo"]
     assert t[1].log_path() == "/x/log.err"
 
 
@@ -178,6 +179,11 @@ def test_end_to_end_table4(tmp_path, executor, capsys):
     assert cli(args) == 0
     assert "3 done, 0 to run" in capsys.readouterr().out
     assert pd.read_csv(tmp_path / "smoke" / "table4.csv", index_col=0)["ours"].tolist() == df["ours"].tolist()
+    # REPORT.md's compute line and --plan's "took" read the same RunCost: evaluations included, equal sums
+    assert cli([*args, "--plan"]) == 0
+    took = [float(h) for h in re.findall(r"took .*?evaluation [0-9.]+ min; ([0-9.e-]+) CPU-hours", capsys.readouterr().out)]
+    (reported,) = re.findall(r"([0-9.e-]+) CPU-hours \(3 runs", (tmp_path / "smoke" / "REPORT.md").read_text())
+    assert len(took) == 3 and float(reported) == pytest.approx(sum(took), rel=0.01)
 
 
 def test_failed_job_is_reported_not_raised(tmp_path, capsys, monkeypatch):
@@ -191,8 +197,8 @@ def test_failed_job_is_reported_not_raised(tmp_path, capsys, monkeypatch):
     assert cli(args) == 1  # exit 1: trainings failed (see --help); the table is still written
     out = capsys.readouterr().out
     assert out.count("failed:") == 6
-    status = json.loads(next((tmp_path / "smoke" / "runs").glob("*/status.json")).read_text())
-    assert status["state"] == "failed" and "TrainingDiverged" in status["error"]
+    status = read_status(next((tmp_path / "smoke" / "runs").iterdir()))
+    assert status.state == "failed" and "TrainingDiverged" in status.error
     md = (tmp_path / "smoke" / "table3.md").read_text()
     assert md.count("| failed ") == 6  # every row's ours cell says so
     df = pd.read_csv(tmp_path / "smoke" / "table3.csv", index_col=0)
@@ -260,3 +266,11 @@ def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
     assert delta["Road"] == pytest.approx(55.0 - 98.2) and delta["Mean"] == pytest.approx(65.0 - 81.2)
     assert df.loc["LRR [43]", "Road"] == 97.7 and list(df.columns)[-1] == "Mean"
     assert df.loc["DeepLabV3+ (ours)"].isna().all()  # not trained yet, and no paper values
+
+
+def test_every_command_lists_the_one_set_of_exit_codes():
+    """One ExitCode enum for every command (no code meaning two things), listed by both --help texts."""
+    assert len(ExitCode.__members__) == len(ExitCode)  # an alias would be one number with two meanings
+    for command in ([sys.executable, str(REPO / "reproduce.py"), "--help"], [sys.executable, "-m", "ifbf", "--help"]):
+        out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}).stdout
+        assert all(f"{code.value:<3d}  {code.meaning}" in out for code in ExitCode), command

@@ -56,4 +56,4 @@ def test_job_sets_threads_from_its_allocation_and_logs_it(tmp_path, capsys, monk
     assert "allocation: 1 CPU(s) (SLURM_CPUS_PER_TASK=1, affinity mask 1) -> torch threads 1, loader workers 0" \
         in capsys.readouterr().out
     status = read_status(tmp_path / "run")
-    assert status["state"] == "done"
+    assert status.state == "done"

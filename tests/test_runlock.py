@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO, TINY_TRAIN
 from ifbf.commands.cli import main as ifbf_main
 from ifbf.config import BASE_CONFIG, load_config
-from ifbf.orchestrate.jobs import BUSY, TrainJob
+from ifbf.orchestrate.jobs import Busy, TrainJob
 from ifbf.rundir import RunDir, read_status
 from ifbf.runlock import LockHeld, RunLock
 
@@ -123,7 +123,7 @@ def test_train_job_finding_its_run_busy_reports_it_and_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
     with RunDir(run_dir).train_lock():
         result = TrainJob.of(cfg, run_dir, [])()
-    assert BUSY in result and "held by" in result[BUSY]
+    assert isinstance(result, Busy) and "held by" in result.reason
     assert read_status(run_dir) is None and not (run_dir / "config.yaml").exists()
 
 
@@ -170,7 +170,7 @@ def test_two_reproduce_processes_started_together_train_each_run_once(tmp_path):
     assert len(runs) == 3
     for run in runs:
         assert _iterations(run) == [1, 2, 3, 4, 5, 6], run  # trained once: no iteration logged twice
-        assert read_status(run)["state"] == "done" and not (run / "train.lock").exists()
+        assert read_status(run).state == "done" and not (run / "train.lock").exists()
     jobs = [d for d in (tmp_path / "smoke" / ".submitit").iterdir() if d.name.isdigit()]  # one folder per job pid
     assert len(jobs) == 3  # three trainings, three jobs over both processes
     for out in outputs:  # both end with the whole table

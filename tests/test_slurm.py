@@ -18,7 +18,8 @@ from ifbf.orchestrate.cluster import load_profile, slurm_available
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.rundir import RunDir
 from ifbf.engine.run import run
-from ifbf.orchestrate.jobs import TrainJob, make_executor
+from ifbf.orchestrate.executors import make_executor
+from ifbf.orchestrate.jobs import TrainJob
 from ifbf.rundir import read_status
 from ifbf.orchestrate.plan import Training
 from ifbf.commands.reproduce import cli
@@ -30,9 +31,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not slurm_available(), reaso
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]
 
 
-def _executor(folder: Path, *overrides: str):
-    profile = load_profile("local-ci", list(overrides))
-    return make_executor("slurm", folder, profile.submitit_params("slurm"), profile.max_requeues)
+def _submit(folder: Path, job, *overrides: str):
+    [submitted] = make_executor("slurm", load_profile("local-ci", list(overrides))).submit(folder, [job])
+    return submitted
 
 
 def _wait_for_iteration(run_dir: Path, iteration: int, timeout: float = 240) -> None:
@@ -52,9 +53,9 @@ def test_reproduce_submits_a_job_array_and_collects_the_table(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "smoke" / "table4.csv", index_col=0)
     assert df["ours"].notna().all()
     statuses = [read_status(p) for p in (tmp_path / "smoke" / "runs").iterdir()]
-    assert [s["state"] for s in statuses] == ["done"] * 3
-    assert all("_" in s["job_id"] for s in statuses)  # array tasks: <array id>_<index>
-    assert len({s["job_id"].split("_")[0] for s in statuses}) == 1  # one array for the three rows
+    assert [s.state for s in statuses] == ["done"] * 3
+    assert all("_" in s.job_id for s in statuses)  # array tasks: <array id>_<index>
+    assert len({s.job_id.split("_")[0] for s in statuses}) == 1  # one array for the three rows
     capsys.readouterr()
     assert cli(args) == 0 and "3 done, 0 to run" in capsys.readouterr().out
 
@@ -66,7 +67,7 @@ def test_preempted_job_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path):
     reference = run(cfg, tmp_path / "reference", progress=False)
 
     run_dir = tmp_path / "preempted"
-    job = _executor(tmp_path / "jobs").submit(TrainJob.of(cfg, run_dir, []))
+    job = _submit(tmp_path / "jobs", TrainJob.of(cfg, run_dir, []))
     _wait_for_iteration(run_dir, 5)
     job._interrupt()  # SIGTERM then USR2, as a preemption
     result = job.result()
@@ -77,7 +78,7 @@ def test_preempted_job_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path):
     a = torch.load(tmp_path / "reference" / "checkpoint.pth", weights_only=False)["model"]
     b = torch.load(run_dir / "checkpoint.pth", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert read_status(run_dir)["state"] == "done"
+    assert read_status(run_dir).state == "done"
     # --status sees the requeue: sacct keeps one record per start of the job
     records = sacct([str(job.job_id)])[str(job.job_id)]  # the last may still read running for a moment
     assert [r["state"] for r in records][0] == "requeued" and len(records) == 2
@@ -86,7 +87,7 @@ def test_preempted_job_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path):
 def test_cancelled_job_is_failed_and_nothing_is_corrupted(tmp_path):
     cfg = load_config(BASE_CONFIG, [*TINY_TRAIN, "train.iters=400", "runtime.ckpt_every=2", "runtime.log_every=1"])
     run_dir = tmp_path / "run"
-    job = _executor(tmp_path / "jobs").submit(TrainJob.of(cfg, run_dir, []))
+    job = _submit(tmp_path / "jobs", TrainJob.of(cfg, run_dir, []))
     _wait_for_iteration(run_dir, 3)
     job.cancel(check=True)
     training = Training(cfg, run_dir, [cfg.eval])
@@ -116,7 +117,7 @@ def test_two_slurm_tasks_train_like_one_process(tmp_path):
     one = load_config(BASE_CONFIG, [*DDP_RECIPE, "data.batch_size=4"])
     two = load_config(BASE_CONFIG, [*DDP_RECIPE, "data.batch_size=2"])
     run(one, tmp_path / "one", progress=False)
-    job = _executor(tmp_path / "jobs", "tasks_per_node=2").submit(TrainJob.of(two, tmp_path / "two", []))
+    job = _submit(tmp_path / "jobs", TrainJob.of(two, tmp_path / "two", []), "tasks_per_node=2")
     job.results()
     assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2
     assert_same_training(tmp_path / "one", tmp_path / "two")

@@ -16,7 +16,8 @@ from ifbf.commands.cli import main as ifbf_main
 from ifbf.commands.reproduce import cli
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.orchestrate.cluster import load_profile, slurm_available
-from ifbf.orchestrate.jobs import TrainJob, make_executor
+from ifbf.orchestrate.executors import make_executor
+from ifbf.orchestrate.jobs import TrainJob
 from ifbf.orchestrate.status import Target, collect, progress_log, render, sacct
 from ifbf.rundir import RunDir, runs_root, write_status
 
@@ -94,7 +95,7 @@ def test_ifbf_status_reads_a_results_folder(tmp_path, capsys):
 @pytest.mark.skipif(not slurm_available(), reason="no local SLURM (slurm/local-up.sh)")
 def test_status_of_a_running_a_finished_and_a_failed_slurm_job(tmp_path):
     profile = load_profile("local-ci")
-    ex = make_executor("slurm", tmp_path / "jobs", profile.submitit_params("slurm"), profile.max_requeues)
+    ex = make_executor("slurm", profile)
     tiny = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "runtime.log_every=1"]
     configs = {"finished": load_config(BASE_CONFIG, [*tiny, "train.iters=4"]),
                "failed": load_config(BASE_CONFIG, [*tiny, "train.iters=4", "data.dataset=cityscapes",
@@ -103,8 +104,9 @@ def test_status_of_a_running_a_finished_and_a_failed_slurm_job(tmp_path):
     jobs = {}
     for name in ("finished", "failed", "running"):  # the 2-CPU node runs two 1-CPU jobs at once
         run_dir = tmp_path / name
-        jobs[name] = job = ex.submit(TrainJob.of(configs[name], run_dir, []))
-        write_status(run_dir, "submitted", executor="slurm", job_id=str(job.job_id), log=str(job.paths.stderr))
+        [job] = ex.submit(tmp_path / "jobs", [TrainJob.of(configs[name], run_dir, [])])
+        jobs[name] = job
+        write_status(run_dir, "submitted", **ex.record(job))
         if name != "running":
             job.exception()  # wait for it to end
     try:

@@ -18,7 +18,7 @@ from ifbf.engine import train as train_mod
 from ifbf.rundir import RunDir
 from ifbf.engine.run import run
 from ifbf.engine.train import TrainingDiverged, lr_factor, param_groups
-from ifbf.errors import IfbfError
+from ifbf.errors import ExitCode, IfbfError
 from ifbf.models import build_model
 
 
@@ -123,7 +123,7 @@ def test_sigterm_saves_checkpoint_and_exits_for_resume(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, err
+    assert proc.returncode == ExitCode.RESUMABLE, err  # 75: the same command resumes
     assert "run the same command again to resume" in err
     state = torch.load(out / "checkpoint.pth", weights_only=False)
     assert 0 < state["iter"] < 400  # saved at the iteration the signal arrived, not at ckpt_every

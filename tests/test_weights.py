@@ -14,7 +14,7 @@ import torch
 from ifbf._torchvision import torchvision
 from ifbf.commands.cli import main as cli_main
 from ifbf.config import BASE_CONFIG, load_config
-from ifbf.identity import config_hash, weights_overrides, weights_status
+from ifbf.identity import config_hash, weights_flag_overrides, weights_status
 from ifbf.errors import IfbfError
 from ifbf.models import build_model
 from ifbf.models import weights as W
@@ -218,10 +218,10 @@ def test_weights_status_tells_scratch_from_missing():
 
 
 def test_weights_flag_becomes_overrides():
-    assert weights_overrides(["resnet101=/w/a.pth", "resnet50_deep=none"]) == [
+    assert weights_flag_overrides(["resnet101=/w/a.pth", "resnet50_deep=none"]) == [
         "model.weights.resnet101=/w/a.pth", "model.weights.resnet50_deep=none"]
     with pytest.raises(IfbfError, match="--weights 'resnet152=/x': expected KEY=PATH or KEY=none with KEY one of resnet18"):
-        weights_overrides(["resnet152=/x"])
+        weights_flag_overrides(["resnet152=/x"])
 
 
 def test_missing_weights_file_fails_the_hash():

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 from ifbf import __version__
-from ifbf.errors import IfbfError
+from ifbf.errors import ExitCode, IfbfError, exit_codes_help
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -29,26 +29,24 @@ COMMANDS = {
     "status": ("ifbf.commands.status", "what the runs of a results folder are doing: state, iteration, ETA, hours"),
 }
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
-
-
 def guarded(prog: str, action: Callable[[], int | None]) -> int:
-    """Run ``action`` and return its exit code; a user mistake becomes ``prog: error: message`` and 2."""
+    """Run ``action`` and return its exit code; a user mistake becomes ``prog: error: message`` and
+    ``ExitCode.USAGE``."""
     try:
-        return action() or 0
+        return action() or ExitCode.OK
     except IfbfError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USAGE
     except BrokenPipeError:  # output piped into `head` and the like
-        return 0
+        return ExitCode.OK
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ifbf", description="IFBFNet reproduction harness")
+    parser = argparse.ArgumentParser(prog="ifbf", description="IFBFNet reproduction harness", epilog=exit_codes_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ifbf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Only the chosen subcommand's module is imported; the others get a stub parser for --help.

@@ -11,7 +11,7 @@ import torch
 from ifbf.commands.config import add_config_arguments
 from ifbf.config import load_config
 from ifbf.models.cost import measure
-from ifbf.orchestrate.costs import cost_table
+from ifbf.engine.cost_table import cost_table
 from ifbf.rundir import RESULTS
 
 

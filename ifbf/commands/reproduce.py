@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from ifbf.commands.cli import guarded
+from ifbf.errors import exit_codes_help
 from ifbf.experiments import TABLES, presets
 from ifbf.orchestrate.cluster import profiles
-from ifbf.orchestrate.reproduce import AUTO, EXIT_CODES, Request, main
+from ifbf.orchestrate.executors import EXECUTORS
+from ifbf.orchestrate.reproduce import AUTO, Request, main
 from ifbf.rundir import RESULTS
 
 
@@ -26,12 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reproduce.py",
         description="Train, evaluate and tabulate the IFBFNet paper's tables (see README.md).",
-        epilog=EXIT_CODES,
+        epilog=exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")
     p.add_argument("--preset", default="paper", help=f"overrides for every run: {', '.join(presets())} (default: paper)")
-    p.add_argument("--executor", default="slurm", help="slurm | local | debug (debug: in this process)")
+    p.add_argument("--executor", default="slurm",
+                   help=f"{' | '.join(EXECUTORS)} (debug: in this process; default: slurm)")
     p.add_argument("--seeds", type=_seeds, default=1,
                    help="trainings per row with seeds 0..K-1 (default: 1); 'auto' (with --budget): one seed "
                         "everywhere, then more only on the rows of claims still open (docs/verdicts.md)")

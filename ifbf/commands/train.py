@@ -10,12 +10,11 @@ from pathlib import Path
 
 from ifbf.commands.config import add_config_arguments
 from ifbf.config import load_config
-from ifbf.identity import config_hash, weights_overrides
+from ifbf.identity import config_hash, weights_flag_overrides
 from ifbf.engine.run import run as run_training
 from ifbf.engine.train import Interrupted
+from ifbf.errors import ExitCode
 from ifbf.rundir import RunDir
-
-EXIT_INTERRUPTED = 3  # stopped by a signal after a checkpoint: the same command resumes
 
 
 def default_run_dir(cfg_hash: str) -> Path:
@@ -40,14 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, [*args.overrides, *weights_overrides(args.weights)])
+    cfg = load_config(args.config, [*args.overrides, *weights_flag_overrides(args.weights)])
     out = Path(args.out) if args.out else default_run_dir(config_hash(cfg))
-    # one trainer per run directory: a second `ifbf train` on a run being trained stops with LockHeld (exit 2)
+    # one trainer per run directory: a second `ifbf train` on a run being trained stops with LockHeld (ExitCode.USAGE)
     lock = RunDir(out).train_lock(cfg.runtime.lock_stale_s) if launch_rank() == 0 else nullcontext()
     try:
         with lock:
             run_training(cfg, out, progress=not args.no_progress)
     except Interrupted as stop:
         print(f"ifbf train: {stop}; run the same command again to resume from {out}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+        return ExitCode.RESUMABLE  # stopped after a checkpoint: the same command resumes
+    return ExitCode.OK

@@ -12,6 +12,7 @@ from pathlib import Path
 from ifbf.engine.visualize import features, predictions
 from ifbf.errors import IfbfError
 from ifbf.experiments import TABLES, load_preset, load_table, row_config
+from ifbf.experiments import row_label as table_row_label
 from ifbf.identity import config_hash
 from ifbf.rundir import RunDir
 
@@ -54,7 +55,7 @@ def row_label(run: str | Path) -> str | None:
         seed = RunDir(path).config().train.seed
     except (IfbfError, OSError):
         return None
-    names = [f"T{number} {row.name}" for number in TABLES for row in load_table(number).runnable()
+    names = [table_row_label(number, row.name) for number in TABLES for row in load_table(number).runnable()
              if config_hash(row_config(row, preset, (f"train.seed={seed}",))) == path.name]
     if not names:
         return None

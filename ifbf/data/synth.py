@@ -104,7 +104,17 @@ class _Canvas:
 
 
 def _scene(rng: np.random.Generator, h: int, w: int) -> _Canvas:
+    """One street scene: the street and what stands along it, then what moves on it (in this order: the
+    random draws, hence the dataset, depend on it)."""
     c = _Canvas(h, w)
+    horizon, left, right = _street(rng, c, h, w)
+    _road_users(rng, c, h, w, horizon, left, right)
+    return c
+
+
+def _street(rng: np.random.Generator, c: _Canvas, h: int, w: int) -> tuple[int, float, float]:
+    """Sky, buildings, trees, road, sidewalks, terrain, wall, fence, a train, poles with lights and signs;
+    returns the horizon row and the road's left and right edges there."""
     horizon = int(h * rng.uniform(0.42, 0.52))
     c.rect("sky", (0, 0, w, horizon))
     # buildings: blocks of varying height along the street
@@ -142,6 +152,11 @@ def _scene(rng: np.random.Generator, h: int, w: int) -> _Canvas:
         c.rect("pole", (px, top, px + pw, horizon + 0.12 * h))
         box = (px - 0.015 * w, top, px + 0.02 * w, top + 0.08 * h)
         (c.rect if name == "traffic light" else c.ellipse)(name, box)
+    return horizon, left, right
+
+
+def _road_users(rng: np.random.Generator, c: _Canvas, h: int, w: int, horizon: int, left: float, right: float) -> None:
+    """Vehicles, two-wheelers with riders, pedestrians, and the void parts (a static object, the ego bonnet)."""
     # vehicles on the road, farther ones smaller
     for name, width, height_ in (("bus", 0.26, 0.2), ("truck", 0.2, 0.18), ("car", 0.14, 0.09), ("car", 0.12, 0.08)):
         depth = rng.uniform(0.15, 0.6)
@@ -167,7 +182,6 @@ def _scene(rng: np.random.Generator, h: int, w: int) -> _Canvas:
     sx = rng.uniform(0.0, 0.9) * w
     c.rect("static", (sx, horizon - 0.03 * h, sx + 0.05 * w, horizon + 0.02 * h))
     c.polygon("ego vehicle", [(0.15 * w, h), (0.3 * w, h - 0.07 * h), (0.7 * w, h - 0.07 * h), (0.85 * w, h)])
-    return c
 
 
 def _paint(rng: np.random.Generator, label: np.ndarray) -> np.ndarray:

@@ -209,3 +209,17 @@ def locate(run: str | Path | None = None, config: str | Path | None = None, chec
     if not path.is_file():
         raise IfbfError(f"checkpoint not found: {path} (has the run trained yet? `ifbf train` writes it)")
     return TrainedModel(cfg, path, run_dir)
+
+
+def resume(run_dir: RunDir, cfg: Config, main: bool, model: nn.Module, optimizer, scheduler, scaler) -> int:
+    """Load the checkpoint training resumes from (``resume_state``: the last one, else the previous one) into
+    a fresh training state, RNG included, and return the iteration to continue from (0: nothing to resume)."""
+    state = resume_state(run_dir, cfg, main)
+    if state is None:
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return int(state["iter"])

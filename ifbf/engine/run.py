@@ -19,6 +19,7 @@ from ifbf.engine.dist import DistInfo, barrier, setup
 from ifbf.engine.evaluate import evaluate_run
 from ifbf.engine.export import export_test_submission
 from ifbf.engine.train import train
+from ifbf.environment import capture
 from ifbf.models.weights import weights_record
 from ifbf.rundir import RunDir, eval_key, scored_by_server
 
@@ -109,7 +110,7 @@ def provenance(cfg: Config) -> dict:
 def _train_and_evaluate(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool,
                         terminate_stops: bool) -> dict:
     if dist_info.main:
-        run_dir.write_env(str(device), dist_info.world, provenance(cfg))
+        run_dir.write_env(capture(str(device), dist_info.world, provenance(cfg)))
     started = time.perf_counter()
     model = train(cfg, run_dir, dist_info, device, progress, terminate_stops)
     if scored_by_server(cfg):

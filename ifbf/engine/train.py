@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from ifbf.config import Config, TrainConfig
 from ifbf.data.fast import to_device
 from ifbf.data.loader import train_loader
-from ifbf.engine.checkpoint import model_dtype, resume_state, save_checkpoint, set_rng_state
+from ifbf.engine.checkpoint import model_dtype, resume, save_checkpoint
 from ifbf.engine.curves import Curves
 from ifbf.engine.dist import DistInfo, barrier
 from ifbf.engine.losses import total_loss
@@ -136,9 +137,8 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.SGD, scheduler: to
     scheduler.step()
 
 
-def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool = True,
-          terminate_stops: bool = True) -> nn.Module:
-    """Train to ``cfg.train.iters``, resuming from ``run_dir/checkpoint.pth`` when it exists."""
+def prepare(cfg: Config, device: torch.device, dist_info: DistInfo) -> None:
+    """Seeds, determinism and the checks that need the device, before anything is built."""
     t = cfg.train
     torch.manual_seed(t.seed)
     random.seed(t.seed)
@@ -150,80 +150,106 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
         torch.backends.cudnn.benchmark = True
     if t.amp in AMP_DTYPES and amp_dtype(t.amp, device) is None and dist_info.main:
         print(f"note: train.amp={t.amp} applies on CUDA only; training in fp32 on {device}")
-
     if cfg.model.norm == "syncbn" and dist_info.world > 1 and device.type != "cuda":
         raise IfbfError("model.norm=syncbn needs GPUs (torch's SyncBatchNorm is CUDA-only); on CPU use "
                         "model.norm=inplace_abn_sync, which synchronises over gloo, or model.norm=bn")
-    model, optimizer, scheduler, scaler = build_training(cfg, device)
 
-    start = 0
-    state = resume_state(run_dir, cfg, dist_info.main)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start = state["iter"]
-        if dist_info.main:
-            run_dir.truncate_log(start)
-            if start < t.iters:
-                print(f"resuming {run_dir.path} from iteration {start}")
-    if start >= t.iters:
-        return model
 
-    net = model
+@dataclass
+class _State:
+    """What a checkpoint holds of a training, beside the config."""
+
+    model: IFBFNet
+    optimizer: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+
+def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool = True,
+          terminate_stops: bool = True) -> nn.Module:
+    """Train to ``cfg.train.iters``, resuming from ``run_dir/checkpoint.pth`` when it exists."""
+    prepare(cfg, device, dist_info)
+    state = _State(*build_training(cfg, device))
+    start = resume(run_dir, cfg, dist_info.main, state.model, state.optimizer, state.scheduler, state.scaler)
+    if start and dist_info.main:
+        run_dir.truncate_log(start)  # lines a run that died after its last checkpoint wrote
+        if start < cfg.train.iters:
+            print(f"resuming {run_dir.path} from iteration {start}")
+    if start < cfg.train.iters:
+        _loop(cfg, run_dir, dist_info, device, state, start, progress, terminate_stops)
+    return state.model
+
+
+class _StepLog:
+    """One log.jsonl record every ``runtime.log_every`` iterations: losses, lr and the speed since the previous
+    record, curve validations excluded."""
+
+    def __init__(self, cfg: Config, run_dir: RunDir, images_per_step: int) -> None:
+        self.cfg, self.run_dir, self.images_per_step = cfg, run_dir, images_per_step
+        self.tick, self.seen, self.paused = time.perf_counter(), 0, 0.0
+
+    def step(self, done: int, losses: dict[str, torch.Tensor], lr: float) -> dict | None:
+        self.seen += self.images_per_step
+        if done % self.cfg.runtime.log_every and done != self.cfg.train.iters:
+            return None
+        now = time.perf_counter()
+        step_s = now - self.tick - self.paused  # training time since the last record, validation excluded
+        record = {"iter": done, **{f"loss_{k}": round(v.item(), 6) for k, v in losses.items()}, "lr": lr,
+                  "imgs_per_s": round(self.seen / step_s, 3), "step_s": round(step_s, 3)}
+        self.run_dir.append_log(record)
+        self.tick, self.seen, self.paused = now, 0, 0.0
+        return record
+
+
+def _loop(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, state: _State, start: int,
+          progress: bool, terminate_stops: bool) -> None:
+    """Iterations ``start`` .. ``train.iters``: step, log, validate for the curves, checkpoint, obey signals."""
+    net: nn.Module = state.model
     if dist_info.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = compile_net(net, t.compile)
-    loader = train_loader(cfg, start_iter=start, rank=dist_info.rank, world=dist_info.world)
-    batches: Iterator = iter(loader)
-    images_per_step = cfg.data.batch_size * dist_info.world
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    net = compile_net(net, cfg.train.compile)
+    batches: Iterator = iter(train_loader(cfg, start_iter=start, rank=dist_info.rank, world=dist_info.world))
+    log = _StepLog(cfg, run_dir, cfg.data.batch_size * dist_info.world)
 
     def checkpoint(it: int) -> None:
         if dist_info.main:
-            save_checkpoint(run_dir.checkpoint, cfg, it, model, optimizer, scheduler, scaler)
+            save_checkpoint(run_dir.checkpoint, cfg, it, state.model, state.optimizer, state.scheduler, state.scaler)
         barrier()
 
     net.train()
-    bar = tqdm(range(start, t.iters), initial=start, total=t.iters, desc="train", unit="it",
+    bar = tqdm(range(start, cfg.train.iters), initial=start, total=cfg.train.iters, desc="train", unit="it",
                disable=None if progress and dist_info.main else True)
-    tick, seen, paused = time.perf_counter(), 0, 0.0
     curves = Curves(cfg, run_dir, device, dist_info)
     with _StopSignal(terminate_stops) as stop:
         for it in bar:
             image, target, _ = next(batches)
             losses = forward_loss(net, image, target, cfg, device)
-            loss = losses["total"]
-            if not math.isfinite(loss.item()):
+            if not math.isfinite(losses["total"].item()):
                 raise TrainingDiverged(
-                    f"loss is {loss.item()} at iteration {it + 1}; stopped. The last good checkpoint is kept at "
-                    f"{run_dir.checkpoint} (lower train.lr, or use train.amp=none), and the run resumes from it"
+                    f"loss is {losses['total'].item()} at iteration {it + 1}; stopped. The last good checkpoint is "
+                    f"kept at {run_dir.checkpoint} (lower train.lr, or use train.amp=none), and the run resumes from it"
                 )
-            optimizer_step(loss, optimizer, scheduler, scaler)
-            seen += images_per_step
-            done = it + 1
-            if dist_info.main and (done % cfg.runtime.log_every == 0 or done == t.iters):
-                now = time.perf_counter()
-                step_s = now - tick - paused  # training time since the last record, validation excluded
-                record = {"iter": done, **{f"loss_{k}": round(v.item(), 6) for k, v in losses.items()},
-                          "lr": optimizer.param_groups[0]["lr"], "imgs_per_s": round(seen / step_s, 3),
-                          "step_s": round(step_s, 3)}
-                run_dir.append_log(record)
+            optimizer_step(losses["total"], state.optimizer, state.scheduler, state.scaler)
+            record = log.step(it + 1, losses, state.optimizer.param_groups[0]["lr"]) if dist_info.main else None
+            if record:
                 curves.scalars(record)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{record['lr']:.2e}")
-                tick, seen, paused = now, 0, 0.0
-            if curves.due(done):
-                paused += curves.validate(model, done)
-            if done % cfg.runtime.ckpt_every == 0 or done == t.iters:
-                checkpoint(done)
-            elif stop.save_requested:
-                checkpoint(done)
-            stop.save_requested = False
-            if stop.received is not None:
-                if done % cfg.runtime.ckpt_every and done != t.iters:
-                    checkpoint(done)
-                raise Interrupted(done, stop.received, stop.previous.get(stop.received))
+                bar.set_postfix(loss=f"{losses['total'].item():.3f}", lr=f"{record['lr']:.2e}")
+            if curves.due(it + 1):
+                log.paused += curves.validate(state.model, it + 1)
+            _checkpoint_cadence(it + 1, cfg, stop, checkpoint)
     bar.close()
     curves.close()
-    return model
+
+
+def _checkpoint_cadence(done: int, cfg: Config, stop: _StopSignal, checkpoint: Any) -> None:
+    """When a checkpoint is written: every ``runtime.ckpt_every`` iterations and at the end; at once when a
+    signal asks for one (SIGTERM under submitit); and before stopping for a stopping signal (USR2, or SIGTERM
+    of a plain ``ifbf train``), which then raises ``Interrupted``."""
+    scheduled = done % cfg.runtime.ckpt_every == 0 or done == cfg.train.iters
+    if scheduled or stop.save_requested:
+        checkpoint(done)
+    stop.save_requested = False
+    if stop.received is not None:
+        if not scheduled:
+            checkpoint(done)
+        raise Interrupted(done, stop.received, stop.previous.get(stop.received))

@@ -17,9 +17,9 @@ from pathlib import Path
 from ifbf.config import Config, WeightsConfig
 from ifbf.data.verify import VerifyResult, verify_config
 from ifbf.errors import IfbfError
-from ifbf.experiments import Cell
-from ifbf.identity import weights_key, weights_overrides, weights_status
-from ifbf.orchestrate.cluster import SlurmProfile, slurm_available
+from ifbf.experiments import Cell, row_label
+from ifbf.identity import weights_key, weights_flag_overrides, weights_status
+from ifbf.orchestrate.executors import Executor
 
 # the alternative to fixing a Cityscapes root, on a line of its own under the problems
 SMOKE_HINT = "(to try the pipeline without Cityscapes: the embedded synthetic preset, --preset smoke)"
@@ -42,9 +42,9 @@ def require(problems: list[str], hint: str = "") -> None:
         raise CheckFailed(problems, hint)
 
 
-def weight_overrides(given: list[str], from_scratch: bool) -> list[str]:
+def plan_weights_overrides(given: list[str], from_scratch: bool) -> list[str]:
     """Overrides for ``--weights KEY=PATH ...`` and ``--from-scratch`` (every entry not given: ``none``)."""
-    overrides = weights_overrides(given)
+    overrides = weights_flag_overrides(given)
     if from_scratch:
         named = {item.partition("=")[0] for item in given}
         overrides += [f"model.weights.{f.name}=none" for f in dataclasses.fields(WeightsConfig) if f.name not in named]
@@ -59,7 +59,7 @@ def _rows_by(cells: Iterable[Cell], key) -> dict:
 
 
 def _names(cells: list[Cell]) -> str:
-    names = sorted({f"T{c.table} {c.row.name}" for c in cells})
+    names = sorted({row_label(c.table, c.row.name) for c in cells})
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
@@ -138,24 +138,13 @@ def _empty_splits(cells: list[Cell], result: VerifyResult) -> list[str]:
     return lines
 
 
-def check_environment(configs: list[Config], executor: str, profile: SlurmProfile, out: Path) -> list[str]:
-    """GPUs asked vs present, norm layer vs GPUs, the scheduler, the output folder and its free space."""
-    problems = []
-    if executor in ("local", "debug") and profile.gpus_per_node:
-        import torch  # only here: planning and reporting must not pay for importing torch
-
-        have = torch.cuda.device_count()
-        if have < profile.gpus_per_node:
-            problems.append(
-                f"the profile asks for {profile.gpus_per_node} GPU(s) per run but this machine has {have}; "
-                "use a profile with gpus_per_node: 0 (e.g. --profile local) or --executor slurm"
-            )
-    if not profile.gpus_per_node and any(c.model.norm == "syncbn" for c in configs):
+def check_environment(configs: list[Config], executor: Executor, out: Path) -> list[str]:
+    """What the executor needs (GPUs present, a scheduler that answers), norm layer vs GPUs, the output
+    folder and its free space."""
+    problems = executor.problems()
+    if not executor.profile.gpus_per_node and any(c.model.norm == "syncbn" for c in configs):
         problems.append("model.norm=syncbn needs GPUs but the profile has gpus_per_node: 0; use a GPU profile, "
                         "or model.norm=inplace_abn_sync / bn on CPUs")
-    if executor == "slurm" and not slurm_available():
-        problems.append("--executor slurm: no SLURM controller answers here (sbatch/scontrol ping); "
-                        "use --executor local, or run from a cluster login node")
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not os.access(existing, os.W_OK):
         problems.append(f"results folder {out} is not writable ({existing} is read-only); choose --results DIR")

@@ -1,7 +1,7 @@
 """Cluster profiles (slurm/profiles/<name>.yaml) and what ifbf asks the scheduler.
 
-A profile holds the SLURM resources of one training job; ``submitit_params`` turns it into the
-parameters of a submitit executor, with one task per GPU (``tasks_per_node = gpus_per_node``).
+A profile holds the resources of one training job; ``submitit_params`` (+ ``slurm_params`` under SLURM)
+turn it into the parameters of a submitit executor, with one task per GPU (``tasks_per_node = gpus_per_node``).
 """
 
 from __future__ import annotations
@@ -32,23 +32,19 @@ class SlurmProfile:
     signal_delay_s: int = 120  # USR2 this long before the time limit: time to write checkpoint.pth
     max_requeues: int = 3  # preemptions/timeouts a run may survive (submitit's max_num_timeout)
 
-    def submitit_params(self, executor: str) -> dict[str, Any]:
+    def submitit_params(self) -> dict[str, Any]:
+        """submitit parameters of one job, whatever runs it: time limit, one task per GPU, the GPUs."""
         tasks = self.tasks_per_node or max(1, self.gpus_per_node)
         params: dict[str, Any] = {"timeout_min": self.timeout_min, "tasks_per_node": tasks, "nodes": 1}
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
-        if executor == "slurm":
-            params.update(
-                slurm_partition=self.partition,
-                cpus_per_task=self.cpus_per_task,
-                mem_gb=self.mem_gb,
-                slurm_array_parallelism=self.array_parallelism,
-                slurm_signal_delay_s=self.signal_delay_s,
-            )
-            if self.account:
-                params["slurm_account"] = self.account
-            if self.constraint:
-                params["slurm_constraint"] = self.constraint
+        return params
+
+    def slurm_params(self) -> dict[str, Any]:
+        """The SLURM-only submitit parameters (partition, CPUs, memory, array size, signal, account)."""
+        params = dict(slurm_partition=self.partition, cpus_per_task=self.cpus_per_task, mem_gb=self.mem_gb,
+                      slurm_array_parallelism=self.array_parallelism, slurm_signal_delay_s=self.signal_delay_s,
+                      slurm_account=self.account, slurm_constraint=self.constraint)
         return {k: v for k, v in params.items() if v is not None}
 
 

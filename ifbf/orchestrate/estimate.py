@@ -1,6 +1,7 @@
 """``reproduce.py --plan``'s cost column: each training predicted from ``preflight.json`` (s/it x iterations +
-eval s/img x images x evaluations + the curves' validations + checkpoints + set-up), finished runs with what they really
-took (log.jsonl and metrics.json), and totals in device-hours and wall-clock for the profile's concurrency."""
+eval s/img x images x evaluations + the curves' validations + checkpoints + set-up), finished runs with what
+they really took (``RunDir.cost``: training, curves and evaluations, the figure REPORT.md sums), and totals in
+device-hours and wall-clock for the executor's concurrency."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 from ifbf.config import Config
 from ifbf.identity import eval_key
 from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.orchestrate.preflight import read_preflight, shape_hash, shape_of, unstable_note, val_setting
-from ifbf.rundir import RunDir
+from ifbf.rundir import RunCost, RunDir, RunState
 
 CITYSCAPES_IMAGES = {"train": 2975, "val": 500, "test": 1525}
 NOT_MEASURED = "not measured (run --preflight)"
@@ -33,10 +35,12 @@ class Estimate:
     on_gpu: bool
 
 
-def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict]) -> Estimate:
+def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict], cpus: int = 1) -> Estimate:
+    """Seconds of one training from its shape's preflight record; ``cpus``: the CPUs each process holds (the
+    devices of a CPU run, as ``RunCost`` counts them)."""
     cfg = training.cfg
     shape = shape_of(cfg, profile)
-    devices, on_gpu = max(1, shape["gpus"] or shape["processes"]), bool(shape["gpus"])
+    devices, on_gpu = max(1, shape["gpus"] or shape["processes"] * cpus), bool(shape["gpus"])
     record = preflight.get(shape_hash(shape))
     if record is None:
         return Estimate(None, NOT_MEASURED, devices, on_gpu)
@@ -66,32 +70,26 @@ def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict
     return Estimate(seconds, basis, devices, on_gpu)
 
 
+def took(cost: RunCost | None) -> str:
+    """A finished run's cost as --plan shows it (the figure REPORT.md's compute line sums)."""
+    if cost is None:
+        return "took ? (no timing in its log)"
+    return (f"took {duration(cost.seconds)} (training {duration(cost.train_s)}, curves {duration(cost.val_s)}, "
+            f"evaluation {duration(cost.eval_s)}; {RunCost.hours_text(cost.device_hours, cost.unit)})")
+
+
 def actual_seconds(run_dir: Path) -> float | None:
-    """What a finished run took: its training steps and curves (log.jsonl) plus its evaluations (metrics.json)."""
+    """What a finished run took (its ``RunCost``: training steps, curves and evaluations); None: no timing."""
     cost = RunDir(run_dir).cost()
-    return None if cost is None else sum(cost.values())
+    return None if cost is None else cost.seconds
 
 
 def duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def wall_clock(seconds: list[float], executor: str, profile: SlurmProfile, parallel: int) -> tuple[float, str]:
-    """Wall-clock of trainings of ``seconds`` each as the executor runs them: locally in batches of
-    ``--parallel`` (each batch waits for its slowest); under SLURM ``array_parallelism`` at once (queue
-    waits not included)."""
-    if executor == "slurm":
-        slots = [0.0] * max(1, profile.array_parallelism)
-        for s in seconds:
-            slots[slots.index(min(slots))] += s
-        return max(slots, default=0.0), f"{profile.array_parallelism} at once (profile array_parallelism; queue waits not included)"
-    step = 1 if executor == "debug" else max(1, parallel)
-    batches = [seconds[i : i + step] for i in range(0, len(seconds), step)]
-    return sum(max(b) for b in batches), f"{step} at a time ({executor} --parallel {step})"
-
-
-def plan_costs(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, results: Path,
-               statuses: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+def plan_costs(plan: Plan, executor: Executor, results: Path,
+               statuses: dict[str, RunState]) -> tuple[dict[str, str], list[str]]:
     """(run hash -> the cost column of its plan line, the summary lines)."""
     preflight = read_preflight(results, plan.preset.name)
     column: dict[str, str] = {}
@@ -99,16 +97,15 @@ def plan_costs(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, 
     device_seconds, unknown = 0.0, 0
     unit = "GPU"
     for run_hash, training in plan.trainings.items():
-        est = predict(training, profile, preflight)
+        est = predict(training, executor.profile, preflight, executor.cpus_per_job())
         unit = "GPU" if est.on_gpu else "CPU"
         predicted = f"predicted {duration(est.seconds)}" if est.seconds is not None else ""
-        if statuses[run_hash] == "done":
-            took = actual_seconds(training.run_dir)
-            column[run_hash] = (f"took {duration(took)}" if took is not None else "took ? (no timing in its log)") + \
+        if statuses[run_hash] is RunState.DONE:
+            column[run_hash] = took(RunDir(training.run_dir).cost()) + \
                 (f" vs {predicted} ({est.basis})" if predicted else f"; {est.basis}")
             continue
         column[run_hash] = f"~{duration(est.seconds)} ({est.basis})" if est.seconds is not None else est.basis
-        if statuses[run_hash] in ("todo", "failed"):
+        if statuses[run_hash].to_run or statuses[run_hash] is RunState.FAILED:
             if est.seconds is None:
                 unknown += 1
             else:
@@ -116,7 +113,7 @@ def plan_costs(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, 
                 device_seconds += est.seconds * est.devices
     lines = []
     if todo_seconds:
-        wall, how = wall_clock(todo_seconds, executor, profile, parallel)
+        wall, how = executor.wall_clock(todo_seconds)
         lines.append(f"to run: {len(todo_seconds)} training(s), {device_seconds / 3600:.2f} {unit}-hours; "
                      f"wall-clock ≈ {duration(wall)} with {how}")
     if unknown:

@@ -1,4 +1,5 @@
-"""The one job callable (train + evaluate one run) and the executors that submit it.
+"""The one job callable (train + evaluate one run) and what submitting it came to (the executors that
+submit it: ``orchestrate.executors``).
 
 ``TrainJob`` is picklable (plain data only) and a submitit ``Checkpointable``: on preemption or timeout
 submitit calls ``checkpoint()``, which resubmits the same job; the requeued job resumes from
@@ -8,24 +9,36 @@ submitit calls ``checkpoint()``, which resubmits the same job; the requeued job 
 from __future__ import annotations
 
 import dataclasses
-import json
-import shlex
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import submitit
 
 from ifbf.config import Config, EvalConfig, from_dict, to_dict
-from ifbf.errors import IfbfError
 from ifbf.orchestrate.resources import Allocation, size_to
-from ifbf.rundir import RunDir, write_status
+from ifbf.rundir import RunDir, RunState, write_status
 from ifbf.runlock import LockHeld
 
-BUSY = "busy"  # key of the result of a job that found its run being trained by another process
+
+class Outcome(StrEnum):
+    """What submitting a training came to, for the orchestrator."""
+
+    DONE = "done"
+    FAILED = "failed"
+    SUBMITTED = "submitted"  # handed to a scheduler, not waited for (--no-wait)
+    BUSY = "busy"  # another process has the run (its lock, or it is running elsewhere)
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The result of a job that found its run being trained by another process (it left the run alone)."""
+
+    reason: str
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -38,9 +51,9 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     @classmethod
     def of(cls, cfg: Config, run_dir: Path, evals: list[EvalConfig], threads: int | None = None) -> TrainJob:
-        return cls(to_dict(cfg), str(run_dir), [json.loads(json.dumps(asdict(e))) for e in evals], threads)
+        return cls(to_dict(cfg), str(run_dir), [to_dict(e) for e in evals], threads)
 
-    def __call__(self) -> dict:
+    def __call__(self) -> dict | Busy:
         # torch and the engine only inside the job: planning and submitting must not pay for importing them
         import torch
 
@@ -60,12 +73,12 @@ class TrainJob(submitit.helpers.Checkpointable):
                 return self._train(cfg, run_dir, rank, allocation, run, Interrupted)
         except LockHeld as held:  # another trainer has this run: leave its directory alone
             print(f"{run_dir}: not trained here: {held}", flush=True)
-            return {BUSY: str(held)}
+            return Busy(str(held))
 
     def _train(self, cfg: Config, run_dir: Path, rank: int, allocation: Allocation, run: Any,
                interrupted: type[Exception]) -> dict:
         if rank == 0:
-            write_status(run_dir, "running", threads=allocation.threads, workers=allocation.workers,
+            write_status(run_dir, RunState.RUNNING, threads=allocation.threads, workers=allocation.workers,
                          cpus=allocation.cpus)
         try:
             evals = [from_dict({**self.config, "eval": e}).eval for e in self.evals]
@@ -75,10 +88,10 @@ class TrainJob(submitit.helpers.Checkpointable):
             raise
         except Exception as err:
             if rank == 0:
-                write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+                write_status(run_dir, RunState.FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
             raise
         if rank == 0:
-            write_status(run_dir, "done")
+            write_status(run_dir, RunState.DONE)
         return metrics
 
     def _interrupted(self, stop: Exception, rank: int, run_dir: Path) -> None:
@@ -87,7 +100,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         to be stopped by the requeue. Outside submitit the exception just propagates."""
         if callable(stop.handler):
             if rank == 0:
-                write_status(run_dir, "requeued", iteration=stop.iteration)
+                write_status(run_dir, RunState.REQUEUED, iteration=stop.iteration)
                 stop.handler(stop.signum, None)  # requeues and exits
             else:
                 time.sleep(300)
@@ -109,20 +122,3 @@ def _setup_distributed() -> int:
     if tasks > 1:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     return env.global_rank
-
-
-EXECUTORS = ("slurm", "local", "debug")
-
-
-def make_executor(kind: str, folder: Path, params: dict[str, Any], max_requeues: int = 3) -> submitit.Executor:
-    """Build a submitit executor (the only place that does). ``params`` are submitit parameters;
-    ``max_requeues`` is how many preemptions/timeouts a job may survive."""
-    if kind not in EXECUTORS:
-        raise IfbfError(f"unknown executor {kind!r} (choose from {', '.join(EXECUTORS)})")
-    folder.mkdir(parents=True, exist_ok=True)
-    extra = {f"{kind}_max_num_timeout": max_requeues} if kind in ("slurm", "local") else {}
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=kind, **extra)
-    if kind == "local":  # Ctrl-C reaches the job controller too: its traceback goes to a file, not the terminal
-        params = {**params, "local_setup": [f"exec 2>>{shlex.quote(str(folder / 'controller.err'))}"]}
-    executor.update_parameters(**params)
-    return executor

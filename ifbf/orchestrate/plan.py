@@ -1,23 +1,19 @@
 """What a table needs: its cells (row x seed), the trainings behind them (one per training-config hash,
 shared across rows and tables), the inference settings each training must be evaluated with, and the
-status of each training on disk (done / running / failed / todo)."""
+state of each training on disk (``rundir.RunState``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ifbf.config import Config, EvalConfig
 from ifbf.errors import UnreadableRunFile
-
 from ifbf.identity import config_hash, eval_key
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
-from ifbf.orchestrate.cluster import slurm_job_active
-from ifbf.rundir import RESULTS, RunDir, read_status, runs_root
+from ifbf.orchestrate.executors import job_alive
+from ifbf.rundir import RESULTS, Alive, RunDir, RunState, Unreadable, read_status, run_state, runs_root
 
 
 @dataclass
@@ -42,64 +38,25 @@ class Training:
         except UnreadableRunFile:
             return set()
 
-    def status(self, stale_after_s: float = 0, mine: str | None = None) -> str:
-        """done | running | failed | todo (a finished training missing an evaluation is todo; a training whose
-        lock a live process holds is running; ``mine``: the token of a lock the caller holds itself), or
-        "unreadable: <file>" (kept in ``unreadable``) when one of its run files cannot be read."""
-        try:
-            self.unreadable = None
-            RunDir(self.run_dir).check()  # a damaged file is named even when the run is done
-            return self._status(stale_after_s, mine)
-        except UnreadableRunFile as err:
-            self.unreadable = err
-            return err.cell
+    def status(self, mine: str | None = None, alive: Alive = job_alive) -> RunState | Unreadable:
+        """The run's state (``rundir.run_state``): a finished training missing an evaluation is todo; ``mine``:
+        the token of a lock the caller holds itself; ``alive``: the executors' liveness check. A run file that
+        cannot be read, even of a done run, gives "unreadable: <file>" (the error kept in ``unreadable``)."""
+        state = run_state(RunDir(self.run_dir), self.cfg.train.iters, {eval_key(e) for e in self.evals}, alive,
+                          mine, self.cfg.runtime.lock_stale_s, self.run_hash, check=True)
+        self.unreadable = state.error if isinstance(state, Unreadable) else None
+        return state
 
-    def _status(self, stale_after_s: float, mine: str | None) -> str:
-        rd = RunDir(self.run_dir)
-        if rd.finished(self.cfg) and {eval_key(e) for e in self.evals} <= self.evaluated():
-            return "done"
-        if self.locked(mine):
-            return "running"
-        status = read_status(self.run_dir)
-        if status is None:
-            return "todo"
-        if status["state"] == "failed":
-            return "failed"
-        if status["state"] in ("running", "submitted", "requeued"):
-            return "running" if _alive(status, stale_after_s) else "todo"
-        return "todo"
-
-    def locked(self, mine: str | None = None) -> bool:
-        """Whether a live process (another orchestrator submitting it, or a trainer) holds one of its locks."""
-        stale_s = self.cfg.runtime.lock_stale_s
-        rd = RunDir(self.run_dir)
-        for lock in (rd.submit_lock(stale_s), rd.train_lock(stale_s)):
-            owner = lock.owner()
-            if owner is not None and owner.get("token") != mine and lock.stale_reason(owner) is None:
-                return True
-        return False
+    def label(self) -> str:
+        """Every cell that reads this training, e.g. ``T4 OHEM + DA; T4 OHEM + DA + MS``."""
+        return "; ".join(sorted({c.label for c in self.cells}))
 
     def log_path(self) -> str | None:
         try:
-            status = read_status(self.run_dir) or {}
+            status = read_status(self.run_dir)
         except UnreadableRunFile:
             return None
-        return status.get("log")
-
-
-def _alive(status: dict, stale_after_s: float) -> bool:
-    """A status written by a job that can still be working: a local pid that still exists, or a
-    scheduler job (SLURM) that the scheduler still lists; without either, trust a recent timestamp."""
-    if status.get("executor") == "slurm" and status.get("job_id"):
-        return slurm_job_active(str(status["job_id"]))
-    pid = status.get("pid")
-    if status.get("host") == socket.gethostname() and pid:
-        try:
-            os.kill(int(pid), 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
-    return stale_after_s <= 0 or time.time() - status.get("time", 0) < stale_after_s
+        return status.log if status else None
 
 
 @dataclass

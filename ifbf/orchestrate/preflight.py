@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ifbf.config import Config, EvalConfig, from_dict, to_dict
-from ifbf.identity import eval_key
+from ifbf.experiments import row_label
+from ifbf.digest import file_digest
+from ifbf.identity import eval_key, weights_path
 from ifbf.orchestrate.cluster import SlurmProfile
-from ifbf.orchestrate.jobs import _setup_distributed, make_executor
+from ifbf.orchestrate.executors import Executor
+from ifbf.orchestrate.jobs import _setup_distributed
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.rundir import atomic_write_text
 
@@ -27,7 +30,9 @@ PREFLIGHT = "preflight.json"
 
 def shape_of(cfg: Config, profile: SlurmProfile) -> dict:
     """The fields of a training that change its speed or memory (not seeds, learning rate, λ, iterations)."""
-    model = {k: v for k, v in to_dict(cfg.model).items() if k != "pretrained"}
+    # the weights by content, as in the run identity: a moved weights file keeps its measurements
+    path = weights_path(cfg.model)
+    model = {**to_dict(cfg.model), "weights": file_digest(path) if path else None}
     data = cfg.data
     return {
         "model": model,
@@ -63,7 +68,7 @@ class Shape:
     evals: dict[str, EvalConfig] = field(default_factory=dict)
 
     def rows(self) -> list[str]:
-        return sorted({f"T{c.table} {c.row.name}" for t in self.trainings for c in t.cells})
+        return sorted({row_label(c.table, c.row.name) for t in self.trainings for c in t.cells})
 
 
 def group_shapes(plan: Plan, profile: SlurmProfile) -> dict[str, Shape]:
@@ -141,27 +146,26 @@ def _record(shape: Shape, result: dict) -> dict:
     return {"shape": shape.shape, "rows": shape.rows(), "trainings": len(shape.trainings), **result}
 
 
-def run_preflight(plan: Plan, executor: str, profile: SlurmProfile, results: Path, iters: int | None,
-                  threads: int | None, warmup: int | None = None) -> dict[str, dict]:
-    """Run one preflight job per shape (one at a time on this machine, all at once under SLURM), merge the
-    records into preflight.json and return {shape key: record}. Failed shapes carry "error" and "fix"."""
-    shapes = group_shapes(plan, profile)
+def run_preflight(plan: Plan, executor: Executor, results: Path, iters: int | None,
+                  warmup: int | None = None) -> dict[str, dict]:
+    """Run one preflight job per shape (in the executor's rounds: one at a time on this machine, so that a
+    measurement never shares the cores with another; all at once under SLURM), with the threads per job the
+    runs will get; merge the records into preflight.json and return {shape key: record}. Failed shapes
+    carry "error" and "fix"."""
+    shapes = list(group_shapes(plan, executor.profile).values())
     scratch = results / plan.preset.name / ".preflight"
-    ex = make_executor(executor, scratch, profile.submitit_params(executor), max_requeues=0)
+    threads = executor.threads_per_job()
 
     def job_of(shape: Shape) -> PreflightJob:
-        evals = [json.loads(json.dumps(dataclasses.asdict(e))) for e in shape.evals.values()]
+        evals = [to_dict(e) for e in shape.evals.values()]
         return PreflightJob(to_dict(shape.cfg), evals, warmup, iters, threads, str(scratch / shape.key))
 
     records: dict[str, dict] = {}
-    if executor == "slurm":
-        with ex.batch():
-            jobs = [(s, ex.submit(job_of(s))) for s in shapes.values()]
-        for shape, job in jobs:
+    step = executor.round_size(len(shapes)) if executor.detached else 1
+    for start in range(0, len(shapes), step):
+        batch = shapes[start : start + step]
+        for shape, job in zip(batch, executor.submit(scratch, [job_of(s) for s in batch], max_requeues=0)):
             records[shape.key] = _record(shape, _outcome(job))
-    else:  # on this machine one at a time: a measurement must not share the cores with another
-        for shape in shapes.values():
-            records[shape.key] = _record(shape, _outcome(ex.submit(job_of(shape))))
     _merge(preflight_path(results, plan.preset.name), records)
     return records
 

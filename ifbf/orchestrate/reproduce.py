@@ -8,7 +8,6 @@ and retried only with --rerun-failed. Results: results/<preset>/table<N>.{md,tex
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -18,27 +17,27 @@ from pathlib import Path
 import submitit
 
 from ifbf.identity import eval_key
-from ifbf.errors import IfbfError, UnreadableRunFile
+from ifbf.errors import ExitCode, IfbfError, UnreadableRunFile
 from ifbf.experiments import TABLES, Preset, RowSeeds, load_preset, load_table, table_cells
 from ifbf.orchestrate.adaptive import run_auto
-from ifbf.orchestrate.checks import (check_dataset, check_environment, check_weights, require,
-                                    unused_weights, weight_overrides)
-from ifbf.orchestrate.cluster import SlurmProfile, load_profile
+from ifbf.orchestrate.checks import (check_dataset, check_environment, check_weights, plan_weights_overrides,
+                                     require, unused_weights)
+from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.design_report import run_design
-from ifbf.orchestrate.estimate import duration, plan_costs, predict
-from ifbf.orchestrate.jobs import BUSY, EXECUTORS, TrainJob, make_executor
+from ifbf.orchestrate.estimate import Estimate, plan_costs, predict
+from ifbf.orchestrate.executors import Executor, executor_class, make_executor, rejected
+from ifbf.orchestrate.jobs import Busy, Outcome, TrainJob
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
-from ifbf.orchestrate.preflight import group_shapes, preflight_path, run_preflight, summary_lines
-from ifbf.orchestrate.resources import share_per_job
+from ifbf.orchestrate.preflight import read_preflight
+from ifbf.orchestrate.preflight_command import preflight
 from ifbf.orchestrate.status import Target, collect, render
 from ifbf.report import records
 from ifbf.report.readme import README
 from ifbf.report.tables import table_frame, write_table
-from ifbf.rundir import RESULTS, RunDir, read_status, result_key, write_status
+from ifbf.rundir import RESULTS, RunDir, RunState, read_status, result_key, write_status
 from ifbf.runlock import LockHeld
 
 AUTO = "auto"
-DEFAULT_PROFILE = {"slurm": "example", "local": "local", "debug": "local"}
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,10 @@ def _tables(arg: str) -> list[int]:
     return [number]
 
 
-def _check_environment(plan: Plan, executor: str, profile: SlurmProfile) -> None:
+def _check_environment(plan: Plan, executor: Executor) -> None:
     """Fail before submitting anything: every environment problem at once (see ``checks``)."""
     configs = [t.cfg for t in plan.trainings.values()]
-    require(check_environment(configs, executor, profile, plan_out(plan)))
+    require(check_environment(configs, executor, plan_out(plan)))
 
 
 def plan_out(plan: Plan) -> Path:
@@ -103,143 +102,100 @@ def check_before_planning(args: Request, tables: list, preset: Preset, extra: tu
         print(f"note: {line}")
 
 
-def status_target(training: Training) -> Target:
-    names = sorted({f"T{c.table} {c.row.name}" + (f" s{c.seed}" if c.seed else "") for c in training.cells})
-    return Target(training.run_dir, "; ".join(names), training.cfg.train.iters,
-                  frozenset(eval_key(e) for e in training.evals))
+def status_target(training: Training, estimate: Estimate) -> Target:
+    """What --status reports on for a training; a run without a logged speed is priced as --plan prices it."""
+    predicted = estimate.seconds * estimate.devices / 3600 if estimate.seconds is not None else None
+    return Target(training.run_dir, training.label(), training.cfg.train.iters,
+                  frozenset(eval_key(e) for e in training.evals), training.cfg.runtime.lock_stale_s, training.run_hash,
+                  predicted)
 
 
-def print_plan(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, results: Path) -> None:
+def print_plan(plan: Plan, executor: Executor, results: Path) -> None:
     statuses = {h: t.status() for h, t in plan.trainings.items()}
-    costs, totals = plan_costs(plan, executor, profile, parallel, results, statuses)
+    costs, totals = plan_costs(plan, executor, results, statuses)
     rows = []
     for run_hash, training in plan.trainings.items():
         status = statuses[run_hash]
-        names = sorted({f"T{c.table} {c.row.name}" + (f" s{c.seed}" if c.seed else "") for c in training.cells})
-        extra = f"  log: {training.log_path()}" if status == "failed" else ""
+        extra = f"  log: {training.log_path()}" if status is RunState.FAILED else ""
         extra += f"  {training.unreadable}" if training.unreadable else ""
-        rows.append(f"  {run_hash}  {status:8s} {len(training.evals)} eval  {'; '.join(names)}  {costs[run_hash]}{extra}")
+        rows.append(f"  {run_hash}  {status:8s} {len(training.evals)} eval  {training.label()}  "
+                    f"{costs[run_hash]}{extra}")
     tables = ", ".join(str(t.number) for t in plan.tables)
     print(f"Table(s) {tables}, preset {plan.preset.name}: {len(plan.cells)} cells need "
           f"{len(plan.trainings)} training(s) (identical configs are trained once)")
     print("\n".join(rows))
-    todo = [h for h, s in statuses.items() if s in ("todo", "failed")]
+    todo = [h for h, s in statuses.items() if s.to_run or s is RunState.FAILED]
     print("\n".join(totals) if todo else "nothing to run")
 
 
-def preflight(plan: Plan, executor: str, profile: SlurmProfile, parallel: int, results: Path,
-              iters: int | None) -> int:
-    """Measure every compute shape of the plan; 0 when all succeeded, 1 when one failed."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, parallel)) if executor != "slurm" else None
-    shapes = group_shapes(plan, profile)
-    print(f"preflight: {len(plan.trainings)} training(s) in {len(shapes)} compute shape(s), one short job each "
-          f"({executor}, profile gpus_per_node={profile.gpus_per_node})")
-    started = time.perf_counter()
-    try:
-        records = run_preflight(plan, executor, profile, results, iters, threads)
-    except submitit.core.utils.FailedJobError as err:
-        raise rejected(err) from None
-    print("\n".join(summary_lines(records)))
-    print(f"wrote {preflight_path(results, plan.preset.name)}")
-    _compare_with_the_job(plan, profile, records, time.perf_counter() - started)
-    failed = [k for k, r in records.items() if "error" in r]
-    if failed:
-        print(f"preflight: {len(failed)} of {len(records)} shape(s) failed (see above)")
-    return 1 if failed else 0
-
-
-def rejected(err: Exception) -> IfbfError:
-    """sbatch refused a submission (training or preflight): one line naming the profile keys to check."""
-    reason = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
-    return IfbfError(f"SLURM rejected the job: {reason}. Check the profile's partition, gpus_per_node (GPUs must "
-                     "exist on that partition), cpus_per_task and mem_gb against `sinfo -o '%P %G %c %m'`")
-
-
-def _compare_with_the_job(plan: Plan, profile: SlurmProfile, records: dict[str, dict], took_s: float) -> None:
-    """Say when measuring cost more than what it measured (a small preset: one job per shape, set-up and all)."""
-    predicted = [predict(t, profile, records).seconds for t in plan.trainings.values()]
-    known = [s for s in predicted if s is not None]
-    if len(known) == len(predicted) and took_s > sum(known):
-        print(f"note: this preflight took {duration(took_s)}, more than the {duration(sum(known))} its trainings "
-              "are predicted to take: for trainings this short, run the job itself")
-
-
-def run_trainings(plan: Plan, trainings: list[Training], executor: str, profile: SlurmProfile, parallel: int,
-                  results: Path, wait: bool = True) -> dict[str, str]:
-    """Submit trainings (at most ``parallel`` at once for the local executor); returns run hash -> outcome:
-    done | failed | submitted (not waited for) | busy (another process has it: see ``_claim``)."""
+def run_trainings(plan: Plan, trainings: list[Training], executor: Executor, results: Path,
+                  wait: bool = True) -> dict[str, Outcome]:
+    """Submit trainings (in the executor's rounds: ``--parallel`` at a time locally, one array under SLURM);
+    returns run hash -> outcome (busy: another process has it, see ``_claim``; submitted: not waited for)."""
     folder = results / plan.preset.name / ".submitit"
-    ex = make_executor(executor, folder, profile.submitit_params(executor), profile.max_requeues)
     # local jobs split this process's CPUs (its affinity mask); SLURM jobs size themselves to their allocation
-    threads = share_per_job(parallel) if executor != "slurm" else None
-    outcomes: dict[str, str] = {}
+    threads = executor.threads_per_job()
+    outcomes: dict[str, Outcome] = {}
 
     def submit(batch: list[Training]) -> list:
         with ExitStack() as held:
             mine = [t for t in batch if _claim(t, held, outcomes)]
             jobs = [TrainJob.of(with_main_eval(t), t.run_dir, t.evals[1:], threads) for t in mine]
-            if executor == "slurm" and len(mine) > 1:
-                with ex.batch():
-                    pending = [ex.submit(job) for job in jobs]
-            else:
-                pending = [ex.submit(job) for job in jobs]
-            submitted = list(zip(mine, pending))
+            submitted = list(zip(mine, executor.submit(folder, jobs)))
             for training, job in submitted:
-                write_status(training.run_dir, "submitted", executor=executor, job_id=str(job.job_id),
-                             log=str(job.paths.stderr) if executor != "debug" else None,
-                             pid=int(job.job_id) if executor == "local" else None if executor == "slurm" else os.getpid())
-                print(f"submitted {training.run_hash}: {executor} job {job.job_id}", flush=True)
+                write_status(training.run_dir, RunState.SUBMITTED, **executor.record(job))
+                print(f"submitted {training.run_hash}: {executor.name} job {job.job_id}", flush=True)
         return submitted  # the submit locks are released here, once "submitted" is recorded
 
-    step = len(trainings) if executor == "slurm" else max(1, parallel)
+    step = executor.round_size(len(trainings))
     for start in range(0, len(trainings), step):
         try:
             batch = submit(trainings[start : start + step])
         except submitit.core.utils.FailedJobError as err:
             raise rejected(err) from None
         for training, job in batch:
-            outcomes[training.run_hash] = "submitted" if executor == "slurm" and not wait else _wait(training, job)
+            outcomes[training.run_hash] = Outcome.SUBMITTED if executor.detached and not wait else _wait(training, job)
     return outcomes
 
 
-def _claim(training: Training, held: ExitStack, outcomes: dict[str, str]) -> bool:
+def _claim(training: Training, held: ExitStack, outcomes: dict[str, Outcome]) -> bool:
     """Take the run's submit lock and check, under it, that no other process has submitted or finished it
     meanwhile; on success the lock stays in ``held`` until the submission is recorded."""
     lock = RunDir(training.run_dir).submit_lock(training.cfg.runtime.lock_stale_s)
     try:
         lock.acquire()
     except LockHeld:
-        outcomes[training.run_hash] = "busy"
+        outcomes[training.run_hash] = Outcome.BUSY
         return False
     state = training.status(mine=lock.token)
-    if state in ("running", "done"):
+    if state.active or state is RunState.DONE:
         lock.release()
-        outcomes[training.run_hash] = "busy" if state == "running" else "done"
+        outcomes[training.run_hash] = Outcome.DONE if state is RunState.DONE else Outcome.BUSY
         return False
     held.callback(lock.release)
     return True
 
 
-def _wait(training: Training, job) -> str:
+def _wait(training: Training, job) -> Outcome:
     try:
         result = job.result()
     except Exception as err:  # noqa: BLE001 - any job failure is reported, never raised past the table
         try:
-            status = read_status(training.run_dir) or {}
+            status = read_status(training.run_dir)
         except UnreadableRunFile:  # rewritten below
-            status = {}
-        if status.get("state") != "failed":
-            write_status(training.run_dir, "failed", error=f"{type(err).__name__}: {str(err)[-2000:]}",
-                         log=status.get("log"), job_id=str(job.job_id))
-        return "failed"
-    return "busy" if isinstance(result, dict) and BUSY in result else "done"
+            status = None
+        if status is None or status.state is not RunState.FAILED:
+            write_status(training.run_dir, RunState.FAILED, error=f"{type(err).__name__}: {str(err)[-2000:]}",
+                         log=status.log if status else None, job_id=str(job.job_id))
+        return Outcome.FAILED
+    return Outcome.BUSY if isinstance(result, Busy) else Outcome.DONE
 
 
 def wait_for_others(plan: Plan, hashes: list[str], poll_s: float = 2.0) -> None:
     """Wait while other processes (another reproduce.py, a trainer) have these trainings running."""
     names = ", ".join(hashes)
     print(f"waiting for {len(hashes)} training(s) that another process runs: {names}", flush=True)
-    while any(plan.trainings[h].status() == "running" for h in hashes):
+    while any(plan.trainings[h].status().active for h in hashes):
         time.sleep(poll_s)
 
 
@@ -278,17 +234,15 @@ def write_results_readme(results: Path) -> None:
     (results / "README.md").write_text(README)
 
 
-def main(args: Request) -> int:
+def main(args: Request) -> ExitCode:
     started = time.perf_counter()
-    if args.executor not in EXECUTORS:
-        raise IfbfError(f"unknown executor {args.executor!r} (choose from {', '.join(EXECUTORS)})")
+    executor_class(args.executor)  # an unknown name fails before anything is read
     _check_seeds(args)
     tables = [load_table(n) for n in _tables(args.table)]
     preset = load_preset(args.preset)
-    extra = (*args.extra, *weight_overrides(args.weights, args.from_scratch))
+    extra = (*args.extra, *plan_weights_overrides(args.weights, args.from_scratch))
     if args.design:
-        profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
-        return run_design(tables, preset, profile, args.results, extra, args.budget)
+        return ExitCode(run_design(tables, preset, _executor(args).profile, args.results, extra, args.budget))
     if args.seeds == AUTO:
         return _auto(args, tables, preset, extra, started)
     if not (args.paper_only or args.report_only):
@@ -299,25 +253,34 @@ def main(args: Request) -> int:
     if args.paper_only:
         for path in report(plan, *report_args, paper_only=True):
             print(f"wrote {path}")
-        return 0
-    profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
+        return ExitCode.OK
+    executor = _executor(args)
     if args.plan:
-        print_plan(plan, args.executor, profile, args.parallel, args.results)
-        return 0
+        print_plan(plan, executor, args.results)
+        return ExitCode.OK
     if args.status:
-        print(render(collect([status_target(t) for t in plan.trainings.values()])))
-        return 0
+        measured = read_preflight(args.results, preset.name)
+        cpus = executor.cpus_per_job()
+        estimates = {h: predict(t, executor.profile, measured, cpus) for h, t in plan.trainings.items()}
+        print(render(collect([status_target(t, estimates[h]) for h, t in plan.trainings.items()])))
+        return ExitCode.OK
     if args.preflight:
         if args.preflight_iters is not None and args.preflight_iters < 2:
             raise IfbfError("--preflight-iters must be >= 2 (a median needs a few iterations)")
-        _check_environment(plan, args.executor, profile)
-        return preflight(plan, args.executor, profile, args.parallel, args.results, args.preflight_iters)
+        _check_environment(plan, executor)
+        return preflight(plan, executor, args.results, args.preflight_iters)
     if not args.report_only:
-        _train_what_is_missing(plan, args, profile)
+        _train_what_is_missing(plan, args, executor)
     for path in report(plan, *report_args):
         print(f"wrote {path}")
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return exit_code(plan)
+
+
+def _executor(args: Request) -> Executor:
+    """The executor of ``--executor``, with its profile (``--profile``, else the executor's default; ``--slurm``)."""
+    kind = executor_class(args.executor)
+    return make_executor(args.executor, load_profile(args.profile or kind.default_profile, args.slurm), args.parallel)
 
 
 def _check_seeds(args: Request) -> None:
@@ -333,12 +296,12 @@ def _check_seeds(args: Request) -> None:
                         "--design, --report-only, --paper-only or --no-wait")
 
 
-def _auto(args: Request, tables: list, preset: Preset, extra: tuple[str, ...], started: float) -> int:
+def _auto(args: Request, tables: list, preset: Preset, extra: tuple[str, ...], started: float) -> ExitCode:
     """--seeds auto: one seed everywhere, more where claims are open (``adaptive``), then the usual report."""
     check_before_planning(dataclasses.replace(args, seeds=1), tables, preset, extra)
-    profile = load_profile(args.profile or DEFAULT_PROFILE[args.executor], args.slurm)
-    seeds = run_auto(tables, preset, profile, args.results, extra, args.budget or 0.0,
-                     lambda plan: _train_what_is_missing(plan, args, profile))
+    executor = _executor(args)
+    seeds = run_auto(tables, preset, executor.profile, args.results, extra, args.budget or 0.0,
+                     lambda plan: _train_what_is_missing(plan, args, executor))
     plan = build_plan(tables, preset, seeds, args.results, extra)
     for path in report(plan, args.results, seeds, extra, args.results / preset.name):
         print(f"wrote {path}")
@@ -346,58 +309,53 @@ def _auto(args: Request, tables: list, preset: Preset, extra: tuple[str, ...], s
     return exit_code(plan)
 
 
-def _train_what_is_missing(plan: Plan, args: Request, profile: SlurmProfile) -> None:
+def _train_what_is_missing(plan: Plan, args: Request, executor: Executor) -> None:
     """Submit what is not done (nor running elsewhere), then wait for the trainings other processes run;
-    a training whose other process died on the way comes back as todo and is submitted in the next round."""
+    a training whose other process died on the way comes back as stopped and is submitted in the next round."""
     statuses = {h: t.status() for h, t in plan.trainings.items()}
-    wanted = {"todo", "failed"} if args.rerun_failed else {"todo"}
+
+    def wanted(state: RunState) -> bool:
+        return state.to_run or (args.rerun_failed and state is RunState.FAILED)
+
     for h, t in plan.trainings.items():
-        if statuses[h] == "failed" and not args.rerun_failed:
+        if statuses[h] is RunState.FAILED and not args.rerun_failed:
             print(f"failed: {h} ({'; '.join(sorted({c.row.name for c in t.cells}))}); log: {t.log_path()} "
                   "— fix it and use --rerun-failed")
-        elif statuses[h] == "running":
-            print(f"running: {h} (not submitted again)")
+        elif statuses[h].active:
+            print(f"{statuses[h]}: {h} (not submitted again)")
         elif t.unreadable:
             print(f"not submitted: {t.unreadable} (repair or move that file; nothing in the run was changed)")
-    done = sum(s == "done" for s in statuses.values())
-    print(f"{len(plan.trainings)} training(s): {done} done, {sum(s in wanted for s in statuses.values())} to run")
-    outcomes: dict[str, str] = {}
+    done = sum(s is RunState.DONE for s in statuses.values())
+    print(f"{len(plan.trainings)} training(s): {done} done, {sum(map(wanted, statuses.values()))} to run")
+    outcomes: dict[str, Outcome] = {}
     checked = False
+    detach = args.no_wait and executor.detached
     while True:
-        todo = [t for h, t in plan.trainings.items() if outcomes.get(h, "busy") == "busy" and statuses[h] in wanted]
+        todo = [t for h, t in plan.trainings.items()
+                if outcomes.get(h, Outcome.BUSY) is Outcome.BUSY and wanted(statuses[h])]
         if todo:
             if not checked:
-                _check_environment(plan, args.executor, profile)
+                _check_environment(plan, executor)
                 checked = True
-            outcomes.update(run_trainings(plan, todo, args.executor, profile, args.parallel, args.results,
-                                          wait=not args.no_wait))
-        if args.no_wait and args.executor == "slurm":
+            outcomes.update(run_trainings(plan, todo, executor, args.results, wait=not args.no_wait))
+        if detach:
             break
-        others = [h for h, t in plan.trainings.items() if t.status() == "running"]
+        others = [h for h, t in plan.trainings.items() if t.status().active]
         if not others:
             break
         wait_for_others(plan, others)
         statuses = {h: t.status() for h, t in plan.trainings.items()}
-        outcomes.update({h: "busy" for h in others if statuses[h] == "todo"})  # its process died: ours now
-    for h in [h for h, o in outcomes.items() if o == "failed"]:
+        outcomes.update({h: Outcome.BUSY for h in others if statuses[h].to_run})  # its process died: ours now
+    for h in [h for h, o in outcomes.items() if o is Outcome.FAILED]:
         print(f"failed: {h}; log: {plan.trainings[h].log_path()}")
-    if args.no_wait and args.executor == "slurm":
+    if detach:
         print("submitted; run again with --report-only (or the same command) once the jobs are done")
 
 
-EXIT_OK, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 3
-EXIT_CODES = f"""exit status:
-  {EXIT_OK}  every cell asked for has a value
-  {EXIT_FAILED}  a training or evaluation failed (its cells read "failed" in the tables; see the log it names)
-  2  a usage or setup error (one line says what to fix)
-  {EXIT_INCOMPLETE}  nothing failed, but cells are still missing (jobs submitted with --no-wait or still running)
-  130  interrupted (Ctrl-C)"""
-
-
-def exit_code(plan: Plan) -> int:
-    """0 when every cell of the plan has its result, 1 when a training behind a missing cell failed, else 3
-    (a test-split cell awaiting its server result counts as missing)."""
+def exit_code(plan: Plan) -> ExitCode:
+    """OK when every cell of the plan has its result, FAILED when a training behind a missing cell failed,
+    else INCOMPLETE (a test-split cell awaiting its server result counts as missing)."""
     missing = [plan.training_of(c) for c in plan.cells if result_key(c.cfg) not in plan.training_of(c).evaluated()]
-    if any(t.status() == "failed" or t.unreadable for t in missing):
-        return EXIT_FAILED
-    return EXIT_INCOMPLETE if missing else EXIT_OK
+    if any(t.status() is RunState.FAILED or t.unreadable for t in missing):
+        return ExitCode.FAILED
+    return ExitCode.INCOMPLETE if missing else ExitCode.OK

@@ -8,16 +8,15 @@ forgotten: finished, failed, timed out, out of memory, requeued).
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ifbf.errors import UnreadableRunFile
-from ifbf.rundir import ENV, RunDir, read_status, runs_root
+from ifbf.orchestrate.executors import job_alive, uses_scheduler
+from ifbf.rundir import Alive, RunCost, RunDir, RunState, Status, Unreadable, read_status, run_state, runs_root
+from ifbf.runlock import DEFAULT_STALE_S
 
 # sacct's State (first word: "CANCELLED by 0") -> ours
 SLURM_STATES = {
@@ -27,6 +26,7 @@ SLURM_STATES = {
     "DEADLINE": "timeout", "CANCELLED": "cancelled",
 }
 FINAL_BAD = {"timeout", "OOM", "failed", "cancelled"}
+QUEUED = {"pending", "running", "requeued", "suspended"}  # our names of sacct states of a job that still lives
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,18 @@ class Target:
     run_dir: Path
     label: str
     total: int
-    evals: frozenset[str] = frozenset()  # evaluation keys it needs to count as done (empty: the headline one)
+    evals: frozenset[str] = frozenset()  # evaluation keys it needs to count as done (empty: any one)
+    stale_s: float = DEFAULT_STALE_S  # runtime.lock_stale_s of its config
+    run_hash: str | None = None  # its config hash, when known: metrics.json must be of it
+    predicted_h: float | None = None  # device-hours preflight predicts for the whole run (--plan's figure)
 
 
 @dataclass(frozen=True)
 class Line:
     run_hash: str
     label: str
-    state: str
+    state: str  # the run's state with the scheduler's overlay: "OOM", "pending", "running (requeued ×2)", ...
+    run_state: RunState | Unreadable  # the run's state as plan and reproduce.py see it (``rundir.run_state``)
     iteration: int
     total: int
     loss: float | None
@@ -51,7 +55,7 @@ class Line:
     eta_s: float | None
     log: str | None
     spent_h: float  # device-hours so far (GPU-hours on GPUs, CPU-hours on CPUs)
-    left_h: float | None  # device-hours to finish (None: unknown, never started)
+    left_h: float | None  # device-hours to finish (None: unknown: never started and not measured)
     unit: str  # "GPU" or "CPU"
 
 
@@ -103,52 +107,57 @@ def _tres_count(tres: str, name: str) -> int:
 
 def collect(targets: list[Target], query=sacct) -> list[Line]:
     """One line per target; SLURM jobs' states come from one ``query`` call."""
-    statuses, unreadable = {}, {}
-    for t in targets:
-        try:
-            statuses[t.run_dir] = read_status(t.run_dir) or {}
-        except UnreadableRunFile as err:
-            statuses[t.run_dir], unreadable[t.run_dir] = {}, err
-    slurm_ids = sorted({str(s["job_id"]) for s in statuses.values() if s.get("executor") == "slurm" and s.get("job_id")})
-    scheduler = query(slurm_ids)
+    statuses = {t.run_dir: _status(t.run_dir) for t in targets}
+    scheduled = sorted({str(s.job_id) for s in statuses.values() if s and s.job_id and uses_scheduler(s)})
+    scheduler = query(scheduled)
     lines = []
     for t in targets:
+        status = statuses[t.run_dir]
         try:
-            if t.run_dir in unreadable:
-                raise unreadable[t.run_dir]
-            RunDir(t.run_dir).check()
-            lines.append(_line(t, statuses[t.run_dir], scheduler.get(str(statuses[t.run_dir].get("job_id")), [])))
+            lines.append(_line(t, status, scheduler.get(str(status and status.job_id), [])))
         except UnreadableRunFile as err:  # named on its line; the other runs are reported
-            lines.append(Line(t.run_dir.name, f"{t.label}  ({err})", err.cell, 0, t.total, None, None, None,
-                              None, 0.0, None, "CPU"))
+            lines.append(Line(t.run_dir.name, f"{t.label}  ({err})", err.cell, Unreadable(err), 0, t.total, None,
+                              None, None, None, 0.0, None, "CPU"))
     return lines
 
 
-def _line(target: Target, status: dict, records: list[dict]) -> Line:
+def _status(run_dir: Path) -> Status | None:
+    """The status record, or None when it cannot be read (``run_state`` then names it on the run's line)."""
+    try:
+        return read_status(run_dir)
+    except UnreadableRunFile:
+        return None
+
+
+def _line(target: Target, status: Status | None, records: list[dict]) -> Line:
+    """The target's line (``UnreadableRunFile``: one of its files cannot be read; ``collect`` names it)."""
     rd = RunDir(target.run_dir)
+    base = run_state(rd, target.total, target.evals, _alive(records), stale_s=target.stale_s,
+                     run_hash=target.run_hash, check=True)  # every file read: a damaged one is named, done or not
+    if isinstance(base, Unreadable):
+        raise base.error
     log = rd.read_log()
     last = log[-1] if log else {}
-    env = _read_json(target.run_dir / ENV)
-    batch = _batch_size(rd)
-    world = int(env.get("world_size") or 1)
+    env = rd.env() or {}
+    batch, world = _batch_size(rd), int(env.get("world_size") or 1)
     on_gpu = str(env.get("device", "")).startswith("cuda")
-    devices = world if on_gpu else int(status.get("cpus") or status.get("threads") or 1)
-    state = _state(target, rd, status, records)
+    cost = rd.cost() or RunCost(0.0, 0.0, 0.0, world if on_gpu else int((status and status.cpus) or 1), on_gpu)
+    state = _overlay(base, status, records)
     s_per_it = batch * world / last["imgs_per_s"] if last.get("imgs_per_s") else None
     iteration = int(last.get("iter", 0))
     left_s = (target.total - iteration) * s_per_it if s_per_it else None
-    if records and any(r["elapsed_s"] for r in records):
+    spent_s, devices = cost.seconds, cost.devices
+    if records and any(r["elapsed_s"] for r in records):  # what the scheduler counted, set-up and queue included
         spent_s = sum(r["elapsed_s"] for r in records)
         devices = max(r["gpus"] for r in records) or (devices if on_gpu else max(r["cpus"] for r in records) or devices)
-    else:
-        spent_s = _logged_seconds(log, batch * world)
     return Line(
-        run_hash=target.run_dir.name, label=target.label, state=state, iteration=iteration, total=target.total,
+        run_hash=target.run_dir.name, label=target.label, state=state, run_state=base, iteration=iteration,
+        total=target.total,
         loss=last.get("loss_total"), imgs_per_s=last.get("imgs_per_s"),
         eta_s=left_s if state.startswith(("running", "requeued")) else None,
-        log=progress_log(status.get("log"), state) or (str(rd.log) if log else None),
+        log=progress_log(status and status.log, state) or (str(rd.log) if log else None),
         spent_h=spent_s * devices / 3600,
-        left_h=0.0 if state == "done" else left_s * devices / 3600 if left_s is not None else None,
+        left_h=0.0 if base is RunState.DONE else left_s * devices / 3600 if left_s is not None else target.predicted_h,
         unit="GPU" if on_gpu else "CPU",
     )
 
@@ -161,48 +170,25 @@ def progress_log(log: str | None, state: str) -> str | None:
     return log
 
 
-def _state(target: Target, rd: RunDir, status: dict, records: list[dict]) -> str:
-    metrics = rd.metrics() or {}
-    evaluated = rd.handled()  # evaluated, or exported for the test server
-    if metrics.get("iters") == target.total and evaluated and target.evals <= evaluated:
-        return "done"
-    requeues = sum(r["state"] in ("requeued", "timeout") for r in records[:-1]) if records else 0
-    if records:
-        state = records[-1]["state"]
-        if state == "done":  # the job ended well but the run is not complete: what the job itself said
-            state = status.get("state", "done")
-    elif not status:
+def _alive(records: list[dict]) -> Alive:
+    """Liveness as sacct last saw the job; a job sacct does not list (yet), or a local one: its executor's."""
+    return (lambda status: records[-1]["state"] in QUEUED) if records else job_alive
+
+
+def _overlay(base: RunState, status: Status | None, records: list[dict]) -> str:
+    """The scheduler's overlay on the run's state: sacct's view of the job (OOM, timeout, pending, requeues),
+    while the run is not done."""
+    if base is RunState.DONE:
+        return str(base)
+    if status is None and base is RunState.TODO:
         return "not submitted"
-    elif status.get("executor") == "slurm":
-        state = status.get("state", "unknown")  # not (yet) in sacct: what ifbf recorded
-    elif status.get("state") in ("submitted", "running", "requeued"):
-        state = status["state"] if _alive(rd, status) else "stopped"
-    else:
-        state = status.get("state", "unknown")
-    if status.get("state") == "requeued" and not requeues:
+    state = records[-1]["state"] if records else base
+    if state == "done":  # the job ended well but the run is not complete: what the run's state says
+        state = base
+    requeues = sum(r["state"] in ("requeued", "timeout") for r in records[:-1])
+    if status and status.state is RunState.REQUEUED and not requeues:
         requeues = 1
-    return f"{state} (requeued ×{requeues})" if requeues and state not in FINAL_BAD else state
-
-
-def _alive(rd: RunDir, status: dict) -> bool:
-    """A local job: its training lock is held by a live process, or its recorded pid still exists."""
-    lock = rd.train_lock()
-    owner = lock.owner()
-    if owner is not None and lock.stale_reason(owner) is None:
-        return True
-    if status.get("host") and status["host"] != socket.gethostname():
-        return True  # a pid on another machine: cannot be checked from here
-    return owner is None and _pid_alive(status.get("pid"))
-
-
-def _pid_alive(pid: object) -> bool:
-    try:
-        os.kill(int(pid), 0)  # type: ignore[arg-type]
-        return True
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
+    return f"{state} (requeued ×{requeues})" if requeues and state not in FINAL_BAD else str(state)
 
 
 def _batch_size(rd: RunDir) -> int:
@@ -210,23 +196,6 @@ def _batch_size(rd: RunDir) -> int:
         return rd.config().data.batch_size
     except Exception:  # noqa: BLE001 - a run dir without config.yaml yet
         return 1
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _logged_seconds(log: list[dict], images_per_iter: int) -> float:
-    """Training seconds implied by the log: each record's iterations at its images/s."""
-    seconds, previous = 0.0, 0
-    for record in log:
-        if record.get("imgs_per_s"):
-            seconds += (record["iter"] - previous) * images_per_iter / record["imgs_per_s"]
-        previous = record["iter"]
-    return seconds
 
 
 def run_targets(results: Path, presets: list[str]) -> list[Target]:
@@ -239,7 +208,7 @@ def run_targets(results: Path, presets: list[str]) -> list[Target]:
                 total = RunDir(run_dir).config().train.iters
             except Exception:  # noqa: BLE001 - not a run directory (yet)
                 continue
-            targets.append(Target(run_dir, f"{preset}", total))
+            targets.append(Target(run_dir, f"{preset}", total, stale_s=RunDir(run_dir).config().runtime.lock_stale_s))
     return targets
 
 

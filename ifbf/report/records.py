@@ -13,12 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from ifbf.errors import UnreadableRunFile
-from ifbf.experiments import Cell, Preset, ReportPrior, TableSpec, class_names, table_cells
+from ifbf.experiments import Cell, Metric, Preset, ReportPrior, TableSpec, class_names, table_cells
 from ifbf.report.stats import Counts, SeedNoise, pooled_noise
-from ifbf.rundir import RunDir, read_status, result_key, runs_root, scored_by_server
+from ifbf.rundir import (EvalResult, RunDir, RunState, Unreadable, process_alive, result_key, run_state, runs_root,
+                         scored_by_server)
 
-RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", "miou", "iou",
+RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", Metric.MIOU, "iou",
                   "counts", "failed", "unreadable"]
+COMPUTE_COLUMNS = ["run_hash", "unit", "devices", "train_s", "val_s", "eval_s", "seconds", "device_hours"]
 
 
 def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, extra: tuple[str, ...] = (),
@@ -38,7 +40,7 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
             records.append({
                 "table": cell.table, "row": cell.row.name, "seed": cell.seed, "run_hash": cell.run_hash,
                 "eval_key": cell.eval_key, "run_dir": run_dir, "cell": cell, "server": scored_by_server(cell.cfg),
-                "miou": result["miou"] if result else math.nan, "iou": result["iou"] if result else {},
+                Metric.MIOU: result.miou if result else math.nan, "iou": result.iou if result else {},
                 "failed": failed, "counts": counts, "unreadable": unreadable,
             })
     frame = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
@@ -46,28 +48,33 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
     return frame
 
 
-def _read(run_dir: Path, cell: Cell) -> tuple[dict | None, Counts | None, bool, UnreadableRunFile | None]:
+def _read(run_dir: Path, cell: Cell) -> tuple[EvalResult | None, Counts | None, bool, UnreadableRunFile | None]:
     """(result, counts, whether a missing result's run failed, the first run file that could not be read)."""
     result = counts = None
     try:
         result = _result(run_dir, cell)
         counts = _counts(run_dir, cell) if result else None
-        status = read_status(run_dir) or {}  # read for every cell: a damaged one is named even when done
-        failed = result is None and status.get("state") == "failed"
-        RunDir(run_dir).read_log()  # read here too: a damaged log marks its cells (curves and times skip it)
     except UnreadableRunFile as err:
         return result, counts, False, err
-    return result, counts, failed, None
+    state = _state(run_dir, cell)  # every file of the run read: a damaged one marks its cells even when done
+    if isinstance(state, Unreadable):
+        return result, counts, False, state.error
+    return result, counts, result is None and state is RunState.FAILED, None
 
 
-def _result(run_dir: Path, cell: Cell) -> dict | None:
-    metrics = RunDir(run_dir).metrics() or {}
-    return metrics.get("evaluations", {}).get(result_key(cell.cfg))
+def _state(run_dir: Path, cell: Cell) -> RunState | Unreadable:
+    """The run's state (``rundir.run_state``; a recorded job on this host is alive while its process is)."""
+    return run_state(RunDir(run_dir), cell.cfg.train.iters, {result_key(cell.cfg)}, process_alive,
+                     stale_s=cell.cfg.runtime.lock_stale_s, run_hash=cell.run_hash, check=True)
+
+
+def _result(run_dir: Path, cell: Cell) -> EvalResult | None:
+    return RunDir(run_dir).evaluation(result_key(cell.cfg))
 
 
 def _counts(run_dir: Path, cell: Cell) -> Counts | None:
     stored = RunDir(run_dir).per_image(result_key(cell.cfg))
-    return None if stored is None else Counts(stored["inter"], stored["union"], tuple(stored["names"]))
+    return None if stored is None else Counts(stored.inter, stored.union, tuple(stored.names))
 
 
 def unreadable_lines(records: pd.DataFrame) -> list[str]:
@@ -81,56 +88,46 @@ def row_counts(records: pd.DataFrame, table: int) -> dict[str, list[Counts]]:
     row is left out unless every seed with a result has counts, so the tables' intervals and the claims
     use the same seeds (those with a result), by seed id."""
     rows: dict[str, list[Counts]] = {}
-    mine = records[(records["table"] == table) & records["miou"].notna()].sort_values("seed", kind="stable")
+    mine = records[(records["table"] == table) & records[Metric.MIOU].notna()].sort_values("seed", kind="stable")
     for row, seeds in mine.groupby("row", sort=False):
         if seeds["counts"].notna().all():
             rows[str(row)] = list(seeds["counts"])
     return rows
 
 
-def seed_noise(records: pd.DataFrame, metric: str = "miou") -> SeedNoise:
+def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
     """σ of ``metric`` (mIoU or a class's IoU, points) between training seeds: pooled over the rows of the
     report with >= 2 seeds (rows sharing their trainings, e.g. one training under two evaluations, count
     once), else the preset's prior ``report.seed_std`` (for one class: sqrt(19) x the mIoU prior)."""
     prior: ReportPrior = records.attrs.get("report_prior", ReportPrior())
     groups, seen = [], set()
-    done = records[records["miou"].notna()].sort_values(["table", "seed"], kind="stable")
+    done = records[records[Metric.MIOU].notna()].sort_values(["table", "seed"], kind="stable")
     for _, seeds in done.groupby(["table", "row"], sort=False):
         trainings = tuple(seeds["run_hash"])
         if trainings not in seen:
             seen.add(trainings)
-            groups.append([100 * (m if metric == "miou" else iou.get(metric, math.nan))
-                           for m, iou in zip(seeds["miou"], seeds["iou"])])
+            groups.append([100 * (m if metric == Metric.MIOU else iou.get(metric, math.nan))
+                           for m, iou in zip(seeds[Metric.MIOU], seeds["iou"])])
     groups = [[v for v in g if not math.isnan(v)] for g in groups]
     noise = pooled_noise(groups, prior.seed_std, prior.seed_std_source, prior.seed_std_df)
-    return noise if metric == "miou" or noise.measured else seed_noise(records).one_class(len(class_names()))
+    return noise if metric == Metric.MIOU or noise.measured else seed_noise(records).one_class(len(class_names()))
 
 
 def compute(records: pd.DataFrame) -> pd.DataFrame:
-    """Training time of each distinct run behind ``records``, from its log.jsonl: every logged step holds
-    the images per second since the previous one, so a step's seconds are iterations x batch x world /
-    imgs_per_s (evaluation time is not logged and not counted). Columns: run_hash, device, world, seconds,
-    iters."""
+    """What each distinct run behind ``records`` took (``RunDir.cost``: training, curves and evaluations, the
+    figure --plan shows as "took"). Columns: run_hash, unit ("GPU" or "CPU"), devices, train_s, val_s, eval_s,
+    seconds, device_hours."""
     rows = []
     for run_hash, run_dir in dict(zip(records["run_hash"], records["run_dir"])).items():
-        run = RunDir(run_dir)
         try:
-            log, env = run.read_log(), run.env() or {}
+            cost = RunDir(run_dir).cost() if (run_dir / "config.yaml").is_file() else None
         except UnreadableRunFile:  # named by the table's cells (``collect``); its time is left out
             continue
-        if not log or not (run_dir / "config.yaml").is_file():
-            continue
-        world = int(env.get("world_size") or 1)
-        batch = run.config().data.batch_size
-        seconds, previous = 0.0, 0
-        for step in log:
-            if step.get("imgs_per_s"):
-                seconds += (step["iter"] - previous) * batch * world / step["imgs_per_s"]
-            previous = step["iter"]
-        device = str(env.get("device") or "unknown")
-        rows.append({"run_hash": run_hash, "device": "gpu" if device.startswith("cuda") else device,
-                     "world": world, "seconds": seconds, "iters": previous})
-    return pd.DataFrame.from_records(rows, columns=["run_hash", "device", "world", "seconds", "iters"])
+        if cost is not None:
+            rows.append({"run_hash": run_hash, "unit": cost.unit, "devices": cost.devices, "train_s": cost.train_s,
+                         "val_s": cost.val_s, "eval_s": cost.eval_s, "seconds": cost.seconds,
+                         "device_hours": cost.device_hours})
+    return pd.DataFrame.from_records(rows, columns=COMPUTE_COLUMNS)
 
 
 def _curves(records: pd.DataFrame, table: int, key: str) -> pd.DataFrame:

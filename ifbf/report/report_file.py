@@ -27,6 +27,7 @@ from ifbf.report.report_md import TableSection, render_report
 from ifbf.report.stats import RESAMPLES
 from ifbf.report.tables import display, miou_frame
 from ifbf.report.verdicts import adjust, judge_all
+from ifbf.rundir import RunCost
 
 REPORT = "REPORT.md"
 ABSOLUTE_PRESETS = frozenset({"paper"})  # presets whose absolute numbers can be held against the paper's
@@ -48,20 +49,18 @@ def table_section(records: pd.DataFrame, table: TableSpec, paths: Sequence[Path]
 
 
 def compute_text(records: pd.DataFrame) -> str:
-    """The training time of the runs behind the report, per device kind (GPU-hours count every GPU)."""
+    """What the runs behind the report took, per device kind (``RunDir.cost``, the figure --plan shows as
+    "took"): device-hours count every GPU (or CPU) a run held."""
     spent = compute(records)
     if spent.empty:
         return ""
     parts = []
-    gpu = spent[spent["device"] == "gpu"]
-    if len(gpu):
-        parts.append(f"{(gpu['seconds'] * gpu['world']).sum() / 3600:.2f} GPU-hours ({len(gpu)} runs)")
-    cpu = spent[spent["device"] != "gpu"]
-    if len(cpu):
-        parts.append(f"{cpu['seconds'].sum() / 3600:.3f} CPU-hours of wall-clock ({len(cpu)} runs, "
-                     f"{cpu['seconds'].sum() / 60:.1f} min)")
-    return (" and ".join(parts) + " of training, from the runs' log.jsonl (iterations x batch / images per "
-            "second; evaluation time not counted)")
+    for unit, runs in spent.groupby("unit", sort=True):
+        hours = RunCost.hours_text(runs["device_hours"].sum(), unit)
+        parts.append(f"{hours} ({len(runs)} runs, {runs['seconds'].sum() / 60:.1f} "
+                     f"min: training {runs['train_s'].sum() / 60:.1f}, curves {runs['val_s'].sum() / 60:.1f}, "
+                     f"evaluation {runs['eval_s'].sum() / 60:.1f})")
+    return " and ".join(parts) + " (from the runs' log.jsonl and metrics.json)"
 
 
 def noise_text(records: pd.DataFrame, preset: Preset) -> str:

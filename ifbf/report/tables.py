@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ifbf.errors import IfbfError, UnreadableRunFile
-from ifbf.experiments import RowSpec, TableSpec
+from ifbf.experiments import Metric, RowSpec, TableSpec
 from ifbf.identity import weights_status
 from ifbf.report.records import row_counts, seed_noise
+from ifbf.report.report_md import interval_cell
 from ifbf.report.stats import Counts, SeedNoise, miou_interval
 
 CI = "95% CI"
@@ -40,7 +41,7 @@ def _scratch_mark(cells: pd.DataFrame) -> str:
 def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
     """One numeric frame for ``table``: a row per table row (its switches, paper value, ours mean/std over
     seeds, the 95% interval ``ci_low``/``ci_high`` of ours with images and training noise, Δ = ours − paper)."""
-    if table.metric == "per_class":
+    if table.metric is Metric.PER_CLASS:
         return _per_class_frame(records, table)
     return miou_frame(records, table, table.rows)
 
@@ -55,12 +56,12 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
     frame = []
     for row in rows:
         cells = mine[mine["row"] == row.name]
-        values = [100 * m for m in cells["miou"] if not math.isnan(m)]
+        values = [100 * m for m in cells[Metric.MIOU] if not math.isnan(m)]
         record: dict = {"row": row.name + _scratch_mark(cells)}
         if switches and len(cells):
             cfg = cells["cell"].iloc[0].cfg
             record.update({column.header: column.value(cfg) for column in table.columns})
-        paper = row.paper.get("miou", math.nan)
+        paper = row.paper.get(Metric.MIOU, math.nan)
         mean = float(np.mean(values)) if values else math.nan
         std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
         low, high = _interval(counts.get(row.name), noise)  # only when every seed with a result has counts
@@ -78,15 +79,15 @@ def unreadable_mark(cells: pd.DataFrame) -> str:
 
 
 def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
-    columns = [*table.classes, "miou"]
+    columns = [*table.classes, Metric.MIOU]
     frame = {row.name: [row.paper.get(c, math.nan) for c in columns] for row in table.rows}
     mine = records[records["table"] == table.number]
     for row in table.runnable():
-        cells = mine[(mine["row"] == row.name) & mine["miou"].notna()]
-        results = list(zip(cells["miou"], cells["iou"]))
+        cells = mine[(mine["row"] == row.name) & mine[Metric.MIOU].notna()]
+        results = list(zip(cells[Metric.MIOU], cells["iou"]))
         ours = [
             float(np.mean([100 * iou[c] for _, iou in results if iou.get(c) is not None] or [math.nan]))
-            if c != "miou" else float(np.mean([100 * miou for miou, _ in results] or [math.nan]))
+            if c != Metric.MIOU else float(np.mean([100 * miou for miou, _ in results] or [math.nan]))
             for c in columns
         ]
         all_cells = mine[mine["row"] == row.name]
@@ -99,7 +100,7 @@ def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
         frame[f"Δ ({row.name}, ifbf − paper)"] = [o - p for o, p in zip(ours, frame[row.name])]
     df = pd.DataFrame.from_dict(frame, orient="index", columns=columns)
     df.index.name = "method"
-    return df.rename(columns={**table.classes, "miou": "Mean"})
+    return df.rename(columns={**table.classes, Metric.MIOU: "Mean"})
 
 
 def _fmt(value: object, signed: bool = False) -> str:
@@ -125,10 +126,6 @@ def _ours(mean: float, std: float, failed: int, unreadable: str = "") -> str:
 NUMERIC = ("paper", "ours", "std", "ci_low", "ci_high", "seeds", "delta", "failed", "unreadable")
 
 
-def _interval_text(low: float, high: float) -> str:
-    return "—" if math.isnan(low) or math.isnan(high) else f"[{low:.2f}, {high:.2f}]"
-
-
 def display(df: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
     """Strings for markdown/LaTeX: ✓ for switches, 2 decimals, — for missing. Markdown: ours as mean ± seed
     std and its ``95% CI`` column; LaTeX: ours ± half the 95% interval's width (mean alone without one)."""
@@ -147,7 +144,7 @@ def display(df: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
             ]
         else:
             out["ours mIoU"] = [_ours(m, s, int(f), u) for m, s, f, u in zip(df["ours"], df["std"], failed, unreadable)]
-            out[CI] = [_interval_text(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])]
+            out[CI] = [interval_cell(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])]
         out["Δ"] = [_fmt(v, signed=True) for v in df["delta"]]
         out["seeds"] = [str(int(v)) for v in df["seeds"]]
         return out

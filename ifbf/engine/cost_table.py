@@ -1,5 +1,6 @@
-"""``ifbf cost --table N``: what each row of a paper table costs (parameters, FLOPs, latency; GPU memory where
-a GPU is present), beside what it gains, as results/<preset>/cost_table<N>.md."""
+"""``ifbf cost --table N``: what each row of a paper table costs to run (parameters, FLOPs, latency; GPU memory
+where a GPU is present), beside what it gains, as results/<preset>/cost_table<N>.md. The engine runs each row's
+model; ``models.cost`` holds the measurements."""
 
 from __future__ import annotations
 
