@@ -6,7 +6,7 @@ import pandas as pd
 
 from ifbf.report.claims import load_claims
 from ifbf.report.power import IMAGE_NOISE, SeedsNeeded
-from ifbf.report.report_md import TableSection, claims_frame, interval_cells, render_report
+from ifbf.report.report_md import TableSection, claims_frame, interval_cell, render_report
 from ifbf.report.stats import SeedNoise
 from ifbf.report.verdicts import UNKNOWN_STD, Verdict
 
@@ -65,6 +65,5 @@ def test_report_has_every_section_and_claim():
     assert "Claims of the paper" in render_report("paper", [TableSection(2, "Ablation", table, verdicts())])
 
 
-def test_interval_cells():
-    df = pd.DataFrame({"ci_low": [79.123, float("nan")], "ci_high": [81.0, float("nan")]})
-    assert interval_cells(df) == ["[79.12, 81.00]", "—"]
+def test_interval_cell():
+    assert [interval_cell(79.123, 81.0), interval_cell(float("nan"), float("nan"))] == ["[79.12, 81.00]", "—"]

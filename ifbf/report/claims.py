@@ -25,8 +25,6 @@ from ifbf.experiments import TableSpec, class_names, load_table, table_path
 
 KINDS = ("delta", "best_of", "value", "classes", "all_of")
 DIRECTIONS = ("higher", "lower", "about")
-# Rows another change is adding to the table specs; claims may name them before they exist.
-PENDING_ROWS = frozenset({"DeepLabV3+ (ours)"})
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ def parse_claim(entry: object, table: TableSpec, where: str) -> Claim:
                   direction=direction, size=margin if size is None else size, threshold=threshold, among=among,
                   metric=metric, note=str(data.get("note", "")), runner_up=runner_up)
     names = {r.name for r in table.rows}
-    if unknown_rows := [r for r in claim.row_names() if r not in names and r not in PENDING_ROWS]:
+    if unknown_rows := [r for r in claim.row_names() if r not in names]:
         raise ConfigError(f"{where}: no row named {', '.join(map(repr, unknown_rows))} in table {table.number} "
                           f"(rows: {', '.join(sorted(names))})")
     return claim

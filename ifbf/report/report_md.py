@@ -62,11 +62,6 @@ def interval_cell(low: float | None, high: float | None, signed: bool = False) -
     return f"[{_num(low, signed)}, {_num(high, signed)}]"
 
 
-def interval_cells(df: pd.DataFrame, low: str = "ci_low", high: str = "ci_high") -> list[str]:
-    """The ``95% CI`` column of a mIoU table from its interval columns (— where a row has no runs)."""
-    return [interval_cell(lo, hi) for lo, hi in zip(df[low], df[high])]
-
-
 def _paper(v: Verdict) -> str:
     claim = v.claim
     if claim.kind == "best_of":

@@ -30,7 +30,6 @@ import math
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -54,12 +53,6 @@ class Counts:
             raise IfbfError(f"per-image counts: inter {self.inter.shape} and union {self.union.shape} differ")
         if self.names is not None and len(self.names) != self.inter.shape[0]:
             raise IfbfError(f"per-image counts: {len(self.names)} names for {self.inter.shape[0]} images")
-
-    @classmethod
-    def load(cls, path: str | Path) -> Counts:
-        """Read ``evaluations/<key>/per_image.npz`` (as written by the run store)."""
-        with np.load(path, allow_pickle=False) as data:
-            return cls(data["inter"], data["union"], tuple(data["names"].tolist()))
 
     def only(self, column: int) -> Counts:
         """The counts of one class (its mIoU is that class's IoU)."""
