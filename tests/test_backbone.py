@@ -73,7 +73,8 @@ def test_weights_wrong_depth_is_clear(tmp_path):
     _, path = _save_torchvision(tmp_path, "resnet18")
     cfg = load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet50", f"model.weights.resnet50={path}"])
     with pytest.raises(IfbfError, match=r"does not fit a resnet50 with model.stem=torchvision: missing \d+.*"
-                                        r"looks like a resnet18, not a resnet50: give it as model.weights.resnet18"):
+                                        r"looks like a resnet18, not a resnet50: it is the file for resnet18 .*"
+                                        r"the resnet50 file comes from `ifbf weights fetch resnet50`"):
         build_model(cfg.model)
 
 
@@ -81,8 +82,10 @@ def test_weights_not_a_state_dict(tmp_path):
     path = tmp_path / "garbage.pth"
     path.write_text("not a checkpoint")
     cfg = load_config(BASE_CONFIG, ["model.norm=bn", "model.backbone=resnet18", f"model.weights.resnet18={path}"])
-    with pytest.raises(IfbfError, match="cannot read .* as a torch checkpoint"):
+    with pytest.raises(IfbfError, match=r"garbage.pth is not a torch checkpoint \(text, .*\): download it with "
+                                        "`ifbf weights fetch resnet18`") as err:
         build_model(cfg.model)
+    assert "weights_only" not in str(err.value)  # torch's advice to load it unsafely is never repeated
 
 
 def test_inplace_abn_backbone_loads_torchvision_weights(tmp_path):
