@@ -54,10 +54,15 @@ def test_ctrl_c_stops_the_local_jobs_with_one_line(tmp_path):
     proc = _start(tmp_path)
     run = _training(proc, tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-    _, err = proc.communicate(timeout=120)
+    try:  # reproduce.py itself must exit; its output pipes are read only then (a job that outlived it would
+        proc.wait(timeout=180)  # hold them open: that is what _gone below reports)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"reproduce.py did not exit after Ctrl-C: {proc.communicate(timeout=30)[1][-3000:]}")
+    assert _gone(proc.pid), "a local job outlived Ctrl-C"
+    err = proc.stderr.read()
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["reproduce.py: interrupted"], err[-3000:]
-    assert _gone(proc.pid), "a local job outlived Ctrl-C"
     assert "KeyboardInterrupt" in (tmp_path / "smoke" / ".submitit" / "controller.err").read_text()
     assert len(RunDir(run).read_log()) < ITERS  # stopped mid-training
 
