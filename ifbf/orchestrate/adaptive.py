@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifbf.experiments import Preset, RowSeeds, TableSpec, class_names
+from ifbf.experiments import Preset, RowSeeds, TableSpec
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, contrasts, design, level,
                                      family, measure_noise, seed_spread, table_claims, table_of, training_hours,
@@ -25,19 +25,12 @@ from ifbf.orchestrate.plan import Plan, build_plan
 from ifbf.report import records
 from ifbf.report.claims import Claim
 from ifbf.report.student import t_quantile
-from ifbf.report.verdicts import CONTRADICTED, NOT_RESOLVED, SUPPORTED, RowCounts
+from ifbf.report.verdicts import CONTRADICTED, NOT_RESOLVED, SUPPORTED, RowCounts, select_metric
 from ifbf.report.power import delta_se
-from ifbf.report.stats import Counts, paired_difference, row_miou
+from ifbf.report.stats import paired_difference, row_miou
 
 LOOKS = 3
 RESAMPLES = 2000  # bootstrap draws behind the image noise of one look's Δ
-
-
-def _metric(rows: RowCounts, metric: str) -> dict[str, list[Counts]]:
-    if metric == "miou":
-        return {name: list(seeds) for name, seeds in rows.items()}
-    column = class_names().index(metric)
-    return {name: [c.only(column) for c in seeds] for name, seeds in rows.items()}
 
 
 def verdict(claim: Claim, rows: RowCounts, alpha: float, prior_std: float | None) -> str:
@@ -45,7 +38,7 @@ def verdict(claim: Claim, rows: RowCounts, alpha: float, prior_std: float | None
     (``design.contrasts``) against delta_se(image noise measured on the counts, seed spread, seeds); "both"
     and best-of claims need every Δ on the claimed side (intersection–union), one Δ on the other contradicts."""
     found, _ = contrasts(claim, table_of(claim.table))
-    selected = _metric(rows, claim.metric)
+    selected = select_metric(rows, claim.metric)
     if not found or any(not selected.get(c.a) or not selected.get(c.b) for c in found):
         return NOT_RESOLVED
     spread = seed_spread(selected.values(), prior_std)

@@ -203,6 +203,14 @@ def _combine(claim: Claim, parts: Sequence[Verdict]) -> Verdict:
 JUDGES = {"delta": _delta, "value": _value, "classes": _classes, "best_of": _best_of}
 
 
+def select_metric(rows: RowCounts, metric: str) -> dict[str, list[Counts]]:
+    """Each row's counts of ``metric``: all classes for mIoU, one column for a class (its mIoU is its IoU)."""
+    if metric == "miou":
+        return {name: list(seeds) for name, seeds in rows.items()}
+    column = class_names().index(metric)
+    return {name: [c.only(column) for c in seeds] for name, seeds in rows.items()}
+
+
 def judge(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float = 1.0, resamples: int = RESAMPLES,
           seed: int = 0, absolute: bool = True) -> Verdict:
     """The raw verdict on one (not all_of) claim from its rows' per-image counts; missing rows, rows that
@@ -213,10 +221,7 @@ def judge(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float = 1.0, r
         return Verdict(claim, NOT_EVALUATED, reason="an absolute number of the paper: judged on the paper preset only")
     if missing := [r for r in claim.row_names() if not rows.get(r)]:
         return Verdict(claim, NOT_EVALUATED, reason=f"no per-image counts for {', '.join(missing)}")
-    selected = {r: rows[r] for r in claim.row_names()}
-    if claim.metric != "miou":
-        column = class_names().index(claim.metric)
-        selected = {r: [c.only(column) for c in seeds] for r, seeds in selected.items()}
+    selected = select_metric({r: rows[r] for r in claim.row_names()}, claim.metric)
     try:
         return JUDGES[claim.kind](claim, selected, noise, margin, resamples, seed)
     except IfbfError as err:  # e.g. rows evaluated on different images: one bad claim never stops a report
