@@ -48,6 +48,10 @@ def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
     write_status(oom, "running", executor="slurm", job_id="41_0")
     requeued = _run(root, "slurmrequeue", [40])
     write_status(requeued, "requeued", executor="slurm", job_id="42")
+    lagging = _run(root, "slurmlagging", [5])  # sacct says pending, but the job already trains (holds the lock)
+    write_status(lagging, "running", executor="slurm", job_id="43")
+    queued = _run(root, "slurmpending", [])  # pending and no lock: it waits in the queue
+    write_status(queued, "submitted", executor="slurm", job_id="44")
     fresh = root / "notsubmitted"
     RunDir(fresh).claim(load_config(BASE_CONFIG, [*TINY_TRAIN, f"train.iters={TOTAL}"]))
 
@@ -58,15 +62,19 @@ def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
         return {"41_0": [{"state": "OOM", "elapsed_s": 3600, "gpus": 2, "cpus": 8}],
                 "42": [{"state": "requeued", "elapsed_s": 1800, "gpus": 0, "cpus": 4},
                        {"state": "timeout", "elapsed_s": 1800, "gpus": 0, "cpus": 4},
-                       {"state": "running", "elapsed_s": 600, "gpus": 0, "cpus": 4}]}
+                       {"state": "running", "elapsed_s": 600, "gpus": 0, "cpus": 4}],
+                "43": [{"state": "pending", "elapsed_s": 0, "gpus": 0, "cpus": 4}],
+                "44": [{"state": "pending", "elapsed_s": 0, "gpus": 0, "cpus": 4}]}
 
-    targets = [Target(p, p.name, TOTAL) for p in (done, running, failed, stopped, oom, requeued, fresh)]
-    lines = {ln.run_hash: ln for ln in collect(targets, query=fake_sacct)}
-    assert asked == [["41_0", "42"]]  # one scheduler query for every SLURM job
+    targets = [Target(p, p.name, TOTAL) for p in (done, running, failed, stopped, oom, requeued, lagging, queued,
+                                                  fresh)]
+    with RunDir(lagging).train_lock():
+        lines = {ln.run_hash: ln for ln in collect(targets, query=fake_sacct)}
+    assert asked == [["41_0", "42", "43", "44"]]  # one scheduler query for every SLURM job
     states = {h: ln.state for h, ln in lines.items()}
     assert states == {"done00000000": "done", "running00000": "running", "failed000000": "failed",
                       "stopped00000": "stopped", "slurmoom0000": "OOM", "slurmrequeue": "running (requeued ×2)",
-                      "notsubmitted": "not submitted"}
+                      "slurmlagging": "running", "slurmpending": "pending", "notsubmitted": "not submitted"}
     r = lines["running00000"]
     assert (r.iteration, r.total, r.loss, r.log) == (20, TOTAL, 1 / 20, "/logs/running.err")
     assert r.eta_s == pytest.approx(80 * 2 / 4.0)  # 80 iterations left, batch 2, 4 images/s
@@ -75,8 +83,8 @@ def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
     assert lines["slurmrequeue"].spent_h == pytest.approx(4200 * 4 / 3600)  # sacct's elapsed x CPUs
     assert lines["slurmoom0000"].spent_h == pytest.approx(2.0) and lines["slurmoom0000"].unit == "CPU"
     text = render(list(lines.values()))
-    assert "7 training(s): 1 OOM, 1 done, 1 failed, 1 not submitted, 2 running, 1 stopped;" in text
-    assert "1 without a measured speed (see --plan)" in text
+    assert "9 training(s): 1 OOM, 1 done, 1 failed, 1 not submitted, 1 pending, 3 running, 1 stopped;" in text
+    assert "2 without a measured speed (see --plan)" in text  # the queued one and the one never submitted
     assert "running00000  running" in text and "20/100" in text and "log: /logs/running.err" in text
 
 

@@ -132,6 +132,9 @@ def _status(run_dir: Path) -> Status | None:
 def _line(target: Target, status: Status | None, records: list[dict]) -> Line:
     """The target's line (``UnreadableRunFile``: one of its files cannot be read; ``collect`` names it)."""
     rd = RunDir(target.run_dir)
+    if records and records[-1]["state"] == "pending" and rd.train_lock(target.stale_s).held_by_other():
+        # slurmdbd records a job's start late: sacct can still say pending while the job holds the training lock
+        records = [*records[:-1], {**records[-1], "state": "running"}]
     base = run_state(rd, target.total, target.evals, _alive(records), stale_s=target.stale_s,
                      run_hash=target.run_hash, check=True)  # every file read: a damaged one is named, done or not
     if isinstance(base, Unreadable):
