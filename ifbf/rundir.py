@@ -8,8 +8,8 @@ these files (atomically, never losing a finished result):
                      checkpoint.prev.pth, the one before (data only, checksummed; ``engine.checkpoint``)
     metrics.json     {"config_hash", "iters", "miou", "iou", "eval", "evaluations": {eval key: result}}
                      (a result holds "miou", "iou", "confusion" and the "seconds" it took)
-    evaluations/<eval key>/per_image.npz   per image: "names", "inter", "union" ([n_images, K] int64
-                     pixel counts; their column sums give the evaluation's IoUs exactly)
+    evaluations/<eval key>/per_image.npz   per image: "names" and a [n_images, K] int64 array per
+                     ``PER_IMAGE_COUNTS`` entry ("inter", "union": their column sums give its IoUs exactly)
     env.json         git commit, package versions, device
     status.json      what the scheduler side knows: submitted / running / requeued / done / failed, with
                      job id, executor, log path, host and pid
@@ -33,7 +33,7 @@ import os
 import socket
 import time
 import zipfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ from ifbf.config import Config, EvalConfig, dump_yaml, from_dict, to_dict
 from ifbf.identity import config_hash, eval_key
 from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.runlock import DEFAULT_STALE_S, RunLock, pid_alive
-from ifbf.runtypes import EvalResult, PerImage, RunCost, RunState, Status  # noqa: F401 - importers take them here
+from ifbf.runtypes import (PER_IMAGE_COUNTS, SCORES, EvalResult, PerImage, RunCost, RunState, Status,  # noqa: F401
+                           iou, per_image_problem)  # importers take them here
 
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"  # the one before: resume falls back to it when the last is corrupt
@@ -240,8 +241,8 @@ class RunDir:
         result = dict(result)
         per_image = result.pop("per_image", None)
         if per_image is not None:  # written first: metrics.json naming it means it is complete
-            path = self.record_per_image(key or eval_key(eval_cfg), per_image["names"], per_image["inter"],
-                                         per_image["union"], config_hash(cfg))
+            path = self.record_per_image(key or eval_key(eval_cfg), per_image["names"], per_image["counts"],
+                                         config_hash(cfg))
             result["per_image"] = str(path.relative_to(self.path))
         entry = {"eval": to_dict(eval_cfg), **result}
         metrics.setdefault("evaluations", {})[key or eval_key(eval_cfg)] = entry
@@ -253,16 +254,16 @@ class RunDir:
     def per_image_path(self, key: str) -> Path:
         return self.path / "evaluations" / key / PER_IMAGE
 
-    def record_per_image(self, key: str, names: list[str], inter: np.ndarray, union: np.ndarray,
+    def record_per_image(self, key: str, names: list[str], counts: Mapping[str, np.ndarray],
                          run_hash: str | None = None) -> Path:
-        """Write evaluation ``key``'s per-image counts (atomically, with schema version and config hash)."""
-        inter, union = np.asarray(inter, dtype=np.int64), np.asarray(union, dtype=np.int64)
-        if inter.ndim != 2 or inter.shape != union.shape or inter.shape[0] != len(names):
-            raise ValueError(f"per-image counts: inter {inter.shape}, union {union.shape}, {len(names)} names")
+        """Write evaluation ``key``'s per-image counts (every ``PER_IMAGE_COUNTS`` entry), atomically."""
+        arrays = {name: np.asarray(a, dtype=np.int64) for name, a in counts.items()}
+        if problem := per_image_problem(arrays, len(names)):
+            raise ValueError(f"per-image counts: {problem}")
         path = self.per_image_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, names=np.array(names, dtype=str), inter=inter, union=union,
+        np.savez_compressed(buffer, names=np.array(names, dtype=str), **arrays,
                             schema=np.array(SCHEMA), config_hash=np.array(run_hash or self.expected_hash() or ""))
         atomic_write_bytes(path, buffer.getbuffer())
         return path
@@ -279,12 +280,12 @@ class RunDir:
                 check_schema(self.path, name, int(data["schema"]) if "schema" in data else None)
                 check_hash(self.path, name, str(data["config_hash"]) or None if "config_hash" in data else None,
                            self.expected_hash())
-                stored = PerImage(data["names"].tolist(), data["inter"], data["union"])
+                stored = PerImage(data["names"].tolist(),
+                                  {k: data[k] for k in data.files if k not in ("names", "schema", "config_hash")})
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise UnreadableRunFile(self.path, name, f"truncated or corrupt ({type(err).__name__}: {err})") from None
-        shapes, n = (stored.inter.shape, stored.union.shape), len(stored.names)
-        if len(shapes[0]) != 2 or shapes[0] != shapes[1] or shapes[0][0] != n:
-            raise UnreadableRunFile(self.path, name, f"inter {shapes[0]}, union {shapes[1]}, {n} names: mismatch")
+        if problem := per_image_problem(stored.counts, len(stored.names)):
+            raise UnreadableRunFile(self.path, name, f"{problem}: mismatch")
         return stored
 
     def evaluation(self, key: str) -> EvalResult | None:

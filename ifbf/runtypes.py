@@ -4,6 +4,7 @@ what it cost. Plain data; ``ifbf.rundir`` reads and writes them (and decides a r
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -62,13 +63,55 @@ class Status:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+# The per-image pixel counts every evaluation stores (evaluations/<key>/per_image.npz), each a function of one
+# image's K x K confusion matrix (rows ground truth, columns prediction; a numpy array or a torch tensor) giving
+# one count per class. Summed over any set of images they give that set's confusion-based metrics (SCORES), so
+# the bootstrap of the report resamples images without knowing what the metric is. A metric that needs another
+# count adds it here: evaluation, the run store and the report take every entry.
+PER_IMAGE_COUNTS: dict[str, Callable[[Any], Any]] = {
+    "inter": lambda conf: conf.diagonal(),  # true positives
+    "union": lambda conf: conf.sum(0) + conf.sum(1) - conf.diagonal(),  # tp + fp + fn
+}
+
+
+def iou(sums: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per-class IoU from summed counts ([..., K]): inter / union, NaN where the union is 0 (a class absent
+    from ground truth and prediction is left out of the mean, as cityscapesscripts does)."""
+    inter, union = np.asarray(sums["inter"], dtype=np.float64), np.asarray(sums["union"], dtype=np.float64)
+    return np.divide(inter, union, out=np.full(union.shape, np.nan), where=union > 0)
+
+
+# A metric's per-class value (fractions; NaN: undefined, left out of the mean) from counts summed over images;
+# its mean over classes is the figure a table shows. Keyed by ``experiments.Metric`` values.
+SCORES: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {"miou": iou, "per_class": iou}
+
+
+def per_image_problem(counts: Mapping[str, np.ndarray], n_names: int) -> str | None:
+    """What is wrong with per-image counts for ``n_names`` images (None: nothing): every ``PER_IMAGE_COUNTS``
+    entry present, all [n_images, K] of one shape."""
+    missing = [name for name in PER_IMAGE_COUNTS if name not in counts]
+    shapes = {name: tuple(a.shape) for name, a in counts.items()}
+    if missing or len(set(shapes.values())) != 1 or any(len(v) != 2 or v[0] != n_names for v in shapes.values()):
+        found = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        return f"{found or 'no counts'}{f' (missing {missing})' if missing else ''}, {n_names} names"
+    return None
+
+
 @dataclass(frozen=True)
 class PerImage:
-    """Per-image pixel counts of one evaluation ([n_images, K] int64; their column sums give its IoUs)."""
+    """Per-image pixel counts of one evaluation: one [n_images, K] int64 array per ``PER_IMAGE_COUNTS`` entry
+    (their column sums give its IoUs)."""
 
     names: list[str]
-    inter: np.ndarray
-    union: np.ndarray
+    counts: dict[str, np.ndarray]
+
+    @property
+    def inter(self) -> np.ndarray:
+        return self.counts["inter"]
+
+    @property
+    def union(self) -> np.ndarray:
+        return self.counts["union"]
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def noise_of(noise: SeedNoise):
 
 
 def make(rng: np.random.Generator, quality: np.ndarray, union: np.ndarray, shift: float = 0.0) -> Counts:
-    return Counts(rng.binomial(union, np.clip(quality + shift, 0, 1)), union)
+    return Counts.of(rng.binomial(union, np.clip(quality + shift, 0, 1)), union)
 
 
 @pytest.fixture(scope="module")

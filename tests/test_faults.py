@@ -280,8 +280,8 @@ def _finish(training, miou: float, rng: np.random.Generator) -> None:
     rd.claim(training.cfg)
     union = rng.integers(500, 1500, size=(8, 19))
     inter = (union * miou).astype(np.int64)
-    result = {"miou": miou, "iou": {}, "per_image": {"names": [f"i{k}" for k in range(8)], "inter": inter,
-                                                     "union": union}}
+    result = {"miou": miou, "iou": {}, "per_image": {"names": [f"i{k}" for k in range(8)],
+                                                     "counts": {"inter": inter, "union": union}}}
     for i, e in enumerate(training.evals):
         rd.record_evaluation(training.cfg, e, result, main=i == 0)
     rd.append_log({"iter": 30, "loss_total": 1.0, "imgs_per_s": 2.0})

@@ -53,7 +53,7 @@ def table2_counts() -> dict[str, list[Counts]]:
     for row, level in LEVEL.items():
         union = rng.integers(500, 1500, size=(N_IMAGES, K))
         share = np.clip(level + rng.normal(0, 0.05, size=(N_IMAGES, K)), 0, 1)
-        rows[row] = [Counts((union * share).astype(np.int64), union.astype(np.int64), names)]
+        rows[row] = [Counts.of((union * share).astype(np.int64), union.astype(np.int64), names)]
     return rows
 
 

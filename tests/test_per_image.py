@@ -1,5 +1,6 @@
 """Per-image intersection and union counts stored beside every evaluation: their sums reproduce the
-stored mIoU exactly, and each image's ratios are cityscapesscripts' IoUs of that image alone."""
+stored mIoU exactly, and each image's ratios are cityscapesscripts' IoUs of that image alone. A count and a
+score registered in ifbf/runtypes.py reach the run store and the bootstrap unchanged (the metric path)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from ifbf.data.cityscapes import resolve_root
 from ifbf.data.labels import CLASS_NAMES
 from ifbf.rundir import RunDir
 from ifbf.engine.run import run
-from ifbf.report.stats import Counts, row_miou
+from ifbf import runtypes
+from ifbf.report.stats import Counts, SeedNoise, miou_interval, row_miou
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_sums_reproduce_every_stored_miou_exactly(evaluated_run):
         assert float(np.nanmean(iou)) == entry["miou"]  # exactly, not approximately
         assert [entry["iou"][c] for c in CLASS_NAMES] == [None if np.isnan(v) else v for v in iou]
         with np.load(evaluated_run / entry["per_image"], allow_pickle=False) as stored:
-            counts = Counts(stored["inter"], stored["union"])
+            counts = Counts.of(stored["inter"], stored["union"])
         assert row_miou([counts]) == pytest.approx(100 * entry["miou"], abs=1e-12)
 
 
@@ -65,10 +67,33 @@ def test_each_image_matches_cityscapesscripts(evaluated_run, tmp_path):
 def test_record_per_image_is_atomic_and_checked(tmp_path):
     run_dir = RunDir(tmp_path)
     inter = np.arange(6).reshape(2, 3)
-    path = run_dir.record_per_image("abc", ["a", "b"], inter, inter + 1)
+    path = run_dir.record_per_image("abc", ["a", "b"], {"inter": inter, "union": inter + 1})
     assert sorted(p.name for p in path.parent.iterdir()) == ["per_image.npz"]  # no temporary left
     back = run_dir.per_image("abc")
     assert back.names == ["a", "b"] and (back.union == inter + 1).all()
     assert run_dir.per_image("other") is None
     with pytest.raises(ValueError, match="3 names"):
-        run_dir.record_per_image("abc", ["a", "b", "c"], inter, inter)
+        run_dir.record_per_image("abc", ["a", "b", "c"], {"inter": inter, "union": inter})
+    with pytest.raises(ValueError, match=r"missing \['union'\]"):  # every PER_IMAGE_COUNTS entry is stored
+        run_dir.record_per_image("abc", ["a", "b"], {"inter": inter})
+
+
+def test_a_new_per_image_count_flows_from_evaluation_to_the_interval(tmp_path, monkeypatch):
+    """The metric path of docs/architecture.md: one count and one score registered in ifbf/runtypes.py reach
+    evaluation, the run store and the bootstrap with no other change (here: per-class pixel accuracy)."""
+    monkeypatch.setitem(runtypes.PER_IMAGE_COUNTS, "gt", lambda conf: conf.sum(1))  # ground-truth pixels
+    monkeypatch.setitem(runtypes.SCORES, "macc", lambda s: np.divide(
+        np.asarray(s["inter"], float), np.asarray(s["gt"], float), out=np.full(np.shape(s["gt"]), np.nan),
+        where=np.asarray(s["gt"]) > 0))
+    out = tmp_path / "run"
+    run(load_config(BASE_CONFIG, TINY_TRAIN), out, progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    [(key, entry)] = metrics["evaluations"].items()
+    stored = RunDir(out).per_image(key)
+    conf = np.array(entry["confusion"])
+    assert (stored.counts["gt"].sum(0) == conf.sum(1)).all()  # computed and stored per image by the engine
+    counts = Counts(stored.counts, tuple(stored.names), metric="macc")
+    expected = np.diag(conf) / conf.sum(1)
+    assert row_miou([counts]) == pytest.approx(100 * np.nanmean(np.where(conf.sum(1) > 0, expected, np.nan)))
+    interval = miou_interval([counts], SeedNoise(0.0), resamples=200)
+    assert interval.low < interval.estimate < interval.high  # the bootstrap resamples the new count too

@@ -3,6 +3,7 @@ store for every row of Table 2 (smoke preset), with effects chosen so each verdi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +16,8 @@ from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.plan import build_plan
 from ifbf.report import records
 from ifbf.report.stats import Counts, SeedNoise, image_weights, miou, miou_interval, paired_difference
-from ifbf.rundir import RunDir
+from ifbf.report.tables import table_frame
+from ifbf.rundir import SCORES, RunDir
 
 N_IMAGES, K = 40, 19
 # IoU level of each row: the skip connection adds 30 points; fusion at R101 loses 30; the rest: no effect.
@@ -41,7 +43,8 @@ def _finish(training, level: float | None, rng: np.random.Generator) -> None:
     if level is not None:
         inter, union = _counts(level, rng)
         result = {"miou": float(miou(inter.sum(0), union.sum(0))) / 100, "iou": {},
-                  "per_image": {"names": [f"img{i}" for i in range(N_IMAGES)], "inter": inter, "union": union}}
+                  "per_image": {"names": [f"img{i}" for i in range(N_IMAGES)],
+                                "counts": {"inter": inter, "union": union}}}
     for i, e in enumerate(training.evals):
         rd.record_evaluation(training.cfg, e, result, main=i == 0)
     for it in (30, 60):  # 30 iterations x batch 4 at 2 images/s: 60 s each
@@ -161,15 +164,15 @@ def test_cached_resamples_give_the_plain_bootstrap():
     """A report reuses each evaluation's resampled mIoUs (stats' cache): the numbers stay those of the
     plain computation (draw images, sum counts, recompute IoU, take the std), asked for any number of times."""
     inter, union = _counts(0.5, np.random.default_rng(1))
-    row = [Counts(inter, union)]
+    row = [Counts.of(inter, union)]
     weights = image_weights(np.random.default_rng(0), N_IMAGES, 2000)
     plain = float(np.std(miou(weights @ inter, weights @ union)))
     for _ in range(2):  # computed, then from the cache
         interval = miou_interval(row, SeedNoise(0.0), resamples=2000)
         assert interval.image_se == pytest.approx(plain, abs=1e-9)
-    other = [Counts(*_counts(0.5, np.random.default_rng(2)))]
+    other = [Counts.of(*_counts(0.5, np.random.default_rng(2)))]
     before = paired_difference(row, other, SeedNoise(1.0), resamples=2000)
-    assert paired_difference([Counts(inter.copy(), union.copy())], other, SeedNoise(1.0), resamples=2000) == before
+    assert paired_difference([Counts.of(inter.copy(), union.copy())], other, SeedNoise(1.0), resamples=2000) == before
 
 
 def test_figure_panels_are_titled_by_row(tmp_path):
@@ -182,3 +185,26 @@ def test_figure_panels_are_titled_by_row(tmp_path):
     # one training behind rows of several tables (Table 1's Ours, Table 2's last row, C=128, λ=0.4, ...)
     assert row_label(by_row["R101 IFBFNet"].run_dir).startswith("T1 Ours = T2 R101 IFBFNet (+")
     assert row_label(tmp_path) is None
+
+
+def test_a_table_of_another_metric_reads_it_from_the_per_image_counts(smoke_results, monkeypatch):
+    """The metric path of docs/architecture.md: a score registered in ``rundir.SCORES`` and named by a table's
+    ``metric`` gives that table's values and intervals (here Dice = 2·inter / (inter + union), which the
+    stored counts already hold), the mIoU stays where it was."""
+    monkeypatch.setitem(SCORES, "dice", lambda s: np.divide(
+        2 * np.asarray(s["inter"], float), np.asarray(s["inter"], float) + s["union"],
+        out=np.full(np.shape(s["union"]), np.nan), where=np.asarray(s["union"]) > 0))
+    table = load_table(2)
+    frame = records.collect([table], load_preset("smoke"), 1, smoke_results.parent)
+    dice = table_frame(frame, dataclasses.replace(table, metric="dice"))
+    ious = table_frame(frame, table)
+    inter, union = _counts(LEVEL["R50 BaseNet"], np.random.default_rng(0))  # the first run drawn by _run_table2
+    expected = 100 * np.mean(2 * inter.sum(0) / (inter.sum(0) + union.sum(0)))
+    assert dice.loc["R50 BaseNet", "ours"] == pytest.approx(expected, rel=1e-12)
+    for row in LEVEL:
+        assert dice.loc[row, "ci_low"] < dice.loc[row, "ours"] < dice.loc[row, "ci_high"]
+        assert dice.loc[row, "ours"] > ious.loc[row, "ours"]  # Dice > IoU for any 0 < IoU < 1
+        assert np.isnan(dice.loc[row, "paper"])  # the paper gives no Dice
+    monkeypatch.setitem(SCORES, "macc", lambda s: s["inter"] / s["gt"])  # needs a count these runs never stored
+    missing = table_frame(frame, dataclasses.replace(table, metric="macc"))
+    assert missing["ours"].isna().all() and missing["ci_low"].isna().all()  # a dash, not a wrong figure

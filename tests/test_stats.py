@@ -32,7 +32,7 @@ TRUE_MIOU = 100 * float(np.mean(np.linspace(2, 9, K) / (np.linspace(2, 9, K) + 3
 
 
 def sample(rng: np.random.Generator, p: np.ndarray, union: np.ndarray, shift: float = 0.0) -> Counts:
-    return Counts(rng.binomial(union, np.clip(p + shift, 0, 1)), union)
+    return Counts.of(rng.binomial(union, np.clip(p + shift, 0, 1)), union)
 
 
 def test_miou_is_the_metric_on_summed_counts():
@@ -140,9 +140,9 @@ def test_rows_on_different_images_are_refused():
     p, union = population(rng, 20)
     a = sample(rng, p, union)
     with pytest.raises(IfbfError, match="same images"):
-        paired_difference([a], [Counts(a.inter[:10], a.union[:10])], IMAGES_ONLY)
-    named = Counts(a.inter, a.union, tuple(f"img{i}" for i in range(20)))
-    renamed = Counts(a.inter, a.union, tuple(f"other{i}" for i in range(20)))
+        paired_difference([a], [Counts.of(a.inter[:10], a.union[:10])], IMAGES_ONLY)
+    named = Counts.of(a.inter, a.union, tuple(f"img{i}" for i in range(20)))
+    renamed = Counts.of(a.inter, a.union, tuple(f"other{i}" for i in range(20)))
     with pytest.raises(IfbfError, match="same images"):
         paired_difference([named], [renamed], IMAGES_ONLY)
 

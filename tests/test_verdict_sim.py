@@ -58,7 +58,7 @@ def trained_row(rng: np.random.Generator, p: np.ndarray, union: np.ndarray, seed
     for _ in range(seeds):
         q = np.clip(own + rng.normal(0.0, std / 100), 0, 1)
         mean, sd = union * q, np.sqrt(union * q * (1 - q))
-        row.append(Counts(np.clip(np.rint(mean + sd * rng.standard_normal(q.shape)), 0, union).astype(np.int64),
+        row.append(Counts.of(np.clip(np.rint(mean + sd * rng.standard_normal(q.shape)), 0, union).astype(np.int64),
                           union))
     return row
 

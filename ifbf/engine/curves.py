@@ -49,7 +49,7 @@ class Curves:
             full = eval_dataset(self.cfg, self.cfg.data.val_split)
             self.subset = torch.utils.data.Subset(full, range(min(self.cfg.runtime.val_images, len(full))))
         setting = dataclasses.replace(self.cfg.eval, scales=(1.0,), flip=False)
-        conf, _, _ = evaluate(model, self.subset, setting, self.cfg.model.num_classes, self.device, self.dist_info,
+        conf, _ = evaluate(model, self.subset, setting, self.cfg.model.num_classes, self.device, self.dist_info,
                               progress=False)
         model.train()
         miou = summary(iou_from_train_confusion(conf.numpy()))["miou"]

@@ -16,6 +16,7 @@ from ifbf.data.labels import IGNORE
 from ifbf.data.loader import eval_dataset
 from ifbf.engine.dist import DistInfo, all_reduce_sum
 from ifbf.engine.metrics import iou_from_train_confusion, summary
+from ifbf.rundir import PER_IMAGE_COUNTS
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -77,14 +78,14 @@ def evaluate(
     device: torch.device,
     dist_info: DistInfo = DistInfo(),
     progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Confusion matrix of ``model`` over ``dataset`` (one image at a time, each rank a shard, summed),
-    and per image the intersection and union pixel counts of each class (two ``[n_images, K]`` int64
-    tensors: their sums over images are the confusion's intersections and unions)."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Confusion matrix of ``model`` over ``dataset`` (one image at a time, each rank a shard, summed), and
+    per image each of ``PER_IMAGE_COUNTS`` (name -> an ``[n_images, K]`` int64 tensor; e.g. the intersection
+    and union pixel counts of each class: their sums over images are the confusion's)."""
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    inter = torch.zeros(len(dataset), num_classes, dtype=torch.int64, device=device)
-    union = torch.zeros_like(inter)
+    counts = {name: torch.zeros(len(dataset), num_classes, dtype=torch.int64, device=device)
+              for name in PER_IMAGE_COUNTS}
     dtype = next(model.parameters()).dtype
     indices = range(dist_info.rank, len(dataset), dist_info.world)
     bar = tqdm(indices, desc="evaluate", unit="img", disable=None if progress and dist_info.main else True, leave=False)
@@ -94,19 +95,20 @@ def evaluate(
         pred = predict(model, image, cfg, num_classes).argmax(1)
         image_conf = confusion(pred, target, num_classes)
         conf += image_conf
-        inter[index] = image_conf.diagonal()
-        union[index] = image_conf.sum(0) + image_conf.sum(1) - image_conf.diagonal()
-    return all_reduce_sum(conf).cpu(), all_reduce_sum(inter).cpu(), all_reduce_sum(union).cpu()
+        for name, count in PER_IMAGE_COUNTS.items():
+            counts[name][index] = count(image_conf)
+    return all_reduce_sum(conf).cpu(), {name: all_reduce_sum(c).cpu() for name, c in counts.items()}
 
 
 def evaluate_run(model: nn.Module, cfg: Config, device: torch.device, dist_info: DistInfo = DistInfo(),
                  progress: bool = True) -> tuple[dict, CityscapesDataset]:
     """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion", "per_image", "seconds"}, the
-    dataset); "per_image" is {"names", "inter", "union"} (``RunDir.record_evaluation`` stores it apart)."""
+    dataset); "per_image" is {"names", "counts": {name: [n_images, K] array}} (``RunDir.record_evaluation``
+    stores it apart)."""
     started = time.perf_counter()
     dataset = eval_dataset(cfg)
-    conf, inter, union = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
-    per_image = {"names": [s.name for s in dataset.samples], "inter": inter.numpy(), "union": union.numpy()}
+    conf, counts = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
+    per_image = {"names": [s.name for s in dataset.samples], "counts": {k: v.numpy() for k, v in counts.items()}}
     result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "per_image": per_image,
               "seconds": round(time.perf_counter() - started, 3)}
     return result, dataset

@@ -8,6 +8,7 @@ the engine. Everything downstream (tables, figures) reads the frames built here.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -74,7 +75,7 @@ def _result(run_dir: Path, cell: Cell) -> EvalResult | None:
 
 def _counts(run_dir: Path, cell: Cell) -> Counts | None:
     stored = RunDir(run_dir).per_image(result_key(cell.cfg))
-    return None if stored is None else Counts(stored.inter, stored.union, tuple(stored.names))
+    return None if stored is None else Counts(stored.counts, tuple(stored.names))
 
 
 def unreadable_lines(records: pd.DataFrame) -> list[str]:
@@ -83,15 +84,15 @@ def unreadable_lines(records: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(str(err) for err in errors if isinstance(err, UnreadableRunFile)))
 
 
-def row_counts(records: pd.DataFrame, table: int) -> dict[str, list[Counts]]:
-    """Row name -> the per-image counts of its seeds, in seed order: what ``stats`` and ``claims`` take. A
-    row is left out unless every seed with a result has counts, so the tables' intervals and the claims
-    use the same seeds (those with a result), by seed id."""
+def row_counts(records: pd.DataFrame, table: int, metric: str = Metric.MIOU) -> dict[str, list[Counts]]:
+    """Row name -> the per-image counts of its seeds, in seed order, scored by ``metric``: what ``stats`` and
+    ``claims`` take. A row is left out unless every seed with a result has counts, so the tables' intervals
+    and the claims use the same seeds (those with a result), by seed id."""
     rows: dict[str, list[Counts]] = {}
     mine = records[(records["table"] == table) & records[Metric.MIOU].notna()].sort_values("seed", kind="stable")
     for row, seeds in mine.groupby("row", sort=False):
         if seeds["counts"].notna().all():
-            rows[str(row)] = list(seeds["counts"])
+            rows[str(row)] = [c if c.metric == metric else replace(c, metric=str(metric)) for c in seeds["counts"]]
     return rows
 
 

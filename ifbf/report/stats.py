@@ -1,14 +1,15 @@
 """Intervals of mIoU from per-image counts and the training noise of seeds: one row, a paired difference,
 the classes one row wins.
 
-Input is what every evaluation stores (``evaluations/<key>/per_image.npz``): per image and class the
-intersection and union pixel counts, one :class:`Counts` per seed of a row. A row's estimate is the mean
-over its seeds of each seed's mIoU on all images. Its variance has two parts (docs/verdicts.md):
+Input is what every evaluation stores (``evaluations/<key>/per_image.npz``): per image and class the pixel
+counts of ``rundir.PER_IMAGE_COUNTS`` (intersection and union), one :class:`Counts` per seed of a row,
+scored by its metric (``rundir.SCORES``; below, mIoU). A row's estimate is the mean over its seeds of each
+seed's mIoU on all images. Its variance has two parts (docs/verdicts.md):
 
 - **images**: a bootstrap over the evaluation images with the seeds held fixed. A resample draws the
-  images with replacement, sums their counts and recomputes IoU = sum(inter) / sum(union) per class (never
-  an average of per-image IoUs; a class whose summed union is 0 is left out of the mean, as
-  ``ifbf.engine.metrics.summary`` and cityscapesscripts do). Rows compared with each other share the image
+  images with replacement, sums each of their counts and recomputes the score from the sums, for mIoU
+  IoU = sum(inter) / sum(union) per class (never an average of per-image IoUs; a class whose summed union
+  is 0 is left out of the mean, as ``ifbf.engine.metrics.summary`` and cityscapesscripts do). Rows compared with each other share the image
   draws (paired on the images), so what the images have in common cancels in a difference.
 - **training**: σ² / S for S seeds, where σ (:class:`SeedNoise`) is the std of one training's mIoU
   between seeds on fixed images. It is pooled over the report's rows with several seeds (measured, with
@@ -34,6 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ifbf.errors import IfbfError
+from ifbf.rundir import SCORES, iou
 from ifbf.report.student import t_quantile, two_sided_p
 
 RESAMPLES = 10_000
@@ -42,21 +44,55 @@ LEVEL = 0.95
 
 @dataclass(frozen=True, eq=False)  # arrays: identity, not element-wise, equality
 class Counts:
-    """One evaluation (one seed): per image, intersection and union pixel counts of each class."""
+    """One evaluation (one seed): per image, the pixel counts of each class (``rundir.PER_IMAGE_COUNTS``: name ->
+    [n_images, K] int64), scored by ``metric`` (a ``rundir.SCORES`` key: its per-class value from summed counts)."""
 
-    inter: np.ndarray  # [n_images, K] int64
-    union: np.ndarray  # [n_images, K] int64
+    arrays: Mapping[str, np.ndarray]
     names: tuple[str, ...] | None = None  # image names, checked when two rows are paired
+    metric: str = "miou"
 
     def __post_init__(self) -> None:
-        if self.inter.ndim != 2 or self.inter.shape != self.union.shape:
-            raise IfbfError(f"per-image counts: inter {self.inter.shape} and union {self.union.shape} differ")
-        if self.names is not None and len(self.names) != self.inter.shape[0]:
-            raise IfbfError(f"per-image counts: {len(self.names)} names for {self.inter.shape[0]} images")
+        shapes = {name: a.shape for name, a in self.arrays.items()}
+        if not shapes or len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 2:
+            raise IfbfError(f"per-image counts: {shapes} are not [n_images, K] arrays of one shape")
+        if self.names is not None and len(self.names) != self.shape[0]:
+            raise IfbfError(f"per-image counts: {len(self.names)} names for {self.shape[0]} images")
+        if self.metric not in SCORES:
+            raise IfbfError(f"per-image counts: no score for metric {self.metric!r} (known: {', '.join(SCORES)})")
+
+    @classmethod
+    def of(cls, inter: np.ndarray, union: np.ndarray, names: tuple[str, ...] | None = None) -> Counts:
+        """The counts of an IoU evaluation from its intersections and unions."""
+        return cls({"inter": inter, "union": union}, names)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(images, classes)."""
+        return next(iter(self.arrays.values())).shape
+
+    @property
+    def inter(self) -> np.ndarray:
+        return self.arrays["inter"]
+
+    @property
+    def union(self) -> np.ndarray:
+        return self.arrays["union"]
+
+    def score(self, sums: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per-class values (fractions, NaN: undefined) of ``metric`` from counts summed over images."""
+        try:
+            return SCORES[self.metric](sums)
+        except KeyError as err:
+            raise IfbfError(f"metric {self.metric!r} needs the per-image count {err}, which this evaluation did "
+                            "not store (it ran before the count existed)") from None
+
+    def total(self) -> np.ndarray:
+        """Per-class values on all images."""
+        return self.score({name: a.sum(0) for name, a in self.arrays.items()})
 
     def only(self, column: int) -> Counts:
-        """The counts of one class (its mIoU is that class's IoU)."""
-        return Counts(self.inter[:, [column]], self.union[:, [column]], self.names)
+        """The counts of one class (their mean is that class's value)."""
+        return replace(self, arrays={name: a[:, [column]] for name, a in self.arrays.items()})
 
 
 Row = Sequence[Counts]  # one Counts per seed, in seed order
@@ -138,14 +174,17 @@ class Difference:
     n_seeds: tuple[int, int]  # fewest seeds of a row on each side
 
 
+def mean_score(per_class: np.ndarray) -> np.ndarray:
+    """The mean over the last axis of per-class values (fractions), in points; NaN classes are left out."""
+    present = ~np.isnan(per_class)
+    n = present.sum(-1)
+    total = np.where(present, per_class, 0.0).sum(-1)
+    return 100 * np.divide(total, n, out=np.full(n.shape, np.nan), where=n > 0)
+
+
 def miou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
     """mIoU in points over the last axis of summed counts; classes with union 0 are left out."""
-    inter, union = np.asarray(inter, dtype=np.float64), np.asarray(union, dtype=np.float64)
-    iou = np.divide(inter, union, out=np.full(union.shape, np.nan), where=union > 0)
-    present = union > 0
-    n = present.sum(-1)
-    total = np.where(present, iou, 0.0).sum(-1)
-    return 100 * np.divide(total, n, out=np.full(n.shape, np.nan), where=n > 0)
+    return mean_score(iou({"inter": inter, "union": union}))
 
 
 def image_weights(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
@@ -157,9 +196,9 @@ def image_weights(rng: np.random.Generator, n: int, resamples: int) -> np.ndarra
 def _check_row(row: Row, what: str) -> int:
     if not row:
         raise IfbfError(f"{what}: no evaluations (no seeds) to compute an interval from")
-    n = row[0].inter.shape[0]
-    if any(c.inter.shape != row[0].inter.shape for c in row):
-        raise IfbfError(f"{what}: seeds were evaluated on different images ({[c.inter.shape for c in row]})")
+    n = row[0].shape[0]
+    if any(c.shape != row[0].shape for c in row):
+        raise IfbfError(f"{what}: seeds were evaluated on different images ({[c.shape for c in row]})")
     if n == 0:
         raise IfbfError(f"{what}: no images")
     return n
@@ -174,16 +213,19 @@ def _check_paired(rows: Mapping[str, Row]) -> int:
     return next(iter(sizes.values()))
 
 
-def _seed_sums(row: Row, weights: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per seed, the summed (inter, union) counts of each resample: two (B x K) arrays."""
-    k = row[0].inter.shape[1]
-    sums = [weights @ np.concatenate([c.inter, c.union], axis=1).astype(np.float64) for c in row]  # exact: < 2**53
-    return [(s[:, :k], s[:, k:]) for s in sums]
+def _seed_sums(row: Row, weights: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Per seed, each of its counts summed under each resample: name -> a (B x K) array."""
+    sums = []
+    for c in row:
+        names, k = list(c.arrays), c.shape[1]
+        product = weights @ np.concatenate([c.arrays[n] for n in names], axis=1).astype(np.float64)  # exact: < 2**53
+        sums.append({name: product[:, i * k:(i + 1) * k] for i, name in enumerate(names)})
+    return sums
 
 
 def _seed_mious(row: Row, weights: np.ndarray) -> np.ndarray:
-    """(n_seeds x B) mIoU of each seed under each image resample."""
-    return np.stack([miou(inter, union) for inter, union in _seed_sums(row, weights)])
+    """(n_seeds x B) value of each seed under each image resample."""
+    return np.stack([mean_score(c.score(sums)) for c, sums in zip(row, _seed_sums(row, weights))])
 
 
 # A report asks for the same rows again and again (a row's interval, then every claim naming it), always
@@ -217,8 +259,8 @@ def _resampled(rows: Mapping[str, Row], resamples: int, seed: int) -> dict[str, 
 
 
 def per_seed(row: Row) -> list[float]:
-    """Each seed's mIoU on all images, in points."""
-    return [float(miou(c.inter.sum(0), c.union.sum(0))) for c in row]
+    """Each seed's value (mIoU) on all images, in points."""
+    return [float(mean_score(c.total())) for c in row]
 
 
 def row_miou(row: Row) -> float:
@@ -319,13 +361,11 @@ def class_wins(a: Row, b: Row, noise: SeedNoise, threshold: float, resamples: in
     std = noise.std or 0.0
 
     def class_ious(row: Row) -> np.ndarray:  # (B x K) in points, seeds averaged, training noise drawn
-        ious = np.mean([100 * np.divide(i, u, out=np.full(u.shape, np.nan), where=u > 0)
-                        for i, u in _seed_sums(row, weights)], axis=0)
+        ious = np.mean([100 * c.score(sums) for c, sums in zip(row, _seed_sums(row, weights))], axis=0)
         return ious + rng.normal(0.0, std / math.sqrt(len(row)), size=ious.shape)
 
     def full_ious(row: Row) -> np.ndarray:
-        return np.mean([np.divide(c.inter.sum(0), c.union.sum(0), out=np.full(c.inter.shape[1], np.nan),
-                                  where=c.union.sum(0) > 0) for c in row], axis=0)
+        return np.mean([c.total() for c in row], axis=0)
 
     wins = (class_ious(a) > class_ious(b)).sum(1).astype(np.float64)
     low, high = np.percentile(wins, [50 * (1 - level), 50 * (1 + level)])

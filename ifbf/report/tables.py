@@ -15,7 +15,7 @@ from ifbf.experiments import Metric, RowSpec, TableSpec
 from ifbf.identity import weights_status
 from ifbf.report.records import row_counts, seed_noise
 from ifbf.report.report_md import interval_cell
-from ifbf.report.stats import Counts, SeedNoise, miou_interval
+from ifbf.report.stats import Counts, SeedNoise, miou_interval, per_seed
 
 CI = "95% CI"
 
@@ -43,25 +43,36 @@ def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
     seeds, the 95% interval ``ci_low``/``ci_high`` of ours with images and training noise, Δ = ours − paper)."""
     if table.metric is Metric.PER_CLASS:
         return _per_class_frame(records, table)
-    return miou_frame(records, table, table.rows)
+    return miou_frame(records, table, table.rows, metric=table.metric)
+
+
+def _seed_values(cells: pd.DataFrame, counts: list[Counts] | None, metric: str) -> list[float]:
+    """Each seed's value in points: mIoU as metrics.json stores it (a test-server result has no per-image
+    counts), any other metric from the per-image counts (``rundir.SCORES``)."""
+    if metric == Metric.MIOU:
+        return [100 * m for m in cells[Metric.MIOU] if not math.isnan(m)]
+    try:
+        return per_seed(counts) if counts else []
+    except IfbfError:  # a count the metric needs was not stored yet: a dash, not a wrong figure
+        return []
 
 
 def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...] | list[RowSpec],
-               switches: bool = True) -> pd.DataFrame:
-    """The mIoU frame of ``rows`` of ``table`` (``switches``: with the spec's columns); REPORT.md uses it for
-    the runnable rows of every table, per-class ones included."""
+               switches: bool = True, metric: str = Metric.MIOU) -> pd.DataFrame:
+    """The frame of ``metric`` (mIoU unless the table names another) for ``rows`` of ``table`` (``switches``:
+    with the spec's columns); REPORT.md uses it for the runnable rows of every table, per-class ones included."""
     mine = records[records["table"] == table.number]
-    counts = row_counts(records, table.number)
+    counts = row_counts(records, table.number, metric)
     noise = seed_noise(records)
     frame = []
     for row in rows:
         cells = mine[mine["row"] == row.name]
-        values = [100 * m for m in cells[Metric.MIOU] if not math.isnan(m)]
+        values = _seed_values(cells, counts.get(row.name), metric)
         record: dict = {"row": row.name + _scratch_mark(cells)}
         if switches and len(cells):
             cfg = cells["cell"].iloc[0].cfg
             record.update({column.header: column.value(cfg) for column in table.columns})
-        paper = row.paper.get(Metric.MIOU, math.nan)
+        paper = row.paper.get(metric, math.nan)
         mean = float(np.mean(values)) if values else math.nan
         std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
         low, high = _interval(counts.get(row.name), noise)  # only when every seed with a result has counts

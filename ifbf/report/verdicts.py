@@ -138,7 +138,7 @@ def _value(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float, resamp
 def _classes(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float, resamples: int, seed: int) -> Verdict:
     a, b = (rows[side[0]] for side in claim.rows)
     sigma = noise("miou").one_class(len(class_names()))
-    null = claim.threshold if claim.threshold is not None else a[0].inter.shape[1] / 2
+    null = claim.threshold if claim.threshold is not None else a[0].shape[1] / 2
     wins = class_wins(a, b, sigma, null, resamples, LEVEL, seed)
     return Verdict(claim, _sided(claim, wins.low, wins.high, null), wins.estimate, wins.low, wins.high, wins.p,
                    size_inside=_inside(claim.size, wins.low, wins.high), seeds=(len(a), len(b)), noise=sigma,
