@@ -139,29 +139,39 @@ def load_table(number: int) -> TableSpec:
 
 @dataclass(frozen=True)
 class ReportPrior:
-    """What the verdicts of a preset assume where its runs cannot tell (the ``report:`` section of a preset):
-    the std of a row's mIoU between training seeds (points), where that number comes from, and the
-    equivalence margin of ``about`` claims (points)."""
+    """What the verdicts and the design of a preset assume where its runs cannot tell (the ``report:`` section
+    of a preset): the std of a row's mIoU between training seeds (points), where that number comes from, the
+    equivalence margin of ``about`` claims (points), and the device-hours of one training where neither a
+    finished run nor preflight.json gives one (``--design --budget``; None: run --preflight first)."""
 
     seed_std: float | None = 1.0  # None: unknown (a row with one seed then gets no interval)
     seed_std_source: str = "assumed"
     margin: float = 1.0
     seed_std_df: float = math.inf  # degrees of freedom of seed_std when it was measured (inf: taken as known)
+    training_hours: float | None = None  # device-hours of one training (one seed of one row), assumed
+    training_hours_source: str = "assumed"
+
+
+REPORT_KEYS = ("seed_std", "seed_std_source", "seed_std_df", "margin", "training_hours", "training_hours_source")
 
 
 def _report_prior(data: object, path: Path) -> ReportPrior:
     if data is None:
         return ReportPrior()
-    if not isinstance(data, dict) or set(data) - {"seed_std", "seed_std_source", "seed_std_df", "margin"}:
-        raise ConfigError(f"{path}: 'report' is a mapping with seed_std, seed_std_source, seed_std_df and margin")
+    if not isinstance(data, dict) or set(data) - set(REPORT_KEYS):
+        raise ConfigError(f"{path}: 'report' is a mapping with {', '.join(REPORT_KEYS)}")
     try:
-        std = data.get("seed_std", 1.0)
+        std, hours = data.get("seed_std", 1.0), data.get("training_hours")
         prior = ReportPrior(None if std is None else float(std), str(data.get("seed_std_source", "assumed")),
-                            float(data.get("margin", 1.0)), float(data.get("seed_std_df", math.inf)))
+                            float(data.get("margin", 1.0)), float(data.get("seed_std_df", math.inf)),
+                            None if hours is None else float(hours),
+                            str(data.get("training_hours_source", "assumed")))
     except (TypeError, ValueError):
-        raise ConfigError(f"{path}: report.seed_std and report.margin are numbers (mIoU points)") from None
+        raise ConfigError(f"{path}: report.seed_std, report.margin and report.training_hours are numbers") from None
     if (prior.seed_std is not None and prior.seed_std < 0) or prior.margin <= 0 or prior.seed_std_df <= 0:
         raise ConfigError(f"{path}: report.seed_std must be >= 0 and report.margin > 0")
+    if prior.training_hours is not None and prior.training_hours <= 0:
+        raise ConfigError(f"{path}: report.training_hours must be > 0 (device-hours of one training)")
     return prior
 
 

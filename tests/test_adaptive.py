@@ -39,7 +39,7 @@ def fake_counts(rng: np.random.Generator, base: np.ndarray, union: np.ndarray, m
     around each image's own difficulty (``base``, shared by every row: the pairing of Δ)."""
     quality = miou / 100 + rng.normal(0, seed_std / 100) + base + rng.normal(0, 0.03, size=union.shape)
     inter = np.rint(union * np.clip(quality, 0.01, 0.99)).astype(np.int64)
-    return Counts(inter, union, tuple(f"img{i}" for i in range(union.shape[0])))
+    return Counts.of(inter, union, tuple(f"img{i}" for i in range(union.shape[0])))
 
 
 def simulate(truth: dict[str, float], seed_std: float, replicate: int, images: int = 40) -> list:
@@ -56,7 +56,7 @@ def simulate(truth: dict[str, float], seed_std: float, replicate: int, images: i
         return Observation({2: rows}, measure_noise({2: rows}, [TABLE2], preset, images),
                            {(2, r.name): 0.01 for r in TABLE2.runnable()})
 
-    return looks([(CLAIM, TABLE2)], seed_std, 100.0, observe)
+    return looks([(CLAIM, TABLE2)], preset.report, 100.0, observe)
 
 
 def _false_verdicts(seed_std: float, delta: float, replicates: int, first: int = 0) -> tuple[int, float]:
@@ -110,7 +110,7 @@ def _fake_train(training, rng: np.random.Generator) -> str:
     union = np.full((12, len(class_names())), 800, dtype=np.int64)
     counts = fake_counts(rng, np.zeros(union.shape), union, TRUTH.get(cell.row.name, 40.0), 3.0)
     miou = float(np.mean(counts.inter.sum(0) / counts.union.sum(0)))
-    per_image = {"names": list(counts.names), "inter": counts.inter, "union": counts.union}
+    per_image = {"names": list(counts.names), "counts": dict(counts.arrays)}
     for i, e in enumerate(training.evals):
         rd.record_evaluation(training.cfg, e, {"miou": miou, "iou": {}, "per_image": per_image}, main=i == 0)
     rd.log.write_text(json.dumps({"iter": training.cfg.train.iters, "step_s": 36.0}) + "\n")  # 0.01 h

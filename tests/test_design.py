@@ -3,17 +3,21 @@ and what a budget buys."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import pytest
 from test_adaptive import fake_counts  # the same simulated per-image counts
 
+import ifbf.orchestrate.reproduce as reproduce_module
 from ifbf.commands.reproduce import cli
-from ifbf.experiments import load_preset, load_table
+from ifbf.errors import ConfigError
+from ifbf.experiments import _report_prior, load_preset, load_table
 from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.design import (IMAGE_SE_PAPER, ClaimDesign, Contrast, allocate, contrasts, design,
                                      measure_noise)
@@ -50,13 +54,41 @@ def test_table2_design_without_preflight(tmp_path, capsys):
     assert f"0.05/{TESTED} = {alpha:.4f}" in out and "Bonferroni" in out
     prior = load_preset("paper").report.seed_std
     assert f"seed std: {prior:.2f}" in out and "assumed" in out
+    assumed = load_preset("paper").report.training_hours  # no preflight.json: the preset's stated assumption
+    assert assumed and f"10 of 10 row(s) ASSUMED at {assumed:g} device-hours each" in out
+    assert "semseg" in out and "run --preflight" in out  # where the figure comes from, and how to replace it
     for claim_id, size in [("t2-aspp-r50", 2.80), ("t2-skip-r50", 2.06), ("t2-fusion-r101", 1.19)]:
         expected = seeds_by_search(size, IMAGE_SE_PAPER, prior, alpha)
-        assert re.search(rf"\s{expected}\s+run --preflight", lines[claim_id]), lines[claim_id]
+        # two rows at `expected` seeds, each training at the assumed cost, marked as assumed
+        assert re.search(rf"\s{expected}\s+{2 * expected * assumed:.2f}\*", lines[claim_id]), lines[claim_id]
     assert "image noise alone exceeds the effect" in lines["t2-spatial-r101"]  # +0.11: at no budget
     assert "no effect to detect" in lines["t2-poles"]
-    assert "cannot allocate" in out and "run --preflight" in out
+    assert "cannot allocate" not in out
+    assert f"one seed of each of 10 rows costs {10 * assumed:.2f} (10 at the assumed cost)" in out
+    assert f"the one-seed pass alone exceeds the budget by {10 * assumed - 40:.2f}" in out  # 40 buys no claim
+    assert not re.search(r"^\s+resolvable ", out, re.M)
     assert not (tmp_path / "paper").exists()  # nothing written, nothing trained
+
+
+def test_design_without_preflight_or_assumed_cost_says_so(tmp_path, capsys, monkeypatch):
+    paper = load_preset("paper")
+    no_cost = dataclasses.replace(paper, report=dataclasses.replace(paper.report, training_hours=None))
+    monkeypatch.setattr(reproduce_module, "load_preset", lambda name: no_cost)
+    assert cli(["--table", "2", "--design", "--budget", "40", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "10 of 10 row(s) without a figure: run --preflight" in out
+    assert re.search(r"\s1\s+run --preflight", _lines(out)["t2-full-r50"])
+    assert "cannot allocate without the cost of every row" in out and "ASSUMED" not in out
+
+
+def test_preset_cost_assumption_is_checked():
+    path = Path("experiments/presets/bad.yaml")
+    for value, message in [(0, "report.training_hours must be > 0"), ("many", "are numbers")]:
+        with pytest.raises(ConfigError, match=message):
+            _report_prior({"training_hours": value}, path)
+    with pytest.raises(ConfigError, match="training_hours, training_hours_source"):
+        _report_prior({"gpu_hours": 3}, path)  # a misspelt key is named with the ones that exist
+    assert _report_prior({"training_hours": 2.5}, path).training_hours == 2.5
 
 
 def fake_preflight(results, s_per_it: float) -> float:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifbf.experiments import Preset, RowSeeds, TableSpec
+from ifbf.experiments import Preset, ReportPrior, RowSeeds, TableSpec
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, contrasts, design, level,
                                      family, measure_noise, seed_spread, table_claims, table_of, training_hours,
@@ -24,43 +24,40 @@ from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, contr
 from ifbf.orchestrate.plan import Plan, build_plan
 from ifbf.report import records
 from ifbf.report.claims import Claim
-from ifbf.report.student import t_quantile
 from ifbf.report.verdicts import CONTRADICTED, NOT_RESOLVED, SUPPORTED, RowCounts, select_metric
 from ifbf.report.power import delta_se
-from ifbf.report.stats import paired_difference, row_miou
+from ifbf.report.stats import critical_value, paired_difference, row_miou
 
 LOOKS = 3
 RESAMPLES = 2000  # bootstrap draws behind the image noise of one look's Δ
 
 
-def verdict(claim: Claim, rows: RowCounts, alpha: float, prior_std: float | None) -> str:
+def verdict(claim: Claim, rows: RowCounts, alpha: float, prior: ReportPrior) -> str:
     """Supported / contradicted / not resolved at two-sided level ``alpha``: every paired Δ of the claim
-    (``design.contrasts``) against delta_se(image noise measured on the counts, seed spread, seeds); "both"
-    and best-of claims need every Δ on the claimed side (intersection–union), one Δ on the other contradicts."""
+    (``design.contrasts``) against delta_se(image noise measured on the counts, seed spread, seeds) with the
+    report's critical value (``stats.critical_value``: Cochran–Cox at the df of σ, pooled over the rows' seeds,
+    else the preset's prior with its df); "both" and best-of claims need every Δ on the claimed side
+    (intersection–union), one Δ on the other contradicts."""
     found, _ = contrasts(claim, table_of(claim.table))
     selected = select_metric(rows, claim.metric)
     if not found or any(not selected.get(c.a) or not selected.get(c.b) for c in found):
         return NOT_RESOLVED
-    spread = seed_spread(selected.values(), prior_std)
+    spread = seed_spread(selected.values(), prior.seed_std, prior.seed_std_source, prior.seed_std_df)
     if spread.std is None:  # σ unknown: no honest test
         return NOT_RESOLVED
-    q = t_quantile(1 - alpha / 2, spread.df)
     sign = -1.0 if claim.direction == "lower" else 1.0
     sides = []
     for c in found:
         a, b = selected[c.a], selected[c.b]
         estimate = sum(row_miou([x]) for x in a) / len(a) - sum(row_miou([x]) for x in b) / len(b)
         image_se = paired_difference(a, b, spread, RESAMPLES).image_se
-        z = sign * estimate / delta_se(image_se, spread.std, len(a), len(b))
+        se = delta_se(image_se, spread.std, len(a), len(b))
+        q = critical_value(image_se**2, se**2 - image_se**2, spread.df, 1 - alpha)
+        z = sign * estimate / se if se > 0 else math.copysign(math.inf, sign * estimate) if estimate else 0.0  # no noise
         sides.append(SUPPORTED if z > q else CONTRADICTED if z < -q else NOT_RESOLVED)
     if CONTRADICTED in sides:
         return CONTRADICTED
     return SUPPORTED if all(s == SUPPORTED for s in sides) else NOT_RESOLVED
-
-
-def resolved(claim: Claim, rows: RowCounts, alpha: float, prior_std: float) -> bool:
-    """Whether ``claim`` has a verdict at level ``alpha`` (the one function to swap for the report's own)."""
-    return verdict(claim, rows, alpha, prior_std) != NOT_RESOLVED
 
 
 def next_seeds(designs: list[ClaimDesign], open_ids: set[str], current: dict[RowKey, int],
@@ -95,7 +92,7 @@ class Look:
     note: str = ""  # why no seeds were added after it (when none were)
 
 
-def looks(claims: list[tuple[Claim, TableSpec]], prior_std: float, budget: float,
+def looks(claims: list[tuple[Claim, TableSpec]], prior: ReportPrior, budget: float,
           observe: Callable[[dict[RowKey, int]], Observation]) -> list[Look]:
     """The procedure without its I/O: ``observe`` trains (or simulates) the rows at the given seeds."""
     alpha = level(family(claims), LOOKS)
@@ -103,7 +100,7 @@ def looks(claims: list[tuple[Claim, TableSpec]], prior_std: float, budget: float
     done: list[Look] = []
     for number in range(1, LOOKS + 1):
         seen = observe(current)
-        states = {c.id: verdict(c, seen.rows.get(c.table, {}), alpha, prior_std) for c, _ in claims}
+        states = {c.id: verdict(c, seen.rows.get(c.table, {}), alpha, prior) for c, _ in claims}
         open_ids = {cid for cid, state in states.items() if state == NOT_RESOLVED}
         note = "" if number < LOOKS else f"the last of {LOOKS} looks"
         if not note and not open_ids:
@@ -145,7 +142,7 @@ def run_auto(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, res
         return Observation(rows, measure_noise(rows, tables, preset, val_images(frame)),
                            training_hours(tables, preset, profile, results, extra))
 
-    history = looks(claims, preset.report.seed_std, budget, observe)
+    history = looks(claims, preset.report, budget, observe)
     for i, look in enumerate(history):
         print(f"look {look.number}: " + ", ".join(f"{cid} {state}" for cid, state in look.states.items()))
         if i + 1 < len(history):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ifbf.experiments import Preset, TableSpec
@@ -30,13 +31,16 @@ def _size(d: ClaimDesign) -> str:
     return f"{smallest:+.2f}" + (f" (min of {len(d.contrasts)})" if len(d.contrasts) > 1 else "")
 
 
-def claim_lines(designs: list[ClaimDesign], hours: dict[RowKey, float | None]) -> list[str]:
+def claim_lines(designs: list[ClaimDesign], hours: dict[RowKey, float | None],
+                assumed: frozenset[RowKey] = frozenset()) -> list[str]:
+    """One line per claim; a device-hours figure that rests on the preset's assumed cost ends in ``*``."""
     lines = [f"  {'claim':18s} {'paper Δ':>17s} {'image se':>9s} {'seeds/row':>9s} {'device-h':>15s}  note",]
     for d in designs:
         wanted = d.seeds()
         image = max((se for _, se, _ in d.contrasts), default=None)
         cost = claim_hours(d, hours)
-        cost_text = f"{cost:.2f}" if cost is not None else ("—" if wanted is None else NO_COST)
+        star = "*" if wanted and set(wanted) & assumed else ""
+        cost_text = f"{cost:.2f}{star}" if cost is not None else ("—" if wanted is None else NO_COST)
         note = d.reason() if wanted is None else ("a Δ to each rival must be resolved"
                                                  if d.claim.kind == "best_of" else
                                                  "each pair must be resolved" if len(d.contrasts) > 1 else "")
@@ -45,9 +49,26 @@ def claim_lines(designs: list[ClaimDesign], hours: dict[RowKey, float | None]) -
     return lines
 
 
-def budget_lines(alloc: Allocation, budget: float) -> list[str]:
+def cost_line(hours: dict[RowKey, float | None], preset: Preset) -> tuple[str, frozenset[RowKey]]:
+    """What one training costs and where that comes from; fills rows without a figure from the preset's
+    assumed ``report.training_hours`` (in place) and returns the rows it filled."""
+    unknown = frozenset(row for row, h in hours.items() if h is None)
+    if not unknown:
+        return "cost of one training: what finished runs took, else preflight.json", unknown
+    prior = preset.report
+    if prior.training_hours is None:
+        return (f"cost of one training: {len(unknown)} of {len(hours)} row(s) without a figure: {NO_COST} "
+                "(same --executor/--profile)"), frozenset()
+    hours.update({row: prior.training_hours for row in unknown})
+    return (f"cost of one training: {len(unknown)} of {len(hours)} row(s) ASSUMED at {prior.training_hours:g} "
+            f"device-hours each (marked *); measure them with {NO_COST} (same --executor/--profile)\n"
+            f"  the assumption (preset {preset.name}, report.training_hours): {prior.training_hours_source}"), unknown
+
+
+def budget_lines(alloc: Allocation, budget: float, assumed: int = 0) -> list[str]:
     lines = [f"Budget {budget:g} device-hours: one seed of each of {len(alloc.seeds)} rows costs "
-             f"{alloc.base_hours:.2f}; then the claim whose extra seeds cost least, while the budget lasts:"]
+             f"{alloc.base_hours:.2f}{f' ({assumed} at the assumed cost)' if assumed else ''}; "
+             "then the claim whose extra seeds cost least, while the budget lasts:"]
     if alloc.base_hours > budget:
         lines.append(f"  the one-seed pass alone exceeds the budget by {alloc.base_hours - budget:.2f} device-hours")
     lines += [f"  resolvable  {d.claim.id:18s} +{cost:.2f} h" for d, cost in alloc.bought]
@@ -81,15 +102,17 @@ def run_design(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, r
     designs = design(claims, noise, alpha)
     hours = training_hours(tables, preset, profile, results, extra)
     lines = header(tables, preset, family(claims), alpha, noise)
-    unknown = sum(h is None for h in hours.values())
-    lines.append(f"cost of one training: {'what finished runs took, else preflight.json' if not unknown else ''}"
-                 f"{f'{unknown} of {len(hours)} row(s) without a figure: {NO_COST} (same --executor/--profile)' if unknown else ''}")
-    lines += claim_lines(designs, hours)
+    cost, assumed = cost_line(hours, preset)
+    lines.append(cost)
+    lines += claim_lines(designs, hours, assumed)
     if budget is not None:
-        known = {row: h for row, h in hours.items() if h is not None}
-        if unknown:
+        if any(h is None for h in hours.values()):
             lines.append(f"Budget {budget:g}: cannot allocate without the cost of every row: {NO_COST}")
         else:
-            lines += budget_lines(allocate(designs, known, budget), budget)
+            known = {row: h for row, h in hours.items() if h is not None}
+            lines += budget_lines(allocate(designs, known, budget), budget, len(assumed))
+            everything = allocate(designs, known, math.inf)
+            lines.append(f"Every claim that can be resolved ({len(everything.bought)}) needs {everything.spent:.2f} "
+                         "device-hours in all")
     print("\n".join(lines))
     return 0
