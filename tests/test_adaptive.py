@@ -124,6 +124,10 @@ def test_seeds_are_added_only_to_rows_of_open_claims(tmp_path, capsys, monkeypat
     monkeypatch.setattr("ifbf.orchestrate.reproduce.run_trainings", lambda plan, todo, *a, **k: {
         t.run_hash: trained.append(t.run_hash) or _fake_train(t, rng) for t in todo})
     monkeypatch.setattr("ifbf.orchestrate.reproduce._check_environment", lambda *a: None)
+    shown: list[tuple[int, int]] = []  # (look, trainings done when it was printed)
+    show = adaptive._show
+    monkeypatch.setattr(adaptive, "_show",
+                        lambda look, more: shown.append((look.number, len(trained))) or show(look, more))
     smoke = dataclasses.replace(load_preset("smoke"), report=ReportPrior(3.0, "assumed for this test"))
     monkeypatch.setattr("ifbf.orchestrate.reproduce.load_preset", lambda name: smoke)
     args = ["--table", "2", "--preset", "smoke", "--executor", "local", "--results", str(tmp_path)]
@@ -144,6 +148,7 @@ def test_seeds_are_added_only_to_rows_of_open_claims(tmp_path, capsys, monkeypat
     assert {"R50 IFBFNet", "R50 BaseNet"} <= more and not {"R101 IFBFNet", "R101 BaseNet"} & more, out
     assert all(sorted(seeds) == list(range(len(seeds))) for seeds in seeded.values())
     assert len(trained) == len(set(trained)) == sum(map(len, seeded.values()))
+    assert shown[0] == (1, 10) and len(shown) >= 2  # look 1 printed before the seeds it adds were trained
     # rerunning the same command trains nothing more
     assert cli([*args, "--seeds", "auto", "--budget", "0.3"]) == 0
     assert len(trained) == sum(map(len, seeded.values()))

@@ -53,7 +53,8 @@ def verdict(claim: Claim, rows: RowCounts, alpha: float, prior: ReportPrior) -> 
         image_se = paired_difference(a, b, spread, RESAMPLES).image_se
         se = delta_se(image_se, spread.std, len(a), len(b))
         q = critical_value(image_se**2, se**2 - image_se**2, spread.df, 1 - alpha)
-        z = sign * estimate / se if se > 0 else math.copysign(math.inf, sign * estimate) if estimate else 0.0  # no noise
+        # no noise at all (se 0): the sign of the estimate decides
+        z = sign * estimate / se if se > 0 else math.copysign(math.inf, sign * estimate) if estimate else 0.0
         sides.append(SUPPORTED if z > q else CONTRADICTED if z < -q else NOT_RESOLVED)
     if CONTRADICTED in sides:
         return CONTRADICTED
@@ -93,8 +94,10 @@ class Look:
 
 
 def looks(claims: list[tuple[Claim, TableSpec]], prior: ReportPrior, budget: float,
-          observe: Callable[[dict[RowKey, int]], Observation]) -> list[Look]:
-    """The procedure without its I/O: ``observe`` trains (or simulates) the rows at the given seeds."""
+          observe: Callable[[dict[RowKey, int]], Observation],
+          show: Callable[[Look, dict[RowKey, int]], None] = lambda look, more: None) -> list[Look]:
+    """The procedure without its I/O: ``observe`` trains (or simulates) the rows at the given seeds; ``show``
+    hears of each look as it is decided, with the seeds per row of the next one (the same when it stops)."""
     alpha = level(family(claims), LOOKS)
     current = {(t.number, r.name): 1 for t in dict((t.number, t) for _, t in claims).values() for r in t.runnable()}
     done: list[Look] = []
@@ -114,6 +117,7 @@ def looks(claims: list[tuple[Claim, TableSpec]], prior: ReportPrior, budget: flo
             if more == current:
                 note = "no open claim is resolvable within what is left of the budget"
         done.append(Look(number, dict(current), states, note))
+        show(done[-1], more)
         if note:
             return done
         current = more
@@ -142,11 +146,16 @@ def run_auto(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, res
         return Observation(rows, measure_noise(rows, tables, preset, val_images(frame)),
                            training_hours(tables, preset, profile, results, extra))
 
-    history = looks(claims, preset.report, budget, observe)
-    for i, look in enumerate(history):
-        print(f"look {look.number}: " + ", ".join(f"{cid} {state}" for cid, state in look.states.items()))
-        if i + 1 < len(history):
-            added = {row: n for row, n in history[i + 1].seeds.items() if n > look.seeds[row]}
-            print("  adding seeds: " + ", ".join(f"T{t} {r} {look.seeds[(t, r)]}→{n}" for (t, r), n in added.items()))
-    print(f"  no more seeds: {history[-1].note}")
+    history = looks(claims, preset.report, budget, observe, _show)
     return row_seeds(history[-1].seeds)
+
+
+def _show(look: Look, more: dict[RowKey, int]) -> None:
+    """Print a look as soon as it is decided: each claim's verdict, then the seeds it adds or why none."""
+    print(f"look {look.number}: " + ", ".join(f"{cid} {state}" for cid, state in look.states.items()), flush=True)
+    added = {row: n for row, n in more.items() if n > look.seeds[row]}
+    if added:
+        print("  adding seeds: " + ", ".join(f"T{t} {r} {look.seeds[(t, r)]}→{n}" for (t, r), n in added.items()),
+              flush=True)
+    else:
+        print(f"  no more seeds: {look.note}", flush=True)
