@@ -299,7 +299,10 @@ def p_value(estimate: float, null: float, image_var: float, seed_var: float, see
     statistic = abs(estimate - null) / se
     if seed_var == 0 or math.isinf(seed_df):
         return two_sided_p(statistic, math.inf)
-    low, high = -40.0, 0.0  # bisection on log p: q(1 − p) falls as p grows
+    floor = -33.0  # log p = -33, p = 4.7e-15: the smallest p whose level 1 − p is still below 1 in floating point
+    if critical_value(image_var, seed_var, seed_df, 1 - math.exp(floor)) <= statistic:
+        return math.exp(floor)  # smaller than quantiles can resolve; REPORT.md shows "< 0.001"
+    low, high = floor, 0.0  # bisection on log p: q(1 − p) falls as p grows
     for _ in range(60):
         mid = (low + high) / 2
         if critical_value(image_var, seed_var, seed_df, 1 - math.exp(mid)) > statistic:
