@@ -27,6 +27,11 @@ class Metric(StrEnum):
     MIOU = "miou"  # mean IoU over the evaluated classes
     PER_CLASS = "per_class"  # each class's IoU, then the mean (Tables 1 and 6)
 
+    @property
+    def label(self) -> str:
+        """How tables and figures name the figure (a new member: its value unless named here)."""
+        return "mIoU" if self in (Metric.MIOU, Metric.PER_CLASS) else self.value
+
 
 @dataclass(frozen=True)
 class RowSpec:
@@ -84,6 +89,11 @@ class TableSpec:
 
     def runnable(self) -> list[RowSpec]:
         return [row for row in self.rows if row.overrides is not None]
+
+    @property
+    def headline(self) -> Metric:
+        """The one figure per row REPORT.md shows: the table's metric (mIoU for a per-class table)."""
+        return Metric.MIOU if self.metric == Metric.PER_CLASS else self.metric
 
 
 def _check_steps(rows: tuple[RowSpec, ...], path: Path) -> None:
@@ -170,7 +180,7 @@ def _report_prior(data: object, path: Path) -> ReportPrior:
         raise ConfigError(f"{path}: report.seed_std, report.margin and report.training_hours are numbers") from None
     if (prior.seed_std is not None and prior.seed_std < 0) or prior.margin <= 0 or prior.seed_std_df <= 0:
         raise ConfigError(f"{path}: report.seed_std must be >= 0 and report.margin > 0")
-    if prior.training_hours is not None and prior.training_hours <= 0:
+    if prior.training_hours is not None and not 0 < prior.training_hours < math.inf:
         raise ConfigError(f"{path}: report.training_hours must be > 0 (device-hours of one training)")
     return prior
 

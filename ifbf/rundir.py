@@ -258,7 +258,7 @@ class RunDir:
                          run_hash: str | None = None) -> Path:
         """Write evaluation ``key``'s per-image counts (every ``PER_IMAGE_COUNTS`` entry), atomically."""
         arrays = {name: np.asarray(a, dtype=np.int64) for name, a in counts.items()}
-        if problem := per_image_problem(arrays, len(names)):
+        if problem := per_image_problem(arrays, len(names), required=PER_IMAGE_COUNTS):
             raise ValueError(f"per-image counts: {problem}")
         path = self.per_image_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ what it cost. Plain data; ``ifbf.rundir`` reads and writes them (and decides a r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -86,10 +86,11 @@ def iou(sums: Mapping[str, np.ndarray]) -> np.ndarray:
 SCORES: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {"miou": iou, "per_class": iou}
 
 
-def per_image_problem(counts: Mapping[str, np.ndarray], n_names: int) -> str | None:
-    """What is wrong with per-image counts for ``n_names`` images (None: nothing): every ``PER_IMAGE_COUNTS``
-    entry present, all [n_images, K] of one shape."""
-    missing = [name for name in PER_IMAGE_COUNTS if name not in counts]
+def per_image_problem(counts: Mapping[str, np.ndarray], n_names: int, required: Iterable[str] = ()) -> str | None:
+    """What is wrong with per-image counts for ``n_names`` images (None: nothing): every name in ``required``
+    present (on writing: every ``PER_IMAGE_COUNTS`` entry; a file written before a count existed still reads,
+    and a metric that needs the count shows a dash), all [n_images, K] of one shape."""
+    missing = [name for name in required if name not in counts]
     shapes = {name: tuple(a.shape) for name, a in counts.items()}
     if missing or len(set(shapes.values())) != 1 or any(len(v) != 2 or v[0] != n_names for v in shapes.values()):
         found = ", ".join(f"{name} {shape}" for name, shape in shapes.items())

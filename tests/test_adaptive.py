@@ -159,7 +159,11 @@ def test_seeds_are_added_only_to_rows_of_open_claims(tmp_path, capsys, monkeypat
     (["--seeds", "auto"], "--seeds auto needs --budget"),
     (["--seeds", "auto", "--budget", "1", "--report-only"], "--seeds auto needs --budget"),
     (["--budget", "3"], "--budget goes with --design or --seeds auto"),
-    (["--design", "--budget", "0"], "--budget must be > 0"),
+    (["--design", "--budget", "0"], "--budget must be a number of device-hours > 0"),
+    (["--design", "--budget", "nan"], "not nan or inf"),
+    (["--seeds", "auto", "--budget", "inf"], "not nan or inf"),
+    # 6 rows of Table 3 at the smoke preset's stated 0.025 CPU-hours: refused before anything trains
+    (["--seeds", "auto", "--budget", "0.1", "--executor", "local"], "one seed of each of the 6 rows already costs 0.15"),
 ])
 def test_bad_flags_are_one_clear_error(tmp_path, capsys, flags, message):
     assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), *flags]) == 2

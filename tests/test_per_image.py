@@ -15,6 +15,7 @@ from ifbf.commands.cli import main
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.data.cityscapes import resolve_root
 from ifbf.data.labels import CLASS_NAMES
+from ifbf.errors import IfbfError
 from ifbf.rundir import RunDir
 from ifbf.engine.run import run
 from ifbf import runtypes
@@ -81,7 +82,13 @@ def test_record_per_image_is_atomic_and_checked(tmp_path):
 def test_a_new_per_image_count_flows_from_evaluation_to_the_interval(tmp_path, monkeypatch):
     """The metric path of docs/architecture.md: one count and one score registered in ifbf/runtypes.py reach
     evaluation, the run store and the bootstrap with no other change (here: per-class pixel accuracy)."""
+    monkeypatch.setitem(runtypes.SCORES, "macc_needs_gt", lambda s: s["inter"] / s["gt"])
+    older = RunDir(tmp_path / "older")  # a run evaluated before the new count existed
+    older.record_per_image("k", ["a", "b"], {"inter": np.ones((2, 19), int), "union": np.full((2, 19), 2)})
     monkeypatch.setitem(runtypes.PER_IMAGE_COUNTS, "gt", lambda conf: conf.sum(1))  # ground-truth pixels
+    assert set(older.per_image("k").counts) == {"inter", "union"}  # still reads: not a damaged file
+    with pytest.raises(IfbfError, match="needs the per-image count 'gt'"):  # its new metric: no figure
+        row_miou([Counts(older.per_image("k").counts, metric="macc_needs_gt")])
     monkeypatch.setitem(runtypes.SCORES, "macc", lambda s: np.divide(
         np.asarray(s["inter"], float), np.asarray(s["gt"], float), out=np.full(np.shape(s["gt"]), np.nan),
         where=np.asarray(s["gt"]) > 0))

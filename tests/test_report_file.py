@@ -16,7 +16,7 @@ from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.plan import build_plan
 from ifbf.report import records
 from ifbf.report.stats import Counts, SeedNoise, image_weights, miou, miou_interval, paired_difference
-from ifbf.report.tables import table_frame
+from ifbf.report.tables import display, table_frame
 from ifbf.rundir import SCORES, RunDir
 
 N_IMAGES, K = 40, 19
@@ -205,6 +205,10 @@ def test_a_table_of_another_metric_reads_it_from_the_per_image_counts(smoke_resu
         assert dice.loc[row, "ci_low"] < dice.loc[row, "ours"] < dice.loc[row, "ci_high"]
         assert dice.loc[row, "ours"] > ious.loc[row, "ours"]  # Dice > IoU for any 0 < IoU < 1
         assert np.isnan(dice.loc[row, "paper"])  # the paper gives no Dice
+    shown = display(dice)
+    assert {"paper dice", "ours dice"} <= set(shown.columns) and "ours mIoU" not in shown.columns
+    noise = records.seed_noise(frame, "dice")  # one seed per row: the mIoU prior, saying so
+    assert noise.std == load_preset("smoke").report.seed_std and "the mIoU prior, for dice" in noise.source
     monkeypatch.setitem(SCORES, "macc", lambda s: s["inter"] / s["gt"])  # needs a count these runs never stored
     missing = table_frame(frame, dataclasses.replace(table, metric="macc"))
     assert missing["ours"].isna().all() and missing["ci_low"].isna().all()  # a dash, not a wrong figure

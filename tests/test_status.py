@@ -50,7 +50,7 @@ def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
     write_status(requeued, "requeued", executor="slurm", job_id="42")
     lagging = _run(root, "slurmlagging", [5])  # sacct says pending, but the job already trains (holds the lock)
     write_status(lagging, "running", executor="slurm", job_id="43")
-    queued = _run(root, "slurmpending", [])  # pending and no lock: it waits in the queue
+    queued = _run(root, "slurmpending", [])  # pending, the lock not its job's: it waits in the queue
     write_status(queued, "submitted", executor="slurm", job_id="44")
     fresh = root / "notsubmitted"
     RunDir(fresh).claim(load_config(BASE_CONFIG, [*TINY_TRAIN, f"train.iters={TOTAL}"]))
@@ -68,8 +68,16 @@ def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
 
     targets = [Target(p, p.name, TOTAL) for p in (done, running, failed, stopped, oom, requeued, lagging, queued,
                                                   fresh)]
-    with RunDir(lagging).train_lock():
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SLURM_JOB_ID", "43")  # the lock of job 43, the job status.json records
+        lagging_lock = RunDir(lagging).train_lock().acquire()
+        env.setenv("SLURM_JOB_ID", "99")  # another process trains the queued run's directory: not job 44
+        other_lock = RunDir(queued).train_lock().acquire()
+    try:
         lines = {ln.run_hash: ln for ln in collect(targets, query=fake_sacct)}
+    finally:
+        lagging_lock.release()
+        other_lock.release()
     assert asked == [["41_0", "42", "43", "44"]]  # one scheduler query for every SLURM job
     states = {h: ln.state for h, ln in lines.items()}
     assert states == {"done00000000": "done", "running00000": "running", "failed000000": "failed",

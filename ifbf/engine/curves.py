@@ -50,7 +50,7 @@ class Curves:
             self.subset = torch.utils.data.Subset(full, range(min(self.cfg.runtime.val_images, len(full))))
         setting = dataclasses.replace(self.cfg.eval, scales=(1.0,), flip=False)
         conf, _ = evaluate(model, self.subset, setting, self.cfg.model.num_classes, self.device, self.dist_info,
-                              progress=False)
+                           progress=False)
         model.train()
         miou = summary(iou_from_train_confusion(conf.numpy()))["miou"]
         seconds = time.perf_counter() - started

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ifbf.errors import IfbfError
 from ifbf.experiments import Preset, ReportPrior, RowSeeds, TableSpec
 from ifbf.orchestrate.cluster import SlurmProfile
-from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, contrasts, design, level,
-                                     family, measure_noise, seed_spread, table_claims, table_of, training_hours,
-                                     val_images)
+from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, assume_missing, contrasts, design,
+                                     family, level, measure_noise, seed_spread, table_claims, table_of,
+                                     training_hours, val_images)
 from ifbf.orchestrate.plan import Plan, build_plan
 from ifbf.report import records
 from ifbf.report.claims import Claim
@@ -135,6 +136,7 @@ def run_auto(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, res
              extra: tuple[str, ...], budget: float, train: Train) -> RowSeeds:
     """Train, look, add seeds, up to LOOKS times (printing each look); returns the seeds per row to report."""
     claims = table_claims(tables)
+    _check_first_pass(tables, preset, profile, results, extra, budget)
     print(f"--seeds auto: at most {LOOKS} looks, each at level 0.05/{family(claims)}/{LOOKS} = "
           f"{level(family(claims), LOOKS):.5f} (Bonferroni over {family(claims)} claims and {LOOKS} looks), "
           f"budget {budget:g} device-hours (finished trainings included)")
@@ -148,6 +150,24 @@ def run_auto(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, res
 
     history = looks(claims, preset.report, budget, observe, _show)
     return row_seeds(history[-1].seeds)
+
+
+def _check_first_pass(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+                      extra: tuple[str, ...], budget: float) -> None:
+    """Refuse before any training when one seed of every row (what runs, finished or not, took or are
+    predicted or assumed to take) already exceeds the budget; say so when some rows have no figure at all."""
+    hours = training_hours(tables, preset, profile, results, extra)
+    assumed = assume_missing(hours, preset)
+    known = [h for h in hours.values() if h is not None]
+    base = sum(known)
+    if base > budget:
+        basis = f"; {len(assumed)} row(s) at the preset's assumed {preset.report.training_hours:g}" if assumed else ""
+        raise IfbfError(f"--seeds auto --budget {budget:g}: one seed of each of the {len(hours)} rows already costs "
+                        f"{base:.2f} device-hours (finished runs, preflight.json{basis}); raise --budget, or train "
+                        "one seed with --seeds 1 (--design --budget shows what a budget buys)")
+    if len(known) < len(hours):
+        print(f"--seeds auto: {len(hours) - len(known)} row(s) without a cost figure (run --preflight): the one-seed "
+              "pass is trained whatever it costs, the budget then counts what it took", flush=True)
 
 
 def _show(look: Look, more: dict[RowKey, int]) -> None:

@@ -214,6 +214,16 @@ def training_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfil
     return hours
 
 
+def assume_missing(hours: dict[RowKey, float | None], preset: Preset) -> frozenset[RowKey]:
+    """Give the rows without a figure the preset's assumed ``report.training_hours`` (in place, when it states
+    one); returns the rows filled."""
+    if preset.report.training_hours is None:
+        return frozenset()
+    unknown = frozenset(row for row, h in hours.items() if h is None)
+    hours.update({row: preset.report.training_hours for row in unknown})
+    return unknown
+
+
 @dataclass(frozen=True)
 class Allocation:
     """What a budget buys: seeds per row, the claims it resolves (in the order bought, with the device-hours
@@ -248,7 +258,7 @@ def allocate(designs: list[ClaimDesign], hours: dict[RowKey, float], budget: flo
         spent += cost
         bought.append((cheapest, cost))
         todo.remove(cheapest)
-    out = [(d, f"needs {extra(d):.2f} more device-hours than the {budget - spent:.2f} left" if spent <= budget
+    out = [(d, f"its seeds need {extra(d):.2f} more device-hours; {budget - spent:.2f} are left" if spent <= budget
             else "the one-seed pass alone exceeds the budget") for d in todo]
     out += [(d, d.reason()) for d in designs if d.seeds() is None]
     return Allocation(seeds, tuple(bought), tuple(out), base, spent)

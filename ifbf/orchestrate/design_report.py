@@ -7,8 +7,9 @@ from pathlib import Path
 
 from ifbf.experiments import Preset, TableSpec
 from ifbf.orchestrate.cluster import SlurmProfile
-from ifbf.orchestrate.design import (ALPHA, Allocation, ClaimDesign, Noise, RowKey, allocate, design, level,
-                                     family, measure_noise, present_seeds, table_claims, training_hours, val_images)
+from ifbf.orchestrate.design import (ALPHA, Allocation, ClaimDesign, Noise, RowKey, allocate, assume_missing, design,
+                                     family, level, measure_noise, present_seeds, table_claims, training_hours,
+                                     val_images)
 from ifbf.report import records
 from ifbf.report.power import POWER
 
@@ -52,17 +53,17 @@ def claim_lines(designs: list[ClaimDesign], hours: dict[RowKey, float | None],
 def cost_line(hours: dict[RowKey, float | None], preset: Preset) -> tuple[str, frozenset[RowKey]]:
     """What one training costs and where that comes from; fills rows without a figure from the preset's
     assumed ``report.training_hours`` (in place) and returns the rows it filled."""
-    unknown = frozenset(row for row, h in hours.items() if h is None)
+    unknown = sum(h is None for h in hours.values())
     if not unknown:
-        return "cost of one training: what finished runs took, else preflight.json", unknown
+        return "cost of one training: what finished runs took, else preflight.json", frozenset()
     prior = preset.report
-    if prior.training_hours is None:
-        return (f"cost of one training: {len(unknown)} of {len(hours)} row(s) without a figure: {NO_COST} "
-                "(same --executor/--profile)"), frozenset()
-    hours.update({row: prior.training_hours for row in unknown})
-    return (f"cost of one training: {len(unknown)} of {len(hours)} row(s) ASSUMED at {prior.training_hours:g} "
+    filled = assume_missing(hours, preset)
+    if not filled:
+        return (f"cost of one training: {unknown} of {len(hours)} row(s) without a figure: {NO_COST} "
+                "(same --executor/--profile)"), filled
+    return (f"cost of one training: {unknown} of {len(hours)} row(s) ASSUMED at {prior.training_hours:g} "
             f"device-hours each (marked *); measure them with {NO_COST} (same --executor/--profile)\n"
-            f"  the assumption (preset {preset.name}, report.training_hours): {prior.training_hours_source}"), unknown
+            f"  the assumption (preset {preset.name}, report.training_hours): {prior.training_hours_source}"), filled
 
 
 def budget_lines(alloc: Allocation, budget: float, assumed: int = 0) -> list[str]:
@@ -76,7 +77,7 @@ def budget_lines(alloc: Allocation, budget: float, assumed: int = 0) -> list[str
     extra = {row: n for row, n in alloc.seeds.items() if n > 1}
     rows = ", ".join(f"T{t} {name}: {n}" for (t, name), n in extra.items())
     lines.append(f"Seeds per row: {rows} (others: 1)" if rows else "Seeds per row: one everywhere")
-    lines.append(f"Spent: {alloc.spent:.2f} of {budget:g} device-hours, {len(alloc.bought)} of "
+    lines.append(f"This plan costs {alloc.spent:.2f} device-hours of the {budget:g} budgeted; {len(alloc.bought)} of "
                  f"{len(alloc.bought) + len(alloc.out_of_reach)} claims resolvable")
     return lines
 
@@ -84,8 +85,9 @@ def budget_lines(alloc: Allocation, budget: float, assumed: int = 0) -> list[str
 def header(tables: list[TableSpec], preset: Preset, n_claims: int, alpha: float, noise: Noise) -> list[str]:
     numbers = ", ".join(str(t.number) for t in tables)
     return [
-        f"Design for table(s) {numbers}, preset {preset.name}: {n_claims} claims; seeds per row for "
-        f"{POWER:.0%} power at {ALPHA:g}/{n_claims} = {alpha:.4f} per claim (Bonferroni over the report's claims)",
+        f"Design for table(s) {numbers}, preset {preset.name}: {n_claims} claims tested (a 'both depths' claim is "
+        f"its per-depth claims, not one more); seeds per row for {POWER:.0%} power at {ALPHA:g}/{n_claims} = "
+        f"{alpha:.4f} per claim (Bonferroni over the report's claims)",
         f"seed std: {noise.seed_std:.2f} mIoU ({noise.seed_source})",
         f"image noise of a paired Δ: {noise.image_basis}",
     ]

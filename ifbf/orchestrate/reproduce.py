@@ -8,6 +8,7 @@ and retried only with --rerun-failed. Results: results/<preset>/table<N>.{md,tex
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from contextlib import ExitStack
@@ -286,8 +287,8 @@ def _executor(args: Request) -> Executor:
 def _check_seeds(args: Request) -> None:
     if args.seeds != AUTO and (not isinstance(args.seeds, int) or args.seeds < 1):
         raise IfbfError("--seeds must be >= 1 or 'auto' (with --budget)")
-    if args.budget is not None and args.budget <= 0:
-        raise IfbfError("--budget must be > 0 (device-hours)")
+    if args.budget is not None and not (0 < args.budget < math.inf):
+        raise IfbfError("--budget must be a number of device-hours > 0 (not nan or inf)")
     if args.budget is not None and not args.design and args.seeds != AUTO:
         raise IfbfError("--budget goes with --design or --seeds auto")
     if args.seeds == AUTO and (args.budget is None or args.design or args.report_only or args.paper_only

@@ -132,7 +132,7 @@ def _status(run_dir: Path) -> Status | None:
 def _line(target: Target, status: Status | None, records: list[dict]) -> Line:
     """The target's line (``UnreadableRunFile``: one of its files cannot be read; ``collect`` names it)."""
     rd = RunDir(target.run_dir)
-    if records and records[-1]["state"] == "pending" and rd.train_lock(target.stale_s).held_by_other():
+    if records and records[-1]["state"] == "pending" and _trains(rd, status, target.stale_s):
         # slurmdbd records a job's start late: sacct can still say pending while the job holds the training lock
         records = [*records[:-1], {**records[-1], "state": "running"}]
     base = run_state(rd, target.total, target.evals, _alive(records), stale_s=target.stale_s,
@@ -244,3 +244,9 @@ def render(lines: list[Line]) -> str:
         left += f" + {unknown} without a measured speed (see --plan)"
     summary = f"{len(lines)} training(s): {states}; {spent:.2f} {unit}-hours spent, {left}"
     return "\n".join([*rows, summary])
+
+
+def _trains(rd: RunDir, status: Status | None, stale_s: float) -> bool:
+    """Whether the job ``status`` records holds the run's live training lock (not another process of the run)."""
+    owner = rd.train_lock(stale_s).held_by_other()
+    return bool(owner and status and status.job_id and str(owner.get("job_id")) == str(status.job_id))

@@ -55,7 +55,7 @@ def plot_ablation(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) ->
     ax.bar(x + 0.2, df["ours"].fillna(0), 0.4, yerr=_error_bars(df), label=f"ifbf ({preset}, 95% CI)",
            color="#2f6fdb", capsize=3)
     ax.set_xticks(x, df.index, rotation=30, ha="right")
-    ax.set_ylabel("mIoU (%)")
+    ax.set_ylabel(f"{df.attrs.get('label', 'mIoU')} (%)")
     ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
     _outside_legend(ax)
     values = np.concatenate([df["paper"].dropna().values, df["ours"].dropna().values])

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ifbf.errors import UnreadableRunFile
+from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import Cell, Metric, Preset, ReportPrior, TableSpec, class_names, table_cells
-from ifbf.report.stats import Counts, SeedNoise, pooled_noise
-from ifbf.rundir import (EvalResult, RunDir, RunState, Unreadable, process_alive, result_key, run_state, runs_root,
-                         scored_by_server)
+from ifbf.report.stats import Counts, SeedNoise, per_seed, pooled_noise
+from ifbf.rundir import (SCORES, EvalResult, RunDir, RunState, Unreadable, process_alive, result_key, run_state,
+                         runs_root, scored_by_server)
 
 RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", Metric.MIOU, "iou",
                   "counts", "failed", "unreadable"]
@@ -97,9 +97,10 @@ def row_counts(records: pd.DataFrame, table: int, metric: str = Metric.MIOU) -> 
 
 
 def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
-    """σ of ``metric`` (mIoU or a class's IoU, points) between training seeds: pooled over the rows of the
-    report with >= 2 seeds (rows sharing their trainings, e.g. one training under two evaluations, count
-    once), else the preset's prior ``report.seed_std`` (for one class: sqrt(19) x the mIoU prior)."""
+    """σ of ``metric`` (mIoU, a class's IoU, or another ``rundir.SCORES`` metric, points) between training
+    seeds: pooled over the rows of the report with >= 2 seeds (rows sharing their trainings, e.g. one training
+    under two evaluations, count once), else the preset's prior ``report.seed_std`` (for one class: sqrt(19) x
+    the mIoU prior; for another metric the mIoU prior itself, as its source says)."""
     prior: ReportPrior = records.attrs.get("report_prior", ReportPrior())
     groups, seen = [], set()
     done = records[records[Metric.MIOU].notna()].sort_values(["table", "seed"], kind="stable")
@@ -107,11 +108,29 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
         trainings = tuple(seeds["run_hash"])
         if trainings not in seen:
             seen.add(trainings)
-            groups.append([100 * (m if metric == Metric.MIOU else iou.get(metric, math.nan))
-                           for m, iou in zip(seeds[Metric.MIOU], seeds["iou"])])
+            groups.append(_seed_values(seeds, metric))
     groups = [[v for v in g if not math.isnan(v)] for g in groups]
     noise = pooled_noise(groups, prior.seed_std, prior.seed_std_source, prior.seed_std_df)
-    return noise if metric == Metric.MIOU or noise.measured else seed_noise(records).one_class(len(class_names()))
+    if metric == Metric.MIOU or noise.measured:
+        return noise
+    if metric in SCORES:
+        return replace(seed_noise(records), source=f"the mIoU prior, for {metric}: {prior.seed_std_source}")
+    return seed_noise(records).one_class(len(class_names()))
+
+
+def _seed_values(seeds: pd.DataFrame, metric: str) -> list[float]:
+    """Each seed's value of ``metric`` in points (NaN where it has none)."""
+    if metric == Metric.MIOU:
+        return [100 * m for m in seeds[Metric.MIOU]]
+    if metric not in SCORES:  # a class: its IoU as metrics.json stores it
+        return [100 * iou.get(metric, math.nan) for iou in seeds["iou"]]
+    values = []
+    for counts in seeds["counts"]:
+        try:
+            values.append(per_seed([replace(counts, metric=metric)])[0] if counts is not None else math.nan)
+        except IfbfError:  # a count the metric needs was not stored for this run
+            values.append(math.nan)
+    return values
 
 
 def compute(records: pd.DataFrame) -> pd.DataFrame:

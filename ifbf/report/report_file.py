@@ -37,7 +37,7 @@ def table_section(records: pd.DataFrame, table: TableSpec, paths: Sequence[Path]
                   resamples: int = RESAMPLES) -> TableSection:
     """One table of REPORT.md: its runnable rows (paper, ours, 95% CI, Δ, seeds), its claims judged (raw;
     ``write_report`` adjusts them across tables) from the rows' per-image counts, its figures and links."""
-    shown = display(miou_frame(records, table, table.runnable(), switches=False))
+    shown = display(miou_frame(records, table, table.runnable(), switches=False, metric=table.headline))
     counts = row_counts(records, table.number)
     noise = functools.cache(functools.partial(seed_noise, records))
     verdicts = judge_all(load_claims(table.number), counts, noise, preset.report.margin, resamples,

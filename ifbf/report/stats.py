@@ -299,7 +299,7 @@ def p_value(estimate: float, null: float, image_var: float, seed_var: float, see
     statistic = abs(estimate - null) / se
     if seed_var == 0 or math.isinf(seed_df):
         return two_sided_p(statistic, math.inf)
-    floor = -33.0  # log p = -33, p = 4.7e-15: the smallest p whose level 1 − p is still below 1 in floating point
+    floor = -33.0  # p = 4.7e-15: its level 1 − p (and the quantile's (1 + level) / 2) stays safely below 1.0
     if critical_value(image_var, seed_var, seed_df, 1 - math.exp(floor)) <= statistic:
         return math.exp(floor)  # smaller than quantiles can resolve; REPORT.md shows "< 0.001"
     low, high = floor, 0.0  # bisection on log p: q(1 − p) falls as p grows

@@ -21,7 +21,7 @@ CI = "95% CI"
 
 
 def _interval(counts: list[Counts] | None, noise: SeedNoise) -> tuple[float, float]:
-    """The row's 95% interval of mIoU (images and training noise; ``stats``), or NaNs when it has no
+    """The row's 95% interval of its metric (images and training noise; ``stats``), or NaNs when it has no
     per-image counts (a run evaluated before they were stored), they do not pair up, or σ is unknown."""
     if not counts:
         return math.nan, math.nan
@@ -43,7 +43,7 @@ def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
     seeds, the 95% interval ``ci_low``/``ci_high`` of ours with images and training noise, Δ = ours − paper)."""
     if table.metric is Metric.PER_CLASS:
         return _per_class_frame(records, table)
-    return miou_frame(records, table, table.rows, metric=table.metric)
+    return miou_frame(records, table, table.rows, metric=table.headline)
 
 
 def _seed_values(cells: pd.DataFrame, counts: list[Counts] | None, metric: str) -> list[float]:
@@ -63,7 +63,7 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
     with the spec's columns); REPORT.md uses it for the runnable rows of every table, per-class ones included."""
     mine = records[records["table"] == table.number]
     counts = row_counts(records, table.number, metric)
-    noise = seed_noise(records)
+    noise = seed_noise(records, metric)
     frame = []
     for row in rows:
         cells = mine[mine["row"] == row.name]
@@ -80,7 +80,9 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
                        "seeds": len(values), "delta": mean - paper, "failed": int(cells["failed"].sum()),
                        "unreadable": unreadable_mark(cells)})
         frame.append(record)
-    return pd.DataFrame.from_records(frame).set_index("row")
+    df = pd.DataFrame.from_records(frame).set_index("row")
+    df.attrs["label"] = metric.label if isinstance(metric, Metric) else str(metric)  # headers and axis labels
+    return df
 
 
 def unreadable_mark(cells: pd.DataFrame) -> str:
@@ -147,14 +149,16 @@ def display(df: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
         for col in df.columns:
             if col not in NUMERIC:
                 out[col] = [_fmt(v) for v in df[col]]
-        out["paper mIoU"] = [_fmt(v) for v in df["paper"]]
+        label = df.attrs.get("label", "mIoU")
+        out[f"paper {label}"] = [_fmt(v) for v in df["paper"]]
         if latex:
-            out["ours mIoU (± 95% CI)"] = [
+            out[f"ours {label} (± 95% CI)"] = [
                 _ours(m, (hi - lo) / 2, int(f), u)
                 for m, lo, hi, f, u in zip(df["ours"], df["ci_low"], df["ci_high"], failed, unreadable)
             ]
         else:
-            out["ours mIoU"] = [_ours(m, s, int(f), u) for m, s, f, u in zip(df["ours"], df["std"], failed, unreadable)]
+            out[f"ours {label}"] = [_ours(m, s, int(f), u)
+                                    for m, s, f, u in zip(df["ours"], df["std"], failed, unreadable)]
             out[CI] = [interval_cell(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])]
         out["Δ"] = [_fmt(v, signed=True) for v in df["delta"]]
         out["seeds"] = [str(int(v)) for v in df["seeds"]]
