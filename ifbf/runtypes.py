@@ -82,8 +82,9 @@ def iou(sums: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 # A metric's per-class value (fractions; NaN: undefined, left out of the mean) from counts summed over images;
-# its mean over classes is the figure a table shows. Keyed by ``experiments.Metric`` values.
-SCORES: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {"miou": iou, "per_class": iou}
+# its mean over classes is the figure a table shows. Keyed by ``experiments.Metric`` values (a per-class
+# table's figure is mIoU: ``TableSpec.headline``).
+SCORES: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {"miou": iou}
 
 
 def per_image_problem(counts: Mapping[str, np.ndarray], n_names: int, required: Iterable[str] = ()) -> str | None:

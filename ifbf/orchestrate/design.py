@@ -31,7 +31,7 @@ from ifbf.orchestrate.preflight import read_preflight
 from ifbf.report import records
 from ifbf.report.claims import Claim, load_claims
 from ifbf.report.power import SeedsNeeded, seeds_for_power
-from ifbf.report.stats import Counts, SeedNoise, paired_difference, pooled_noise, row_miou
+from ifbf.report.stats import Counts, SeedNoise, paired_difference, per_seed, pooled_noise
 from ifbf.report.verdicts import RowCounts
 
 ALPHA = 0.05  # family-wise level of the report's verdicts
@@ -66,10 +66,9 @@ class Noise:
     assumed_image_se: float
     image_basis: str
 
-    def image_se(self, c: Contrast) -> tuple[float, str]:
-        if (c.table, c.a, c.b) in self.measured_image_se:
-            return self.measured_image_se[(c.table, c.a, c.b)], "measured"
-        return self.assumed_image_se, "assumed" if self.image_basis.startswith("assumed") else "other rows"
+    def image_se(self, c: Contrast) -> float:
+        """The contrast's measured image noise, else the assumed one (``image_basis`` says which)."""
+        return self.measured_image_se.get((c.table, c.a, c.b), self.assumed_image_se)
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class ClaimDesign:
 
 def contrasts(claim: Claim, table: TableSpec) -> tuple[tuple[Contrast, ...], str]:
     """The paired Δs that decide a claim, and a note when it has none (see the module docstring)."""
-    paper = {r.name: r.paper.get("miou" if claim.metric == "miou" else claim.metric) for r in table.rows}
+    paper = {r.name: r.paper.get(claim.metric) for r in table.rows}  # mIoU or one class's IoU
 
     def gap(a: str, b: str) -> float | None:
         return None if paper.get(a) is None or paper.get(b) is None else round(paper[a] - paper[b], 4)
@@ -138,7 +137,7 @@ def design(claims: list[tuple[Claim, TableSpec]], noise: Noise, alpha: float) ->
         found, note = contrasts(claim, table)
         rows = []
         for c in found:
-            image_se, _ = noise.image_se(c)
+            image_se = noise.image_se(c)
             rows.append((c, image_se, seeds_for_power(c.size, image_se, noise.seed_std, alpha)))
         designs.append(ClaimDesign(claim, tuple(rows), note))
     return designs
@@ -162,7 +161,7 @@ def present_seeds(tables: list[TableSpec], preset: Preset, results: Path, extra:
 def seed_spread(rows: Iterable[Sequence[Counts]], prior: float | None, source: str = "assumed",
                 prior_df: float = math.inf) -> SeedNoise:
     """σ between seeds from each row's per-seed counts (``stats.pooled_noise``), else the prior."""
-    return pooled_noise([[row_miou([c]) for c in seeds] for seeds in rows], prior, source, prior_df)
+    return pooled_noise([per_seed(seeds) for seeds in rows], prior, source, prior_df)
 
 
 def val_images(frame: pd.DataFrame) -> int:

@@ -108,7 +108,7 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
         trainings = tuple(seeds["run_hash"])
         if trainings not in seen:
             seen.add(trainings)
-            groups.append(_seed_values(seeds, metric))
+            groups.append(seed_values(seeds, metric))
     groups = [[v for v in g if not math.isnan(v)] for g in groups]
     noise = pooled_noise(groups, prior.seed_std, prior.seed_std_source, prior.seed_std_df)
     if metric == Metric.MIOU or noise.measured:
@@ -118,12 +118,14 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
     return seed_noise(records).one_class(len(class_names()))
 
 
-def _seed_values(seeds: pd.DataFrame, metric: str) -> list[float]:
-    """Each seed's value of ``metric`` in points (NaN where it has none)."""
+def seed_values(seeds: pd.DataFrame, metric: str) -> list[float]:
+    """Each record's value of ``metric`` in points (NaN where it has none): mIoU and a class's IoU as
+    metrics.json stores them (a test-server result has no per-image counts), any other ``rundir.SCORES``
+    metric from the per-image counts (NaN when a count it needs was not stored)."""
     if metric == Metric.MIOU:
         return [100 * m for m in seeds[Metric.MIOU]]
     if metric not in SCORES:  # a class: its IoU as metrics.json stores it
-        return [100 * iou.get(metric, math.nan) for iou in seeds["iou"]]
+        return [math.nan if iou.get(metric) is None else 100 * iou[metric] for iou in seeds["iou"]]  # None: absent
     values = []
     for counts in seeds["counts"]:
         try:

@@ -13,9 +13,9 @@ import pandas as pd
 from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import Metric, RowSpec, TableSpec
 from ifbf.identity import weights_status
-from ifbf.report.records import row_counts, seed_noise
+from ifbf.report.records import row_counts, seed_noise, seed_values
 from ifbf.report.report_md import interval_cell
-from ifbf.report.stats import Counts, SeedNoise, miou_interval, per_seed
+from ifbf.report.stats import Counts, SeedNoise, miou_interval
 
 CI = "95% CI"
 
@@ -46,17 +46,6 @@ def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
     return miou_frame(records, table, table.rows, metric=table.headline)
 
 
-def _seed_values(cells: pd.DataFrame, counts: list[Counts] | None, metric: str) -> list[float]:
-    """Each seed's value in points: mIoU as metrics.json stores it (a test-server result has no per-image
-    counts), any other metric from the per-image counts (``rundir.SCORES``)."""
-    if metric == Metric.MIOU:
-        return [100 * m for m in cells[Metric.MIOU] if not math.isnan(m)]
-    try:
-        return per_seed(counts) if counts else []
-    except IfbfError:  # a count the metric needs was not stored yet: a dash, not a wrong figure
-        return []
-
-
 def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...] | list[RowSpec],
                switches: bool = True, metric: str = Metric.MIOU) -> pd.DataFrame:
     """The frame of ``metric`` (mIoU unless the table names another) for ``rows`` of ``table`` (``switches``:
@@ -67,7 +56,7 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
     frame = []
     for row in rows:
         cells = mine[mine["row"] == row.name]
-        values = _seed_values(cells, counts.get(row.name), metric)
+        values = [v for v in seed_values(cells, metric) if not math.isnan(v)]
         record: dict = {"row": row.name + _scratch_mark(cells)}
         if switches and len(cells):
             cfg = cells["cell"].iloc[0].cfg
