@@ -14,7 +14,7 @@ from ifbf.data.labels import CLASS_NAMES
 from ifbf.experiments import TABLES, load_table
 from ifbf.report.claims import load_claims, parse_claim
 from ifbf.report.power import IMAGE_NOISE, NEVER_PREDICTED
-from ifbf.report.stats import Counts, SeedNoise, paired_difference
+from ifbf.report.stats import Counts, SeedNoise, critical_value, paired_difference
 from ifbf.report.verdicts import (CONTRADICTED, NOT_EVALUATED, NOT_RESOLVED, SIZE_OFF, SUPPORTED, Verdict, adjust,
                                   judge, judge_all)
 
@@ -138,14 +138,19 @@ def test_delta_supported_size_off_contradicted_not_resolved(images):
     v = judge(helps, rows, noise_of(IMAGES_ONLY), resamples=1000)
     assert v.verdict == SUPPORTED and v.low > 0 and v.p < 0.001 and v.size_inside and v.seeds == (1, 1)
     big = judge(claim("delta", ["R50 + ASPP", "R50 BaseNet"], size=9.0), rows, noise_of(IMAGES_ONLY), 1000)
-    assert big.verdict == SIZE_OFF and big.high < 9 and "above our interval" in big.reason
+    assert big.verdict == SIZE_OFF and big.high < 9 and "lies above ours" in big.reason
+    # on a reduced preset (absolute=False) only the direction is judged: never size off
+    reduced = judge(claim("delta", ["R50 + ASPP", "R50 BaseNet"], size=9.0), rows, noise_of(IMAGES_ONLY), 1000,
+                    absolute=False)
+    assert reduced.verdict == SUPPORTED and reduced.size_inside is None
     lower = claim("delta", ["R50 + ASPP", "R50 BaseNet"], direction="lower")
     assert judge(lower, rows, noise_of(IMAGES_ONLY), 1000).verdict == CONTRADICTED
     v = judge(claim("delta", ["R101 + ASPP", "R101 BaseNet"], size=2.46), rows, noise_of(IMAGES_ONLY), 1000)
     assert v.verdict == CONTRADICTED and v.high < 0 and v.size_inside is False
     # the same 3-point Δ with one seed per row and a seed std of 3: no longer resolved
     v = judge(helps, rows, noise_of(SeedNoise(3.0)), resamples=1000)
-    assert v.verdict == NOT_RESOLVED and v.low < 0 < v.high and v.noise.std == 3.0
+    assert v.verdict == NOT_RESOLVED and v.low < 0 < v.high and v.on_prior  # σ_d prior: sqrt(2) x 3
+    assert v.noise.std == pytest.approx(3.0 * np.sqrt(2))
     assert v.for_paper.seeds is not None and v.for_paper.seeds > 1 and v.for_ours is not None
 
 
@@ -155,10 +160,17 @@ def test_seeds_for_the_papers_size_not_the_observed_one(images):
     rows = {"R50 + ASPP": [make(rng, q, u)], "R50 BaseNet": [make(rng, q, u)]}
     v = judge(claim("delta", ["R50 + ASPP", "R50 BaseNet"], size=2.80), rows, noise_of(SeedNoise(1.0)), 1000)
     assert v.verdict == NOT_RESOLVED
-    # 80% power at the 5% level: smallest S with 2.80 >= 2.8016 sqrt(image_se² + 2 σ² / S)
+    # 80% power at the 5% level, paired seeds (σ_d prior sqrt(2) σ): smallest S with 2.80 >= (q_.975 + q_.80)
+    # sqrt(image_se² + 2 σ² / S), q Cochran–Cox at the df S seeds will have (the prior lends max(2, S - 1))
     image_se = paired_difference(rows["R50 + ASPP"], rows["R50 BaseNet"], SeedNoise(1.0), resamples=1000).image_se
-    by_hand = int(np.ceil(2 / ((2.80 / 2.8016) ** 2 - image_se**2)))
-    assert v.for_paper.seeds == by_hand and by_hand <= 4
+
+    def detectable(s: int) -> float:
+        image_var, seed_var, df = image_se**2, 2 / s, max(2, s - 1) + s - 1
+        q = sum(critical_value(image_var, seed_var, df, level) for level in (0.95, 0.6))
+        return q * np.sqrt(image_var + seed_var)
+
+    by_hand = next(s for s in range(1, 50) if 2.80 >= detectable(s))
+    assert v.for_paper.seeds == by_hand and 2 <= by_hand <= 6
     assert v.for_ours.seeds is None or v.for_ours.seeds > 10  # a Δ near 0 needs far more, or is hopeless
 
 

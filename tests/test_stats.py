@@ -4,6 +4,8 @@ the t distribution and the p-values (the full coverage grid: tests/test_verdict_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -92,7 +94,9 @@ def test_interval_is_the_estimate_plus_minus_q_times_images_and_seeds():
     interval = miou_interval(seeds, noise, resamples=2000)
     weights = image_weights(np.random.default_rng(0), 300, 2000)
     boot = np.mean([miou(weights @ c.inter, weights @ c.union) for c in seeds], axis=0)
-    image_var, seed_var = float(np.var(boot)), 4.0 / 3
+    # the row's own 3 seeds (df 2) with the prior 2.0, which lends min(4, max(2, 2)) = 2 df: df 2 + 2 = 4
+    sigma2 = (2 * 2.0**2 + 2 * np.var(per_seed, ddof=1)) / 4
+    image_var, seed_var = float(np.var(boot)), sigma2 / 3
     q = (image_var * 1.959964 + seed_var * 2.776445) / (image_var + seed_var)  # t_4 quantile: 2.776445
     half = q * np.sqrt(image_var + seed_var)
     assert interval.estimate == pytest.approx(np.mean(per_seed))
@@ -111,7 +115,7 @@ def test_pooled_seed_std_by_hand():
     assert prior.std == 0.5 and not prior.measured and prior.source == "assumed: a paper"
     assert pooled_noise([[1.0]], prior=None).std is None
     once = pooled_noise([[1.0]], prior=2.0, source="measured once", prior_df=3)  # a prior measured on few seeds
-    assert once.df == 3 and not once.measured and once.text() == "2.00 assumed (df 3)"
+    assert once.df == 3 and not once.measured and once.text() == "2.00 prior (df 3)"
     assert prior.one_class(19).std == pytest.approx(0.5 * np.sqrt(19))
 
 
@@ -159,13 +163,39 @@ def test_rows_on_different_images_are_refused():
         paired_difference([named], [renamed], IMAGES_ONLY)
 
 
-def test_training_noise_enters_a_difference_once_per_row():
-    """Δ of rows with 1 and 3 seeds: its variance is the bootstrap variance of Δ plus σ² (1/1 + 1/3)."""
+def test_unpaired_difference_takes_each_rows_own_seeds_with_the_prior():
+    """Rows with 1 and 3 seeds share one seed: no pairing. Δ's variance is the bootstrap variance of Δ plus
+    σ_a² / 1 + σ_b² / 3, each σ its row's own seeds combined with the prior (2 df lent), at the smaller df."""
     rng = np.random.default_rng(8)
     p, union = population(rng, 100)
-    a, b = [sample(rng, p, union)], [sample(rng, p, union) for _ in range(3)]
+    a, b = [sample(rng, p, union)], [sample(rng, p, union, shift=s) for s in (-0.02, 0.0, 0.03)]
     images = paired_difference(a, b, IMAGES_ONLY, resamples=1000)
     both = paired_difference(a, b, SeedNoise(1.5), resamples=1000)
-    assert both.image_se == pytest.approx(images.image_se)
-    assert both.se == pytest.approx(np.sqrt(images.image_se**2 + 1.5**2 * (1 + 1 / 3)))
-    assert both.high - both.low == pytest.approx(2 * 1.959964 * both.se, rel=1e-6)
+    assert both.paired == 0 and both.image_se == pytest.approx(images.image_se)
+    var_b = (2 * 1.5**2 + 2 * np.var([row_miou([c]) for c in b], ddof=1)) / 4
+    seed_var = 1.5**2 + var_b / 3
+    assert both.se == pytest.approx(np.sqrt(images.image_se**2 + seed_var))
+    q = (images.image_se**2 * 1.959964 + seed_var * 4.302653) / (images.image_se**2 + seed_var)  # df 2 (row a)
+    assert both.high - both.low == pytest.approx(2 * q * both.se, rel=1e-5)
+
+
+def test_paired_seeds_take_the_std_of_the_per_seed_differences():
+    """Two rows with seeds 0-3 whose seed effects are shared: the per-seed differences d_s vary far less than
+    either row, and the training part of Δ is σ_d² / k, σ_d from the d_s with the prior (σ_d prior: sqrt(2) σ)."""
+    rng = np.random.default_rng(9)
+    p, union = population(rng, 200)
+    shared = (-0.04, 0.01, 0.05, -0.02)  # each seed moves both rows alike
+    a = [replace(sample(rng, p, union, shift=s), seed=i) for i, s in enumerate(shared)]
+    b = [replace(sample(rng, p, union, shift=s - 0.01), seed=i) for i, s in enumerate(shared)]
+    prior = SeedNoise(1.0, df=10)
+    diff = paired_difference(a, b, prior, resamples=1000)
+    d = np.array([row_miou([x]) - row_miou([y]) for x, y in zip(a, b)])
+    sigma2 = (3 * 2 * 1.0**2 + 3 * np.var(d, ddof=1)) / 6
+    assert diff.paired == 4 and diff.df == 6 and diff.estimate == pytest.approx(d.mean())
+    assert diff.se == pytest.approx(np.sqrt(diff.image_se**2 + sigma2 / 4))
+    unpaired = paired_difference(a, b, prior, resamples=1000, paired=False)
+    assert np.var(d, ddof=1) < 0.2 * np.var([row_miou([x]) for x in a], ddof=1)
+    assert diff.high - diff.low < unpaired.high - unpaired.low  # the shared seed effects cancel
+    relabelled = [replace(x, seed=s) for x, s in zip(b, (1, 0, 3, 2))]  # pairs by seed id, not by position
+    mismatched = paired_difference(a, relabelled, prior, resamples=1000)
+    assert mismatched.estimate == pytest.approx(d.mean()) and mismatched.se > 2 * diff.se

@@ -3,6 +3,7 @@ GPU, latency and peak training memory (``ifbf cost``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -74,3 +75,14 @@ def measure_flops(cfg: ModelConfig, height: int, width: int) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.randn(1, 3, height, width))
     return counter.get_total_flops() / 1e9
+
+
+def training_flops(cfg: ModelConfig, crop: tuple[int, int]) -> float:
+    """FLOPs of one training image at ``crop``: 3 x the forward pass in training mode (aux head included; a
+    backward pass costs about twice its forward), counted on the meta device: no compute, no weights read."""
+    cfg = dataclasses.replace(cfg, weights=type(cfg.weights)(), norm="bn")  # same FLOPs; nothing to load
+    with torch.device("meta"):
+        model = build_model(cfg).train()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(2, 3, *crop, device="meta"))  # 2: BatchNorm's pooled branch needs > 1 value
+    return 3 * counter.get_total_flops() / 2

@@ -3,10 +3,13 @@
 At most ``LOOKS`` looks at the data. Look 1 has one seed per row; after each look the claims still not resolved
 (neither supported nor contradicted) whose design fits in what is left of the budget (``design.allocate``, in
 its order: cheapest first) get more seeds on their rows: halfway to the design's seeds at look 2, all of them
-at look 3. Error control under repeated looks: every look tests at ``design.level(m, LOOKS)`` = 0.05 / m /
-LOOKS (Bonferroni over the m claims and over the looks), so the chance of any false verdict on a claim across
-all looks stays ≤ 0.05 / m whatever the data decide about the seeds. The budget counts every training of the
-table(s), finished ones at what they took. Seed s of a row is the cell ``--seeds s+1`` would plan: same hash.
+at look 3. A look judges as the report does (paired seeds, each claim's σ_d, its own metric) with Holm's
+correction at a family-wise 0.05 / LOOKS, so a claim resolved at a look stays resolved in the report (which
+uses 0.05 on the same or more data); the open claims are designed for the level Holm gives the first of them
+(0.05 / open claims), with σ_d estimated from the prior and what was measured. The report then judges the final
+seeds once, with Holm at 0.05: tests/test_adaptive.py and tests/test_seeds_auto_cost.py measure its false
+verdicts under Δ = 0 and at the paper's truth. The budget counts every training of the table(s), finished ones
+at what they took. Seed s of a row is the cell ``--seeds s+1`` would plan: same hash.
 """
 
 from __future__ import annotations
@@ -19,47 +22,60 @@ from pathlib import Path
 from ifbf.errors import IfbfError
 from ifbf.experiments import Preset, ReportPrior, RowSeeds, TableSpec
 from ifbf.orchestrate.cluster import SlurmProfile
-from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, assume_missing, contrasts, design,
-                                     family, level, measure_noise, seed_spread, table_claims, table_of,
-                                     training_hours, val_images)
+from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, assume_missing, design, family,
+                                     flops_hours, level, measure_noise, table_claims, training_hours, val_images)
 from ifbf.orchestrate.plan import Plan, build_plan
 from ifbf.report import records
 from ifbf.report.claims import Claim
-from ifbf.report.verdicts import CONTRADICTED, NOT_RESOLVED, SUPPORTED, RowCounts, select_metric
-from ifbf.report.power import delta_se
-from ifbf.report.stats import critical_value, paired_difference, row_miou
+from ifbf.experiments import class_names
+from ifbf.report.stats import SeedNoise
+from ifbf.report.verdicts import (ALPHA, NOT_EVALUATED, NOT_RESOLVED, SIZE_OFF, SUPPORTED, NoiseFor, RowCounts,
+                                  adjust, judge_all)
 
 LOOKS = 3
+POWER = 0.8  # what each look designs the open claims' seeds for
 RESAMPLES = 2000  # bootstrap draws behind the image noise of one look's Δ
 
 
-def verdict(claim: Claim, rows: RowCounts, alpha: float, prior: ReportPrior) -> str:
-    """Supported / contradicted / not resolved at two-sided level ``alpha``: every paired Δ of the claim
-    (``design.contrasts``) against delta_se(image noise measured on the counts, seed spread, seeds) with the
-    report's critical value (``stats.critical_value``: Cochran–Cox at the df of σ, pooled over the rows' seeds,
-    else the preset's prior with its df); "both" and best-of claims need every Δ on the claimed side
-    (intersection–union), one Δ on the other contradicts."""
-    found, _ = contrasts(claim, table_of(claim.table))
-    selected = select_metric(rows, claim.metric)
-    if not found or any(not selected.get(c.a) or not selected.get(c.b) for c in found):
-        return NOT_RESOLVED
-    spread = seed_spread(selected.values(), prior.seed_std, prior.seed_std_source, prior.seed_std_df)
-    if spread.std is None:  # σ unknown: no honest test
-        return NOT_RESOLVED
-    sign = -1.0 if claim.direction == "lower" else 1.0
-    sides = []
-    for c in found:
-        a, b = selected[c.a], selected[c.b]
-        estimate = sum(row_miou([x]) for x in a) / len(a) - sum(row_miou([x]) for x in b) / len(b)
-        image_se = paired_difference(a, b, spread, RESAMPLES).image_se
-        se = delta_se(image_se, spread.std, len(a), len(b))
-        q = critical_value(image_se**2, se**2 - image_se**2, spread.df, 1 - alpha)
-        # no noise at all (se 0): the sign of the estimate decides
-        z = sign * estimate / se if se > 0 else math.copysign(math.inf, sign * estimate) if estimate else 0.0
-        sides.append(SUPPORTED if z > q else CONTRADICTED if z < -q else NOT_RESOLVED)
-    if CONTRADICTED in sides:
-        return CONTRADICTED
-    return SUPPORTED if all(s == SUPPORTED for s in sides) else NOT_RESOLVED
+def prior_noise(prior: ReportPrior) -> NoiseFor:
+    """The preset's prior σ of a metric, as the report starts from it (a class: sqrt(19) x the mIoU prior)."""
+    base = SeedNoise(prior.seed_std, prior.seed_std_df, prior.seed_std_source, diff=prior.seed_diff_std)
+    return lambda metric: base if metric == "miou" else base.one_class(len(class_names()))
+
+
+def states_at(claims: list[tuple[Claim, TableSpec]], rows: dict[int, RowCounts], alpha: float,
+              prior: ReportPrior) -> dict[str, str]:
+    """Each claim's verdict as the report would give it with Holm's correction at family-wise level ``alpha``
+    (``verdicts.judge_all`` then ``adjust``: paired seeds, each claim's own σ_d on its own metric with the prior,
+    intersection–union for "both" and best-of claims), read as supported / contradicted / not resolved (the
+    paper's size is not judged at a look)."""
+    noise = prior_noise(prior)
+    raw = []
+    for number in dict.fromkeys(t.number for _, t in claims):
+        mine = [c for c, t in claims if t.number == number]
+        raw += judge_all(mine, rows.get(number, {}), noise, prior.margin, RESAMPLES, absolute=False)
+    return {v.claim.id: {SIZE_OFF: SUPPORTED, NOT_EVALUATED: NOT_RESOLVED}.get(v.adjusted or v.verdict,
+                                                                            v.adjusted or v.verdict)
+            for v in adjust(raw, alpha)}
+
+
+def holm_designs(claims: list[tuple[Claim, TableSpec]], noise: Noise, power: float = POWER) -> list[ClaimDesign]:
+    """The open claims' designs at the levels Holm will test them at if the cheaper ones are resolved first: the
+    k-th cheapest (seeds needed at 0.05 / m) at 0.05 / (m − k + 1); a "both" claim at its strictest part's."""
+    m = family(claims)
+    first = design(claims, noise, level(m), power)
+
+    def cost(d: ClaimDesign) -> float:
+        wanted = d.seeds()
+        return max(wanted.values()) if wanted else math.inf
+
+    order = sorted((d for d in first if d.claim.kind != "all_of"), key=cost)
+    levels = {d.claim.id: ALPHA / (m - rank) for rank, d in enumerate(order)}
+    out = []
+    for claim, table in claims:
+        parts = [levels[i] for i in claim.of if i in levels]
+        out += design([(claim, table)], noise, levels.get(claim.id, min(parts, default=level(m))), power)
+    return out
 
 
 def next_seeds(designs: list[ClaimDesign], open_ids: set[str], current: dict[RowKey, int],
@@ -99,12 +115,12 @@ def looks(claims: list[tuple[Claim, TableSpec]], prior: ReportPrior, budget: flo
           show: Callable[[Look, dict[RowKey, int]], None] = lambda look, more: None) -> list[Look]:
     """The procedure without its I/O: ``observe`` trains (or simulates) the rows at the given seeds; ``show``
     hears of each look as it is decided, with the seeds per row of the next one (the same when it stops)."""
-    alpha = level(family(claims), LOOKS)
+    alpha = ALPHA / LOOKS  # each look: Holm across the claims at a family-wise 0.05 / LOOKS
     current = {(t.number, r.name): 1 for t in dict((t.number, t) for _, t in claims).values() for r in t.runnable()}
     done: list[Look] = []
     for number in range(1, LOOKS + 1):
         seen = observe(current)
-        states = {c.id: verdict(c, seen.rows.get(c.table, {}), alpha, prior) for c, _ in claims}
+        states = states_at(claims, seen.rows, alpha, prior)
         open_ids = {cid for cid, state in states.items() if state == NOT_RESOLVED}
         note = "" if number < LOOKS else f"the last of {LOOKS} looks"
         if not note and not open_ids:
@@ -114,7 +130,8 @@ def looks(claims: list[tuple[Claim, TableSpec]], prior: ReportPrior, budget: flo
         more = current
         if not note:
             hours = {k: v or 0.0 for k, v in seen.hours.items()}
-            more = next_seeds(design(claims, seen.noise, alpha), open_ids, current, hours, budget, number)
+            still = [(c, t) for c, t in claims if c.id in open_ids]
+            more = next_seeds(holm_designs(still, seen.noise), open_ids, current, hours, budget, number)
             if more == current:
                 note = "no open claim is resolvable within what is left of the budget"
         done.append(Look(number, dict(current), states, note))
@@ -137,8 +154,8 @@ def run_auto(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, res
     """Train, look, add seeds, up to LOOKS times (printing each look); returns the seeds per row to report."""
     claims = table_claims(tables)
     _check_first_pass(tables, preset, profile, results, extra, budget)
-    print(f"--seeds auto: at most {LOOKS} looks, each at level 0.05/{family(claims)}/{LOOKS} = "
-          f"{level(family(claims), LOOKS):.5f} (Bonferroni over {family(claims)} claims and {LOOKS} looks), "
+    print(f"--seeds auto: at most {LOOKS} looks, each judging the {family(claims)} claims with Holm's correction at "
+          f"0.05/{LOOKS} = {ALPHA / LOOKS:.4f}; seeds designed for 80 % power at Holm's level of the open claims; "
           f"budget {budget:g} device-hours (finished trainings included)")
 
     def observe(seeds: dict[RowKey, int]) -> Observation:
@@ -157,11 +174,14 @@ def _check_first_pass(tables: list[TableSpec], preset: Preset, profile: SlurmPro
     """Refuse before any training when one seed of every row (what runs, finished or not, took or are
     predicted or assumed to take) already exceeds the budget; say so when some rows have no figure at all."""
     hours = training_hours(tables, preset, profile, results, extra)
-    assumed = assume_missing(hours, preset)
+    ranges = flops_hours(tables, preset, profile, results, extra) if any(h is None for h in hours.values()) else {}
+    assumed = assume_missing(hours, preset, ranges)
     known = [h for h in hours.values() if h is not None]
     base = sum(known)
     if base > budget:
-        basis = f"; {len(assumed)} row(s) at the preset's assumed {preset.report.training_hours:g}" if assumed else ""
+        basis = (f"; {len(assumed)} row(s) priced from their FLOPs at {preset.report.utilisation[0]:.0%} utilisation"
+                 if assumed and ranges else
+                 f"; {len(assumed)} row(s) at the preset's assumed {preset.report.training_hours:g}" if assumed else "")
         raise IfbfError(f"--seeds auto --budget {budget:g}: one seed of each of the {len(hours)} rows already costs "
                         f"{base:.2f} device-hours (finished runs, preflight.json{basis}); raise --budget, or train "
                         "one seed with --seeds 1 (--design --budget shows what a budget buys)")

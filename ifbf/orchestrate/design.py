@@ -24,14 +24,16 @@ from statistics import median
 import pandas as pd
 
 from ifbf.experiments import Preset, RowSeeds, TableSpec, load_table
+from ifbf.models.cost import training_flops
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.estimate import actual_seconds, predict, split_images
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import read_preflight
 from ifbf.report import records
 from ifbf.report.claims import Claim, load_claims
-from ifbf.report.power import SeedsNeeded, seeds_for_power
-from ifbf.report.stats import Counts, SeedNoise, paired_difference, per_seed, pooled_noise
+from ifbf.report.power import POWER, SeedsNeeded, seeds_for_power
+from ifbf.report.stats import (SeedNoise, common_seeds, paired_difference, per_seed, pooled_noise,
+                               seed_ids)
 from ifbf.report.verdicts import RowCounts
 
 ALPHA = 0.05  # family-wise level of the report's verdicts
@@ -56,12 +58,13 @@ class Contrast:
 
 @dataclass(frozen=True)
 class Noise:
-    """What the seeds are computed from: the seed std (its source, and its degrees of freedom when measured:
-    0 means the preset's prior) and the image noise of each contrast (measured, or the stated assumption)."""
+    """What the seeds are computed from: σ_d, the std of a paired Δ's per-seed differences (its source, and
+    the degrees of freedom of the prior the report will combine each claim's seeds with), and the image noise
+    of each contrast (measured, or the stated assumption)."""
 
-    seed_std: float
+    diff_std: float | None
     seed_source: str
-    seed_dof: int
+    prior_df: float
     measured_image_se: dict[tuple[int, str, str], float]
     assumed_image_se: float
     image_basis: str
@@ -131,14 +134,17 @@ def level(n_claims: int, looks: int = 1) -> float:
     return ALPHA / max(1, n_claims) / max(1, looks)
 
 
-def design(claims: list[tuple[Claim, TableSpec]], noise: Noise, alpha: float) -> list[ClaimDesign]:
+def design(claims: list[tuple[Claim, TableSpec]], noise: Noise, alpha: float, power: float = POWER) -> list[ClaimDesign]:
+    """Each claim's contrasts with the paired seeds per row that give ``power`` at level ``alpha``."""
     designs = []
     for claim, table in claims:
         found, note = contrasts(claim, table)
         rows = []
         for c in found:
             image_se = noise.image_se(c)
-            rows.append((c, image_se, seeds_for_power(c.size, image_se, noise.seed_std, alpha)))
+            needed = (seeds_for_power(c.size, image_se, noise.diff_std, alpha, power, prior_df=noise.prior_df)
+                      if noise.diff_std is not None else SeedsNeeded(None, "seed std unknown"))
+            rows.append((c, image_se, needed))
         designs.append(ClaimDesign(claim, tuple(rows), note))
     return designs
 
@@ -158,10 +164,18 @@ def present_seeds(tables: list[TableSpec], preset: Preset, results: Path, extra:
         n *= 2
 
 
-def seed_spread(rows: Iterable[Sequence[Counts]], prior: float | None, source: str = "assumed",
-                prior_df: float = math.inf) -> SeedNoise:
-    """σ between seeds from each row's per-seed counts (``stats.pooled_noise``), else the prior."""
-    return pooled_noise([per_seed(seeds) for seeds in rows], prior, source, prior_df)
+def diff_spread(rows: RowCounts, found: Iterable[Contrast]) -> list[list[float]]:
+    """The per-seed differences d_s of each contrast whose rows share at least 2 seeds."""
+    groups = []
+    for c in found:
+        a, b = rows.get(c.a), rows.get(c.b)
+        if not a or not b:
+            continue
+        common = common_seeds([a, b])
+        if len(common) >= 2:
+            ma, mb = dict(zip(seed_ids(a), per_seed(a))), dict(zip(seed_ids(b), per_seed(b)))
+            groups.append([ma[s] - mb[s] for s in common])
+    return groups
 
 
 def val_images(frame: pd.DataFrame) -> int:
@@ -171,22 +185,29 @@ def val_images(frame: pd.DataFrame) -> int:
 
 
 def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: Preset, images: int) -> Noise:
-    """Seed std pooled over the rows with several seeds (else the preset's prior), image noise of each contrast
-    whose rows have per-image counts (seed 0), else the median of those measured, else the assumption
-    (``images``: the val split's size). ``rows``: table number -> row name -> Counts per seed."""
+    """σ_d: the preset's prior (``report.seed_diff_std``, else sqrt(2) x ``seed_std``) combined with σ_d pooled
+    over the contrasts whose rows have several paired seeds, weighted by their degrees of freedom (the best
+    estimate to plan with; a prior taken as known stays as it is); image noise of
+    each contrast whose rows have per-image counts (seed 0), else the median of those measured, else the
+    assumption (``images``: the val split's size). ``rows``: table number -> row name -> Counts per seed."""
     measured: dict[tuple[int, str, str], float] = {}
     prior = preset.report
-    spread = seed_spread([seeds for mine in rows.values() for seeds in mine.values()], prior.seed_std,
-                         prior.seed_std_source, prior.seed_std_df)
+    found = {c for t in tables for claim in claims_of(t.number) for c in contrasts(claim, t)[0]}
+    pooled = pooled_noise([d for t in tables for d in diff_spread(rows.get(t.number, {}),
+                                                                 [c for c in found if c.table == t.number])], None)
+    diff = SeedNoise(prior.seed_std, prior.seed_std_df, diff=prior.seed_diff_std).diff_std()
+    source = f"prior of preset {preset.name}: {prior.seed_std_source}"
+    nu = prior.seed_std_df if diff is not None else 0.0
+    if pooled.measured and math.isfinite(nu):  # the best estimate to plan with: prior and measurement by their df
+        diff = math.sqrt((nu * (diff or 0.0) ** 2 + pooled.df * (pooled.std or 0.0) ** 2) / (nu + pooled.df))
+        source = (f"measured on {pooled.rows} paired contrast(s) of this preset ({pooled.df:g} df), combined with "
+                  f"the prior ({nu:g} df)")
     for table in tables:
         mine = rows.get(table.number, {})
-        for claim in claims_of(table.number):
-            for c in contrasts(claim, table)[0]:
-                if mine.get(c.a) and mine.get(c.b) and (c.table, c.a, c.b) not in measured:
-                    diff = paired_difference(list(mine[c.a][:1]), list(mine[c.b][:1]), SeedNoise(0.0), IMAGE_RESAMPLES)
-                    measured[(c.table, c.a, c.b)] = diff.image_se
-    source = (f"measured on this preset's rows ({spread.df:g} degrees of freedom)" if spread.measured
-              else f"preset {preset.name}: {prior.seed_std_source}")
+        for c in sorted((c for c in found if c.table == table.number), key=lambda c: (c.a, c.b)):
+            if mine.get(c.a) and mine.get(c.b) and (c.table, c.a, c.b) not in measured:
+                diff_ab = paired_difference(list(mine[c.a][:1]), list(mine[c.b][:1]), SeedNoise(0.0), IMAGE_RESAMPLES)
+                measured[(c.table, c.a, c.b)] = diff_ab.image_se
     if measured:
         image_se = median(measured.values())
         basis = f"measured on {len(measured)} pair(s) of finished rows; others take their median {image_se:.2f}"
@@ -194,7 +215,8 @@ def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: P
         image_se = IMAGE_SE_PAPER * math.sqrt(PAPER_IMAGES / images)
         basis = (f"assumed: {IMAGE_SE_PAPER} at {PAPER_IMAGES} images x sqrt({PAPER_IMAGES}/{images}) = "
                  f"{image_se:.2f} (no finished rows to measure it on; docs/verdicts.md)")
-    return Noise(spread.std, source, int(spread.df) if spread.measured else 0, measured, image_se, basis)
+    prior_df = prior.seed_std_df if prior.seed_std is not None else pooled.df
+    return Noise(diff, source, prior_df, measured, image_se, basis)
 
 
 def training_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
@@ -213,12 +235,39 @@ def training_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfil
     return hours
 
 
-def assume_missing(hours: dict[RowKey, float | None], preset: Preset) -> frozenset[RowKey]:
-    """Give the rows without a figure the preset's assumed ``report.training_hours`` (in place, when it states
-    one); returns the rows filled."""
+def flops_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+                extra: tuple[str, ...]) -> dict[RowKey, tuple[float, float]]:
+    """Device-hours of one training of each row from this model's own FLOPs, (at the high utilisation, at the
+    low one): iterations x crops per iteration (batch x processes) x ``training_flops`` at the row's crop, over
+    the preset's ``report.peak_tflops`` x ``report.utilisation``. Empty when the preset states no peak."""
+    prior = preset.report
+    if prior.peak_tflops is None or prior.utilisation is None:
+        return {}
+    processes = profile.submitit_params()["tasks_per_node"]
+    flops: dict[object, float] = {}
+    hours: dict[RowKey, tuple[float, float]] = {}
+    for cell in build_plan(tables, preset, RowSeeds(1), results, extra).cells:
+        cfg = cell.cfg
+        key = (cfg.model, tuple(cfg.data.crop_size))
+        if key not in flops:
+            flops[key] = training_flops(cfg.model, tuple(cfg.data.crop_size))
+        total = flops[key] * cfg.train.iters * cfg.data.batch_size * processes
+        low_util, high_util = prior.utilisation
+        hours[(cell.table, cell.row.name)] = (total / (prior.peak_tflops * 1e12 * high_util) / 3600,
+                                              total / (prior.peak_tflops * 1e12 * low_util) / 3600)
+    return hours
+
+
+def assume_missing(hours: dict[RowKey, float | None], preset: Preset,
+                   ranges: dict[RowKey, tuple[float, float]] | None = None) -> frozenset[RowKey]:
+    """Give the rows without a figure (in place) the high end of their FLOPs-derived range (``ranges``, from
+    ``flops_hours``), else the preset's assumed ``report.training_hours``; returns the rows filled."""
+    unknown = frozenset(row for row, h in hours.items() if h is None)
+    if ranges:
+        hours.update({row: ranges[row][1] for row in unknown if row in ranges})
+        return frozenset(row for row in unknown if row in ranges)
     if preset.report.training_hours is None:
         return frozenset()
-    unknown = frozenset(row for row, h in hours.items() if h is None)
     hours.update({row: preset.report.training_hours for row in unknown})
     return unknown
 

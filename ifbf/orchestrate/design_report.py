@@ -8,7 +8,7 @@ from pathlib import Path
 from ifbf.experiments import Preset, TableSpec
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.design import (ALPHA, Allocation, ClaimDesign, Noise, RowKey, allocate, assume_missing, design,
-                                     family, level, measure_noise, present_seeds, table_claims, training_hours,
+                                     family, flops_hours, level, measure_noise, present_seeds, table_claims, training_hours,
                                      val_images)
 from ifbf.report import records
 from ifbf.report.power import POWER
@@ -50,17 +50,27 @@ def claim_lines(designs: list[ClaimDesign], hours: dict[RowKey, float | None],
     return lines
 
 
-def cost_line(hours: dict[RowKey, float | None], preset: Preset) -> tuple[str, frozenset[RowKey]]:
-    """What one training costs and where that comes from; fills rows without a figure from the preset's
-    assumed ``report.training_hours`` (in place) and returns the rows it filled."""
+def cost_line(hours: dict[RowKey, float | None], preset: Preset,
+              ranges: dict[RowKey, tuple[float, float]] | None = None) -> tuple[str, frozenset[RowKey]]:
+    """What one training costs and where that comes from; fills rows without a figure (in place) from the
+    FLOPs-derived range's high end (``ranges``) or the preset's assumed ``report.training_hours``, and returns
+    the rows it filled."""
     unknown = sum(h is None for h in hours.values())
     if not unknown:
         return "cost of one training: what finished runs took, else preflight.json", frozenset()
     prior = preset.report
-    filled = assume_missing(hours, preset)
+    filled = assume_missing(hours, preset, ranges)
     if not filled:
         return (f"cost of one training: {unknown} of {len(hours)} row(s) without a figure: {NO_COST} "
                 "(same --executor/--profile)"), filled
+    if ranges:
+        spans = [ranges[row] for row in filled]
+        low, high = min(s[0] for s in spans), max(s[1] for s in spans)
+        return (f"cost of one training: {len(filled)} of {len(hours)} row(s) priced from the model's own FLOPs, "
+                f"{low:.2f}-{high:.2f} device-hours a row at {prior.utilisation[1]:.0%}-{prior.utilisation[0]:.0%} "
+                f"of {prior.peak_tflops:g} TFLOP/s; costs below take each row's high end (marked *); measure them "
+                f"with {NO_COST} (same --executor/--profile)\n  the utilisation (preset {preset.name}): "
+                f"{prior.utilisation_source}"), filled
     return (f"cost of one training: {unknown} of {len(hours)} row(s) ASSUMED at {prior.training_hours:g} "
             f"device-hours each (marked *); measure them with {NO_COST} (same --executor/--profile)\n"
             f"  the assumption (preset {preset.name}, report.training_hours): {prior.training_hours_source}"), filled
@@ -88,7 +98,10 @@ def header(tables: list[TableSpec], preset: Preset, n_claims: int, alpha: float,
         f"Design for table(s) {numbers}, preset {preset.name}: {n_claims} claims tested (a 'both depths' claim is "
         f"its per-depth claims, not one more); seeds per row for {POWER:.0%} power at {ALPHA:g}/{n_claims} = "
         f"{alpha:.4f} per claim (Bonferroni over the report's claims)",
-        f"seed std: {noise.seed_std:.2f} mIoU ({noise.seed_source})",
+        f"σ_d (std of a paired Δ's per-seed differences): "
+        f"{'unknown' if noise.diff_std is None else f'{noise.diff_std:.2f} mIoU'} ({noise.seed_source}); seeds "
+        f"are for the report's test: Cochran–Cox at the df σ_d will have (prior {noise.prior_df:g} df, lending at "
+        "most max(2, S − 1))",
         f"image noise of a paired Δ: {noise.image_basis}",
     ]
 
@@ -104,7 +117,8 @@ def run_design(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, r
     designs = design(claims, noise, alpha)
     hours = training_hours(tables, preset, profile, results, extra)
     lines = header(tables, preset, family(claims), alpha, noise)
-    cost, assumed = cost_line(hours, preset)
+    ranges = flops_hours(tables, preset, profile, results, extra) if any(h is None for h in hours.values()) else {}
+    cost, assumed = cost_line(hours, preset, ranges)
     lines.append(cost)
     lines += claim_lines(designs, hours, assumed)
     if budget is not None:

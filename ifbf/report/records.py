@@ -75,7 +75,7 @@ def _result(run_dir: Path, cell: Cell) -> EvalResult | None:
 
 def _counts(run_dir: Path, cell: Cell) -> Counts | None:
     stored = RunDir(run_dir).per_image(result_key(cell.cfg))
-    return None if stored is None else Counts(stored.counts, tuple(stored.names))
+    return None if stored is None else Counts(stored.counts, tuple(stored.names), seed=cell.seed)
 
 
 def unreadable_lines(records: pd.DataFrame) -> list[str]:
@@ -97,10 +97,13 @@ def row_counts(records: pd.DataFrame, table: int, metric: str = Metric.MIOU) -> 
 
 
 def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
-    """σ of ``metric`` (mIoU, a class's IoU, or another ``rundir.SCORES`` metric, points) between training
-    seeds: pooled over the rows of the report with >= 2 seeds (rows sharing their trainings, e.g. one training
-    under two evaluations, count once), else the preset's prior ``report.seed_std`` (for one class: sqrt(19) x
-    the mIoU prior; for another metric the mIoU prior itself, as its source says)."""
+    """The prior σ of ``metric`` (mIoU, a class's IoU, or another ``rundir.SCORES`` metric, points) between
+    training seeds that every row and claim of the report starts from (``stats.posterior`` then adds its own
+    seeds): the preset's ``report.seed_std`` with its df, or σ pooled over the report's rows with >= 2 seeds
+    (rows sharing their trainings count once) where that is **larger** (kept at the preset's df: it was measured
+    on other rows; a smaller pool never lowers a claim's σ, since rows differ, docs/verdicts.md). Without a
+    preset prior the pool is the prior. One class: sqrt(19) x the mIoU prior unless measured; another metric:
+    the mIoU prior, as its source says."""
     prior: ReportPrior = records.attrs.get("report_prior", ReportPrior())
     groups, seen = [], set()
     done = records[records[Metric.MIOU].notna()].sort_values(["table", "seed"], kind="stable")
@@ -110,12 +113,26 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
             seen.add(trainings)
             groups.append(seed_values(seeds, metric))
     groups = [[v for v in g if not math.isnan(v)] for g in groups]
-    noise = pooled_noise(groups, prior.seed_std, prior.seed_std_source, prior.seed_std_df)
-    if metric == Metric.MIOU or noise.measured:
-        return noise
+    pooled = pooled_noise(groups, None)
+    if metric == Metric.MIOU:
+        return larger_prior(SeedNoise(prior.seed_std, prior.seed_std_df, prior.seed_std_source,
+                                      diff=prior.seed_diff_std), pooled)
+    if pooled.measured:
+        return larger_prior(SeedNoise(None, prior.seed_std_df, "no prior for one class"), pooled)
     if metric in SCORES:
         return replace(seed_noise(records), source=f"the mIoU prior, for {metric}: {prior.seed_std_source}")
     return seed_noise(records).one_class(len(class_names()))
+
+
+def larger_prior(prior: SeedNoise, pooled: SeedNoise) -> SeedNoise:
+    """The preset's prior, or the report's pooled σ where that is larger (at the prior's df, capped by
+    ``stats.posterior`` anyway; σ_d scaled alike)."""
+    if not pooled.measured or (prior.std is not None and prior.std >= (pooled.std or 0.0)):
+        return prior
+    scale = pooled.std / prior.std if prior.std else 1.0
+    df = prior.df if prior.std is not None else pooled.df
+    return SeedNoise(pooled.std, df, f"measured on this report's {pooled.rows} multi-seed rows ({pooled.df:g} df), "
+                     "larger than the preset's prior", pooled.rows, None if prior.diff is None else prior.diff * scale)
 
 
 def seed_values(seeds: pd.DataFrame, metric: str) -> list[float]:

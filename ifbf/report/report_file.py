@@ -64,21 +64,21 @@ def compute_text(records: pd.DataFrame) -> str:
 
 
 def noise_text(records: pd.DataFrame, preset: Preset) -> str:
-    """Where the training noise in every interval comes from: measured (value, df, rows) or assumed."""
+    """Where the training noise in every interval comes from: each claim's own paired seeds, and the prior
+    (the preset's, or the report's pooled σ where larger) with the degrees of freedom it may lend."""
     noise = seed_noise(records)
     if noise.std is None:
-        return ("**Training noise:** unknown: no row has several seeds and the preset sets no prior "
-                "(`report.seed_std`), so one-seed rows get no interval and their claims read not resolved (1 seed).")
-    if noise.measured:
-        rows = f"{noise.rows} row{'s' if noise.rows != 1 else ''}"
-        return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, measured on this report's {rows} "
-                f"with several seeds (pooled within-row variance, {noise.df:g} degrees of freedom); the preset's "
-                f"prior ({preset.report.seed_std}) is not used.")
-    source = noise.source.removeprefix("assumed").lstrip(": ")
-    df = f", with {noise.df:g} degrees of freedom" if math.isfinite(noise.df) else ", taken as known"
-    return (f"**Training noise:** σ = {noise.std:.2f} mIoU between seeds, **assumed** from the preset (no row "
-            f"here has several seeds){df}{': ' + source if source else ''}. A class IoU's σ is sqrt(19) times "
-            "it unless measured.")
+        return ("**Training noise:** no prior: the preset sets no `report.seed_std` and no row has several seeds, "
+                "so one-seed rows get no interval and their claims read not resolved (1 seed).")
+    diff = noise.diff_std() or 0.0
+    rho = "as the preset states" if noise.diff is not None else "the rows' seed effects taken as uncorrelated"
+    df = f"{noise.df:g} degrees of freedom" if math.isfinite(noise.df) else "stated as known"
+    return (f"**Training noise:** seed s trains every row with seed s, so a Δ is paired on the seeds: its "
+            f"training noise is σ_d²/k, σ_d the std of the per-seed differences over the k seeds both rows have, "
+            f"from the claim's own seeds combined with the prior σ_d = {diff:.2f} mIoU ({rho}); a row alone uses "
+            f"σ = {noise.std:.2f}. Prior: {noise.source} ({df}); it lends at most max(2, own seeds − 1) degrees "
+            "of freedom, since one seed cannot check it. Verdicts marked (prior) rest on it alone. A class IoU's "
+            "prior is sqrt(19) times it unless measured.")
 
 
 def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], records: pd.DataFrame) -> Path:

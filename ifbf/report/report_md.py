@@ -18,14 +18,18 @@ from ifbf.report.verdicts import NOT_EVALUATED, VERDICTS, Verdict
 HOW_TO_READ = """\
 **How to read a verdict.** Every interval is a 95% interval holding two kinds of noise: the evaluation
 images (a bootstrap that draws the images with replacement and recomputes IoU from the summed pixel
-counts; two rows compared share the draws, so what the images have in common cancels) and training (σ²/S
-for S seeds per row, with σ, the std of a row's mIoU between seeds, measured on this report's multi-seed
-rows or assumed from the preset: "seed std"). A claim is **supported** when our interval of Δ excludes 0
-on the side the paper claims, **size off** when it does but also excludes the paper's size, **contradicted**
+counts; two rows compared share the draws, so what the images have in common cancels) and training. Seed s
+trains every row with the same seed, so a Δ is paired on the seeds: its training noise is σ_d²/k, σ_d the
+std of the per-seed differences over the k seeds both rows have, from the claim's own seeds combined with
+the preset's prior ("seed std": own df + prior df). A verdict marked **(prior)** rests on the prior alone:
+its rows have one seed, nothing in them checks σ. A claim is **supported** when our interval of Δ excludes 0
+on the side the paper claims, **size off** (paper preset only) when it does but our Δ also differs from the
+paper's by more than both noises (ours, and the paper's own one-training draw), **contradicted**
 when it excludes 0 on the other side, and **not resolved** when it contains 0 ("not resolved (1 seed)":
-σ unknown, no honest interval). "about" claims hold when the interval lies within the paper's value ±
-the preset's margin. "Best of" claims compare the claimed row with each rival: supported when it is
-resolved above all of them, contradicted when a named rival is resolved above it. "Both depths" claims
+σ unknown, no honest interval). "about" claims are two one-sided tests: supported when the 90% interval
+lies within the paper's value ± the preset's margin. "Best of" claims compare the claimed row with each
+rival: supported when it is resolved above all of them, contradicted when a rival is resolved above it at
+the Bonferroni level over the rivals; the interval shown is the one that decides, at its level. "Both depths" claims
 hold only when each depth's claim does and are not counted again in the totals. "p" is the two-sided
 p-value of the same statistic; "after Holm" corrects for testing all the claims of this report at once.
 "seeds for the paper's effect" is the seeds per row at which the paper's size would be resolved with 80%
@@ -114,7 +118,7 @@ def claims_frame(verdicts: Sequence[Verdict], absolute: bool = True) -> pd.DataF
         "p": _p(v.p),
         "p (Holm)": _p(v.p_holm),
         "paper in CI": "" if v.size_inside is None or not absolute else "yes" if v.size_inside else "no",
-        "verdict": _verdict(v.label),
+        "verdict": _verdict(v.label) + (" (prior)" if v.on_prior else ""),
         "after Holm": _verdict(v.adjusted),
         "seeds": "/".join(map(str, v.seeds)),
         "seed std": v.noise.text() if v.noise is not None and v.verdict != NOT_EVALUATED else "",

@@ -11,10 +11,17 @@ seed's mIoU on all images. Its variance has two parts (docs/verdicts.md):
   IoU = sum(inter) / sum(union) per class (never an average of per-image IoUs; a class whose summed union
   is 0 is left out of the mean, as ``ifbf.engine.metrics.summary`` and cityscapesscripts do). Rows compared with each other share the image
   draws (paired on the images), so what the images have in common cancels in a difference.
-- **training**: σ² / S for S seeds, where σ (:class:`SeedNoise`) is the std of one training's mIoU
-  between seeds on fixed images. It is pooled over the report's rows with several seeds (measured, with
-  its degrees of freedom) or, without any, the preset's prior (``report.seed_std``, taken as known). Two
-  rows train independently: the training part of a Δ is σ² (1/S_a + 1/S_b).
+- **training**: seed s sets ``train.seed = s`` in every row (same data order, same augmentation draws),
+  so a difference is **paired on the seeds**: its training part is σ_d² / k, σ_d the std of the per-seed
+  differences d_s = m_A,s − m_B,s over the k seeds both rows have (whatever correlation the shared seed
+  carries is in d_s; no ρ to estimate). A row alone gets σ² / S. σ_d (or σ) is the claim's (row's) **own**
+  (df k − 1) combined with a **prior** (:class:`SeedNoise`: the preset's ``report.seed_std`` or what the
+  report measured, whichever is larger; ``records.seed_noise``) as a scaled inverse-χ² update
+  (``posterior``): σ² = (ν₀ s₀² + (k − 1) s²) / (ν₀ + k − 1), df ν₀ + k − 1, where the prior counts for
+  ν₀ = min(its df, max(PRIOR_DF_CAP, k − 1)): never for more than the claim's own seeds, nor for more than
+  2 df where it has fewer, since nothing in one seed can check a prior measured elsewhere (a prior at half
+  the truth then gives ≤ 10 % false one-seed verdicts; docs/verdicts.md). Rows whose seeds do not pair up
+  (fewer than 2 common seeds while a row has several) fall back to the unpaired σ_A² / S_A + σ_B² / S_B.
 
 The interval is estimate ± q · se, se² = image variance + training variance, with q between the normal
 quantile (image part, infinite df) and the t quantile at σ's degrees of freedom (Cochran–Cox): with 3
@@ -35,11 +42,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ifbf.errors import IfbfError
+from ifbf.report.seednoise import (LEVEL, PRIOR_DF_CAP, SeedNoise, critical_value, p_value, pooled_noise,  # noqa: F401
+                                   posterior, t_interval)
 from ifbf.rundir import SCORES, iou
-from ifbf.report.student import t_quantile, two_sided_p
 
 RESAMPLES = 10_000
-LEVEL = 0.95
 
 
 @dataclass(frozen=True, eq=False)  # arrays: identity, not element-wise, equality
@@ -50,6 +57,7 @@ class Counts:
     arrays: Mapping[str, np.ndarray]
     names: tuple[str, ...] | None = None  # image names, checked when two rows are paired
     metric: str = "miou"
+    seed: int | None = None  # the training seed (``train.seed``) it evaluates; None: its place in the row
 
     def __post_init__(self) -> None:
         shapes = {name: a.shape for name, a in self.arrays.items()}
@@ -99,53 +107,6 @@ Row = Sequence[Counts]  # one Counts per seed, in seed order
 
 
 @dataclass(frozen=True)
-class SeedNoise:
-    """σ, the std of one training's value (mIoU or a class IoU, points) between seeds on fixed images, and
-    where it comes from: ``measured`` on the report's multi-seed rows (pooled, ``df`` degrees of freedom)
-    or a prior (``df`` infinite: taken as known, or the df it was measured with). ``std`` None: unknown,
-    no honest interval exists."""
-
-    std: float | None
-    df: float = math.inf
-    source: str = "assumed"
-    rows: int = 0  # rows pooled into a measured σ
-
-    @property
-    def measured(self) -> bool:
-        """Pooled from this report's own multi-seed rows (not a preset's prior)."""
-        return self.rows > 0
-
-    def text(self) -> str:
-        if self.std is None:
-            return "unknown (1 seed, no prior)"
-        if self.measured:
-            return f"{self.std:.2f} measured (df {self.df:g}, {self.rows} rows)"
-        return f"{self.std:.2f} assumed" + (f" (df {self.df:g})" if math.isfinite(self.df) else "")
-
-    def one_class(self, classes: int) -> SeedNoise:
-        """A prior for one class's IoU from the mIoU prior: mIoU is the mean of ``classes`` IoUs, so a class
-        varies sqrt(classes) times as much when the classes move independently (less when they move
-        together: an upper bound for non-negative correlations)."""
-        if self.std is None:
-            return self
-        return replace(self, std=self.std * math.sqrt(classes),
-                       source=f"{self.source}; sqrt({classes}) x the mIoU value for one class")
-
-
-def pooled_noise(groups: Sequence[Sequence[float]], prior: float | None, source: str = "assumed",
-                 prior_df: float = math.inf) -> SeedNoise:
-    """σ from the per-seed values of each row (``groups``): the pooled within-row variance over the rows
-    with at least 2 seeds, df = Σ (S_i − 1); without such rows, the prior (``None``: unknown) with its df
-    (infinite: taken as known; finite: a prior measured once on few seeds)."""
-    multi = [np.asarray(g, dtype=np.float64) for g in groups if len(g) >= 2]
-    if not multi:
-        return SeedNoise(prior, prior_df, source)
-    df = sum(len(g) - 1 for g in multi)
-    variance = sum(float(np.var(g, ddof=1)) * (len(g) - 1) for g in multi) / df
-    return SeedNoise(math.sqrt(variance), float(df), "measured", len(multi))
-
-
-@dataclass(frozen=True)
 class Interval:
     """A row's mIoU (mean over seeds, all images) and its interval, in points (NaN: σ unknown)."""
 
@@ -170,8 +131,10 @@ class Difference:
     p: float  # two-sided p-value of Δ = 0 from the same t statistic as the interval
     se: float  # sqrt(image variance + training variance)
     image_se: float  # bootstrap std of Δ with the seeds held fixed (what more seeds cannot shrink)
-    df: float  # degrees of freedom of σ (inf: taken as known)
+    df: float  # degrees of freedom of σ_d (inf: taken as known)
     n_seeds: tuple[int, int]  # fewest seeds of a row on each side
+    paired: int = 0  # seeds the Δ is paired on (0: unpaired, the rows' seeds do not match)
+    noise: SeedNoise | None = None  # the σ_d (paired) or the rows' σ (unpaired) the interval used
 
 
 def mean_score(per_class: np.ndarray) -> np.ndarray:
@@ -268,88 +231,98 @@ def row_miou(row: Row) -> float:
     return float(np.mean(per_seed(row)))
 
 
-def critical_value(image_var: float, seed_var: float, seed_df: float, level: float = LEVEL) -> float:
-    """The multiple q of se for a ``level`` interval of a value with a known-df image part and a seed part
-    estimated with ``seed_df`` degrees of freedom: Cochran–Cox, the variance-weighted mean of the normal and
-    the t_df quantiles. Welch–Satterthwaite covers only 92% at df 2 when seeds dominate (its df grows
-    exactly when σ happens to come out small); Cochran–Cox stays within 95–97% (docs/verdicts.md)."""
-    z = t_quantile((1 + level) / 2, math.inf)
-    total = image_var + seed_var
-    if total == 0 or seed_var == 0 or math.isinf(seed_df):
-        return z
-    return (image_var * z + seed_var * t_quantile((1 + level) / 2, seed_df)) / total
-
-
-def t_interval(estimate: float, image_var: float, seed_var: float, seed_df: float,
-               level: float = LEVEL) -> tuple[float, float, float]:
-    """(low, high, se): estimate ± q · se with se² = image_var + seed_var and q = ``critical_value``."""
-    se = math.sqrt(image_var + seed_var)
-    q = critical_value(image_var, seed_var, seed_df, level)
-    return estimate - q * se, estimate + q * se, se
-
-
-def p_value(estimate: float, null: float, image_var: float, seed_var: float, seed_df: float) -> float:
-    """Two-sided p of ``estimate`` = ``null``: the 1 − level at which ``t_interval`` just reaches ``null``
-    (so a 95% interval excludes the null exactly when p < 0.05)."""
-    se = math.sqrt(image_var + seed_var)
-    if math.isnan(estimate) or not math.isfinite(se):
-        return math.nan
-    if se == 0:
-        return 1.0 if estimate == null else 0.0
-    statistic = abs(estimate - null) / se
-    if seed_var == 0 or math.isinf(seed_df):
-        return two_sided_p(statistic, math.inf)
-    floor = -33.0  # p = 4.7e-15: its level 1 − p (and the quantile's (1 + level) / 2) stays safely below 1.0
-    if critical_value(image_var, seed_var, seed_df, 1 - math.exp(floor)) <= statistic:
-        return math.exp(floor)  # smaller than quantiles can resolve; REPORT.md shows "< 0.001"
-    low, high = floor, 0.0  # bisection on log p: q(1 − p) falls as p grows
-    for _ in range(60):
-        mid = (low + high) / 2
-        if critical_value(image_var, seed_var, seed_df, 1 - math.exp(mid)) > statistic:
-            low = mid
-        else:
-            high = mid
-    return math.exp(high)
-
-
 def miou_interval(row: Row, noise: SeedNoise, resamples: int = RESAMPLES, level: float = LEVEL,
                   seed: int = 0) -> Interval:
-    """A row's mIoU with its interval: bootstrap over the images plus σ² / S for training."""
+    """A row's mIoU with its interval: bootstrap over the images plus σ² / S for training, σ the row's own
+    seeds combined with the prior ``noise`` (``posterior``)."""
     n = _check_row(row, "row")
     values = _resampled({"row": row}, resamples, seed)["row"]
     seeds = per_seed(row)
     image_var = float(np.nanvar(values))
     estimate = float(np.mean(seeds))
     observed = float(np.std(seeds, ddof=1)) if len(row) > 1 else None
-    if noise.std is None:
+    sigma = posterior(noise, seeds)
+    if sigma.std is None:
         return Interval(estimate, math.nan, math.nan, math.nan, math.sqrt(image_var), math.nan, observed, len(row), n)
-    low, high, se = t_interval(estimate, image_var, noise.std**2 / len(row), noise.df, level)
-    return Interval(estimate, low, high, se, math.sqrt(image_var), noise.df, observed, len(row), n)
+    low, high, se = t_interval(estimate, image_var, sigma.std**2 / len(row), sigma.df, level)
+    return Interval(estimate, low, high, se, math.sqrt(image_var), sigma.df, observed, len(row), n)
 
 
 def paired_difference(a: Row, b: Row, noise: SeedNoise, resamples: int = RESAMPLES, level: float = LEVEL,
-                      seed: int = 0) -> Difference:
-    """Δ = mIoU(a) − mIoU(b), both resampled on the same image draws, plus σ² (1/S_a + 1/S_b)."""
-    return set_difference([a], [b], noise, resamples, level, seed)
+                      seed: int = 0, paired: bool = True) -> Difference:
+    """Δ = mIoU(a) − mIoU(b), both resampled on the same image draws, paired on the seeds (``set_difference``)."""
+    return set_difference([a], [b], noise, resamples, level, seed, paired)
+
+
+def seed_ids(row: Row) -> list[int]:
+    """The training seed of each evaluation of a row (its place in the row where not recorded)."""
+    return [i if c.seed is None else c.seed for i, c in enumerate(row)]
+
+
+def common_seeds(rows: Sequence[Row]) -> list[int]:
+    """The seeds every row has, in order."""
+    return sorted(set.intersection(*(set(seed_ids(r)) for r in rows)))
+
+
+def _only(row: Row, seeds: Sequence[int]) -> list[Counts]:
+    by_id = dict(zip(seed_ids(row), row))
+    return [by_id[s] for s in seeds]
 
 
 def set_difference(a: Sequence[Row], b: Sequence[Row], noise: SeedNoise, resamples: int = RESAMPLES,
-                   level: float = LEVEL, seed: int = 0) -> Difference:
+                   level: float = LEVEL, seed: int = 0, paired: bool = True) -> Difference:
     """Δ = mean mIoU of the rows in ``a`` − mean mIoU of the rows in ``b``, every row resampled on the same
-    image draws (seeds held fixed); each row's training noise σ² / S_r enters with weight 1 / |side|²."""
+    image draws (seeds held fixed). Paired on the seeds all rows share (k ≥ 2, or one seed everywhere): Δ is
+    the mean of the per-seed differences d_s and its training part σ_d² / k, σ_d from the d_s and the prior
+    (``posterior``; prior σ_d: ``SeedNoise.diff_std``). Otherwise (or ``paired=False``) unpaired: each row's
+    σ_r² / S_r with weight 1 / |side|², each σ_r its own seeds with the prior, at the smallest df of them."""
+    common = common_seeds([*a, *b])
+    if paired and common and (len(common) >= 2 or all(len(r) == 1 for r in (*a, *b))):
+        return _paired(a, b, common, noise, resamples, level, seed)
+    return _unpaired(a, b, noise, resamples, level, seed)
+
+
+def _side_means(a: Sequence[Row], b: Sequence[Row], resamples: int, seed: int) -> tuple[float, np.ndarray]:
+    """(Δ of the side means on all images, Δ under each shared image resample)."""
     rows = {f"a{i}": row for i, row in enumerate(a)} | {f"b{i}": row for i, row in enumerate(b)}
     means = _resampled(rows, resamples, seed)
     side = {s: np.mean([v for key, v in means.items() if key[0] == s], axis=0) for s in "ab"}
-    image_var = float(np.nanvar(side["a"] - side["b"]))
     estimate = float(np.mean([row_miou(r) for r in a]) - np.mean([row_miou(r) for r in b]))
-    n_seeds = (min(map(len, a)), min(map(len, b)))
-    if noise.std is None:
+    return estimate, side["a"] - side["b"]
+
+
+def _finish(estimate: float, image_var: float, seed_var: float | None, sigma: SeedNoise, level: float,
+            n_seeds: tuple[int, int], paired: int) -> Difference:
+    if seed_var is None or sigma.std is None:
         nan = math.nan
-        return Difference(estimate, nan, nan, nan, nan, math.sqrt(image_var), nan, n_seeds)
-    seed_var = noise.std**2 * sum(1 / len(r) / len(s) ** 2 for s in (a, b) for r in s)
-    low, high, se = t_interval(estimate, image_var, seed_var, noise.df, level)
-    p = p_value(estimate, 0.0, image_var, seed_var, noise.df)
-    return Difference(estimate, low, high, p, se, math.sqrt(image_var), noise.df, n_seeds)
+        return Difference(estimate, nan, nan, nan, nan, math.sqrt(image_var), nan, n_seeds, paired, sigma)
+    low, high, se = t_interval(estimate, image_var, seed_var, sigma.df, level)
+    p = p_value(estimate, 0.0, image_var, seed_var, sigma.df)
+    return Difference(estimate, low, high, p, se, math.sqrt(image_var), sigma.df, n_seeds, paired, sigma)
+
+
+def _paired(a: Sequence[Row], b: Sequence[Row], common: list[int], noise: SeedNoise, resamples: int, level: float,
+            seed: int) -> Difference:
+    a, b = [_only(r, common) for r in a], [_only(r, common) for r in b]
+    estimate, resampled = _side_means(a, b, resamples, seed)
+    d = np.mean([per_seed(r) for r in a], axis=0) - np.mean([per_seed(r) for r in b], axis=0)
+    sigma = posterior(noise, list(d), noise.diff_std((len(a), len(b))))
+    seed_var = None if sigma.std is None else sigma.std**2 / len(common)
+    n_seeds = (min(map(len, a)), min(map(len, b)))
+    return _finish(estimate, float(np.nanvar(resampled)), seed_var, sigma, level, n_seeds, len(common))
+
+
+def _unpaired(a: Sequence[Row], b: Sequence[Row], noise: SeedNoise, resamples: int, level: float,
+              seed: int) -> Difference:
+    estimate, resampled = _side_means(a, b, resamples, seed)
+    sigmas = [(posterior(noise, per_seed(r)), len(r), len(side)) for side in (a, b) for r in side]
+    n_seeds = (min(map(len, a)), min(map(len, b)))
+    if any(s.std is None for s, _, _ in sigmas):
+        return _finish(estimate, float(np.nanvar(resampled)), None, SeedNoise(None), level, n_seeds, 0)
+    seed_var = sum(s.std**2 / n / size**2 for s, n, size in sigmas)
+    weakest = min((s for s, _, _ in sigmas), key=lambda s: s.df)
+    sigma = replace(weakest, source=f"unpaired, the least known row's σ: {weakest.source}")
+    return _finish(estimate, float(np.nanvar(resampled)), seed_var, sigma, level, n_seeds, 0)
 
 
 def class_wins(a: Row, b: Row, noise: SeedNoise, threshold: float, resamples: int = RESAMPLES,

@@ -29,8 +29,8 @@ from ifbf.errors import IfbfError
 from ifbf.experiments import class_names
 from ifbf.report.claims import Claim
 from ifbf.report.power import NEVER_PREDICTED, SeedsNeeded, seeds_for_power
-from ifbf.report.stats import (LEVEL, RESAMPLES, Counts, SeedNoise, class_wins, miou_interval, p_value,
-                               set_difference)
+from ifbf.report.stats import (LEVEL, RESAMPLES, Counts, Difference, SeedNoise, class_wins, miou_interval,
+                               p_value, per_seed, posterior, set_difference, t_interval)
 
 SUPPORTED, SIZE_OFF, CONTRADICTED = "supported", "size off", "contradicted"
 NOT_RESOLVED, NOT_EVALUATED = "not resolved", "not evaluated"
@@ -66,9 +66,27 @@ class Verdict:
         return self.claim.kind != "all_of"
 
     @property
+    def on_prior(self) -> bool:
+        """Its σ is the prior alone: no row of the claim has a second seed to check it."""
+        return self.verdict != NOT_EVALUATED and self.noise is not None and self.noise.on_prior
+
+    @property
     def label(self) -> str:
         """The raw verdict as shown: "not resolved (1 seed)" where σ is unknown."""
         return f"{NOT_RESOLVED} (1 seed)" if self.reason == UNKNOWN_STD else self.verdict
+
+
+@dataclass(frozen=True)
+class Context:
+    """How a report judges: the equivalence margin of "about" claims, the bootstrap, whether the paper's
+    absolute numbers and sizes carry over (``absolute``: the paper preset; a reduced preset judges direction
+    only) and the level of the intervals (``--seeds auto``'s looks test at a stricter one)."""
+
+    margin: float = 1.0
+    resamples: int = RESAMPLES
+    seed: int = 0
+    absolute: bool = True
+    level: float = LEVEL
 
 
 def _sided(claim: Claim, low: float, high: float, null: float) -> str:
@@ -84,92 +102,136 @@ def _inside(size: float | None, low: float, high: float) -> bool | None:
     return None if size is None else low <= size <= high
 
 
-def _power(size: float | None, image_se: float, noise: SeedNoise) -> SeedsNeeded:
+def _power(size: float | None, image_se: float, noise: SeedNoise, paired: bool = True) -> SeedsNeeded:
     if noise.std is None:
         return SeedsNeeded(None, "seed std unknown")
-    return seeds_for_power(size, image_se, noise.std, ALPHA)
+    diff_std = noise.std if paired else math.sqrt(2) * noise.std
+    return seeds_for_power(size, image_se, diff_std, ALPHA, prior_df=noise.df - noise.own_df)
 
 
 def _never_predicted(claim: Claim, rows: RowCounts) -> bool:
     return claim.metric != "miou" and all(int(c.inter.sum()) == 0 for r in claim.row_names() for c in rows[r])
 
 
-def _delta(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float, resamples: int, seed: int) -> Verdict:
-    sigma = noise(claim.metric)
+def size_check(diff: Difference, size: float, level: float = LEVEL) -> tuple[float, float]:
+    """The interval of our Δ − the paper's Δ, counting the paper's own noise: its Δ is one training of each
+    row, so it moves by σ_d (one seed) around the truth on these images, beside our own se."""
+    sigma = diff.noise.std if diff.noise is not None and diff.noise.std is not None else 0.0
+    seed_var = diff.se**2 - diff.image_se**2 + sigma**2
+    low, high, _ = t_interval(diff.estimate - size, diff.image_se**2, seed_var, diff.df, level)
+    return low, high
+
+
+def _delta(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verdict:
+    prior = noise(claim.metric)
     a, b = ([rows[r] for r in side] for side in claim.rows)
     seeds = tuple(len(rows[r]) for r in claim.row_names())
     if _never_predicted(claim, rows):
-        return Verdict(claim, NOT_RESOLVED, 0.0, 0.0, 0.0, 1.0, seeds=seeds, noise=sigma,
+        return Verdict(claim, NOT_RESOLVED, 0.0, 0.0, 0.0, 1.0, seeds=seeds, noise=prior,
                        for_paper=SeedsNeeded(None, NEVER_PREDICTED), reason=f"{claim.metric}: {NEVER_PREDICTED}")
-    diff = set_difference(a, b, sigma, resamples, LEVEL, seed)
+    diff = set_difference(a, b, prior, ctx.resamples, ctx.level, ctx.seed)
+    sigma = diff.noise or prior
+    pairing = f"paired on {diff.paired} seed{'s' if diff.paired != 1 else ''}" if diff.paired else \
+        "unpaired (the rows' seeds do not match)"
     if sigma.std is None:
         return Verdict(claim, NOT_RESOLVED, diff.estimate, seeds=seeds, noise=sigma, reason=UNKNOWN_STD)
-    verdict, inside = _sided(claim, diff.low, diff.high, 0.0), _inside(claim.size, diff.low, diff.high)
-    verdict = SIZE_OFF if verdict == SUPPORTED and inside is False else verdict
-    reason = ""
-    if inside is False and verdict != CONTRADICTED:
-        reason = f"the paper's {claim.size:+.2f} lies {'above' if claim.size > diff.high else 'below'} our interval"
+    verdict = _sided(claim, diff.low, diff.high, 0.0)
+    inside, reason = None, pairing
+    if ctx.absolute and claim.size is not None:  # the paper's Δ is one draw: its noise counts too
+        low, high = size_check(diff, claim.size, ctx.level)
+        inside = low <= 0 <= high
+        if not inside and verdict == SUPPORTED:
+            verdict = SIZE_OFF
+        if not inside and verdict != CONTRADICTED:
+            reason += (f"; the paper's {claim.size:+.2f} lies {'above' if high < 0 else 'below'} ours by more than "
+                       "both noises (ours, and its own one-seed draw)")
     return Verdict(claim, verdict, diff.estimate, diff.low, diff.high, diff.p, size_inside=inside, seeds=seeds,
-                   noise=sigma, for_paper=_power(claim.size, diff.image_se, sigma),
-                   for_ours=_power(diff.estimate, diff.image_se, sigma), reason=reason)
+                   noise=sigma, for_paper=_power(claim.size, diff.image_se, sigma, bool(diff.paired)),
+                   for_ours=_power(diff.estimate, diff.image_se, sigma, bool(diff.paired)), reason=reason)
 
 
-def _value(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float, resamples: int, seed: int) -> Verdict:
-    sigma = noise(claim.metric)
+def _one_sided(estimate: float, bound: float, image_var: float, seed_var: float, df: float, above: bool) -> float:
+    """One-sided p of "the value is beyond ``bound``" against "it lies on the ``above`` side of it"."""
+    two = p_value(estimate, bound, image_var, seed_var, df)
+    return two / 2 if (estimate > bound) == above else 1 - two / 2
+
+
+def _about(claim: Claim, est: float, image_var: float, seed_var: float, df: float, margin: float,
+           level: float) -> tuple[str, float, float, float]:
+    """Two one-sided tests at 1 − level each (the 1 − 2 (1 − level) interval, 90 % for a 95 % report):
+    supported when that interval lies within paper ± margin, contradicted when it lies wholly outside;
+    (verdict, p, low, high), p the TOST p (inside) or the one-sided p of lying beyond the nearer bound."""
+    lo_bound, hi_bound = claim.size - margin, claim.size + margin
+    low, high, _ = t_interval(est, image_var, seed_var, df, 2 * level - 1)
+    p_in = max(_one_sided(est, lo_bound, image_var, seed_var, df, above=True),
+               _one_sided(est, hi_bound, image_var, seed_var, df, above=False))
+    if lo_bound <= est <= hi_bound:
+        return (SUPPORTED if lo_bound <= low and high <= hi_bound else NOT_RESOLVED), p_in, low, high
+    nearer, beyond_above = (hi_bound, True) if est > hi_bound else (lo_bound, False)
+    p_out = _one_sided(est, nearer, image_var, seed_var, df, above=beyond_above)
+    return (CONTRADICTED if low > hi_bound or high < lo_bound else NOT_RESOLVED), p_out, low, high
+
+
+def _value(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verdict:
+    prior = noise(claim.metric)
     row = rows[claim.rows[0][0]]
-    interval = miou_interval(row, sigma, resamples, LEVEL, seed)
+    interval = miou_interval(row, prior, ctx.resamples, ctx.level, ctx.seed)
+    sigma = posterior(prior, per_seed(row))
     if sigma.std is None:
         return Verdict(claim, NOT_RESOLVED, interval.estimate, seeds=(len(row),), noise=sigma, reason=UNKNOWN_STD)
     est, low, high = interval.estimate, interval.low, interval.high
     image_var, seed_var = interval.image_se**2, sigma.std**2 / len(row)
-    if claim.direction == "about":  # equivalence: inside paper ± margin, or wholly outside it
-        bounds = (claim.size - margin, claim.size + margin)
-        verdict = (SUPPORTED if bounds[0] <= low and high <= bounds[1] else
-                   CONTRADICTED if low > bounds[1] or high < bounds[0] else NOT_RESOLVED)
-        nearest = min(bounds, key=lambda b: abs(est - b))
-        reason = f"equivalence margin ± {margin:g} about {claim.size:g}"
-    else:
-        nearest = claim.threshold if claim.threshold is not None else claim.size
-        verdict, reason = _sided(claim, low, high, nearest), f"against {nearest:g}"
+    if claim.direction == "about":
+        verdict, p, low, high = _about(claim, est, image_var, seed_var, sigma.df, ctx.margin, ctx.level)
+        reason = f"equivalence (two one-sided tests, {100 * (2 * ctx.level - 1):g} % interval) within ± {ctx.margin:g}"
+        return Verdict(claim, verdict, est, low, high, p, size_inside=_inside(claim.size, low, high),
+                       seeds=(len(row),), noise=sigma, reason=reason)
+    nearest = claim.threshold if claim.threshold is not None else claim.size
+    verdict, reason = _sided(claim, low, high, nearest), f"against {nearest:g}"
     return Verdict(claim, verdict, est, low, high, p_value(est, nearest, image_var, seed_var, sigma.df),
                    size_inside=_inside(claim.size, low, high), seeds=(len(row),), noise=sigma, reason=reason)
 
 
-def _classes(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float, resamples: int, seed: int) -> Verdict:
+def _classes(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verdict:
     a, b = (rows[side[0]] for side in claim.rows)
     sigma = noise("miou").one_class(len(class_names()))
     null = claim.threshold if claim.threshold is not None else a[0].shape[1] / 2
-    wins = class_wins(a, b, sigma, null, resamples, LEVEL, seed)
+    wins = class_wins(a, b, sigma, null, ctx.resamples, ctx.level, ctx.seed)
     return Verdict(claim, _sided(claim, wins.low, wins.high, null), wins.estimate, wins.low, wins.high, wins.p,
                    size_inside=_inside(claim.size, wins.low, wins.high), seeds=(len(a), len(b)), noise=sigma,
                    reason=f"classes won, against {null:g}")
 
 
-def _best_of(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float, resamples: int, seed: int) -> Verdict:
-    """Δ of the claimed row to each rival: supported when all are resolved above 0, contradicted when one
-    is resolved below 0 at level α / rivals (a named rival is better)."""
-    sigma, best = noise("miou"), claim.rows[0][0]
+def _best_of(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verdict:
+    """Δ of the claimed row to each rival, each at the level its test uses: supported when every Δ is
+    resolved above 0 at ``ctx.level`` (intersection–union), contradicted when a Δ is resolved below 0 at the
+    Bonferroni level over the rivals. The Δ shown (and drawn) is the one that decides, with that interval."""
+    prior, best = noise("miou"), claim.rows[0][0]
     rivals = [r for r in claim.among if r != best]
     seeds = tuple(len(rows[r]) for r in claim.among)
-    diffs = {r: set_difference([rows[best]], [rows[r]], sigma, resamples, LEVEL, seed) for r in rivals}
-    closest = min(rivals, key=lambda r: diffs[r].estimate)
-    if sigma.std is None:
-        return Verdict(claim, NOT_RESOLVED, diffs[closest].estimate, seeds=seeds, noise=sigma, reason=UNKNOWN_STD)
-    above = [r for r in rivals if diffs[r].estimate < 0 and len(rivals) * diffs[r].p < ALPHA]
-    if all(d.estimate > 0 for d in diffs.values()):
-        p = max(d.p for d in diffs.values())
-    else:
-        p = min(min(1.0, len(rivals) * d.p) for d in diffs.values() if d.estimate <= 0)
-    verdict = SUPPORTED if all(d.low > 0 for d in diffs.values()) else CONTRADICTED if above else NOT_RESOLVED
-    below = sum(d.low > 0 for d in diffs.values())
-    reason = f"Δ to the closest rival, {closest}; resolved above {below} of {len(rivals)} rivals"
-    if above:
-        reason += f"; resolved below {', '.join(above)} (Bonferroni over {len(rivals)} rivals)"
-    runner = diffs.get(claim.runner_up, diffs[closest])  # the paper's runner-up: what its margin is against
-    d = diffs[closest]
-    return Verdict(claim, verdict, d.estimate, d.low, d.high, p, seeds=seeds, noise=sigma,
-                   for_paper=_power(claim.size, runner.image_se, sigma),
-                   for_ours=_power(runner.estimate, runner.image_se, sigma), reason=reason)
+    strict = 1 - (1 - ctx.level) / len(rivals)
+    plain = {r: set_difference([rows[best]], [rows[r]], prior, ctx.resamples, ctx.level, ctx.seed) for r in rivals}
+    if any(d.noise is None or d.noise.std is None for d in plain.values()):
+        closest = min(rivals, key=lambda r: plain[r].estimate)
+        return Verdict(claim, NOT_RESOLVED, plain[closest].estimate, seeds=seeds, noise=prior, reason=UNKNOWN_STD)
+    # a rival ahead of the claimed row is judged at the Bonferroni level (its interval is the strict one)
+    shown = {r: d if d.estimate > 0 else set_difference([rows[best]], [rows[r]], prior, ctx.resamples, strict, ctx.seed)
+             for r, d in plain.items()}
+    ahead = [r for r in rivals if shown[r].high < 0]
+    verdict = SUPPORTED if all(d.low > 0 for d in shown.values()) else CONTRADICTED if ahead else NOT_RESOLVED
+    decides = (min(ahead, key=lambda r: shown[r].high) if ahead else min(rivals, key=lambda r: shown[r].low))
+    d = shown[decides]
+    p = (max(x.p for x in plain.values()) if verdict == SUPPORTED or not ahead
+         else min(1.0, len(rivals) * d.p))
+    level_text = f"{100 * strict:.2f} % (Bonferroni over {len(rivals)} rivals)" if d.estimate <= 0 else \
+        f"{100 * ctx.level:g} %"
+    reason = (f"Δ to {decides}, at its {level_text} interval; resolved above {sum(x.low > 0 for x in shown.values())}"
+              f" of {len(rivals)} rivals" + (f"; resolved below {', '.join(ahead)}" if ahead else ""))
+    runner = plain.get(claim.runner_up, plain[decides])  # the paper's runner-up: what its margin is against
+    return Verdict(claim, verdict, d.estimate, d.low, d.high, p, seeds=seeds, noise=d.noise,
+                   for_paper=_power(claim.size, runner.image_se, runner.noise or prior, bool(runner.paired)),
+                   for_ours=_power(runner.estimate, runner.image_se, runner.noise or prior, bool(runner.paired)),
+                   reason=reason)
 
 
 def _all_of(claim: Claim, parts: Sequence[Verdict], adjusted: bool = False) -> str:
@@ -212,9 +274,11 @@ def select_metric(rows: RowCounts, metric: str) -> dict[str, list[Counts]]:
 
 
 def judge(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float = 1.0, resamples: int = RESAMPLES,
-          seed: int = 0, absolute: bool = True) -> Verdict:
+          seed: int = 0, absolute: bool = True, level: float = LEVEL) -> Verdict:
     """The raw verdict on one (not all_of) claim from its rows' per-image counts; missing rows, rows that
-    do not pair up, or (``absolute=False``: a reduced preset) the paper's absolute numbers: not evaluated."""
+    do not pair up, or (``absolute=False``: a reduced preset) the paper's absolute numbers: not evaluated.
+    ``noise``: the prior σ of a metric; each claim adds its own rows' seeds (``stats.posterior``)."""
+    ctx = Context(margin, resamples, seed, absolute, level)
     if claim.kind == "all_of":
         raise ValueError(f"claim {claim.id}: an all_of claim is judged from its parts (judge_all)")
     if claim.kind == "value" and not absolute:
@@ -223,18 +287,18 @@ def judge(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float = 1.0, r
         return Verdict(claim, NOT_EVALUATED, reason=f"no per-image counts for {', '.join(missing)}")
     selected = select_metric({r: rows[r] for r in claim.row_names()}, claim.metric)
     try:
-        return JUDGES[claim.kind](claim, selected, noise, margin, resamples, seed)
+        return JUDGES[claim.kind](claim, selected, noise, ctx)
     except IfbfError as err:  # e.g. rows evaluated on different images: one bad claim never stops a report
         return Verdict(claim, NOT_EVALUATED, reason=str(err))
 
 
 def judge_all(claims: Sequence[Claim], rows: RowCounts, noise: NoiseFor, margin: float = 1.0,
-              resamples: int = RESAMPLES, seed: int = 0, absolute: bool = True) -> list[Verdict]:
+              resamples: int = RESAMPLES, seed: int = 0, absolute: bool = True, level: float = LEVEL) -> list[Verdict]:
     """Raw verdicts on the claims of one table, all_of claims from the verdicts on their parts."""
     done: dict[str, Verdict] = {}
     for claim in claims:
         done[claim.id] = (_combine(claim, [done[i] for i in claim.of]) if claim.kind == "all_of"
-                          else judge(claim, rows, noise, margin, resamples, seed, absolute))
+                          else judge(claim, rows, noise, margin, resamples, seed, absolute, level))
     return [done[c.id] for c in claims]
 
 

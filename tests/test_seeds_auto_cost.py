@@ -1,0 +1,87 @@
+"""--seeds auto at the paper's truth (Table 2 as the paper reports it, σ = 1 per row, seeds shared across rows):
+how many trainings it spends against the uniform seed count that resolves as many claims, and its false
+verdicts after Holm. Each simulation draws one world (tests/simworld.py); --seeds auto's looks and every
+uniform seed count read the same seeds (seed s of a row is one evaluation), and each ends in the report's own
+verdicts (``judge_all`` at 95 %, Holm across the claims). Figures for docs/verdicts.md: bench/seeds_auto_sim.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from ifbf.experiments import load_preset, load_table
+from ifbf.orchestrate import adaptive, design
+from ifbf.orchestrate.adaptive import Observation, looks
+from ifbf.orchestrate.design import measure_noise, table_claims
+from ifbf.report.claims import load_claims
+from ifbf.report.records import larger_prior
+from ifbf.report.stats import SeedNoise, per_seed, pooled_noise
+from ifbf.report.verdicts import CONTRADICTED, RESOLVED, adjust, judge_all
+from simworld import Table, World
+
+TABLE2 = load_table(2)
+PAPER = load_preset("paper")
+RESAMPLES = 200
+IMAGE_NOISE = 0.04  # each evaluation's own per-image error: a paired Δ's image se about 0.25, as on Cityscapes val
+
+
+def truth() -> dict[str, float]:
+    """Each row's mIoU shift: the paper's Table 2 value, around 75."""
+    return {r.name: r.paper["miou"] - 75.0 for r in TABLE2.runnable()}
+
+
+def report(rows: dict[str, list]) -> tuple[int, int]:
+    """(claims resolved after Holm, of them contradicted: all of Table 2's effects are truly positive)."""
+    prior = SeedNoise(PAPER.report.seed_std, PAPER.report.seed_std_df, "paper")
+    prior = larger_prior(prior, pooled_noise([per_seed(r) for r in rows.values()], None))
+    verdicts = adjust(judge_all(load_claims(2), {n: r for n, r in rows.items()}, lambda m: prior if m == "miou"
+                                else prior.one_class(19), PAPER.report.margin, RESAMPLES))
+    counted = [v for v in verdicts if v.counted]
+    resolved = [v for v in counted if v.adjusted in RESOLVED]
+    return len(resolved), sum(v.adjusted == CONTRADICTED for v in resolved)
+
+
+def simulate(sim: int, rho: float, uniform: Sequence[int], budget: float = math.inf) -> dict:
+    """One world: --seeds auto (``budget`` trainings: one device-hour each) and each uniform seed count."""
+    table = Table(World(np.random.default_rng([sim, int(10 * rho)]), IMAGE_NOISE), truth(), 1.0, rho)
+
+    def observe(seeds):
+        rows = table.rows({r: n for (_, r), n in seeds.items()})
+        noise = measure_noise({2: rows}, [TABLE2], PAPER, 60)
+        return Observation({2: rows}, noise, {(2, r.name): 1.0 for r in TABLE2.runnable()})
+
+    history = looks(table_claims([TABLE2]), PAPER.report, budget, observe)
+    final = history[-1].seeds
+    out = {"auto": (sum(final.values()), *report(table.rows({r: n for (_, r), n in final.items()})))}
+    for s in uniform:
+        out[s] = (s * len(final), *report(table.rows({r.name: s for r in TABLE2.runnable()})))
+    return out
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    monkeypatch.setattr(adaptive, "RESAMPLES", RESAMPLES)
+    monkeypatch.setattr(design, "IMAGE_RESAMPLES", 100)
+
+
+def summarise(runs: list[dict], uniform: Sequence[int]) -> dict:
+    """Mean trainings and claims resolved of --seeds auto and of each uniform count; the smallest uniform count
+    resolving as many; false-verdict rates (runs with any contradicted claim after Holm)."""
+    mean = {k: tuple(float(np.mean([r[k][i] for r in runs])) for i in range(2)) for k in ("auto", *uniform)}
+    match = next((s for s in uniform if mean[s][1] >= mean["auto"][1]), None)
+    false = {k: float(np.mean([r[k][2] > 0 for r in runs])) for k in ("auto", *uniform)}
+    return {"mean": mean, "match": match, "false": false}
+
+
+def test_seeds_auto_costs_at_most_six_tenths_of_uniform_seeds(fast):
+    uniform = (4, 8, 12, 16, 24, 32)
+    runs = [simulate(sim, 0.5, uniform) for sim in range(6)]
+    s = summarise(runs, uniform)
+    assert s["match"] is not None, s["mean"]
+    assert s["mean"]["auto"][0] <= 0.6 * s["mean"][s["match"]][0], s["mean"]
+    assert s["false"]["auto"] <= 0.05 and s["false"][s["match"]] <= 0.05
