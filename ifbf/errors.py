@@ -4,6 +4,7 @@ the fix."""
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -34,6 +35,31 @@ class NoSpace(IfbfError):
         super().__init__(f"no space left on {path} (the previous file is intact): free space on that disk, "
                          f"then run the same command again (it resumes)")
         self.path = path
+
+
+class NotWritable(IfbfError):
+    """A write refused by the file system: read-only (EROFS) or no permission (EACCES, EPERM). Nothing was
+    replaced: the file it was writing, if any, is intact."""
+
+    def __init__(self, path: object, why: str) -> None:
+        super().__init__(f"cannot write {path}: {why} (nothing there was changed): make that folder writable, "
+                         f"or choose another one, then run the same command again")
+        self.path = path
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+REFUSED = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+           errno.EPERM: "operation not permitted"}
+
+
+def write_error(err: OSError, path: object) -> IfbfError | None:
+    """The one-line error of a write of ``path`` that failed with ``err``: ``NoSpace`` for a full disk or quota,
+    ``NotWritable`` for a read-only file system or a missing permission; None for any other OSError."""
+    if err.errno in FULL:
+        return NoSpace(path)
+    if err.errno in REFUSED:
+        return NotWritable(path, REFUSED[err.errno])
+    return None
 
 
 class UnreadableRunFile(IfbfError):
@@ -74,7 +100,8 @@ class ExitCode(IntEnum):
 
 _MEANINGS = {
     ExitCode.OK: "done: every cell (or the one run) asked for has its value",
-    ExitCode.FAILED: 'a training or evaluation failed (its cells read "failed" in the tables; see the log it names)',
+    ExitCode.FAILED: 'a training or evaluation failed (its cells read "failed" in the tables; see the log it names), '
+                     'or a run file cannot be read (its cells read "unreadable: FILE")',
     ExitCode.USAGE: "a usage or setup error (one line says what to fix)",
     ExitCode.INCOMPLETE: "nothing failed, but cells are still missing (jobs submitted with --no-wait or still running)",
     ExitCode.RESUMABLE: "ifbf train stopped by a signal after writing its checkpoint: the same command resumes",

@@ -33,6 +33,7 @@ import os
 import socket
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ifbf.safefile import (SCHEMA, atomic_write_bytes, atomic_write_text, check_hash, check_schema,
-                           raise_if_full, read_json, write_json)
+from ifbf.safefile import (SCHEMA, atomic_write_bytes, atomic_write_text, check_hash, check_schema, make_dirs,
+                           raise_for_write, read_json, remove_stale_temporaries, write_json)
 from ifbf.config import Config, EvalConfig, dump_yaml, from_dict, to_dict
 from ifbf.identity import config_hash, eval_key
 from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.runlock import DEFAULT_STALE_S, RunLock, pid_alive
 from ifbf.runtypes import (PER_IMAGE_COUNTS, SCORES, EvalResult, PerImage, RunCost, RunState, Status,  # noqa: F401
-                           iou, per_image_problem)  # importers take them here
+                           env_problem, iou, log_record_problem, logged_seconds, metrics_problem,
+                           per_image_problem)  # importers take them here
 
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"  # the one before: resume falls back to it when the last is corrupt
@@ -74,7 +76,7 @@ Alive = Callable[[Status], bool]  # whether the process or job a status names ca
 def write_status(run_dir: Path, state: RunState, **fields: Any) -> Status:
     """Record the run's scheduler-side state; executor, log and job id carry over from the previous record
     (an unreadable previous record is replaced: the scheduler side is rewritten at every state change)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(run_dir)
     try:
         carried = {k: getattr(old, k) for k in Status.CARRIED} if (old := read_status(run_dir)) else {}
     except UnreadableRunFile:
@@ -198,8 +200,11 @@ class RunDir:
         return from_dict(data, str(path))
 
     def claim(self, cfg: Config) -> None:
-        """Create the run dir for ``cfg``, or check that an existing one holds the same training."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Create the run dir for ``cfg``, or check that an existing one holds the same training; remove the
+        temporary files of writers that died (a killed save's checkpoint-sized ``.checkpoint.pth.tmp*``)."""
+        make_dirs(self.path)
+        for folder in (self.path, *self.path.glob("evaluations/*")):
+            remove_stale_temporaries(folder, cfg.runtime.lock_stale_s)
         path = self.path / "config.yaml"
         if path.is_file() and (existing := config_hash(self.config())) != config_hash(cfg):
             raise IfbfError(f"{self.path} holds another run (config hash {existing}, this config "
@@ -209,8 +214,8 @@ class RunDir:
     def metrics(self) -> dict[str, Any] | None:
         """metrics.json (None before the first evaluation); ``UnreadableRunFile``: empty, truncated, newer, foreign."""
         metrics = read_json(self.path, METRICS, self.expected_hash())
-        if metrics is not None and not isinstance(metrics.get("evaluations", {}), dict):
-            raise UnreadableRunFile(self.path, METRICS, "\"evaluations\" is not an object")
+        if metrics is not None and (problem := metrics_problem(metrics)):
+            raise UnreadableRunFile(self.path, METRICS, problem)
         return metrics
 
     def finished(self, cfg: Config) -> bool:
@@ -261,7 +266,7 @@ class RunDir:
         if problem := per_image_problem(arrays, len(names), required=PER_IMAGE_COUNTS):
             raise ValueError(f"per-image counts: {problem}")
         path = self.per_image_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, names=np.array(names, dtype=str), **arrays,
                             schema=np.array(SCHEMA), config_hash=np.array(run_hash or self.expected_hash() or ""))
@@ -280,13 +285,10 @@ class RunDir:
                 check_schema(self.path, name, int(data["schema"]) if "schema" in data else None)
                 check_hash(self.path, name, str(data["config_hash"]) or None if "config_hash" in data else None,
                            self.expected_hash())
-                stored = PerImage(data["names"].tolist(),
-                                  {k: data[k] for k in data.files if k not in ("names", "schema", "config_hash")})
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise UnreadableRunFile(self.path, name, f"truncated or corrupt ({type(err).__name__}: {err})") from None
-        if problem := per_image_problem(stored.counts, len(stored.names)):
-            raise UnreadableRunFile(self.path, name, f"{problem}: mismatch")
-        return stored
+                return PerImage.of({k: data[k] for k in data.files if k not in ("schema", "config_hash")})
+        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            kind = "zlib.error" if isinstance(err, zlib.error) else type(err).__name__
+            raise UnreadableRunFile(self.path, name, f"truncated or corrupt ({kind}: {str(err)[:120]})") from None
 
     def evaluation(self, key: str) -> EvalResult | None:
         """The result stored under eval key ``key`` in metrics.json, or None."""
@@ -307,6 +309,7 @@ class RunDir:
     def check(self) -> None:
         """Read every file a report relies on: ``UnreadableRunFile`` names the first that cannot be read."""
         read_status(self.path)
+        self.env()
         self.read_log()
         for key in (self.metrics() or {}).get("evaluations", {}):
             self.per_image(key)
@@ -327,7 +330,8 @@ class RunDir:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and "schema" not in record and record.get("iter", 0) <= last_iter:
+            if isinstance(record, dict) and "schema" not in record and not log_record_problem(record) \
+                    and record["iter"] <= last_iter:
                 kept.append(json.dumps(record) + "\n")
         atomic_write_text(self.log, self._log_header() + "".join(kept))
 
@@ -341,7 +345,7 @@ class RunDir:
             with self.log.open("a") as f:
                 f.write((self._log_header() if fresh else "") + json.dumps(record) + "\n")
         except OSError as err:
-            raise_if_full(err, self.log)
+            raise_for_write(err, self.log)
             raise
 
     def read_log(self) -> list[dict]:
@@ -360,6 +364,8 @@ class RunDir:
             if "schema" in record:
                 check_schema(self.path, LOG, record["schema"])
                 check_hash(self.path, LOG, record.get("config_hash"), self.expected_hash())
+            elif problem := log_record_problem(record):
+                raise UnreadableRunFile(self.path, LOG, f"line {number}: {problem}")
             else:
                 records.append(record)
         return records
@@ -375,26 +381,20 @@ class RunDir:
         status = read_status(self.path)
         cpus = (status.cpus or status.threads) if status else None
         train_s = (sum(r.get("step_s", 0.0) for r in log) if any("step_s" in r for r in log)
-                   else _logged_seconds(log, self.config().data.batch_size * world))
+                   else logged_seconds(log, self.config().data.batch_size * world))
         evaluations = (self.metrics() or {}).get("evaluations", {}).values()
         return RunCost(train_s=train_s, val_s=sum(r.get("val_s", 0.0) for r in log),
-                       eval_s=sum(e.get("seconds", 0.0) for e in evaluations),
+                       eval_s=sum(e.get("seconds") or 0.0 for e in evaluations),
                        devices=world if on_gpu else int(cpus or 1), on_gpu=on_gpu)
 
     def env(self) -> dict[str, Any] | None:
-        """env.json as written by ``write_env`` (None before the run started)."""
-        return read_json(self.path, ENV)
+        """env.json as written by ``write_env`` (None before the run started); ``UnreadableRunFile``: torn."""
+        env = read_json(self.path, ENV)
+        if env is not None and (problem := env_problem(env)):
+            raise UnreadableRunFile(self.path, ENV, problem)
+        return env
 
     def write_env(self, env: dict[str, Any]) -> None:
         """env.json: what the run ran on (``ifbf.environment.capture``), with the store's schema version."""
         write_json(self.path, ENV, env)
 
-
-def _logged_seconds(log: list[dict], images_per_iter: int) -> float:
-    """Training seconds implied by a log without step times: each record's iterations at its images/s."""
-    seconds, previous = 0.0, 0
-    for record in log:
-        if record.get("imgs_per_s"):
-            seconds += (record["iter"] - previous) * images_per_iter / record["imgs_per_s"]
-        previous = record["iter"]
-    return seconds

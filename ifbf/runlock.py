@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ifbf.errors import IfbfError
+from ifbf.errors import IfbfError, write_error
 
 DEFAULT_STALE_S = 300.0
 
@@ -113,11 +113,15 @@ class RunLock:
         raise LockHeld(f"{self.path}: could not take the lock (others keep taking it); try again")
 
     def _create(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        except OSError as err:  # a read-only or full disk: one line, nothing taken
+            if (error := write_error(err, self.path)) is not None:
+                raise error from None
+            raise
         record = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": _job_id(), "purpose": self.purpose,
                   "token": self.token, "since": time.time(), "stale_s": self.stale_s}
         with os.fdopen(fd, "w") as f:

@@ -4,6 +4,7 @@ what it cost. Plain data; ``ifbf.rundir`` reads and writes them (and decides a r
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,11 +57,35 @@ class Status:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Status:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known}, "state": RunState(data["state"])})
+        """The status record from its JSON (``TypeError``, ``ValueError``, ``KeyError``: a field of another type)."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"state"}
+        fields = {k: v for k, v in data.items() if k in known}
+        for name, value in fields.items():
+            if value is not None and not _of_type(value, _STATUS_TYPES.get(name, str)):
+                raise TypeError(f"{name} is {value!r}")
+        return cls(**fields, state=RunState(data["state"]))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+_STATUS_TYPES: dict[str, type | tuple[type, ...]] = {  # a field not named here is a string
+    "time": (int, float), "pid": int, "job_id": (str, int), "cpus": int, "threads": int, "workers": int,
+    "iteration": int}
+
+
+def _of_type(value: object, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance``, where a bool is no number (JSON's true is not a pid or a count)."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def is_number(value: object, finite: bool = True) -> bool:
+    """A JSON number (not a bool), finite unless ``finite`` is False."""
+    return _of_type(value, (int, float)) and (not finite or math.isfinite(value))
+
+
+def _fraction(value: object) -> bool:
+    return is_number(value) and 0.0 <= value <= 1.0
 
 
 # The per-image pixel counts every evaluation stores (evaluations/<key>/per_image.npz), each a function of one
@@ -107,6 +132,19 @@ class PerImage:
     names: list[str]
     counts: dict[str, np.ndarray]
 
+    @classmethod
+    def of(cls, arrays: Mapping[str, np.ndarray]) -> PerImage:
+        """From per_image.npz's arrays ("names" and the counts); ``ValueError`` names what does not fit."""
+        names = arrays["names"]
+        if names.ndim != 1 or names.dtype.kind != "U":
+            raise ValueError(f"names are {names.dtype} of shape {names.shape}, not a list of strings")
+        counts = {k: a for k, a in arrays.items() if k != "names"}
+        if bad := [k for k, a in counts.items() if a.dtype.kind not in "iu"]:
+            raise ValueError(f"counts {bad} are not integers")
+        if problem := per_image_problem(counts, len(names)):
+            raise ValueError(f"{problem}: mismatch")
+        return cls(names.tolist(), counts)
+
     @property
     def inter(self) -> np.ndarray:
         return self.counts["inter"]
@@ -127,7 +165,81 @@ class EvalResult:
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> EvalResult:
+        """An entry of metrics.json (``ValueError``: it is not one, ``evaluation_problem``)."""
+        if problem := evaluation_problem(entry):
+            raise ValueError(problem)
         return cls(entry["miou"], entry.get("iou", {}), entry.get("seconds"), entry.get("per_image"))
+
+
+def evaluation_problem(entry: object) -> str | None:
+    """What makes an evaluation of metrics.json unusable (None: nothing): it must be an object whose "miou" is a
+    number in [0, 1] (NaN is none), "iou" an object of such numbers (null: class absent), "seconds" a number."""
+    if not isinstance(entry, dict):
+        return f"an evaluation is a {type(entry).__name__}, not an object"
+    if not _fraction(entry.get("miou")):
+        return f'"miou" is {entry.get("miou")!r}, not a number in [0, 1]'
+    iou = entry.get("iou", {})
+    if not isinstance(iou, dict) or not all(v is None or _fraction(v) for v in iou.values()):
+        return '"iou" is not an object of numbers in [0, 1] (or null)'
+    if entry.get("seconds") is not None and not is_number(entry["seconds"]):
+        return f'"seconds" is {entry["seconds"]!r}, not a number'
+    if entry.get("per_image") is not None and not isinstance(entry["per_image"], str):
+        return f'"per_image" is {entry["per_image"]!r}, not a path'
+    return None
+
+
+def metrics_problem(metrics: dict[str, Any]) -> str | None:
+    """What makes metrics.json unusable (None: nothing): "evaluations" an object of evaluations (and the headline
+    "miou"/"iou", when there, one too), "iters" a number of iterations, "exports" an object of paths."""
+    evaluations = metrics.get("evaluations", {})
+    if not isinstance(evaluations, dict):
+        return '"evaluations" is not an object'
+    if "iters" in metrics and not _of_type(metrics["iters"], int):
+        return f'"iters" is {metrics["iters"]!r}, not a number of iterations'
+    exports = metrics.get("exports", {})
+    if not isinstance(exports, dict) or not all(isinstance(v, str) for v in exports.values()):
+        return '"exports" is not an object of paths'
+    headline = {k: metrics[k] for k in ("miou", "iou") if k in metrics}
+    for key, entry in [*evaluations.items(), *([("headline", headline)] if headline else [])]:
+        if problem := evaluation_problem(entry):
+            return f"evaluation {key}: {problem}"
+    return None
+
+
+LOG_TIMES = ("step_s", "imgs_per_s", "val_s")  # summed into what a run took: finite, >= 0
+
+
+def log_record_problem(record: dict[str, Any]) -> str | None:
+    """What makes a line of log.jsonl unusable (None: nothing): "iter" a count, its losses, lr and val_miou
+    numbers (a diverged loss may be NaN), its times finite numbers >= 0."""
+    if not _of_type(record.get("iter"), int) or record["iter"] < 0:
+        return f'"iter" is {record.get("iter")!r}, not an iteration'
+    for key, value in record.items():
+        if key in LOG_TIMES and not (is_number(value) and value >= 0):
+            return f'"{key}" is {value!r}, not a time'
+        if (key.startswith("loss_") or key in ("lr", "val_miou", "val_images")) and not is_number(value, finite=False):
+            return f'"{key}" is {value!r}, not a number'
+    return None
+
+
+def env_problem(env: dict[str, Any]) -> str | None:
+    """What makes env.json unusable for the cost of a run (None: nothing): "world_size" a count of processes,
+    "device" a name."""
+    if env.get("world_size") is not None and not (_of_type(env["world_size"], int) and env["world_size"] >= 1):
+        return f'"world_size" is {env["world_size"]!r}, not a number of processes'
+    if env.get("device") is not None and not isinstance(env["device"], str):
+        return f'"device" is {env["device"]!r}, not a device name'
+    return None
+
+
+def logged_seconds(log: list[dict], images_per_iter: int) -> float:
+    """Training seconds implied by a log without step times: each record's iterations at its images/s."""
+    seconds, previous = 0.0, 0
+    for record in log:
+        if record.get("imgs_per_s"):
+            seconds += (record["iter"] - previous) * images_per_iter / record["imgs_per_s"]
+        previous = record["iter"]
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def test_finished_run_reports_what_it_took(tmp_path):
     rd.append_log({"iter": 10, "loss_total": 0.9, "step_s": 2.0})
     cost = rd.cost()
     assert (cost.train_s, cost.val_s, cost.eval_s, cost.seconds) == pytest.approx((4.5, 0.5, 0.0, 5.0))
-    (tmp_path / "metrics.json").write_text(json.dumps({"evaluations": {"k": {"seconds": 3.0}}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"evaluations": {"k": {"miou": 0.5, "seconds": 3.0}}}))
     write_status(tmp_path, "done", cpus=4)
     cost = rd.cost()
     assert cost.seconds == pytest.approx(8.0) and cost.device_hours == pytest.approx(8.0 * 4 / 3600)

@@ -27,7 +27,7 @@ from ifbf.identity import config_hash
 from ifbf.errors import IfbfError, UnreadableCheckpoint
 from ifbf.models import IFBFNet, build_model
 from ifbf.rundir import PREVIOUS_CHECKPOINT, SCHEMA, RunDir
-from ifbf.safefile import atomic_write_bytes
+from ifbf.safefile import atomic_write_bytes, remove_stale_temporaries
 
 _RECONSTRUCT = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
 # What checkpoints of earlier ifbf versions pickled beyond tensors: numpy's RNG state, an ndarray (numpy 2
@@ -153,8 +153,10 @@ def load_checkpoint(path: Path, cfg: Config, map_location: str | torch.device = 
 def resume_state(run_dir: RunDir, cfg: Config, main: bool = True) -> dict[str, Any] | None:
     """The checkpoint training resumes from (None: start from scratch): checkpoint.pth, or the previous one
     when it is unreadable (moved aside by ``main``, said in one line) or missing after a crash between the
-    two renames of a save."""
+    two renames of a save. ``main`` also removes the temporary checkpoints of savers that were killed."""
     last, previous = run_dir.checkpoint, run_dir.path / PREVIOUS_CHECKPOINT
+    if main:
+        remove_stale_temporaries(run_dir.path, cfg.runtime.lock_stale_s)
     if last.is_file():
         try:
             return load_checkpoint(last, cfg)

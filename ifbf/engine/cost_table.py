@@ -15,6 +15,7 @@ from ifbf.config import WeightsConfig
 from ifbf.experiments import load_preset, load_table, row_config
 from ifbf.models import build_model
 from ifbf.models.cost import count_params, gpu_cost, measure, measure_flops
+from ifbf.safefile import atomic_write_text, make_dirs
 
 
 def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tuple[int, int], repeat: int,
@@ -37,12 +38,11 @@ def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tu
             record["peak training memory (GiB, batch 2)"] = round(memory, 2)
         records.append(record)
     df = pd.DataFrame.from_records(records).set_index("row")
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"cost_table{number}.md"
+    path = make_dirs(out) / f"cost_table{number}.md"
     threads = torch.get_num_threads()
     note = (f"Preset {preset}. CPU latency: median of {repeat} forward passes of the deployment form (BatchNorm "
             f"and balance weights folded into the convolutions, channels_last), batch 1, {threads} threads. "
             "FLOPs: 2 per multiply-add, aux head excluded (inference network). "
             + ("GPU columns: this machine's GPU." if on_gpu else "No GPU here: GPU latency and memory not measured."))
-    path.write_text(f"# Cost of Table {number}'s rows: {table.title}\n\n{df.to_markdown()}\n\n{note}\n")
+    atomic_write_text(path, f"# Cost of Table {number}'s rows: {table.title}\n\n{df.to_markdown()}\n\n{note}\n")
     return path

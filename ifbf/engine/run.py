@@ -22,6 +22,7 @@ from ifbf.engine.train import train
 from ifbf.environment import capture
 from ifbf.models.weights import weights_record
 from ifbf.rundir import RunDir, eval_key, scored_by_server
+from ifbf.safefile import check_writable
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,20 @@ class Evaluation:
 
 def evaluate_checkpoint(source: TrainedModel, progress: bool = True, split_in_result: bool = False) -> Evaluation:
     """Evaluate a checkpoint with ``source.cfg.eval``; record the result in its run directory when it has one
-    and the training is finished (earlier evaluations are kept). Only rank 0 records."""
+    and the training is finished (earlier evaluations are kept; a run directory that cannot be written is one
+    line before the evaluation, not after it). Only rank 0 records."""
     cfg = source.cfg
     dist_info, device = setup(cfg)
     model, state = model_from_checkpoint(cfg, source.checkpoint, device)
     if state["iter"] < cfg.train.iters and dist_info.main:
         print(f"note: {source.checkpoint} is at iteration {state['iter']} of {cfg.train.iters} (training not finished)")
+    record = dist_info.main and source.run_dir is not None and state["iter"] >= cfg.train.iters
+    if record:
+        for folder in (source.run_dir.path, source.run_dir.per_image_path(eval_key(cfg.eval)).parent):
+            check_writable(folder)  # metrics.json, per_image.npz
     result, dataset = evaluate_run(model, cfg, device, dist_info, progress)
     if split_in_result:
         result["split"] = cfg.eval.split or cfg.data.val_split
-    record = dist_info.main and source.run_dir is not None and state["iter"] >= cfg.train.iters
     if record:
         source.run_dir.record_evaluation(cfg, cfg.eval, result)
     metrics_path = source.run_dir.metrics_path if source.run_dir else None

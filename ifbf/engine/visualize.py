@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ifbf.engine.dist import setup
 from ifbf.engine.evaluate import predict, with_inference
 from ifbf.errors import IfbfError
 from ifbf.models.ifbfnet import SkipDecoder
+from ifbf.safefile import atomic_write_bytes, make_dirs
 from torchvision import tv_tensors  # noqa: E402
 
 DIFF_COLOUR = (255, 230, 0)  # the paper marks differing regions in yellow
@@ -77,7 +79,7 @@ def predictions(run: str, out: Path, split: str = "val", n: int = 8, compare: st
     cfg, model, device = _load(run, split)
     other = _load(compare, split) if compare else None
     dataset = eval_dataset(cfg, split)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     written = []
     dtype = next(model.parameters()).dtype
     for index in range(min(n, len(dataset))):
@@ -94,8 +96,9 @@ def predictions(run: str, out: Path, split: str = "val", n: int = 8, compare: st
             marked = colorize(pred).copy()
             marked[difference_outline(pred, opred)] = DIFF_COLOUR
             panels += [(labels[1] or Path(compare).name, colorize(opred)), ("differences (yellow)", marked)]
-        path = out / f"{name}.png"
-        _titled(panels).save(path)
+        path, buffer = out / f"{name}.png", io.BytesIO()
+        _titled(panels).save(buffer, format="PNG")
+        atomic_write_bytes(path, buffer.getbuffer())
         written.append(path)
     return written
 
@@ -174,7 +177,7 @@ def features(run: str, image_path: Path, out: Path) -> list[Path]:
     hooks = FeatureHooks(model)
     feats = hooks.capture(image.unsqueeze(0).to(device, next(model.parameters()).dtype))
     hooks.remove()
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     panels = [("input", rgb), ("low-level (S1)", heatmap(feats.low)), ("deep (ASPP, upsampled)", heatmap(feats.deep)),
               ("concatenation", heatmap(feats.concat))]
     panels.append(("balanced fusion", heatmap(feats.fused)) if feats.fused is not None else ("(no balanced fusion)", None))
@@ -187,7 +190,7 @@ def features(run: str, image_path: Path, out: Path) -> list[Path]:
     stem = out / f"{image_path.stem}_features"
     written = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for p in written:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        _save(fig, p)
     plt.close(fig)
     if feats.weights is not None:
         w = feats.weights.float().cpu().numpy()
@@ -202,7 +205,14 @@ def features(run: str, image_path: Path, out: Path) -> list[Path]:
         ax.set_title("Fusion 1: learned weights for this image (eq. 2)", fontsize=9)
         wstem = out / f"{image_path.stem}_fusion_weights"
         for suffix in (".png", ".pdf"):
-            fig.savefig(wstem.with_suffix(suffix), dpi=150, bbox_inches="tight")
+            _save(fig, wstem.with_suffix(suffix))
             written.append(wstem.with_suffix(suffix))
         plt.close(fig)
     return written
+
+
+def _save(fig, path: Path) -> None:
+    """One format of a figure, rendered in memory and written atomically (a full disk keeps the previous file)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:], dpi=150, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getbuffer())

@@ -28,7 +28,7 @@ from ifbf.models.cost import training_flops
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.estimate import actual_seconds, predict, split_images
 from ifbf.orchestrate.plan import build_plan
-from ifbf.orchestrate.preflight import read_preflight
+from ifbf.orchestrate.preflight import measurements
 from ifbf.report import records
 from ifbf.report.claims import Claim, load_claims
 from ifbf.report.power import POWER, SeedsNeeded, seeds_for_power
@@ -224,7 +224,7 @@ def training_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfil
     """Device-hours of one training (one seed) of each row: what a finished seed 0 took, else the preflight
     prediction, else None (no figure: run --preflight)."""
     plan = build_plan(tables, preset, RowSeeds(1), results, extra)
-    shapes = read_preflight(results, preset.name)
+    shapes = measurements(results, preset.name)
     hours: dict[RowKey, float | None] = {}
     for cell in plan.cells:
         training = plan.training_of(cell)

@@ -13,7 +13,7 @@ from ifbf.identity import eval_key
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.plan import Plan, Training
-from ifbf.orchestrate.preflight import read_preflight, shape_hash, shape_of, unstable_note, val_setting
+from ifbf.orchestrate.preflight import measurements, shape_hash, shape_of, unstable_note, val_setting
 from ifbf.rundir import RunCost, RunDir, RunState
 
 CITYSCAPES_IMAGES = {"train": 2975, "val": 500, "test": 1525}
@@ -91,7 +91,7 @@ def duration(seconds: float) -> str:
 def plan_costs(plan: Plan, executor: Executor, results: Path,
                statuses: dict[str, RunState]) -> tuple[dict[str, str], list[str]]:
     """(run hash -> the cost column of its plan line, the summary lines)."""
-    preflight = read_preflight(results, plan.preset.name)
+    preflight = measurements(results, plan.preset.name)
     column: dict[str, str] = {}
     todo_seconds: list[float] = []  # wall seconds of each training still to run
     device_seconds, unknown = 0.0, 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -23,7 +25,10 @@ from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.jobs import _setup_distributed
 from ifbf.orchestrate.plan import Plan, Training
+from ifbf.errors import UnreadableRunFile
 from ifbf.rundir import atomic_write_text
+from ifbf.runtypes import is_number
+from ifbf.safefile import make_dirs, read_json, writing
 
 PREFLIGHT = "preflight.json"
 
@@ -137,9 +142,54 @@ def preflight_path(results: Path, preset: str) -> Path:
 
 
 def read_preflight(results: Path, preset: str) -> dict:
-    """{shape key: record} from results/<preset>/preflight.json (empty when there is none)."""
-    path = preflight_path(results, preset)
-    return json.loads(path.read_text()).get("shapes", {}) if path.is_file() else {}
+    """{shape key: record} from results/<preset>/preflight.json (empty when there is none); ``UnreadableRunFile``
+    naming the file when it is torn, not an object of shapes, or a record lacks a figure --plan prices with."""
+    folder = results / preset
+    data = read_json(folder, PREFLIGHT)
+    if data is None:
+        return {}
+    shapes = data.get("shapes")
+    if not isinstance(shapes, dict):
+        raise UnreadableRunFile(folder, PREFLIGHT, f'"shapes" is {type(shapes).__name__}, not an object of shapes')
+    for key, record in shapes.items():
+        if problem := record_problem(record):
+            raise UnreadableRunFile(folder, PREFLIGHT, f"shape {key}: {problem}")
+    return shapes
+
+
+def measurements(results: Path, preset: str) -> dict:
+    """``read_preflight`` for the commands that only price (--plan, --status, --design): a damaged file is one
+    warning naming it, and every training reads "not measured"."""
+    try:
+        return read_preflight(results, preset)
+    except UnreadableRunFile as err:
+        print(f"warning: {err}; costs are not measured: run --preflight again (it keeps the damaged file as "
+              f"{PREFLIGHT}.unreadable and writes a new one)", file=sys.stderr)
+        return {}
+
+
+def record_problem(record: object) -> str | None:
+    """What makes a shape's record unusable for pricing (None: nothing): a failure needs its cause and fix, a
+    measurement its set-up and iteration seconds, evaluation seconds per image, date and device."""
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not an object"
+    if "error" in record:
+        failure = all(isinstance(record.get(k), str) for k in ("cause", "fix"))
+        return None if failure else "a failure without cause and fix"
+    s_per_it, evals = record.get("s_per_it"), record.get("eval")
+    if not (is_number(record.get("setup_s")) and isinstance(s_per_it, dict) and is_number(s_per_it.get("median"))):
+        return "no set-up and iteration seconds"
+    if not isinstance(evals, dict) or not all(isinstance(e, dict) and is_number(e.get("s_per_img"))
+                                              for e in evals.values()):
+        return "evaluation seconds per image missing"
+    if not (isinstance(record.get("date"), str) and isinstance(record.get("device"), str)):
+        return "no date or device"
+    if record.get("unstable") and not (is_number(record.get("spread")) and is_number(s_per_it.get("min"))
+                                       and is_number(s_per_it.get("max"))):
+        return "unstable without its spread"
+    if "ckpt_s" in record and not is_number(record["ckpt_s"]):
+        return "checkpoint seconds not a number"
+    return None
 
 
 def _record(shape: Shape, result: dict) -> dict:
@@ -150,7 +200,7 @@ def run_preflight(plan: Plan, executor: Executor, results: Path, iters: int | No
                   warmup: int | None = None) -> dict[str, dict]:
     """Run one preflight job per shape (in the executor's rounds: one at a time on this machine, so that a
     measurement never shares the cores with another; all at once under SLURM), with the threads per job the
-    runs will get; merge the records into preflight.json and return {shape key: record}. Failed shapes
+    runs will get, and return {shape key: record} (``merge`` adds them to preflight.json). Failed shapes
     carry "error" and "fix"."""
     shapes = list(group_shapes(plan, executor.profile).values())
     scratch = results / plan.preset.name / ".preflight"
@@ -166,7 +216,6 @@ def run_preflight(plan: Plan, executor: Executor, results: Path, iters: int | No
         batch = shapes[start : start + step]
         for shape, job in zip(batch, executor.submit(scratch, [job_of(s) for s in batch], max_requeues=0)):
             records[shape.key] = _record(shape, _outcome(job))
-    _merge(preflight_path(results, plan.preset.name), records)
     return records
 
 
@@ -181,12 +230,21 @@ def _outcome(job) -> dict:
                                                     "fix": "see the job's log"}
 
 
-def _merge(path: Path, records: dict[str, dict]) -> None:
-    """Add (or replace) shapes in preflight.json, keeping the shapes of other tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(path.read_text()) if path.is_file() else {"shapes": {}}
-    data["shapes"].update(records)
-    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+def merge(results: Path, preset: str, records: dict[str, dict]) -> Path:
+    """Add (or replace) shapes in preflight.json, keeping the shapes of other tables; a damaged file is kept
+    as preflight.json.unreadable (one warning) and the new measurements start a new one."""
+    path = preflight_path(results, preset)
+    try:
+        shapes = read_preflight(results, preset)
+    except UnreadableRunFile as err:
+        with writing(path):
+            os.replace(path, path.with_name(f"{PREFLIGHT}.unreadable"))
+        print(f"warning: {err}; kept it as {PREFLIGHT}.unreadable, this preflight's shapes start a new "
+              f"{PREFLIGHT}", file=sys.stderr)
+        shapes = {}
+    make_dirs(path.parent)
+    atomic_write_text(path, json.dumps({"shapes": {**shapes, **records}}, indent=1) + "\n")
+    return path
 
 
 def summary_lines(records: dict[str, dict]) -> list[str]:

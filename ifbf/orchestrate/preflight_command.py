@@ -14,7 +14,7 @@ from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.estimate import duration, predict
 from ifbf.orchestrate.executors import Executor, rejected
 from ifbf.orchestrate.plan import Plan
-from ifbf.orchestrate.preflight import group_shapes, preflight_path, run_preflight, summary_lines
+from ifbf.orchestrate.preflight import group_shapes, merge, run_preflight, summary_lines
 
 
 def preflight(plan: Plan, executor: Executor, results: Path, iters: int | None) -> ExitCode:
@@ -27,8 +27,8 @@ def preflight(plan: Plan, executor: Executor, results: Path, iters: int | None) 
         records = run_preflight(plan, executor, results, iters)
     except submitit.core.utils.FailedJobError as err:
         raise rejected(err) from None
-    print("\n".join(summary_lines(records)))
-    print(f"wrote {preflight_path(results, plan.preset.name)}")
+    print("\n".join(summary_lines(records)), flush=True)  # shown before writing: a failed write loses no figure
+    print(f"wrote {merge(results, plan.preset.name, records)}")
     _compare_with_the_job(plan, executor.profile, records, time.perf_counter() - started)
     failed = [k for k, r in records.items() if "error" in r]
     if failed:

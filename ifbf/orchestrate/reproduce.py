@@ -29,14 +29,16 @@ from ifbf.orchestrate.estimate import Estimate, plan_costs, predict
 from ifbf.orchestrate.executors import Executor, executor_class, make_executor, rejected
 from ifbf.orchestrate.jobs import Busy, Outcome, TrainJob
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
-from ifbf.orchestrate.preflight import read_preflight
+from ifbf.orchestrate.preflight import measurements
 from ifbf.orchestrate.preflight_command import preflight
 from ifbf.orchestrate.status import Target, collect, render
 from ifbf.report import records
 from ifbf.report.readme import README
 from ifbf.report.tables import table_frame, write_table
-from ifbf.rundir import RESULTS, RunDir, RunState, read_status, result_key, write_status
+from ifbf.rundir import (RESULTS, RunDir, RunState, Unreadable, atomic_write_text, read_status, result_key,
+                         write_status)
 from ifbf.runlock import LockHeld
+from ifbf.safefile import make_dirs
 
 AUTO = "auto"
 
@@ -231,8 +233,7 @@ def report(plan: Plan, results: Path, seeds: int | RowSeeds, extra: tuple[str, .
 
 
 def write_results_readme(results: Path) -> None:
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "README.md").write_text(README)
+    atomic_write_text(make_dirs(results) / "README.md", README)
 
 
 def main(args: Request) -> ExitCode:
@@ -260,9 +261,9 @@ def main(args: Request) -> ExitCode:
         print_plan(plan, executor, args.results)
         return ExitCode.OK
     if args.status:
-        measured = read_preflight(args.results, preset.name)
+        shapes = measurements(args.results, preset.name)
         cpus = executor.cpus_per_job()
-        estimates = {h: predict(t, executor.profile, measured, cpus) for h, t in plan.trainings.items()}
+        estimates = {h: predict(t, executor.profile, shapes, cpus) for h, t in plan.trainings.items()}
         print(render(collect([status_target(t, estimates[h]) for h, t in plan.trainings.items()])))
         return ExitCode.OK
     if args.preflight:
@@ -354,9 +355,12 @@ def _train_what_is_missing(plan: Plan, args: Request, executor: Executor) -> Non
 
 
 def exit_code(plan: Plan) -> ExitCode:
-    """OK when every cell of the plan has its result, FAILED when a training behind a missing cell failed,
-    else INCOMPLETE (a test-split cell awaiting its server result counts as missing)."""
+    """OK when every cell of the plan has its result, FAILED when a training behind a missing cell failed or
+    a file of any training cannot be read (its cells are marked "unreadable: FILE", docs/reliability.md), else
+    INCOMPLETE (a test-split cell awaiting its server result counts as missing)."""
+    if any(isinstance(t.status(), Unreadable) for t in plan.trainings.values()):
+        return ExitCode.FAILED
     missing = [plan.training_of(c) for c in plan.cells if result_key(c.cfg) not in plan.training_of(c).evaluated()]
-    if any(t.status() is RunState.FAILED or t.unreadable for t in missing):
+    if any(t.status() is RunState.FAILED for t in missing):
         return ExitCode.FAILED
     return ExitCode.INCOMPLETE if missing else ExitCode.OK

@@ -5,6 +5,7 @@ training-loss curves and the validation curves of the runs behind a table; and e
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +19,7 @@ import pandas as pd  # noqa: E402
 from ifbf.experiments import TableSpec  # noqa: E402
 from ifbf.report.forest import ClaimLine, forest_figure, step_lines  # noqa: E402
 from ifbf.report.records import losses, row_counts, seed_noise, val_curves  # noqa: E402
+from ifbf.safefile import atomic_write_bytes, make_dirs  # noqa: E402
 
 CLAIMS = "claims"  # results/<preset>/claims.{png,pdf}
 
@@ -28,10 +30,15 @@ def _outside_legend(ax: plt.Axes, **kwargs) -> None:
 
 
 def _save(fig: plt.Figure, path: Path) -> list[Path]:
+    """PNG and PDF, each rendered in memory and written atomically (a full or read-only disk keeps the old one)."""
     paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        for p in paths:
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=p.suffix[1:], dpi=150, bbox_inches="tight")
+            atomic_write_bytes(make_dirs(p.parent) / p.name, buffer.getbuffer())
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -104,7 +111,6 @@ def plot_claims(lines: list[ClaimLine], out: Path, footnote: str = "") -> list[P
     """Every claim's forest plot (``claims.{png,pdf}``; nothing without claims)."""
     if not lines:
         return []
-    out.mkdir(parents=True, exist_ok=True)
     fig = forest_figure(lines, "The paper's claims: its number (black tick) and ours with its 95% interval",
                         footnote=footnote)
     return _save(fig, out / CLAIMS)

@@ -28,6 +28,7 @@ from ifbf.report.stats import RESAMPLES
 from ifbf.report.tables import display, miou_frame
 from ifbf.report.verdicts import adjust, judge_all
 from ifbf.rundir import RunCost
+from ifbf.safefile import atomic_write_text, make_dirs
 
 REPORT = "REPORT.md"
 ABSOLUTE_PRESETS = frozenset({"paper"})  # presets whose absolute numbers can be held against the paper's
@@ -97,7 +98,6 @@ def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], re
                          "" if absolute else "(value claims, the paper's absolute numbers: judged on preset paper only)")
     text = render_report(preset.name, sections, compute=compute_text(records), intro=intro, absolute=absolute,
                          claims_image=figure[0].name if figure else "")
-    path = out / REPORT
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path = make_dirs(out) / REPORT
+    atomic_write_text(path, text)
     return path

@@ -16,6 +16,7 @@ from ifbf.identity import weights_status
 from ifbf.report.records import row_counts, seed_noise, seed_values
 from ifbf.report.report_md import interval_cell
 from ifbf.report.stats import Counts, SeedNoise, miou_interval
+from ifbf.safefile import atomic_write_text, make_dirs
 
 CI = "95% CI"
 
@@ -182,16 +183,16 @@ def to_latex_document(df: pd.DataFrame, caption: str) -> str:
 
 
 def write_table(df: pd.DataFrame, table: TableSpec, out: Path, note: str = "") -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"table{table.number}"
+    """table<N>.md, .tex and .csv, each written atomically (a full or read-only disk keeps the previous one)."""
+    stem = make_dirs(out) / f"table{table.number}"
     caption = f"Table {table.number}: {table.title}"
     md = f"# {caption}\n\n{display(df).to_markdown(disable_numparse=True)}\n"
     if note:
         md += f"\n{note}\n"
     paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
-    paths[0].write_text(md)
+    atomic_write_text(paths[0], md)
     explained = caption + (". Ours: mean over seeds ± half the width of its 95% interval (images, training noise)"
                            if "ci_low" in df.columns else "")
-    paths[1].write_text(to_latex_document(df, explained))
-    df.to_csv(paths[2])
+    atomic_write_text(paths[1], to_latex_document(df, explained))
+    atomic_write_text(paths[2], df.to_csv())
     return paths
