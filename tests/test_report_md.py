@@ -11,7 +11,7 @@ from ifbf.report.stats import SeedNoise
 from ifbf.report.verdicts import UNKNOWN_STD, Verdict
 
 CLAIMS = {c.id: c for c in load_claims(2)}
-MEASURED = SeedNoise(1.234, df=20, source="measured", rows=10)
+MEASURED = SeedNoise(1.234, df=22, source="own 3 seeds with the prior", rows=10, own_df=2)  # the claim's own seeds
 
 
 def verdicts() -> list[Verdict]:
@@ -36,16 +36,17 @@ def test_claims_frame_cells():
     assert skip["paper"] == "+2.06" and skip["ours [95% CI]"] == "+12.35 [+10.50, +14.25]"
     assert skip["paper in CI"] == "no" and skip["verdict"] == "**size off**" and skip["after Holm"] == "**size off**"
     assert skip["p"] == "< 0.001" and skip["p (Holm)"] == "0.004" and skip["seeds"] == "3/3"
-    assert skip["seed std"] == "1.23 measured (df 20, 10 rows)"
+    assert skip["seed std"] == "1.23 own 2 df + prior (df 22)"
     assert skip["seeds for the paper's effect"] == "4 seeds per row (ours: 1 seed per row)"
     spatial = df.loc["t2-spatial-r101"]
     assert spatial["seeds for the paper's effect"] == IMAGE_NOISE and spatial["p"] == "0.410"
-    assert spatial["seed std"] == "1.00 assumed"
+    assert spatial["seed std"] == "1.00 prior"
+    assert spatial["verdict"] == "**not resolved** (prior)"  # one seed: the verdict rests on the prior alone
     assert df.loc["t2-fusion-r50", "ours [95% CI]"] == "—" and df.loc["t2-fusion-r50", "verdict"] == "not evaluated"
     assert "text says 2.43%" in df.loc["t2-fusion-r50", "statement"]
     best = df.loc["t2-best"]
     assert best["paper"] == "best (by +0.11 over R101 + ASPP + skip + fusion)"
-    assert best["verdict"] == "**contradicted**" and best["after Holm"] == "**not resolved**"
+    assert best["verdict"] == "**contradicted** (prior)" and best["after Holm"] == "**not resolved**"
     assert df.loc["t2-aspp-r50", "verdict"] == "**not resolved (1 seed)**"
     assert claims_frame(verdicts(), absolute=False).set_index("claim").loc["t2-skip-r50", "paper in CI"] == ""
 

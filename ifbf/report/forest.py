@@ -86,7 +86,7 @@ def _line(v: Verdict) -> ClaimLine:
     claim = v.claim
     label = short_label(claim.text) + (f" ({claim.metric} IoU)" if claim.metric != "miou" else "")
     line = ClaimLine(claim.table, label, claim.size, v.ours, v.low, v.high, v.verdict, _note(v))
-    if claim.kind == "best_of":  # ours: Δ to the strongest rival; the paper's: its margin over the runner-up
+    if claim.kind == "best_of":  # ours: Δ to the deciding rival; paper: margin over its runner-up
         return replace(line, label=label + ": margin over the next best")
     if claim.kind == "value":
         return replace(line, axis=VALUE, null=claim.threshold)

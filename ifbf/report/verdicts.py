@@ -47,7 +47,7 @@ NoiseFor = Callable[[str], SeedNoise]  # metric ("miou" or a class) -> its σ be
 class Verdict:
     claim: Claim
     verdict: str  # the raw verdict, one of VERDICTS
-    ours: float | None = None  # our Δ / value / classes won; best_of: Δ to the strongest rival
+    ours: float | None = None  # our Δ / value / classes won; best_of: Δ to the rival that decides (its level)
     low: float | None = None  # 95% interval of ``ours``
     high: float | None = None
     p: float | None = None  # two-sided p of the claim's null (raw)
