@@ -2,14 +2,16 @@
 
 The defaults below are the paper's recipe (section 4.1, see docs/paper-notes.md); experiments/base.yaml
 spells every one of them out so the recipe can be read in one place (a test keeps the two equal).
-Unknown keys, wrong types and values outside a field's choices raise one ``ConfigError`` naming the key
-and where it came from (the file, or "override").
+Unknown keys, wrong types, NaN or infinite numbers and values outside a field's choices or range
+(``ifbf.limits``) raise one ``ConfigError`` naming the key, the bound and where it came from (the file, or
+"override").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from ifbf.errors import ConfigError
+from ifbf.limits import problem
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 Norm = Literal["bn", "syncbn", "inplace_abn", "inplace_abn_sync"]
@@ -221,7 +224,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+        if not math.isfinite(number):  # .nan, .inf: no setting means them
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -257,39 +263,18 @@ def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
 
 
 def _validate(obj: Any, where: str, prefix: str) -> None:
-    """Range checks that types alone cannot express."""
-    positive = {
-        ModelConfig: ("spatial_channels", "num_classes"),
-        DataConfig: ("batch_size",),
-        TrainConfig: ("iters", "lr", "lr_mult", "ohem_min_kept"),
-        RuntimeConfig: ("log_every", "ckpt_every"),
-        SynthConfig: ("train", "val", "height", "width"),
-    }.get(type(obj), ())
-    for name in positive:
-        if getattr(obj, name) <= 0:
-            raise ConfigError(f"{where}: {prefix}{name}: must be > 0, got {getattr(obj, name)!r}")
-    checks: list[tuple[bool, str, str]] = []
-    if isinstance(obj, TrainConfig):
-        checks = [
-            (obj.warmup_iters >= 0, "warmup_iters", "must be >= 0"),
-            (0 < obj.ohem_thresh < 1, "ohem_thresh", "must be in (0, 1)"),
-            (0 < obj.ohem_keep_ratio <= 1, "ohem_keep_ratio", "must be in (0, 1]"),
-            (obj.aux_weight >= 0, "aux_weight", "must be >= 0"),
-        ]
-    elif isinstance(obj, DataConfig):
-        checks = [
-            (all(s > 0 for s in obj.crop_size), "crop_size", "must be positive"),
-            (all(s > 0 for s in obj.scales), "scales", "must be positive"),
-            (len(set(obj.train_splits)) == len(obj.train_splits), "train_splits", "must not repeat a split"),
-        ]
-    elif isinstance(obj, EvalConfig):
-        checks = [(all(s > 0 for s in obj.scales), "scales", "must be positive")]
-    elif isinstance(obj, RuntimeConfig):
-        checks = [(obj.workers >= 0, "workers", "must be >= 0"), (obj.lock_stale_s > 0, "lock_stale_s", "must be > 0"),
-                  (obj.val_every >= 0, "val_every", "must be >= 0"), (obj.val_images > 0, "val_images", "must be > 0")]
-    for ok, name, msg in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {prefix}{name}: {msg}, got {getattr(obj, name)!r}")
+    """Range checks that types alone cannot express: each numeric field against its range in ``ifbf.limits``."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if (wrong := problem(prefix + f.name, value)) is not None:
+            raise ConfigError(f"{where}: {prefix}{f.name}: {wrong}, got {_shown(value)}")
+    if isinstance(obj, DataConfig) and len(set(obj.train_splits)) != len(obj.train_splits):
+        raise ConfigError(f"{where}: {prefix}train_splits: must not repeat a split, got {obj.train_splits!r}")
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it: lists as lists."""
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

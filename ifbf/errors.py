@@ -1,6 +1,6 @@
 """Every user-facing error kind, and the exit codes of every command. The CLI (``ifbf.commands.cli``) prints
-the message of any error on one line and exits with ``ExitCode.USAGE``; the message names the problem and
-the fix."""
+the message of any error on one line and exits with its ``exit_code`` (``ExitCode.USAGE``; a diverged
+training ``ExitCode.FAILED``); the message names the problem and the fix."""
 
 from __future__ import annotations
 
@@ -8,8 +8,26 @@ import errno
 from enum import IntEnum
 
 
+class ExitCode(IntEnum):
+    """The exit status of every command (``ifbf ...`` and ``reproduce.py``); ``--help`` lists them."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INCOMPLETE = 3
+    RESUMABLE = 75  # EX_TEMPFAIL of sysexits.h: try again later
+    INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
 class IfbfError(Exception):
-    """A problem the user can fix (bad config, missing file, ...). The message names the fix."""
+    """A problem the user can fix (bad config, missing file, ...). The message names the fix; ``exit_code`` is
+    the status a command exits with when it stops on one."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(IfbfError):
@@ -25,7 +43,10 @@ class ScoreError(IfbfError):
 
 
 class TrainingDiverged(IfbfError):
-    """The loss became NaN or infinite."""
+    """The loss, the weights or the logits became NaN or infinite, or OHEM kept no pixel (engine.divergence):
+    the training failed, whatever the loss reads."""
+
+    exit_code = ExitCode.FAILED
 
 
 class NoSpace(IfbfError):
@@ -83,21 +104,6 @@ class UnreadableCheckpoint(IfbfError):
     def __init__(self, message: str, path: object) -> None:
         super().__init__(message)
         self.path = path
-class ExitCode(IntEnum):
-    """The exit status of every command (``ifbf ...`` and ``reproduce.py``); ``--help`` lists them."""
-
-    OK = 0
-    FAILED = 1
-    USAGE = 2
-    INCOMPLETE = 3
-    RESUMABLE = 75  # EX_TEMPFAIL of sysexits.h: try again later
-    INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
-
-    @property
-    def meaning(self) -> str:
-        return _MEANINGS[self]
-
-
 _MEANINGS = {
     ExitCode.OK: "done: every cell (or the one run) asked for has its value",
     ExitCode.FAILED: 'a training or evaluation failed (its cells read "failed" in the tables; see the log it names), '
@@ -105,7 +111,7 @@ _MEANINGS = {
     ExitCode.USAGE: "a usage or setup error (one line says what to fix)",
     ExitCode.INCOMPLETE: "nothing failed, but cells are still missing (jobs submitted with --no-wait or still running)",
     ExitCode.RESUMABLE: "ifbf train stopped by a signal after writing its checkpoint: the same command resumes",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C; reproduce.py also by SIGTERM or SIGHUP)",
 }
 
 

@@ -228,9 +228,11 @@ def presets() -> list[str]:
 
 
 def load_preset(name: str) -> Preset:
+    """A preset by its name (``experiments/presets/<name>.yaml``); a path, even one that leads to a YAML file,
+    is no name: results/<preset>/ must stay inside the results folder."""
+    if name not in presets():
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(presets())}; a preset is named, not a path)")
     path = EXPERIMENTS / "presets" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(presets())})")
     data = read_yaml(path)
     overrides, backbone_map = data.get("overrides", []), data.get("backbone_map", {})
     if not isinstance(overrides, list) or not isinstance(backbone_map, dict):

@@ -30,6 +30,8 @@ FORBIDDEN = {
     "identity": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
     "digest": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
     "safefile": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
+    "limits": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config",
+               "errors"},
 }
 
 

@@ -30,17 +30,17 @@ COMMANDS = {
 }
 
 def guarded(prog: str, action: Callable[[], int | None]) -> int:
-    """Run ``action`` and return its exit code; a user mistake becomes ``prog: error: message`` and
-    ``ExitCode.USAGE``."""
+    """Run ``action`` and return its exit code; a user mistake becomes ``prog: error: message`` and its
+    ``exit_code`` (``ExitCode.USAGE``; ``ExitCode.FAILED`` for a diverged training)."""
     try:
         return action() or ExitCode.OK
     except IfbfError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        return ExitCode.USAGE
+        return err.exit_code
     except BrokenPipeError:  # output piped into `head` and the like
         return ExitCode.OK
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # Ctrl-C; reproduce.py also SIGTERM, SIGHUP (orchestrate.signals names it)
+        print(f"{prog}: interrupted" + (f" by {stop.args[0]}" if stop.args else ""), file=sys.stderr)
         return ExitCode.INTERRUPTED
 
 

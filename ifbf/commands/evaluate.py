@@ -10,6 +10,8 @@ from ifbf.config import PAPER_MS_SCALES
 from ifbf.engine.checkpoint import TrainedModel, locate
 from ifbf.engine.evaluate import with_inference
 from ifbf.engine.run import evaluate_checkpoint
+from ifbf.errors import IfbfError
+from ifbf.limits import RANGES, problem
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,13 +21,23 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint file (with --config, instead of --run)")
     parser.add_argument("--ms", action="store_true", help=f"multi-scale: scales {list(PAPER_MS_SCALES)}")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
-    parser.add_argument("--scales", type=float, nargs="+", help="inference scales (overrides --ms)")
-    parser.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window crop size")
+    parser.add_argument("--scales", type=float, nargs="+",
+                        help=f"inference scales, each {RANGES['eval.scales'].bound} (overrides --ms)")
+    parser.add_argument("--window", type=int, nargs=2, metavar=("H", "W"),
+                        help=f"sliding-window crop size, each side {RANGES['eval.window'].bound}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_inference_flags(args: argparse.Namespace) -> None:
+    """--scales and --window within the ranges of the settings they set (``ifbf.limits``): one line each."""
+    for flag, key, values in (("--scales", "eval.scales", args.scales), ("--window", "eval.window", args.window)):
+        if values and (wrong := problem(key, tuple(values))):
+            raise IfbfError(f"{flag} {' '.join(f'{v:g}' for v in values)}: {wrong}")
 
 
 def trained_model(args: argparse.Namespace) -> TrainedModel:
     """The model the inference flags name, with the inference setting they ask for."""
+    check_inference_flags(args)
     source = locate(args.run, args.config, args.checkpoint, args.overrides)
     cfg = with_inference(source.cfg, args.scales, args.ms, args.flip, args.window, getattr(args, "split", None))
     return TrainedModel(cfg, source.checkpoint, source.run_dir)

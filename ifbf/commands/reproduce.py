@@ -9,9 +9,11 @@ from pathlib import Path
 from ifbf.commands.cli import guarded
 from ifbf.errors import exit_codes_help
 from ifbf.experiments import TABLES, presets
+from ifbf.limits import SEEDS
 from ifbf.orchestrate.cluster import profiles
 from ifbf.orchestrate.executors import EXECUTORS
 from ifbf.orchestrate.reproduce import AUTO, Request, main
+from ifbf.orchestrate.signals import stopped_like_ctrl_c
 from ifbf.rundir import RESULTS
 
 
@@ -32,12 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")
-    p.add_argument("--preset", default="paper", help=f"overrides for every run: {', '.join(presets())} (default: paper)")
+    p.add_argument("--preset", default="paper",
+                   help=f"overrides for every run, by name: {', '.join(presets())} (default: paper)")
     p.add_argument("--executor", default="slurm",
                    help=f"{' | '.join(EXECUTORS)} (debug: in this process; default: slurm)")
     p.add_argument("--seeds", type=_seeds, default=1,
-                   help="trainings per row with seeds 0..K-1 (default: 1); 'auto' (with --budget): one seed "
-                        "everywhere, then more only on the rows of claims still open (docs/verdicts.md)")
+                   help=f"trainings per row with seeds 0..K-1, K {SEEDS.bound} (default: 1); 'auto' (with --budget): "
+                        "one seed everywhere, then more only on the rows of claims still open (docs/verdicts.md)")
     p.add_argument("--design", action="store_true",
                    help="per claim: the paper's Δ, the seed std and image noise assumed (or measured), seeds per "
                         "row for 80%% power at the corrected level and their device-hours; trains nothing")
@@ -61,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: example for slurm, local otherwise)")
     p.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",
                    help="profile overrides, e.g. partition=gpu timeout_min=2880 gpus_per_node=4")
-    p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once (default: 1)")
+    p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once, >= 1 (default: 1)")
     p.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: results/)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
                    help="extra config overrides for every run (they change run identities)")
@@ -78,4 +81,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return guarded("reproduce.py", lambda: main(Request(**vars(args))))
+    with stopped_like_ctrl_c():  # SIGTERM, SIGHUP: this process and its local jobs stop as on Ctrl-C
+        return guarded("reproduce.py", lambda: main(Request(**vars(args))))

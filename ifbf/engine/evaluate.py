@@ -16,6 +16,7 @@ from ifbf.data.labels import IGNORE
 from ifbf.data.loader import eval_dataset
 from ifbf.engine.dist import DistInfo, all_reduce_sum
 from ifbf.engine.metrics import iou_from_train_confusion, summary
+from ifbf.errors import TrainingDiverged
 from ifbf.rundir import PER_IMAGE_COUNTS
 
 
@@ -87,16 +88,22 @@ def evaluate(
     counts = {name: torch.zeros(len(dataset), num_classes, dtype=torch.int64, device=device)
               for name in PER_IMAGE_COUNTS}
     dtype = next(model.parameters()).dtype
+    nonfinite = torch.zeros((), dtype=torch.int64, device=device)  # images whose prediction is not finite
     indices = range(dist_info.rank, len(dataset), dist_info.world)
     bar = tqdm(indices, desc="evaluate", unit="img", disable=None if progress and dist_info.main else True, leave=False)
     for index in bar:
         image, target, _ = dataset[index]
         image, target = image.unsqueeze(0).to(device, dtype), target.unsqueeze(0).to(device)
-        pred = predict(model, image, cfg, num_classes).argmax(1)
+        probs = predict(model, image, cfg, num_classes)
+        nonfinite += (~torch.isfinite(probs)).any()  # on the device: no sync per image
+        pred = probs.argmax(1)
         image_conf = confusion(pred, target, num_classes)
         conf += image_conf
         for name, count in PER_IMAGE_COUNTS.items():
             counts[name][index] = count(image_conf)
+    if (bad := int(all_reduce_sum(nonfinite).item())):
+        raise TrainingDiverged(f"the model's output is not finite on {bad} of {len(dataset)} images: its weights "
+                               "diverged or overflow (a training that diverged; lower train.lr); nothing was recorded")
     return all_reduce_sum(conf).cpu(), {name: all_reduce_sum(c).cpu() for name, c in counts.items()}
 
 

@@ -8,6 +8,16 @@ import torch.nn.functional as F
 
 from ifbf.config import TrainConfig
 from ifbf.data.labels import IGNORE
+from ifbf.errors import TrainingDiverged
+
+
+class NothingKept(TrainingDiverged):
+    """OHEM kept no pixel of a batch that has valid ones: only NaN probabilities escape every threshold, so the
+    logits are not finite. A mean over no pixel would read 0.0 and hide the divergence (engine.divergence)."""
+
+    def __init__(self) -> None:
+        super().__init__("OHEM kept no pixel of the batch (every true-class probability is NaN: the logits are "
+                         "not finite)")
 
 
 def global_mean(values: torch.Tensor) -> torch.Tensor:
@@ -44,7 +54,10 @@ def ohem_thresh_ce(logits: torch.Tensor, target: torch.Tensor, thresh: float, mi
         if min_kept > 0:
             threshold = torch.maximum(threshold, prob.kthvalue(min_kept).values)
         kept = prob <= threshold
-    return global_mean(valid_ce[kept])
+    chosen = valid_ce[kept]  # its size is known here: the selection has synchronised already
+    if chosen.numel() == 0:
+        raise NothingKept()
+    return global_mean(chosen)
 
 
 def ohem_topk_ce(logits: torch.Tensor, target: torch.Tensor, keep_ratio: float) -> torch.Tensor:

@@ -75,7 +75,6 @@ def _train_timings(cfg: Config, net: nn.Module, optimizer, scheduler, scaler, de
         image, target, _ = next(batches)
         got = time.perf_counter()
         losses = forward_loss(net, image, target, cfg, device)
-        losses["total"].item()  # the training loop reads the loss every iteration (a sync on GPUs)
         optimizer_step(losses["total"], optimizer, scheduler, scaler)
         _sync(device)
         if i >= warmup:

@@ -7,7 +7,6 @@ Resume is exact on CPU with a fixed seed: the data stream is a function of the i
 
 from __future__ import annotations
 
-import math
 import random
 import signal
 import time
@@ -26,9 +25,10 @@ from ifbf.data.loader import train_loader
 from ifbf.engine.checkpoint import model_dtype, resume, save_checkpoint
 from ifbf.engine.curves import Curves
 from ifbf.engine.dist import DistInfo, barrier
-from ifbf.engine.losses import total_loss
+from ifbf.engine.divergence import DivergenceWatch
+from ifbf.engine.losses import NothingKept, total_loss
 from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
-from ifbf.errors import IfbfError, TrainingDiverged
+from ifbf.errors import IfbfError, TrainingDiverged  # noqa: F401 - TrainingDiverged: re-exported, callers catch it here
 from ifbf.models import IFBFNet, build_model
 from ifbf.rundir import RunDir
 
@@ -171,12 +171,15 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     prepare(cfg, device, dist_info)
     state = _State(*build_training(cfg, device))
     start = resume(run_dir, cfg, dist_info.main, state.model, state.optimizer, state.scheduler, state.scaler)
+    watch = DivergenceWatch(cfg, run_dir, device, start)
+    if start:
+        watch.check_resumed(start, state.model)
     if start and dist_info.main:
         run_dir.truncate_log(start)  # lines a run that died after its last checkpoint wrote
         if start < cfg.train.iters:
             print(f"resuming {run_dir.path} from iteration {start}")
     if start < cfg.train.iters:
-        _loop(cfg, run_dir, dist_info, device, state, start, progress, terminate_stops)
+        _loop(cfg, run_dir, dist_info, device, state, watch, progress, terminate_stops)
     return state.model
 
 
@@ -188,9 +191,12 @@ class _StepLog:
         self.cfg, self.run_dir, self.images_per_step = cfg, run_dir, images_per_step
         self.tick, self.seen, self.paused = time.perf_counter(), 0, 0.0
 
+    def due(self, done: int) -> bool:
+        return done % self.cfg.runtime.log_every == 0 or done == self.cfg.train.iters
+
     def step(self, done: int, losses: dict[str, torch.Tensor], lr: float) -> dict | None:
         self.seen += self.images_per_step
-        if done % self.cfg.runtime.log_every and done != self.cfg.train.iters:
+        if not self.due(done):
             return None
         now = time.perf_counter()
         step_s = now - self.tick - self.paused  # training time since the last record, validation excluded
@@ -201,9 +207,11 @@ class _StepLog:
         return record
 
 
-def _loop(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, state: _State, start: int,
-          progress: bool, terminate_stops: bool) -> None:
-    """Iterations ``start`` .. ``train.iters``: step, log, validate for the curves, checkpoint, obey signals."""
+def _loop(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, state: _State,
+          watch: DivergenceWatch, progress: bool, terminate_stops: bool) -> None:
+    """Iterations ``watch.checked`` (where training starts) .. ``train.iters``: step, watch for divergence, log,
+    validate for the curves, checkpoint (never a diverged model), obey signals."""
+    start = watch.checked
     net: nn.Module = state.model
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -212,6 +220,7 @@ def _loop(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     log = _StepLog(cfg, run_dir, cfg.data.batch_size * dist_info.world)
 
     def checkpoint(it: int) -> None:
+        watch.check(it, state.model)  # every rank
         if dist_info.main:
             save_checkpoint(run_dir.checkpoint, cfg, it, state.model, state.optimizer, state.scheduler, state.scaler)
         barrier()
@@ -223,13 +232,14 @@ def _loop(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
     with _StopSignal(terminate_stops) as stop:
         for it in bar:
             image, target, _ = next(batches)
-            losses = forward_loss(net, image, target, cfg, device)
-            if not math.isfinite(losses["total"].item()):
-                raise TrainingDiverged(
-                    f"loss is {losses['total'].item()} at iteration {it + 1}; stopped. The last good checkpoint is "
-                    f"kept at {run_dir.checkpoint} (lower train.lr, or use train.amp=none), and the run resumes from it"
-                )
+            try:
+                losses = forward_loss(net, image, target, cfg, device)
+            except NothingKept as err:
+                watch.fail(it + 1, str(err))
+            watch.loss(it + 1, losses["total"])
             optimizer_step(losses["total"], state.optimizer, state.scheduler, state.scaler)
+            if log.due(it + 1) or curves.due(it + 1):  # every rank; before the record: no NaN reaches log.jsonl
+                watch.check(it + 1, state.model)
             record = log.step(it + 1, losses, state.optimizer.param_groups[0]["lr"]) if dist_info.main else None
             if record:
                 curves.scalars(record)

@@ -18,6 +18,7 @@ from pathlib import Path
 import submitit
 
 from ifbf.identity import eval_key
+from ifbf.limits import SEEDS
 from ifbf.errors import ExitCode, IfbfError, UnreadableRunFile
 from ifbf.experiments import TABLES, Preset, RowSeeds, load_preset, load_table, table_cells
 from ifbf.orchestrate.adaptive import run_auto
@@ -239,7 +240,7 @@ def write_results_readme(results: Path) -> None:
 def main(args: Request) -> ExitCode:
     started = time.perf_counter()
     executor_class(args.executor)  # an unknown name fails before anything is read
-    _check_seeds(args)
+    _check_flags(args)
     tables = [load_table(n) for n in _tables(args.table)]
     preset = load_preset(args.preset)
     extra = (*args.extra, *plan_weights_overrides(args.weights, args.from_scratch))
@@ -285,9 +286,12 @@ def _executor(args: Request) -> Executor:
     return make_executor(args.executor, load_profile(args.profile or kind.default_profile, args.slurm), args.parallel)
 
 
-def _check_seeds(args: Request) -> None:
-    if args.seeds != AUTO and (not isinstance(args.seeds, int) or args.seeds < 1):
-        raise IfbfError("--seeds must be >= 1 or 'auto' (with --budget)")
+def _check_flags(args: Request) -> None:
+    if args.seeds != AUTO and (not isinstance(args.seeds, int) or not SEEDS.holds(args.seeds)):
+        raise IfbfError(f"--seeds must be >= 1 and <= {SEEDS.high:.0f} ({SEEDS.why}), or 'auto' (with --budget); "
+                        f"got {args.seeds}")
+    if args.parallel < 1:
+        raise IfbfError(f"--parallel must be >= 1 (local trainings at once), got {args.parallel}")
     if args.budget is not None and not (0 < args.budget < math.inf):
         raise IfbfError("--budget must be a number of device-hours > 0 (not nan or inf)")
     if args.budget is not None and not args.design and args.seeds != AUTO:
