@@ -204,8 +204,10 @@ def test_measured_noise_replaces_the_assumption():
     per_seed = {name: [100 * float(np.nanmean(c.inter.sum(0) / c.union.sum(0))) for c in seeds]
                 for name, seeds in rows.items()}
     d = np.subtract(per_seed["R50 + ASPP"], per_seed["R50 BaseNet"])  # the one contrast with paired seeds
-    assert noise.diff_std == pytest.approx(np.std(d, ddof=1)) > DIFF_STD  # larger than the prior: it replaces it
-    assert noise.prior_df == PRIOR.seed_std_df  # still lent at the prior's df (measured on other rows)
+    # the best estimate to plan with: the prior (2 df) and the measurement (2 df), weighted by their df
+    nu = PRIOR.seed_std_df
+    assert noise.diff_std == pytest.approx(np.sqrt((nu * DIFF_STD**2 + 2 * np.var(d, ddof=1)) / (nu + 2)))
+    assert noise.prior_df == PRIOR.seed_std_df  # the report's verdicts still lend the prior its own df
     assert "measured on 1 paired contrast" in noise.seed_source and "measured on 1 pair" in noise.image_basis
     (ds,) = design([(next(c for c in CLAIMS if c.id == "t2-aspp-r50"), load_table(2))], noise, 0.05)
     assert ds.contrasts[0][1] == noise.measured_image_se[(2, "R50 + ASPP", "R50 BaseNet")] > 0

@@ -3,7 +3,7 @@
 Each simulation draws a validation set (images with their own size and difficulty, most classes absent
 from many images), two rows of the same true mIoU with their own per-image strengths, and S seeds per
 row whose training moves the row's mIoU by a normal draw of std σ. The production path judges them:
-``pooled_noise`` (σ pooled over the two rows' seeds, or for one seed the prior = the true σ),
+``pooled_noise`` (σ pooled over the two rows' seeds, or for one seed a 2-df estimate of the true σ),
 ``miou_interval`` for a row and ``verdicts.judge`` on a delta claim for the pair. Figures:
 
 - row coverage: the row's 95% interval holds the true mIoU;
@@ -63,9 +63,13 @@ def trained_row(rng: np.random.Generator, p: np.ndarray, union: np.ndarray, seed
     return row
 
 
-def seed_noise(rows: list[list[Counts]], seeds: int, std: float) -> SeedNoise:
-    """What the report would use: σ pooled over the rows' seeds, or with one seed the prior (the true σ)."""
-    return SeedNoise(std, source="prior = truth") if seeds == 1 else pooled_noise([per_seed(r) for r in rows], None)
+def seed_noise(rows: list[list[Counts]], seeds: int, std: float, rng: np.random.Generator) -> SeedNoise:
+    """What the report would use: σ pooled over the rows' seeds, or with one seed a prior that is what its 2 df
+    say it is, an estimate of the true σ from 3 seeds (σ sqrt(χ²₂ / 2)): a prior fixed at the truth would
+    over-cover, since a prior lends at most 2 df where a claim has one seed (``stats.posterior``)."""
+    if seeds == 1:
+        return SeedNoise(std * math.sqrt(rng.chisquare(2) / 2), 2.0, "a prior measured on 3 seeds")
+    return pooled_noise([per_seed(r) for r in rows], None)
 
 
 def simulate(seeds: int, std: float, sims: int, n_images: int, resamples: int) -> dict[str, float]:
@@ -74,7 +78,7 @@ def simulate(seeds: int, std: float, sims: int, n_images: int, resamples: int) -
     for sim in range(sims):
         p, union = validation_set(rng, n_images)
         a, b = (trained_row(rng, p, union, seeds, std) for _ in range(2))
-        noise = seed_noise([a, b], seeds, std)
+        noise = seed_noise([a, b], seeds, std, rng)
         interval = miou_interval(a, noise, resamples, seed=sim)
         row_hits += interval.low <= TRUE_MIOU <= interval.high
         verdict = judge(DELTA, {"R50 + ASPP": a, "R50 BaseNet": b}, lambda metric: noise, resamples=resamples,
