@@ -157,7 +157,7 @@ class ReportPrior:
     seed_std: float | None = 1.0  # None: unknown (a row with one seed then gets no interval)
     seed_std_source: str = "assumed"
     margin: float = 1.0
-    seed_std_df: float = math.inf  # degrees of freedom of seed_std when it was measured (inf: taken as known)
+    seed_std_df: float = math.inf  # how well seed_std is known, in df (lends at most 2 to a one-seed claim)
     training_hours: float | None = None  # device-hours of one training (one seed of one row), assumed
     training_hours_source: str = "assumed"
     seed_diff_std: float | None = None  # σ_d of a paired Δ of two rows (None: sqrt(2) seed_std, ρ = 0 assumed)

@@ -121,7 +121,7 @@ def test_each_claim_takes_its_own_paired_seeds_with_the_prior(tmp_path):
     d = np.subtract(m["R50 + ASPP + skip"], m["R50 + ASPP"])
     prior_d = prior.seed_diff_std * pooled / prior.seed_std  # the preset's σ_d scaled with the larger σ
     sigma = np.sqrt((2 * prior_d**2 + np.var(d, ddof=1)) / 3)
-    assert _claims(report, "seed std")["t2-skip-r50"] == f"{sigma:.2f} own 1 df + prior (df 3)"
+    assert _claims(report, "seed std")["t2-skip-r50"] == f"{sigma:.2f} own 1 df + prior (df 2)"  # df 3 in all
     assert "(prior)" not in _claims(report)["t2-skip-r50"]
 
 

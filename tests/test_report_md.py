@@ -36,7 +36,7 @@ def test_claims_frame_cells():
     assert skip["paper"] == "+2.06" and skip["ours [95% CI]"] == "+12.35 [+10.50, +14.25]"
     assert skip["paper in CI"] == "no" and skip["verdict"] == "**size off**" and skip["after Holm"] == "**size off**"
     assert skip["p"] == "< 0.001" and skip["p (Holm)"] == "0.004" and skip["seeds"] == "3/3"
-    assert skip["seed std"] == "1.23 own 2 df + prior (df 22)"
+    assert skip["seed std"] == "1.23 own 2 df + prior (df 20)"  # df 22 in all: 2 own, 20 lent by the prior
     assert skip["seeds for the paper's effect"] == "4 seeds per row (ours: 1 seed per row)"
     spatial = df.loc["t2-spatial-r101"]
     assert spatial["seeds for the paper's effect"] == IMAGE_NOISE and spatial["p"] == "0.410"

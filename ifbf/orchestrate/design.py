@@ -4,9 +4,9 @@ Every claim becomes paired differences Δ of two rows ("contrasts"): a ``delta``
 sets, "helps both depths", one per depth, all of which must be resolved: an intersection–union test); a
 ``best_of`` claim one per rival, with the paper's gap to it as the size (the nearest rival decides the seeds).
 ``value`` and ``classes`` claims are no Δ in mIoU between rows and are listed, not designed. For each contrast
-``power.seeds_for_power`` gives the seeds per row for 80 % power at the corrected level (Bonferroni: 0.05 / m
-over the m claims of the report, the level Holm starts with; ``--seeds auto`` divides it further by its looks),
-from the seed std (measured on this preset's multi-seed rows, else the preset's ``report.seed_std``) and the
+``power.seeds_for_power`` gives the paired seeds per row for 80 % power of the report's test at the corrected
+level (Bonferroni: 0.05 / m over the m claims of the report, the level Holm starts with), from σ_d (the
+preset's prior combined with what this preset's paired seeds measured, weighted by their df) and the
 image noise of Δ (measured from per-image counts of finished rows, else assumed: ``IMAGE_SE_PAPER`` at 500
 images, scaled by sqrt(500 / val images)). Costs come from ``estimate.predict`` (preflight.json) or what
 finished runs took.
@@ -134,7 +134,8 @@ def level(n_claims: int, looks: int = 1) -> float:
     return ALPHA / max(1, n_claims) / max(1, looks)
 
 
-def design(claims: list[tuple[Claim, TableSpec]], noise: Noise, alpha: float, power: float = POWER) -> list[ClaimDesign]:
+def design(claims: list[tuple[Claim, TableSpec]], noise: Noise, alpha: float,
+           power: float = POWER) -> list[ClaimDesign]:
     """Each claim's contrasts with the paired seeds per row that give ``power`` at level ``alpha``."""
     designs = []
     for claim, table in claims:

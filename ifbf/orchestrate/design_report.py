@@ -8,8 +8,8 @@ from pathlib import Path
 from ifbf.experiments import Preset, TableSpec
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.design import (ALPHA, Allocation, ClaimDesign, Noise, RowKey, allocate, assume_missing, design,
-                                     family, flops_hours, level, measure_noise, present_seeds, table_claims, training_hours,
-                                     val_images)
+                                     family, flops_hours, level, measure_noise, present_seeds, table_claims,
+                                     training_hours, val_images)
 from ifbf.report import records
 from ifbf.report.power import POWER
 

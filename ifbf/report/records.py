@@ -117,11 +117,10 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
     if metric == Metric.MIOU:
         return larger_prior(SeedNoise(prior.seed_std, prior.seed_std_df, prior.seed_std_source,
                                       diff=prior.seed_diff_std), pooled)
-    if pooled.measured:
-        return larger_prior(SeedNoise(None, prior.seed_std_df, "no prior for one class"), pooled)
-    if metric in SCORES:
+    if metric in SCORES and not pooled.measured:
         return replace(seed_noise(records), source=f"the mIoU prior, for {metric}: {prior.seed_std_source}")
-    return seed_noise(records).one_class(len(class_names()))
+    base = seed_noise(records) if metric in SCORES else seed_noise(records).one_class(len(class_names()))
+    return larger_prior(base, pooled)
 
 
 def larger_prior(prior: SeedNoise, pooled: SeedNoise) -> SeedNoise:

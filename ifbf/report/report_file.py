@@ -3,9 +3,9 @@ the paper's claims with verdicts, the figures, the compute spent and links to th
 
 Reads nothing but the records frame (``report.records``); the statistics are ``report.stats`` /
 ``report.verdicts`` and the markdown ``report.report_md``. Each claim's bootstrap draws the images of its
-rows from one fixed seed, so the verdicts are reproducible run to run. The training noise σ is pooled
-over every multi-seed row of the report (``records.seed_noise``), and Holm's correction runs across the
-claims of all its tables.
+rows from one fixed seed, so the verdicts are reproducible run to run. Each claim's training noise is its own
+paired seeds combined with the prior (the preset's, or the σ pooled over the report's multi-seed rows where
+larger: ``records.seed_noise``), and Holm's correction runs across the claims of all its tables.
 """
 
 from __future__ import annotations

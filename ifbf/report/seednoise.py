@@ -22,7 +22,7 @@ LEVEL = 0.95
 class SeedNoise:
     """σ, the std of one training's value (mIoU or a class IoU, points) between seeds on fixed images, and
     where it comes from: ``measured`` on the report's multi-seed rows (pooled, ``df`` degrees of freedom)
-    or a prior (``df`` infinite: taken as known, or the df it was measured with). ``std`` None: unknown,
+    or a prior (``df``: how well it is known; ``posterior`` lends at most max(2, k − 1) of them). ``std`` None: unknown,
     no honest interval exists."""
 
     std: float | None
@@ -31,6 +31,7 @@ class SeedNoise:
     rows: int = 0  # rows pooled into a measured σ
     diff: float | None = None  # prior σ_d of a paired Δ of two rows; None: sqrt(2) std (ρ = 0 assumed)
     own_df: int = 0  # degrees of freedom from the row's or claim's own seeds (0: the prior alone)
+    prior_df: float | None = None  # after ``posterior``: the df the prior itself states (before the cap)
 
     @property
     def measured(self) -> bool:
@@ -46,7 +47,7 @@ class SeedNoise:
         if self.std is None:
             return "unknown (1 seed, no prior)"
         if self.own_df:
-            return f"{self.std:.2f} own {self.own_df} df + prior (df {self.df:g})"
+            return f"{self.std:.2f} own {self.own_df} df + prior (df {self.df - self.own_df:g})"
         if self.measured:
             return f"{self.std:.2f} measured (df {self.df:g}, {self.rows} rows)"
         return f"{self.std:.2f} prior" + (f" (df {self.df:g})" if math.isfinite(self.df) else "")
@@ -65,8 +66,9 @@ class SeedNoise:
         together: an upper bound for non-negative correlations)."""
         if self.std is None:
             return self
-        return replace(self, std=self.std * math.sqrt(classes), diff=None if self.diff is None else
-                       self.diff * math.sqrt(classes), source=f"{self.source}; sqrt({classes}) x the mIoU value for one class")
+        diff = None if self.diff is None else self.diff * math.sqrt(classes)
+        return replace(self, std=self.std * math.sqrt(classes), diff=diff,
+                       source=f"{self.source}; sqrt({classes}) x the mIoU value for one class")
 
 
 PRIOR_DF_CAP = 2  # the most degrees of freedom a prior lends where the claim's own seeds give fewer
@@ -76,7 +78,7 @@ def posterior(prior: SeedNoise, values: Sequence[float], prior_std: float | None
     """σ of one row or paired Δ from its own per-seed ``values`` (df k − 1) and the prior (std ``prior_std``,
     else ``prior.std``), which counts for min(prior.df, max(PRIOR_DF_CAP, k − 1)) degrees of freedom: a
     scaled inverse-χ² update, σ² = (ν₀ s₀² + (k − 1) s²) / (ν₀ + k − 1) with df ν₀ + k − 1."""
-    own = len(values) - 1
+    own = max(0, len(values) - 1)
     own_var = float(np.var(np.asarray(values, dtype=np.float64), ddof=1)) if own > 0 else 0.0
     s0 = prior.std if prior_std is None else prior_std
     if s0 is None:  # no prior: the own seeds alone, or nothing
@@ -87,14 +89,14 @@ def posterior(prior: SeedNoise, values: Sequence[float], prior_std: float | None
     df = nu + own
     variance = (nu * s0**2 + own * own_var) / df
     source = prior.source if own <= 0 else f"own {own + 1} seeds with the prior ({prior.source})"
-    return SeedNoise(math.sqrt(variance), df, source, prior.rows, prior.diff, own)
+    return SeedNoise(math.sqrt(variance), df, source, prior.rows, prior.diff, own, prior.df)
 
 
 def pooled_noise(groups: Sequence[Sequence[float]], prior: float | None, source: str = "assumed",
                  prior_df: float = math.inf) -> SeedNoise:
     """σ from the per-seed values of each row (``groups``): the pooled within-row variance over the rows
     with at least 2 seeds, df = Σ (S_i − 1); without such rows, the prior (``None``: unknown) with its df
-    (infinite: taken as known; finite: a prior measured once on few seeds)."""
+    (``posterior`` lends at most max(2, k − 1) of them to a claim with k seeds)."""
     multi = [np.asarray(g, dtype=np.float64) for g in groups if len(g) >= 2]
     if not multi:
         return SeedNoise(prior, prior_df, source)

@@ -115,7 +115,7 @@ class Interval:
     high: float
     se: float  # sqrt(image variance + σ² / S)
     image_se: float  # bootstrap std over the images, seeds held fixed
-    df: float  # degrees of freedom of σ (inf: taken as known)
+    df: float  # degrees of freedom of σ (own seeds + what the prior lends)
     seed_std: float | None  # std of this row's per-seed mIoUs (ddof=1); None with one seed
     n_seeds: int
     n_images: int
@@ -131,7 +131,7 @@ class Difference:
     p: float  # two-sided p-value of Δ = 0 from the same t statistic as the interval
     se: float  # sqrt(image variance + training variance)
     image_se: float  # bootstrap std of Δ with the seeds held fixed (what more seeds cannot shrink)
-    df: float  # degrees of freedom of σ_d (inf: taken as known)
+    df: float  # degrees of freedom of σ_d (own seeds + what the prior lends)
     n_seeds: tuple[int, int]  # fewest seeds of a row on each side
     paired: int = 0  # seeds the Δ is paired on (0: unpaired, the rows' seeds do not match)
     noise: SeedNoise | None = None  # the σ_d (paired) or the rows' σ (unpaired) the interval used

@@ -1,12 +1,14 @@
 """Verdicts on the paper's claims (``ifbf.report.claims``) from per-image counts and the training noise σ.
 
-Every interval is ``ifbf.report.stats``': images bootstrapped, plus σ² / S per row (docs/verdicts.md).
+Every interval is ``ifbf.report.stats``': images bootstrapped, plus the training noise of a Δ paired on the
+seeds (σ_d² / k, each claim's own seeds with the prior; docs/verdicts.md).
 
 - ``delta`` / ``value`` (higher, lower) / ``classes``: **supported** when the 95% interval excludes the
-  null (0, the threshold) on the claimed side, **size off** when it does but also excludes the paper's
-  size, **contradicted** when it excludes the null on the other side, **not resolved** otherwise.
-- ``value`` about: an equivalence test with the preset's margin m: supported when the interval lies in
-  paper ± m, contradicted when it lies outside, not resolved when it straddles a bound.
+  null (0, the threshold) on the claimed side, **size off** (paper preset only) when it does but our Δ also
+  differs from the paper's by more than both noises (ours and its one-seed draw), **contradicted** when it
+  excludes the null on the other side, **not resolved** otherwise.
+- ``value`` about: two one-sided tests with the preset's margin m: supported when the 90 % interval lies in
+  paper ± m, contradicted when it lies wholly outside, not resolved when it straddles a bound.
 - ``best_of``: one Δ to each rival. Supported when every Δ is resolved above 0 (intersection–union);
   contradicted when a Δ to a named rival is resolved below 0 at the Bonferroni level over the rivals.
 - ``all_of`` ("both depths"): supported only when each claim listed is (intersection–union); contradicted
@@ -106,17 +108,21 @@ def _power(size: float | None, image_se: float, noise: SeedNoise, paired: bool =
     if noise.std is None:
         return SeedsNeeded(None, "seed std unknown")
     diff_std = noise.std if paired else math.sqrt(2) * noise.std
-    return seeds_for_power(size, image_se, diff_std, ALPHA, prior_df=noise.df - noise.own_df)
+    return seeds_for_power(size, image_se, diff_std, ALPHA, prior_df=noise.df if noise.prior_df is None
+                           else noise.prior_df)
 
 
 def _never_predicted(claim: Claim, rows: RowCounts) -> bool:
     return claim.metric != "miou" and all(int(c.inter.sum()) == 0 for r in claim.row_names() for c in rows[r])
 
 
-def size_check(diff: Difference, size: float, level: float = LEVEL) -> tuple[float, float]:
+def size_check(diff: Difference, size: float, level: float = LEVEL,
+               paper_std: float | None = None) -> tuple[float, float]:
     """The interval of our Δ − the paper's Δ, counting the paper's own noise: its Δ is one training of each
-    row, so it moves by σ_d (one seed) around the truth on these images, beside our own se."""
-    sigma = diff.noise.std if diff.noise is not None and diff.noise.std is not None else 0.0
+    row, so it moves by σ_d (one seed; ``paper_std`` where our Δ is unpaired and its σ is a row's) around the
+    truth on these images, beside our own se."""
+    sigma = paper_std if paper_std is not None else diff.noise.std if diff.noise is not None else None
+    sigma = sigma or 0.0
     seed_var = diff.se**2 - diff.image_se**2 + sigma**2
     low, high, _ = t_interval(diff.estimate - size, diff.image_se**2, seed_var, diff.df, level)
     return low, high
@@ -138,7 +144,9 @@ def _delta(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verd
     verdict = _sided(claim, diff.low, diff.high, 0.0)
     inside, reason = None, pairing
     if ctx.absolute and claim.size is not None:  # the paper's Δ is one draw: its noise counts too
-        low, high = size_check(diff, claim.size, ctx.level)
+        unpaired = None if diff.paired else max(prior.diff_std((len(a), len(b))) or 0.0,
+                                                math.sqrt(2) * (sigma.std or 0.0))
+        low, high = size_check(diff, claim.size, ctx.level, unpaired)
         inside = low <= 0 <= high
         if not inside and verdict == SUPPORTED:
             verdict = SIZE_OFF
@@ -195,6 +203,8 @@ def _value(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verd
 def _classes(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verdict:
     a, b = (rows[side[0]] for side in claim.rows)
     sigma = noise("miou").one_class(len(class_names()))
+    if sigma.std is None:
+        return Verdict(claim, NOT_RESOLVED, seeds=(len(a), len(b)), noise=sigma, reason=UNKNOWN_STD)
     null = claim.threshold if claim.threshold is not None else a[0].shape[1] / 2
     wins = class_wins(a, b, sigma, null, ctx.resamples, ctx.level, ctx.seed)
     return Verdict(claim, _sided(claim, wins.low, wins.high, null), wins.estimate, wins.low, wins.high, wins.p,
@@ -221,7 +231,8 @@ def _best_of(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Ve
     verdict = SUPPORTED if all(d.low > 0 for d in shown.values()) else CONTRADICTED if ahead else NOT_RESOLVED
     decides = (min(ahead, key=lambda r: shown[r].high) if ahead else min(rivals, key=lambda r: shown[r].low))
     d = shown[decides]
-    p = (max(x.p for x in plain.values()) if verdict == SUPPORTED or not ahead
+    # supported or not: the p of "above every rival" (a rival ahead counts as p = 1); contradicted: Bonferroni
+    p = (max(x.p if x.estimate > 0 else 1.0 for x in plain.values()) if not ahead
          else min(1.0, len(rivals) * d.p))
     level_text = f"{100 * strict:.2f} % (Bonferroni over {len(rivals)} rivals)" if d.estimate <= 0 else \
         f"{100 * ctx.level:g} %"
