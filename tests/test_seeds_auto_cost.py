@@ -7,7 +7,6 @@ verdicts (``judge_all`` at 95 %, Holm across the claims). Figures for docs/verdi
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 

@@ -39,7 +39,7 @@ RESAMPLES = 2000  # bootstrap draws behind the image noise of one look's Δ
 
 def prior_noise(prior: ReportPrior) -> NoiseFor:
     """The preset's prior σ of a metric, as the report starts from it (a class: sqrt(19) x the mIoU prior)."""
-    base = SeedNoise(prior.seed_std, prior.seed_std_df, prior.seed_std_source, diff=prior.seed_diff_std)
+    base = SeedNoise.prior_of(prior)
     return lambda metric: base if metric == "miou" else base.one_class(len(class_names()))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -196,7 +196,7 @@ def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: P
     found = {c for t in tables for claim in claims_of(t.number) for c in contrasts(claim, t)[0]}
     pooled = pooled_noise([d for t in tables for d in diff_spread(rows.get(t.number, {}),
                                                                  [c for c in found if c.table == t.number])], None)
-    diff = SeedNoise(prior.seed_std, prior.seed_std_df, diff=prior.seed_diff_std).diff_std()
+    diff = SeedNoise.prior_of(prior).diff_std()
     source = f"prior of preset {preset.name}: {prior.seed_std_source}"
     nu = prior.seed_std_df if diff is not None else 0.0
     if pooled.measured and math.isfinite(nu):  # the best estimate to plan with: prior and measurement by their df

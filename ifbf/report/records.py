@@ -115,8 +115,7 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
     groups = [[v for v in g if not math.isnan(v)] for g in groups]
     pooled = pooled_noise(groups, None)
     if metric == Metric.MIOU:
-        return larger_prior(SeedNoise(prior.seed_std, prior.seed_std_df, prior.seed_std_source,
-                                      diff=prior.seed_diff_std), pooled)
+        return larger_prior(SeedNoise.prior_of(prior), pooled)
     if metric in SCORES and not pooled.measured:
         return replace(seed_noise(records), source=f"the mIoU prior, for {metric}: {prior.seed_std_source}")
     base = seed_noise(records) if metric in SCORES else seed_noise(records).one_class(len(class_names()))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ifbf.experiments import ReportPrior
 from ifbf.report.student import t_quantile, two_sided_p
 
 LEVEL = 0.95
@@ -32,6 +33,11 @@ class SeedNoise:
     diff: float | None = None  # prior σ_d of a paired Δ of two rows; None: sqrt(2) std (ρ = 0 assumed)
     own_df: int = 0  # degrees of freedom from the row's or claim's own seeds (0: the prior alone)
     prior_df: float | None = None  # after ``posterior``: the df the prior itself states (before the cap)
+
+    @classmethod
+    def prior_of(cls, report: ReportPrior) -> SeedNoise:
+        """A preset's prior (its ``report:`` section): σ, its df and source, and σ_d where it states one."""
+        return cls(report.seed_std, report.seed_std_df, report.seed_std_source, diff=report.seed_diff_std)
 
     @property
     def measured(self) -> bool:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ifbf.errors import IfbfError
-from ifbf.report.seednoise import (LEVEL, PRIOR_DF_CAP, SeedNoise, critical_value, p_value, pooled_noise,  # noqa: F401
+from ifbf.report.seednoise import (LEVEL, SeedNoise, critical_value, p_value, pooled_noise,  # noqa: F401
                                    posterior, t_interval)
 from ifbf.rundir import SCORES, iou
 
