@@ -27,7 +27,7 @@ from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.reproduce import _train_what_is_missing
 from ifbf.report import records
 from ifbf.report.claims import load_claims
-from ifbf.rundir import RESULTS
+from ifbf.store.rundir import RESULTS
 
 
 def main() -> None:

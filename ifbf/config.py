@@ -155,7 +155,7 @@ class RuntimeConfig:
     log_every: int = 20
     ckpt_every: int = 1_000
     device: str = "auto"  # auto | cpu | cuda
-    lock_stale_s: float = 300.0  # a run's lock whose heartbeat is older than this is broken (see ifbf.runlock)
+    lock_stale_s: float = 300.0  # a run's lock whose heartbeat is older than this is broken (see ifbf.store.runlock)
     val_every: int = 0  # curves: a quick single-scale validation every N iterations (0 = off)
     val_images: int = 50  # the fixed subset it uses: the first N images of the val split
     tensorboard: bool = False  # also write TensorBoard event files (run_dir/tensorboard), if installed

@@ -3,6 +3,10 @@ ImageNet weights file a model loads (by content: sha256), and the key of an infe
 
 Fields added after runs were first stored enter the identity only when they differ from the behaviour
 of those runs, so earlier run directories keep their hash (and are not retrained).
+
+The sha256 of a large file (ImageNet weights, dataset manifests) is cached by (path, size, mtime) in a small JSON
+file ($XDG_CACHE_HOME/ifbf/sha256.json, default ~/.cache/ifbf): a 170 MB checkpoint takes about a second to hash
+and plans hash the weights of every row.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from ifbf.config import Config, ConfigError, EvalConfig, ModelConfig, WeightsConfig, to_dict
-from ifbf.digest import file_digest
 
 # Sections and keys that do not change what a training produces.
 NOT_IDENTITY = ("eval", "runtime", "data.root", "data.fast_path", "data.cache_dir", "train.compile")
@@ -120,3 +124,55 @@ def _pop(data: dict, key: str) -> None:
     for part in parents:
         data = data[part]
     data.pop(last)
+
+# --- file digests ------------------------------------------------------------------------------------
+CHUNK = 1 << 20
+
+
+def cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "ifbf" / "sha256.json"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, data: dict) -> None:
+    """Atomic replace; a cache that cannot be written (read-only home) only costs a re-hash."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """Hex sha256 of ``path``, from the cache when its size and mtime are those recorded there."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = str(path)
+    cache = cache_file()
+    entries = _read_cache(cache)
+    entry = entries.get(key)
+    if isinstance(entry, dict) and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        return str(entry["sha256"])
+    digest = sha256_of(path)
+    entries = _read_cache(cache)  # re-read: another process may have added entries meanwhile
+    entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    _write_cache(cache, entries)
+    return digest

@@ -18,7 +18,7 @@ from ifbf.orchestrate.design import measure_noise
 from ifbf.report.claims import load_claims
 from ifbf.report.verdicts import NOT_RESOLVED, SUPPORTED
 from ifbf.report.stats import Counts
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 
 TABLE2 = load_table(2)
 # "R50 + ASPP + skip + fusion" − "R50 + ASPP + skip", paper +1.43: at a seed std of 0.5 and 1.5 its design needs

@@ -124,7 +124,7 @@ def test_run_dirs_of_earlier_versions_load_with_their_hash(tmp_path):
     """A config.yaml written by ifbf before `data.train_splits` and `model.weights` existed (file copied from a
     run directory of that version, named by the hash that version gave it) loads, and hashes the same:
     finished runs are found, not retrained."""
-    from ifbf.rundir import RunDir
+    from ifbf.store.rundir import RunDir
 
     legacy = Path(__file__).parent / "data" / "legacy_run_3d80f2c280d0.yaml"
     run = tmp_path / "3d80f2c280d0"

@@ -14,7 +14,7 @@ from ifbf.identity import config_hash
 from ifbf.engine.run import run
 from ifbf.experiments import load_preset, load_table
 from ifbf.report import figures, records
-from ifbf.rundir import RunDir, runs_root
+from ifbf.store.rundir import RunDir, runs_root
 
 
 def tiny(*extra: str):

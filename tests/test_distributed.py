@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 
 pytest.importorskip("inplace_abn")  # synchronised BN on CPU: InPlaceABNSync over gloo
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
-from ifbf import safefile
+from ifbf.store import safefile
 from ifbf.commands.cli import main as ifbf
 from ifbf.commands.reproduce import cli as reproduce
 from ifbf.config import BASE_CONFIG, load_config
@@ -31,7 +31,7 @@ from ifbf.experiments import load_preset, load_table
 from ifbf.identity import config_hash
 from ifbf.orchestrate.jobs import TrainJob
 from ifbf.orchestrate.plan import build_plan
-from ifbf.rundir import SCHEMA, RunDir, read_status, write_status
+from ifbf.store.rundir import SCHEMA, RunDir, read_status, write_status
 
 TINY = [*TINY_TRAIN, "train.iters=4", "runtime.ckpt_every=2"]
 

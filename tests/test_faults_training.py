@@ -31,7 +31,7 @@ from ifbf.engine.run import run
 from ifbf.engine.train import build_training
 from ifbf.errors import ExitCode, TrainingDiverged
 from ifbf.experiments import EXPERIMENTS
-from ifbf.rundir import RunDir, read_status
+from ifbf.store.rundir import RunDir, read_status
 from test_interrupt import ITERS, _gone, _start, _training
 
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from conftest import REPO, TINY_TRAIN
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 
 ITERS = 20
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), f"train.iters={ITERS}", "runtime.ckpt_every=5",

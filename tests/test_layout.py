@@ -1,7 +1,7 @@
 """The architecture's import rules (../shared/guide/LAYOUT.md), checked on the source so they keep holding:
 reporting never reaches into the engine, the models or the orchestrator; the engine never into the
 orchestrator or the reports; models, data and experiments only into config and errors; the run store
-only into config and errors (its lock files, ifbf.runlock, only into errors). Also: argparse only in ifbf/commands,
+only into config and errors (its lock files, ifbf.store.runlock, only into errors). Also: argparse only in ifbf/commands,
 status.json and the lock file names only in the run store, executor names compared only in
 orchestrate/executors.py, exit codes only from errors.ExitCode, files under 400 lines and functions under 60."""
 
@@ -16,29 +16,43 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ifbf"
 
 # part -> parts it must never import (a part is a sub-package or a top-level module of ifbf)
+OUTER = {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "store"}
 FORBIDDEN = {
     "report": {"engine", "models", "orchestrate", "commands", "data"},
-    "engine": {"orchestrate", "report", "commands"},
-    "models": {"engine", "orchestrate", "report", "commands", "data", "experiments", "rundir"},
-    "data": {"engine", "orchestrate", "report", "commands", "models", "experiments", "rundir"},
-    "experiments": {"engine", "orchestrate", "report", "commands", "models", "data", "rundir"},
-    "rundir": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments"},
-    "runtypes": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
-    "environment": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
-    "runlock": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
-    "config": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
-    "identity": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir"},
-    "digest": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
-    "safefile": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config"},
-    "limits": {"engine", "orchestrate", "report", "commands", "models", "data", "experiments", "rundir", "config",
-               "errors"},
+    "engine": {"orchestrate", "report", "commands", "experiments"},
+    "models": {"engine", "orchestrate", "report", "commands", "data", "experiments", "store"},
+    "data": {"engine", "orchestrate", "report", "commands", "models", "experiments", "store"},
+    "experiments": {"engine", "orchestrate", "report", "commands", "models", "data", "store"},
+    "config": OUTER,
+    "identity": OUTER,
+    "limits": OUTER | {"config", "errors"},
+    "_torchvision": OUTER | {"config", "identity", "limits"},
+    "store": OUTER - {"store"},
 }
+# within the run store, finer: its types and its lock know no config, the lock only errors
+STORE_FORBIDDEN = {
+    "runtypes": {"config", "store.rundir", "store.runlock", "store.safefile", "store.environment"},
+    "runlock": {"config", "identity", "store.rundir", "store.runtypes", "store.safefile", "store.environment"},
+    "safefile": {"config", "identity", "store.rundir", "store.environment"},
+    "environment": {"store.rundir"},
+}
+# what a part may take from the store although it may not import the store as a whole
+STORE_EXCEPT = {"data": {"store.safefile"}}
+FLAT_ALLOWED = 3  # top-level modules besides config, errors and experiments (issue 26)
 
 
 def part_of(module: str) -> str | None:
-    """'ifbf.report.tables' -> 'report'; 'ifbf.rundir' -> 'rundir'; other packages -> None."""
+    """'ifbf.report.tables' -> 'report'; 'ifbf.store.rundir' -> 'store'; other packages -> None."""
     parts = module.split(".")
     return parts[1] if parts[0] == "ifbf" and len(parts) > 1 else None
+
+
+def store_part(module: str) -> str | None:
+    """'ifbf.store.rundir.RunDir' -> 'store.rundir'; 'ifbf.config' -> 'config'."""
+    parts = module.split(".")
+    if parts[0] != "ifbf" or len(parts) < 2:
+        return None
+    return f"store.{parts[2]}" if parts[1] == "store" and len(parts) > 2 else parts[1]
 
 
 def imports(path: Path) -> list[str]:
@@ -63,7 +77,8 @@ def own_part(path: Path) -> str:
 
 def test_the_rules_see_every_import():
     """The checker itself: it finds a known import (so an empty result below means something)."""
-    assert "ifbf.rundir.RunDir" in imports(PACKAGE / "report" / "records.py")
+    assert "ifbf.store.rundir.RunDir" in imports(PACKAGE / "report" / "records.py")
+    assert part_of("ifbf.store.rundir.RunDir") == "store" and store_part("ifbf.store.rundir.RunDir") == "store.rundir"
     assert any(part_of(m) == "engine" for m in imports(PACKAGE / "orchestrate" / "jobs.py"))
 
 
@@ -72,9 +87,25 @@ def test_import_rules(part):
     broken = [
         f"{path.relative_to(PACKAGE.parent)} imports {module}"
         for path in sources() if own_part(path) == part
-        for module in imports(path) if part_of(module) in FORBIDDEN[part]
+        for module in imports(path)
+        if part_of(module) in FORBIDDEN[part] and store_part(module) not in STORE_EXCEPT.get(part, set())
     ]
     assert not broken, "\n".join(broken)
+
+
+@pytest.mark.parametrize("module", sorted(STORE_FORBIDDEN))
+def test_store_import_rules(module):
+    path = PACKAGE / "store" / f"{module}.py"
+    broken = [f"store/{module}.py imports {m}" for m in imports(path) if store_part(m) in STORE_FORBIDDEN[module]]
+    assert not broken, "\n".join(broken)
+
+
+def test_few_modules_lie_flat():
+    """Besides config, errors and experiments, at most three modules lie flat under ifbf/ (the rest are parts)."""
+    flat = sorted(p.stem for p in PACKAGE.glob("*.py")
+                  if p.stem not in {"__init__", "__main__", "config", "errors", "experiments"})
+    assert len(flat) <= FLAT_ALLOWED, flat
+    assert set(flat) <= set(FORBIDDEN), f"a flat module without import rules: {sorted(set(flat) - set(FORBIDDEN))}"
 
 
 def test_argparse_only_in_commands():

@@ -1,6 +1,6 @@
 """Per-image intersection and union counts stored beside every evaluation: their sums reproduce the
 stored mIoU exactly, and each image's ratios are cityscapesscripts' IoUs of that image alone. A count and a
-score registered in ifbf/runtypes.py reach the run store and the bootstrap unchanged (the metric path)."""
+score registered in ifbf/store/runtypes.py reach the run store and the bootstrap unchanged (the metric path)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from ifbf.config import BASE_CONFIG, load_config
 from ifbf.data.cityscapes import resolve_root
 from ifbf.data.labels import CLASS_NAMES
 from ifbf.errors import IfbfError
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 from ifbf.engine.run import run
-from ifbf import runtypes
+from ifbf.store import runtypes
 from ifbf.report.stats import Counts, SeedNoise, miou_interval, row_miou
 
 
@@ -80,7 +80,7 @@ def test_record_per_image_is_atomic_and_checked(tmp_path):
 
 
 def test_a_new_per_image_count_flows_from_evaluation_to_the_interval(tmp_path, monkeypatch):
-    """The metric path of docs/architecture.md: one count and one score registered in ifbf/runtypes.py reach
+    """The metric path of docs/architecture.md: one count and one score registered in ifbf/store/runtypes.py reach
     evaluation, the run store and the bootstrap with no other change (here: per-class pixel accuracy)."""
     monkeypatch.setitem(runtypes.SCORES, "macc_needs_gt", lambda s: s["inter"] / s["gt"])
     older = RunDir(tmp_path / "older")  # a run evaluated before the new count existed

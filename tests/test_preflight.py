@@ -26,7 +26,7 @@ from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import explain, group_shapes, shape_hash, shape_of
 from ifbf.orchestrate.preflight_command import _compare_with_the_job
-from ifbf.rundir import RunDir, write_status
+from ifbf.store.rundir import RunDir, write_status
 
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]
 CPU = SlurmProfile()

@@ -17,7 +17,7 @@ from ifbf.orchestrate.plan import build_plan
 from ifbf.report import records
 from ifbf.report.stats import Counts, SeedNoise, image_weights, miou, miou_interval, paired_difference
 from ifbf.report.tables import display, table_frame
-from ifbf.rundir import SCORES, RunDir
+from ifbf.store.rundir import SCORES, RunDir
 
 N_IMAGES, K = 40, 19
 # IoU level of each row: the skip connection adds 30 points; fusion at R101 loses 30; the rest: no effect.

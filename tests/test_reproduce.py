@@ -15,7 +15,7 @@ import pytest
 from conftest import PAPER, REPO, TINY_TRAIN
 from ifbf.errors import ExitCode, TrainingDiverged
 from ifbf.experiments import load_preset, load_table
-from ifbf.rundir import read_status, write_status
+from ifbf.store.rundir import read_status, write_status
 from ifbf.orchestrate.plan import build_plan
 from ifbf.commands.reproduce import cli
 
@@ -66,7 +66,7 @@ def test_paper_rows_match_the_paper_switches():
 
 
 def _fake_finished(training, miou=0.5):
-    from ifbf.rundir import RunDir
+    from ifbf.store.rundir import RunDir
 
     rd = RunDir(training.run_dir)
     rd.claim(training.cfg)
@@ -246,7 +246,7 @@ def test_script_help():
 
 def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
     from ifbf.data.labels import CLASS_NAMES
-    from ifbf.rundir import RunDir
+    from ifbf.store.rundir import RunDir
     from ifbf.report import records
     from ifbf.report.tables import table_frame
 

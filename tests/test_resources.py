@@ -12,7 +12,7 @@ from conftest import TINY_TRAIN
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.orchestrate import resources
 from ifbf.orchestrate.jobs import TrainJob
-from ifbf.rundir import read_status
+from ifbf.store.rundir import read_status
 
 
 @pytest.fixture

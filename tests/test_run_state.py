@@ -15,7 +15,7 @@ from ifbf.config import BASE_CONFIG, load_config
 from ifbf.identity import config_hash, eval_key
 from ifbf.orchestrate.plan import Training
 from ifbf.orchestrate.status import Target, collect
-from ifbf.rundir import RunDir, RunState, write_status
+from ifbf.store.rundir import RunDir, RunState, write_status
 
 CFG = load_config(BASE_CONFIG, [*TINY_TRAIN, "train.iters=10"])
 DEAD_PID, OTHER_USERS_PID = 2**22 + 12345, 2**22 + 4242  # kill(pid, 0): ProcessLookupError / PermissionError
@@ -68,7 +68,7 @@ def expected(complete: bool, recorded: str | None, lock: str, job: str) -> RunSt
 @pytest.mark.parametrize("lock", LOCKS)
 @pytest.mark.parametrize("job", JOBS)
 def test_plan_and_status_agree(tmp_path, monkeypatch, complete, recorded, lock, job):
-    monkeypatch.setattr("ifbf.runlock.os.kill", _fake_kill(os.kill))
+    monkeypatch.setattr("ifbf.store.runlock.os.kill", _fake_kill(os.kill))
     monkeypatch.setattr("ifbf.orchestrate.executors.slurm_job_active", lambda job_id: job == "slurm active")
     rd = RunDir(tmp_path / config_hash(CFG))
     rd.claim(CFG)

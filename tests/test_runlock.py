@@ -21,8 +21,8 @@ from conftest import REPO, TINY_TRAIN
 from ifbf.commands.cli import main as ifbf_main
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.orchestrate.jobs import Busy, TrainJob
-from ifbf.rundir import RunDir, read_status
-from ifbf.runlock import LockHeld, RunLock
+from ifbf.store.rundir import RunDir, read_status
+from ifbf.store.runlock import LockHeld, RunLock
 
 DEAD_PID = 2**22 + 12345  # above the default pid_max: no such process
 

@@ -15,7 +15,7 @@ from conftest import REPO, TINY_TRAIN
 from ifbf.commands.cli import main
 from ifbf.config import BASE_CONFIG, PAPER_MS_SCALES, EvalConfig, load_config
 from ifbf.data.labels import CLASS_NAMES, TRAIN_TO_ID
-from ifbf.rundir import RunDir, eval_key, server_eval_key
+from ifbf.store.rundir import RunDir, eval_key, server_eval_key
 from ifbf.engine.export import export_test_submission
 from ifbf.engine.server_result import SERVER_EVAL, ServerResultError, import_server_result, parse_server_result
 

@@ -16,11 +16,11 @@ import torch
 from conftest import TINY_TRAIN
 from ifbf.orchestrate.cluster import load_profile, slurm_available
 from ifbf.config import BASE_CONFIG, load_config
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 from ifbf.engine.run import run
 from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.jobs import TrainJob
-from ifbf.rundir import read_status
+from ifbf.store.rundir import read_status
 from ifbf.orchestrate.plan import Training
 from ifbf.commands.reproduce import cli
 from ifbf.orchestrate.reproduce import _wait

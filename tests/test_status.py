@@ -19,7 +19,7 @@ from ifbf.orchestrate.cluster import load_profile, slurm_available
 from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.jobs import TrainJob
 from ifbf.orchestrate.status import Target, collect, progress_log, render, sacct
-from ifbf.rundir import RunDir, runs_root, write_status
+from ifbf.store.rundir import RunDir, runs_root, write_status
 
 TOTAL = 100
 

@@ -15,7 +15,7 @@ import torch
 from conftest import TINY_TRAIN
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.engine import train as train_mod
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 from ifbf.engine.run import run
 from ifbf.engine.train import TrainingDiverged, lr_factor, param_groups
 from ifbf.errors import ExitCode, IfbfError

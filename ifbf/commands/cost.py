@@ -10,9 +10,10 @@ import torch
 
 from ifbf.commands.config import add_config_arguments
 from ifbf.config import load_config
+from ifbf.experiments import load_preset, load_table, row_config
 from ifbf.models.cost import measure
 from ifbf.engine.cost_table import cost_table
-from ifbf.rundir import RESULTS
+from ifbf.store.rundir import RESULTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.table is not None:
         size = tuple(args.size) if args.size else (1024, 2048)
-        path = cost_table(args.table, args.preset, size, tuple(args.latency_size), args.repeat,
+        table, preset = load_table(args.table), load_preset(args.preset)
+        rows = [(row.name, row_config(row, preset)) for row in table.runnable()]
+        path = cost_table(args.table, table.title, rows, args.preset, size, tuple(args.latency_size), args.repeat,
                           args.results / args.preset)
         print(path.read_text(), end="")
         print(f"wrote {path}")

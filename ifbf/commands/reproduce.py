@@ -14,7 +14,7 @@ from ifbf.orchestrate.cluster import profiles
 from ifbf.orchestrate.executors import EXECUTORS
 from ifbf.orchestrate.reproduce import AUTO, Request, main
 from ifbf.orchestrate.signals import stopped_like_ctrl_c
-from ifbf.rundir import RESULTS
+from ifbf.store.rundir import RESULTS
 
 
 def _seeds(text: str) -> int | str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ifbf.errors import IfbfError
 from ifbf.orchestrate.status import collect, render, run_targets
-from ifbf.rundir import RESULTS
+from ifbf.store.rundir import RESULTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from ifbf.identity import config_hash, weights_flag_overrides
 from ifbf.engine.run import run as run_training
 from ifbf.engine.train import Interrupted
 from ifbf.errors import ExitCode
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 
 
 def default_run_dir(cfg_hash: str) -> Path:

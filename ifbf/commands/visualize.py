@@ -14,7 +14,7 @@ from ifbf.errors import IfbfError
 from ifbf.experiments import TABLES, load_preset, load_table, row_config
 from ifbf.experiments import row_label as table_row_label
 from ifbf.identity import config_hash
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ifbf.data.cityscapes import DataError, Sample, find_samples, read_png, read_train_ids
-from ifbf.safefile import atomic_write_text, raise_if_full
+from ifbf.store.safefile import atomic_write_text, raise_if_full
 
 CACHE_DIRNAME = "ifbf_cache"
 FLUSH_EVERY = 16

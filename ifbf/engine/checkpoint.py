@@ -26,8 +26,8 @@ from ifbf.config import Config, load_config, to_dict
 from ifbf.identity import config_hash
 from ifbf.errors import IfbfError, UnreadableCheckpoint
 from ifbf.models import IFBFNet, build_model
-from ifbf.rundir import PREVIOUS_CHECKPOINT, SCHEMA, RunDir
-from ifbf.safefile import atomic_write_bytes, remove_stale_temporaries
+from ifbf.store.rundir import PREVIOUS_CHECKPOINT, SCHEMA, RunDir
+from ifbf.store.safefile import atomic_write_bytes, remove_stale_temporaries
 
 _RECONSTRUCT = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
 # What checkpoints of earlier ifbf versions pickled beyond tensors: numpy's RNG state, an ndarray (numpy 2

@@ -11,26 +11,23 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ifbf.config import WeightsConfig
-from ifbf.experiments import load_preset, load_table, row_config
+from ifbf.config import Config, WeightsConfig
 from ifbf.models import build_model
 from ifbf.models.cost import count_params, gpu_cost, measure, measure_flops
-from ifbf.safefile import atomic_write_text, make_dirs
+from ifbf.store.safefile import atomic_write_text, make_dirs
 
 
-def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tuple[int, int], repeat: int,
-               out: Path) -> Path:
-    """results/<preset>/cost_table<N>.md: what each row of a table costs, beside what it gains."""
-    table, p = load_table(number), load_preset(preset)
+def cost_table(number: int, title: str, rows: list[tuple[str, Config]], preset: str, size: tuple[int, int],
+               latency_size: tuple[int, int], repeat: int, out: Path) -> Path:
+    """results/<preset>/cost_table<N>.md: what each row of a table (its name and resolved config) costs."""
     records = []
     on_gpu = torch.cuda.is_available()
-    for row in tqdm(table.runnable(), desc=f"cost of table {number}", unit="row", disable=None):
-        cfg = row_config(row, p)
+    for name, cfg in tqdm(rows, desc=f"cost of table {number}", unit="row", disable=None):
         model_cfg = dataclasses.replace(cfg.model, weights=WeightsConfig())
         params = count_params(build_model(model_cfg)) / 1e6
         flops = measure_flops(model_cfg, *size)
         cpu = measure(dataclasses.replace(model_cfg, norm="bn"), *latency_size, repeat=repeat).latency_ms
-        record = {"row": row.name, "backbone": cfg.model.backbone, "params (M)": round(params, 2), f"GFLOPs @ {size[0]}x{size[1]}": round(flops, 1),
+        record = {"row": name, "backbone": cfg.model.backbone, "params (M)": round(params, 2), f"GFLOPs @ {size[0]}x{size[1]}": round(flops, 1),
                   f"CPU latency @ {latency_size[0]}x{latency_size[1]} (ms)": round(cpu)}
         if on_gpu:
             latency, memory = gpu_cost(model_cfg, *size, cfg.data.crop_size)
@@ -44,5 +41,5 @@ def cost_table(number: int, preset: str, size: tuple[int, int], latency_size: tu
             f"and balance weights folded into the convolutions, channels_last), batch 1, {threads} threads. "
             "FLOPs: 2 per multiply-add, aux head excluded (inference network). "
             + ("GPU columns: this machine's GPU." if on_gpu else "No GPU here: GPU latency and memory not measured."))
-    atomic_write_text(path, f"# Cost of Table {number}'s rows: {table.title}\n\n{df.to_markdown()}\n\n{note}\n")
+    atomic_write_text(path, f"# Cost of Table {number}'s rows: {title}\n\n{df.to_markdown()}\n\n{note}\n")
     return path

@@ -16,7 +16,7 @@ from ifbf.data.loader import eval_dataset
 from ifbf.engine.dist import DistInfo
 from ifbf.engine.evaluate import evaluate
 from ifbf.engine.metrics import iou_from_train_confusion, summary
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 
 TENSORBOARD_DIR = "tensorboard"
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from ifbf.config import Config
 from ifbf.errors import TrainingDiverged
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 
 NONE = 2**62  # "no iteration yet" on the device (the minimum over ranks is the first bad one)
 

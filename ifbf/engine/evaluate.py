@@ -17,7 +17,7 @@ from ifbf.data.loader import eval_dataset
 from ifbf.engine.dist import DistInfo, all_reduce_sum
 from ifbf.engine.metrics import iou_from_train_confusion, summary
 from ifbf.errors import TrainingDiverged
-from ifbf.rundir import PER_IMAGE_COUNTS
+from ifbf.store.rundir import PER_IMAGE_COUNTS
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

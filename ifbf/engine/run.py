@@ -19,10 +19,10 @@ from ifbf.engine.dist import DistInfo, barrier, setup
 from ifbf.engine.evaluate import evaluate_run
 from ifbf.engine.export import export_test_submission
 from ifbf.engine.train import train
-from ifbf.environment import capture
+from ifbf.store.environment import capture
 from ifbf.models.weights import weights_record
-from ifbf.rundir import RunDir, eval_key, scored_by_server
-from ifbf.safefile import check_writable
+from ifbf.store.rundir import RunDir, eval_key, scored_by_server
+from ifbf.store.safefile import check_writable
 
 
 @dataclass(frozen=True)

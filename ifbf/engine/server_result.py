@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ifbf.config import PAPER_MS_SCALES, EvalConfig
 from ifbf.data.labels import CLASS_NAMES
-from ifbf.rundir import RunDir, server_eval_key
+from ifbf.store.rundir import RunDir, server_eval_key
 from ifbf.errors import IfbfError
 
 SERVER_EVAL = EvalConfig(scales=PAPER_MS_SCALES, flip=True, split="test")  # "multi-scales prediction and flipping"

@@ -30,7 +30,7 @@ from ifbf.engine.losses import NothingKept, total_loss
 from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
 from ifbf.errors import IfbfError, TrainingDiverged  # noqa: F401 - TrainingDiverged: re-exported, callers catch it here
 from ifbf.models import IFBFNet, build_model
-from ifbf.rundir import RunDir
+from ifbf.store.rundir import RunDir
 
 
 class Interrupted(Exception):

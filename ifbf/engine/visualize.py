@@ -25,7 +25,7 @@ from ifbf.engine.dist import setup
 from ifbf.engine.evaluate import predict, with_inference
 from ifbf.errors import IfbfError
 from ifbf.models.ifbfnet import SkipDecoder
-from ifbf.safefile import atomic_write_bytes, make_dirs
+from ifbf.store.safefile import atomic_write_bytes, make_dirs
 from torchvision import tv_tensors  # noqa: E402
 
 DIFF_COLOUR = (255, 230, 0)  # the paper marks differing regions in yellow

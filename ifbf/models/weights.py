@@ -27,7 +27,7 @@ import torch.hub
 from ifbf._torchvision import torchvision
 from ifbf.config import ModelConfig
 from ifbf.identity import weights_key, weights_path
-from ifbf.digest import file_digest
+from ifbf.identity import file_digest
 from ifbf.errors import IfbfError
 from ifbf.models.backbone import DEEP_STEMS, ResNetBackbone
 from ifbf.models.norm import backbone_norm

@@ -14,7 +14,7 @@ from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.orchestrate.preflight import measurements, shape_hash, shape_of, unstable_note, val_setting
-from ifbf.rundir import RunCost, RunDir, RunState
+from ifbf.store.rundir import RunCost, RunDir, RunState
 
 CITYSCAPES_IMAGES = {"train": 2975, "val": 500, "test": 1525}
 NOT_MEASURED = "not measured (run --preflight)"

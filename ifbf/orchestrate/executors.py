@@ -18,7 +18,7 @@ import submitit
 from ifbf.errors import IfbfError
 from ifbf.orchestrate.cluster import SlurmProfile, slurm_available, slurm_job_active
 from ifbf.orchestrate.resources import share_per_job
-from ifbf.rundir import Status, process_alive
+from ifbf.store.rundir import Status, process_alive
 
 
 class Executor:

@@ -21,8 +21,8 @@ import submitit
 
 from ifbf.config import Config, EvalConfig, from_dict, to_dict
 from ifbf.orchestrate.resources import Allocation, size_to
-from ifbf.rundir import RunDir, RunState, write_status
-from ifbf.runlock import LockHeld
+from ifbf.store.rundir import RunDir, RunState, write_status
+from ifbf.store.runlock import LockHeld
 
 
 class Outcome(StrEnum):

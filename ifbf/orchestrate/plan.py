@@ -13,7 +13,7 @@ from ifbf.errors import UnreadableRunFile
 from ifbf.identity import config_hash, eval_key
 from ifbf.experiments import Cell, Preset, TableSpec, table_cells
 from ifbf.orchestrate.executors import job_alive
-from ifbf.rundir import RESULTS, Alive, RunDir, RunState, Unreadable, read_status, run_state, runs_root
+from ifbf.store.rundir import RESULTS, Alive, RunDir, RunState, Unreadable, read_status, run_state, runs_root
 
 
 @dataclass

@@ -19,16 +19,16 @@ from pathlib import Path
 
 from ifbf.config import Config, EvalConfig, from_dict, to_dict
 from ifbf.experiments import row_label
-from ifbf.digest import file_digest
+from ifbf.identity import file_digest
 from ifbf.identity import eval_key, weights_path
 from ifbf.orchestrate.cluster import SlurmProfile
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.jobs import _setup_distributed
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.errors import UnreadableRunFile
-from ifbf.rundir import atomic_write_text
-from ifbf.runtypes import is_number
-from ifbf.safefile import make_dirs, read_json, writing
+from ifbf.store.rundir import atomic_write_text
+from ifbf.store.runtypes import is_number
+from ifbf.store.safefile import make_dirs, read_json, writing
 
 PREFLIGHT = "preflight.json"
 

@@ -36,10 +36,10 @@ from ifbf.orchestrate.status import Target, collect, render
 from ifbf.report import records
 from ifbf.report.readme import README
 from ifbf.report.tables import table_frame, write_table
-from ifbf.rundir import (RESULTS, RunDir, RunState, Unreadable, atomic_write_text, read_status, result_key,
+from ifbf.store.rundir import (RESULTS, RunDir, RunState, Unreadable, atomic_write_text, read_status, result_key,
                          write_status)
-from ifbf.runlock import LockHeld
-from ifbf.safefile import make_dirs
+from ifbf.store.runlock import LockHeld
+from ifbf.store.safefile import make_dirs
 
 AUTO = "auto"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ifbf.errors import UnreadableRunFile
 from ifbf.orchestrate.executors import job_alive, uses_scheduler
-from ifbf.rundir import Alive, RunCost, RunDir, RunState, Status, Unreadable, read_status, run_state, runs_root
-from ifbf.runlock import DEFAULT_STALE_S
+from ifbf.store.rundir import Alive, RunCost, RunDir, RunState, Status, Unreadable, read_status, run_state, runs_root
+from ifbf.store.runlock import DEFAULT_STALE_S
 
 # sacct's State (first word: "CANCELLED by 0") -> ours
 SLURM_STATES = {

@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from ifbf.experiments import TableSpec  # noqa: E402
 from ifbf.report.forest import ClaimLine, forest_figure, step_lines  # noqa: E402
 from ifbf.report.records import losses, row_counts, seed_noise, val_curves  # noqa: E402
-from ifbf.safefile import atomic_write_bytes, make_dirs  # noqa: E402
+from ifbf.store.safefile import atomic_write_bytes, make_dirs  # noqa: E402
 
 CLAIMS = "claims"  # results/<preset>/claims.{png,pdf}
 

@@ -1,6 +1,6 @@
 """The text of results/README.md (written next to every report)."""
 
-from ifbf.rundir import RUN_FILES
+from ifbf.store.rundir import RUN_FILES
 
 README = """\
 # results/

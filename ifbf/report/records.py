@@ -16,7 +16,7 @@ import pandas as pd
 from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import Cell, Metric, Preset, ReportPrior, TableSpec, class_names, table_cells
 from ifbf.report.stats import Counts, SeedNoise, per_seed, pooled_noise
-from ifbf.rundir import (SCORES, EvalResult, RunDir, RunState, Unreadable, process_alive, result_key, run_state,
+from ifbf.store.rundir import (SCORES, EvalResult, RunDir, RunState, Unreadable, process_alive, result_key, run_state,
                          runs_root, scored_by_server)
 
 RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", Metric.MIOU, "iou",

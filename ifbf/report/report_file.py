@@ -27,8 +27,8 @@ from ifbf.report.report_md import TableSection, render_report
 from ifbf.report.stats import RESAMPLES
 from ifbf.report.tables import display, miou_frame
 from ifbf.report.verdicts import adjust, judge_all
-from ifbf.rundir import RunCost
-from ifbf.safefile import atomic_write_text, make_dirs
+from ifbf.store.rundir import RunCost
+from ifbf.store.safefile import atomic_write_text, make_dirs
 
 REPORT = "REPORT.md"
 ABSOLUTE_PRESETS = frozenset({"paper"})  # presets whose absolute numbers can be held against the paper's

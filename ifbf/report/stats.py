@@ -44,7 +44,7 @@ import numpy as np
 from ifbf.errors import IfbfError
 from ifbf.report.seednoise import (LEVEL, SeedNoise, critical_value, p_value, pooled_noise,  # noqa: F401
                                    posterior, t_interval)
-from ifbf.rundir import SCORES, iou
+from ifbf.store.rundir import SCORES, iou
 
 RESAMPLES = 10_000
 

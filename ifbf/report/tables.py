@@ -16,7 +16,7 @@ from ifbf.identity import weights_status
 from ifbf.report.records import row_counts, seed_noise, seed_values
 from ifbf.report.report_md import interval_cell
 from ifbf.report.stats import Counts, SeedNoise, miou_interval
-from ifbf.safefile import atomic_write_text, make_dirs
+from ifbf.store.safefile import atomic_write_text, make_dirs
 
 CI = "95% CI"
 

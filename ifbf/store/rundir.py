@@ -15,13 +15,13 @@ these files (atomically, never losing a finished result):
                      job id, executor, log path, host and pid
     train.lock       held by the one process training or evaluating the run (heartbeat: its mtime)
     submit.lock      held by an orchestrator from reading the run's state until "submitted" is recorded
-                     (both are ``ifbf.runlock.RunLock`` files: atomic create, safe on NFS)
+                     (both are ``ifbf.store.runlock.RunLock`` files: atomic create, safe on NFS)
 
-Every file is written atomically (``ifbf.safefile``: a full disk raises ``NoSpace``, the previous file stays)
+Every file is written atomically (``ifbf.store.safefile``: a full disk raises ``NoSpace``, the previous file stays)
 with the store's schema version: a "schema" key in the JSON files and checkpoint.pth, a first line {"schema",
 "config_hash"} in log.jsonl, "schema" and "config_hash" arrays in per_image.npz (config.yaml: its legacy
 defaults, ``ifbf.identity``). Reading an empty, truncated, corrupt, newer or foreign file raises
-``UnreadableRunFile`` (run dir, file, reason). What the files say is typed (``ifbf.runtypes``); ``run_state``
+``UnreadableRunFile`` (run dir, file, reason). What the files say is typed (``ifbf.store.runtypes``); ``run_state``
 is the one decision of a run's state (or ``Unreadable``) for the plan, --status, the reports, the exit code.
 """
 
@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ifbf.safefile import (SCHEMA, atomic_write_bytes, atomic_write_text, check_hash, check_schema, make_dirs,
+from ifbf.store.safefile import (SCHEMA, atomic_write_bytes, atomic_write_text, check_hash, check_schema, make_dirs,
                            raise_for_write, read_json, remove_stale_temporaries, write_json)
 from ifbf.config import Config, EvalConfig, dump_yaml, from_dict, to_dict
 from ifbf.identity import config_hash, eval_key
 from ifbf.errors import IfbfError, UnreadableRunFile
-from ifbf.runlock import DEFAULT_STALE_S, RunLock, pid_alive
-from ifbf.runtypes import (PER_IMAGE_COUNTS, SCORES, EvalResult, PerImage, RunCost, RunState, Status,  # noqa: F401
+from ifbf.store.runlock import DEFAULT_STALE_S, RunLock, pid_alive
+from ifbf.store.runtypes import (PER_IMAGE_COUNTS, SCORES, EvalResult, PerImage, RunCost, RunState, Status,  # noqa: F401
                            env_problem, iou, log_record_problem, logged_seconds, metrics_problem,
                            per_image_problem)  # importers take them here
 
@@ -395,6 +395,6 @@ class RunDir:
         return env
 
     def write_env(self, env: dict[str, Any]) -> None:
-        """env.json: what the run ran on (``ifbf.environment.capture``), with the store's schema version."""
+        """env.json: what the run ran on (``ifbf.store.environment.capture``), with the store's schema version."""
         write_json(self.path, ENV, env)
 

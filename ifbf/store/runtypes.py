@@ -1,5 +1,5 @@
 """What a run is, in types: its state, its status record, an evaluation's result and per-image counts, and
-what it cost. Plain data; ``ifbf.rundir`` reads and writes them (and decides a run's state: ``run_state``)."""
+what it cost. Plain data; ``ifbf.store.rundir`` reads and writes them (and decides a run's state: ``run_state``)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ refreshes the file's modification time every few seconds from a thread (the hear
 and is broken with a warning, when its owner's pid no longer exists on this host, or when its heartbeat is
 older than ``stale_s`` (an owner on another host that died or lost its node). A lock held by the same SLURM
 job (a requeued job resuming its run) is taken over. File names are chosen by the run store
-(``ifbf.rundir``); this module knows none.
+(``ifbf.store.rundir``); this module knows none.
 """
 
 from __future__ import annotations

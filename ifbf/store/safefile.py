@@ -1,4 +1,4 @@
-"""The primitives under the run store's files (``ifbf.rundir`` decides which files; this module how).
+"""The primitives under the run store's files (``ifbf.store.rundir`` decides which files; this module how).
 
 Atomic writes that turn a full disk into one clear error: write a temporary file beside the target, flush it
 to the disk, then rename it over the target; a crash or ENOSPC mid-write leaves the previous file intact and
@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 from ifbf import __version__
 from ifbf.errors import NoSpace, UnreadableRunFile, write_error
-from ifbf.runlock import DEFAULT_STALE_S, pid_alive
+from ifbf.store.runlock import DEFAULT_STALE_S, pid_alive
 
 # ".<target name>.tmp<pid>@<host>" (an older ifbf: without "@<host>"): whose writer it is, for the sweep
 CHUNK = 64 << 20  # bytes per write of an atomic write
@@ -134,7 +134,7 @@ def remove_stale_temporaries(folder: Path, stale_s: float = DEFAULT_STALE_S) -> 
     return removed
 
 
-# Version of the run store's files, written into each (where: ``ifbf.rundir``'s docstring). A file without one
+# Version of the run store's files, written into each (where: ``ifbf.store.rundir``'s docstring). A file without one
 # was written by an older ifbf and still loads; a file of a higher version is refused with the version it
 # needs. Bump it when an older reader could misread the new files.
 SCHEMA = 1
