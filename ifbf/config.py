@@ -1,6 +1,6 @@
 """Strict configs: YAML files and dotted overrides loaded onto frozen dataclasses.
 
-The defaults below are the paper's recipe (section 4.1, see docs/paper-notes.md); experiments/base.yaml
+The defaults below are the paper's recipe (section 4.1, see docs/paper-notes.md); experiments/ifbfnet/base.yaml
 spells every one of them out so the recipe can be read in one place (a test keeps the two equal).
 Unknown keys, wrong types, NaN or infinite numbers and values outside a field's choices or range
 (``ifbf.limits``) raise one ``ConfigError`` naming the key, the bound and where it came from (the file, or
@@ -170,7 +170,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
-BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "ifbfnet" / "base.yaml"
 
 # Keys that no longer exist -> what to write instead.
 # keys that never had an effect: read from the config.yaml of older runs and dropped

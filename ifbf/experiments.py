@@ -1,23 +1,78 @@
-"""The paper's tables as experiment specs (experiments/table<N>.yaml) and presets (experiments/presets/).
+"""Papers as folders of experiment specs: ``experiments/<paper>/`` holds paper.yaml (its title, the label of
+its rows, its dataset), base.yaml (its recipe), presets/ and table<N>.yaml.
 
-A table spec lists rows; each row is a short override set on experiments/base.yaml (``overrides: null``
-marks another method's row: the paper's values only) and the values the paper reports for it.
+A table spec lists rows; each row is a short override set on its paper's base.yaml (``overrides: null``
+marks another method's row: the paper's values only) and the values the paper reports for it. The default
+paper (``DEFAULT_PAPER``) keeps the names it had before there were several: its rows are "T2 ...", its
+results lie in results/<preset>/; another paper's rows say its name ("DANet T1 ...") and its results lie in
+results/<paper>/<preset>/.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ifbf.config import BASE_CONFIG, ConfigError, Config, load_config, read_yaml
-
+from ifbf.data.labels import DATASET_CLASSES
 from ifbf.identity import config_hash, eval_key
 
-EXPERIMENTS = BASE_CONFIG.parent
-TABLES = (1, 2, 3, 4, 5, 6)
+EXPERIMENTS = BASE_CONFIG.parent.parent
+DEFAULT_PAPER = BASE_CONFIG.parent.name  # the paper whose base.yaml is the config default
+
+
+@dataclass(frozen=True)
+class Paper:
+    """One paper's specs: ``experiments/<name>/`` (its paper.yaml says the rest)."""
+
+    name: str  # the folder, and --paper's value
+    title: str
+    label: str  # how its rows are named beside another paper's ("DANet")
+    dataset: str  # the dataset its tables evaluate on: its classes, in the engine's order
+    folder: Path
+
+    @property
+    def base(self) -> Path:
+        return self.folder / "base.yaml"
+
+    @property
+    def tables(self) -> tuple[int, ...]:
+        """The numbers of its table specs (table<N>.yaml), ascending."""
+        found = (re.fullmatch(r"table(\d+)\.yaml", p.name) for p in self.folder.glob("table*.yaml"))
+        return tuple(sorted(int(m.group(1)) for m in found if m))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return DATASET_CLASSES[self.dataset]
+
+
+def papers() -> list[str]:
+    """Every folder of experiments/ with a paper.yaml."""
+    return sorted(p.parent.name for p in EXPERIMENTS.glob("*/paper.yaml"))
+
+
+@functools.cache
+def load_paper(name: str = DEFAULT_PAPER) -> Paper:
+    if name not in papers():
+        raise ConfigError(f"unknown paper {name!r} (known: {', '.join(papers())}; a paper is a folder of "
+                          "experiments/ with a paper.yaml)")
+    folder = EXPERIMENTS / name
+    data = read_yaml(folder / "paper.yaml")
+    try:
+        paper = Paper(name, str(data["title"]), str(data["label"]), str(data["dataset"]), folder)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{folder / 'paper.yaml'}: needs title, label and dataset ({err!r} missing)") from None
+    if paper.dataset not in DATASET_CLASSES:
+        raise ConfigError(f"{folder / 'paper.yaml'}: dataset {paper.dataset!r} is not one the data layer knows "
+                          f"({', '.join(DATASET_CLASSES)})")
+    if not paper.base.is_file() or not paper.tables:
+        raise ConfigError(f"{folder}: a paper needs base.yaml and at least one table<N>.yaml")
+    return paper
 
 
 class Metric(StrEnum):
@@ -86,6 +141,12 @@ class TableSpec:
     figure: FigureSpec | None = None  # None: no figure (per-class tables)
     classes: dict[str, str] = field(default_factory=dict)  # per-class tables: class name -> header, in order
     notes: dict[str, str] = field(default_factory=dict)  # preset name -> note printed under the table
+    paper: str = DEFAULT_PAPER
+
+    @property
+    def caption(self) -> str:
+        """"Table 2" (the default paper) or "DANet Table 1"."""
+        return table_caption(self.number, self.paper)
 
     def runnable(self) -> list[RowSpec]:
         return [row for row in self.rows if row.overrides is not None]
@@ -106,20 +167,25 @@ def _check_steps(rows: tuple[RowSpec, ...], path: Path) -> None:
                               f"of this table ({', '.join(sorted(runnable - {row.name}))})")
 
 
-def class_names() -> tuple[str, ...]:
-    """The 19 evaluated Cityscapes classes in trainId order, as Table 1's per-class columns list them (the
-    order of every per-class count the engine stores)."""
-    return tuple(load_table(1).classes)
+def class_names(paper: str = DEFAULT_PAPER) -> tuple[str, ...]:
+    """The evaluated classes of the paper's dataset, in the order of every per-class count the engine stores."""
+    return load_paper(paper).classes
 
 
-def table_path(number: int) -> Path:
-    return EXPERIMENTS / f"table{number}.yaml"
+def table_caption(number: int, paper: str = DEFAULT_PAPER) -> str:
+    return f"Table {number}" if paper == DEFAULT_PAPER else f"{load_paper(paper).label} Table {number}"
 
 
-def load_table(number: int) -> TableSpec:
-    if number not in TABLES:
-        raise ConfigError(f"unknown table {number}: the paper has tables {', '.join(map(str, TABLES))}")
-    path = table_path(number)
+def table_path(number: int, paper: str = DEFAULT_PAPER) -> Path:
+    return load_paper(paper).folder / f"table{number}.yaml"
+
+
+def load_table(number: int, paper: str = DEFAULT_PAPER) -> TableSpec:
+    known = load_paper(paper)
+    if number not in known.tables:
+        raise ConfigError(f"unknown table {number} of {known.label}: its tables are "
+                          f"{', '.join(map(str, known.tables))}")
+    path = table_path(number, paper)
     data = read_yaml(path)
     try:
         rows = tuple(
@@ -142,6 +208,7 @@ def load_table(number: int) -> TableSpec:
             figure=FigureSpec(**data["figure"]) if "figure" in data else None,
             classes={str(k): str(v) for k, v in data.get("classes", {}).items()},
             notes={str(k): str(v) for k, v in data.get("notes", {}).items()},
+            paper=paper,
         )
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ConfigError(f"{path}: malformed table spec ({err!r})") from None
@@ -221,18 +288,25 @@ class Preset:
     description: str = ""
     requires_weights: bool = False  # refuse to plan a row whose backbone has no ImageNet weights given
     report: ReportPrior = field(default_factory=lambda: ReportPrior())
+    paper: str = DEFAULT_PAPER  # whose base.yaml the rows resolve on
+    absolute: bool = False  # its absolute numbers can be held against the paper's (the paper's own recipe)
+
+    @property
+    def base(self) -> Path:
+        return load_paper(self.paper).base
 
 
-def presets() -> list[str]:
-    return sorted(p.stem for p in (EXPERIMENTS / "presets").glob("*.yaml"))
+def presets(paper: str = DEFAULT_PAPER) -> list[str]:
+    return sorted(p.stem for p in (load_paper(paper).folder / "presets").glob("*.yaml"))
 
 
-def load_preset(name: str) -> Preset:
-    """A preset by its name (``experiments/presets/<name>.yaml``); a path, even one that leads to a YAML file,
-    is no name: results/<preset>/ must stay inside the results folder."""
-    if name not in presets():
-        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(presets())}; a preset is named, not a path)")
-    path = EXPERIMENTS / "presets" / f"{name}.yaml"
+def load_preset(name: str, paper: str = DEFAULT_PAPER) -> Preset:
+    """A preset by its name (``experiments/<paper>/presets/<name>.yaml``); a path, even one that leads to a YAML
+    file, is no name: results/<preset>/ must stay inside the results folder."""
+    if name not in presets(paper):
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(presets(paper))}; a preset is named, not a "
+                          "path)")
+    path = load_paper(paper).folder / "presets" / f"{name}.yaml"
     data = read_yaml(path)
     overrides, backbone_map = data.get("overrides", []), data.get("backbone_map", {})
     if not isinstance(overrides, list) or not isinstance(backbone_map, dict):
@@ -241,22 +315,23 @@ def load_preset(name: str) -> Preset:
         raise ConfigError(f"{path}: 'estimate' is gone: --plan takes costs from measurements (reproduce.py --preflight)")
     return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()},
                   str(data.get("description", "")), bool(data.get("requires_weights", False)),
-                  _report_prior(data.get("report"), path))
+                  _report_prior(data.get("report"), path), paper, data.get("absolute", False) is True)
 
 
 def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Config:
-    """Resolved config of one table row: base.yaml + preset + the row's overrides (+ extra)."""
+    """Resolved config of one table row: its paper's base.yaml + preset + the row's overrides (+ extra)."""
     assert row.overrides is not None, f"row {row.name!r} has nothing to run"
-    cfg = load_config(BASE_CONFIG, [*preset.overrides, *row.overrides, *extra])
+    cfg = load_config(preset.base, [*preset.overrides, *row.overrides, *extra])
     if cfg.model.backbone in preset.backbone_map:
-        cfg = load_config(BASE_CONFIG, [*preset.overrides, *row.overrides, *extra,
+        cfg = load_config(preset.base, [*preset.overrides, *row.overrides, *extra,
                                         f"model.backbone={preset.backbone_map[cfg.model.backbone]}"])
     return cfg
 
 
-def row_label(table: int, row: str) -> str:
-    """How a row is named outside its table (plans, preflight, checks): ``T3 + OHEM``."""
-    return f"T{table} {row}"
+def row_label(table: int, row: str, paper: str = DEFAULT_PAPER) -> str:
+    """How a row is named outside its table (plans, preflight, checks): ``T3 + OHEM``; another paper's row
+    says whose it is: ``DANet T1 + PAM``."""
+    return f"T{table} {row}" if paper == DEFAULT_PAPER else f"{load_paper(paper).label} T{table} {row}"
 
 
 @dataclass(frozen=True)
@@ -268,6 +343,7 @@ class Cell:
     row: RowSpec
     seed: int
     cfg: Config
+    paper: str = DEFAULT_PAPER
 
     @property
     def run_hash(self) -> str:
@@ -280,7 +356,7 @@ class Cell:
     @property
     def label(self) -> str:
         """The row's label, with the seed when not 0: ``T3 + OHEM s1``."""
-        return row_label(self.table, self.row.name) + (f" s{self.seed}" if self.seed else "")
+        return row_label(self.table, self.row.name, self.paper) + (f" s{self.seed}" if self.seed else "")
 
 
 @dataclass(frozen=True)
@@ -296,10 +372,18 @@ class RowSeeds:
         return next((n for t, r, n in self.rows if (t, r) == (table, row)), self.default)
 
 
+def results_of(results: Path, paper: str = DEFAULT_PAPER) -> Path:
+    """Where a paper's results lie under the results folder: the folder itself for the default paper (its
+    results/<preset>/ as before), results/<paper>/ for another (so presets of the same name stay apart)."""
+    return results if paper == DEFAULT_PAPER else results / paper
+
+
 def table_cells(table: TableSpec, preset: Preset, seeds: int | RowSeeds, extra: tuple[str, ...] = ()) -> list[Cell]:
     """Every runnable row of ``table`` at seeds 0..seeds-1 (the plan and the reports enumerate the same)."""
+    if table.paper != preset.paper:
+        raise ConfigError(f"preset {preset.name!r} is {preset.paper}'s, table {table.number} is {table.paper}'s")
     return [
-        Cell(table.number, row, seed, row_config(row, preset, (*extra, f"train.seed={seed}")))
+        Cell(table.number, row, seed, row_config(row, preset, (*extra, f"train.seed={seed}")), table.paper)
         for row in table.runnable()
         for seed in range(seeds if isinstance(seeds, int) else seeds.of(table.number, row.name))
     ]

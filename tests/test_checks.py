@@ -92,7 +92,7 @@ def test_weights_keys_no_row_uses_are_named_with_the_keys_the_rows_need(tmp_path
     assert f"--weights resnet18: no row uses it; {need}\n" in err and "--weights resnet50_deep:" not in err
     # the paper preset's real keys where a user reads how to give them
     assert "resnet101_deep=/data/r101.pth resnet50_deep=/data/r50.pth" in " ".join(build_parser().format_help().split())
-    assert "--weights resnet101_deep=PATH resnet50_deep=PATH" in (REPO / "experiments/presets/paper.yaml").read_text()
+    assert "--weights resnet101_deep=PATH resnet50_deep=PATH" in (REPO / "experiments/ifbfnet/presets/paper.yaml").read_text()
 
 
 @pytest.fixture(scope="module")

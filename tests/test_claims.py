@@ -11,7 +11,7 @@ import pytest
 from conftest import PAPER
 from ifbf.config import ConfigError
 from ifbf.data.labels import CLASS_NAMES
-from ifbf.experiments import TABLES, load_table
+from ifbf.experiments import load_paper, load_table, papers
 from ifbf.report.claims import load_claims, parse_claim
 from ifbf.report.power import IMAGE_NOISE, NEVER_PREDICTED
 from ifbf.report.stats import Counts, SeedNoise, critical_value, paired_difference
@@ -20,7 +20,7 @@ from ifbf.report.verdicts import (CONTRADICTED, NOT_EVALUATED, NOT_RESOLVED, SIZ
 
 # Our DeepLabV3+ row stands for the paper's DeepLabV3+ row of the same table.
 PAPER_ROW = {1: {"DeepLabV3+ (ours)": "DeeplabV3+ [2]"}, 6: {"DeepLabV3+ (ours)": "DeepLabV3+ [2]"}}
-ALL = [c for n in TABLES for c in load_claims(n)]
+ALL = [c for p in papers() for n in load_paper(p).tables for c in load_claims(n, p)]
 
 
 def paper_value(table: int, row: str, key: str = "miou") -> float:

@@ -103,7 +103,7 @@ def test_design_without_preflight_or_assumed_cost_says_so(tmp_path, capsys, monk
     paper = load_preset("paper")
     no_cost = dataclasses.replace(paper, report=dataclasses.replace(paper.report, training_hours=None,
                                                                     peak_tflops=None, utilisation=None))
-    monkeypatch.setattr(reproduce_module, "load_preset", lambda name: no_cost)
+    monkeypatch.setattr(reproduce_module, "load_preset", lambda name, paper="ifbfnet": no_cost)
     assert cli(["--table", "2", "--design", "--budget", "40", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "10 of 10 row(s) without a figure: run --preflight" in out

@@ -131,7 +131,7 @@ def test_adds_to_names_a_row(tmp_path, monkeypatch):
     spec["rows"][1]["adds_to"] = "no such row"
     path = tmp_path / "table4.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True))
-    monkeypatch.setattr("ifbf.experiments.table_path", lambda number: path)
+    monkeypatch.setattr("ifbf.experiments.table_path", lambda number, paper="ifbfnet": path)
     with pytest.raises(ConfigError, match="adds_to 'no such row' must name another runnable row"):
         load_table(4)
 

@@ -147,7 +147,7 @@ def test_finished_run_reports_what_it_took(tmp_path):
 
 def test_presets_have_no_constant_estimate():
     for name in ("paper", "smoke"):
-        assert "estimate" not in (REPO / "experiments" / "presets" / f"{name}.yaml").read_text()
+        assert "estimate" not in (REPO / "experiments" / "ifbfnet" / "presets" / f"{name}.yaml").read_text()
     assert load_profile("local").gpus_per_node == 0
 
 

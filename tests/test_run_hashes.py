@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from ifbf.config import WeightsConfig
-from ifbf.experiments import TABLES, load_preset, load_table, presets, table_cells
+from ifbf.experiments import load_paper, load_preset, load_table, presets, table_cells
 
 STORED = Path(__file__).parent / "data" / "run_hashes.txt"
 WEIGHTS_CONTENT = b"fake weights"  # the file's sha256 enters the hash, not its path
@@ -23,7 +23,7 @@ def current_lines(weights_file: Path) -> list[str]:
     lines = []
     for preset in presets():
         for tag, extra in settings.items():
-            for number in TABLES:
+            for number in load_paper().tables:
                 for cell in table_cells(load_table(number), load_preset(preset), 4, extra):
                     lines.append(f"{preset} {tag} {number} {cell.row.name} {cell.seed} {cell.run_hash} {cell.eval_key}")
     return lines

@@ -21,8 +21,8 @@ from ifbf.engine.server_result import SERVER_EVAL, ServerResultError, import_ser
 
 
 def _paper_row() -> dict[str, float]:
-    """IFBFNet's Table 6 row as transcribed in experiments/table6.yaml (percent, one decimal)."""
-    rows = yaml.safe_load((REPO / "experiments" / "table6.yaml").read_text())["rows"]
+    """IFBFNet's Table 6 row as transcribed in experiments/ifbfnet/table6.yaml (percent, one decimal)."""
+    rows = yaml.safe_load((REPO / "experiments" / "ifbfnet" / "table6.yaml").read_text())["rows"]
     return next(r["paper"] for r in rows if r["name"] == "IFBFNet (ours)")
 
 

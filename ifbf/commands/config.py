@@ -11,7 +11,7 @@ from ifbf.identity import config_hash
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config and trailing KEY=VALUE overrides, shared by every command that builds a config."""
-    parser.add_argument("--config", default=str(BASE_CONFIG), help="YAML config (default: experiments/base.yaml)")
+    parser.add_argument("--config", default=str(BASE_CONFIG), help="YAML config (default: experiments/ifbfnet/base.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.iters=200")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ifbf.commands.cli import guarded
 from ifbf.errors import exit_codes_help
-from ifbf.experiments import TABLES, presets
+from ifbf.experiments import DEFAULT_PAPER, load_paper, papers, presets
 from ifbf.limits import SEEDS
 from ifbf.orchestrate.cluster import profiles
 from ifbf.orchestrate.executors import EXECUTORS
@@ -29,13 +29,17 @@ def _seeds(text: str) -> int | str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reproduce.py",
-        description="Train, evaluate and tabulate the IFBFNet paper's tables (see README.md).",
+        description="Train, evaluate and tabulate a paper's tables (default: IFBFNet; see README.md).",
         epilog=exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--table", required=True, help=f"table number ({', '.join(map(str, TABLES))}) or 'all'")
+    p.add_argument("--paper", default=DEFAULT_PAPER, choices=papers(),
+                   help=f"whose tables: a folder of experiments/ (default: {DEFAULT_PAPER})")
+    p.add_argument("--table", required=True,
+                   help=f"table number ({', '.join(map(str, load_paper().tables))} for {DEFAULT_PAPER}) or 'all'")
     p.add_argument("--preset", default="paper",
-                   help=f"overrides for every run, by name: {', '.join(presets())} (default: paper)")
+                   help=f"overrides for every run, by name: {', '.join(presets())} for {DEFAULT_PAPER}; each paper "
+                        "has its own (experiments/<paper>/presets/; default: paper)")
     p.add_argument("--executor", default="slurm",
                    help=f"{' | '.join(EXECUTORS)} (debug: in this process; default: slurm)")
     p.add_argument("--seeds", type=_seeds, default=1,

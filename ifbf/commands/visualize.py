@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ifbf.engine.visualize import features, predictions
 from ifbf.errors import IfbfError
-from ifbf.experiments import TABLES, load_preset, load_table, row_config
+from ifbf.experiments import load_paper, load_preset, load_table, papers, presets, row_config
 from ifbf.experiments import row_label as table_row_label
 from ifbf.identity import config_hash
 from ifbf.store.rundir import RunDir
@@ -46,17 +46,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def row_label(run: str | Path) -> str | None:
-    """The table rows a run directory of ``results/<preset>/runs/<hash>`` trains, e.g. "T2 R101 IFBFNet", found
-    by recomputing the rows' config hashes under that preset (None when none matches: a run of ``ifbf
-    train``, or one planned with extra overrides)."""
+    """The table rows a run directory of ``results/[<paper>/]<preset>/runs/<hash>`` trains, e.g. "T2 R101
+    IFBFNet", found by recomputing the rows' config hashes under that preset of each paper that has it (None
+    when none matches: a run of ``ifbf train``, or one planned with extra overrides)."""
     path = Path(run).resolve()
     try:
-        preset = load_preset(path.parent.parent.name)
         seed = RunDir(path).config().train.seed
     except (IfbfError, OSError):
         return None
-    names = [table_row_label(number, row.name) for number in TABLES for row in load_table(number).runnable()
-             if config_hash(row_config(row, preset, (f"train.seed={seed}",))) == path.name]
+    names = []
+    for paper in papers():
+        if path.parent.parent.name not in presets(paper):
+            continue
+        preset = load_preset(path.parent.parent.name, paper)
+        names += [table_row_label(number, row.name, paper) for number in load_paper(paper).tables
+                  for row in load_table(number, paper).runnable()
+                  if config_hash(row_config(row, preset, (f"train.seed={seed}",))) == path.name]
     if not names:
         return None
     return " = ".join(names[:2]) + (f" (+{len(names) - 2} rows)" if len(names) > 2 else "")

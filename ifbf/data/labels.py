@@ -28,3 +28,7 @@ TRAIN_TO_ID = np.zeros(256, np.uint8)
 TRAIN_TO_ID[: NUM_CLASSES] = [label.id for label in EVAL_LABELS]
 PALETTE = np.zeros((256, 3), np.uint8)  # trainId -> RGB, Cityscapes colours; ignore stays black
 PALETTE[: NUM_CLASSES] = [label.color for label in EVAL_LABELS]
+
+# The evaluated classes of each dataset a paper can name (experiments/<paper>/paper.yaml: dataset), in the order
+# of every per-class count the engine stores. The synthetic dataset is drawn in Cityscapes' layout and classes.
+DATASET_CLASSES: dict[str, tuple[str, ...]] = {"cityscapes": CLASS_NAMES}

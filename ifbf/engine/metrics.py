@@ -1,6 +1,6 @@
 """IoU from confusion matrices (numpy only: ``ifbf score`` must start without torch).
 
-Two flavours, both equal to what the Cityscapes evaluation reports for the 19 classes:
+Two flavours, both equal to what the Cityscapes evaluation reports for its evaluated classes:
 - ``iou_from_train_confusion``: K x K confusion over trainIds (rows ground truth, columns prediction),
   ignore pixels already left out; used by ``ifbf evaluate`` and training.
 - ``cityscapes_iou``: 34 x 34 confusion over label ids 0..33, with cityscapesscripts' exact rules
@@ -29,7 +29,7 @@ def iou_from_train_confusion(conf: np.ndarray) -> np.ndarray:
 
 
 def cityscapes_iou(conf: np.ndarray) -> np.ndarray:
-    """Per-class IoU (19, trainId order) from a label-id confusion matrix, as evalPixelLevelSemanticLabeling."""
+    """Per-class IoU (the evaluated classes, trainId order) from a label-id confusion matrix, as evalPixelLevelSemanticLabeling."""
     conf = conf.astype(np.int64)
     ids = [label.id for label in EVAL_LABELS]
     result = []

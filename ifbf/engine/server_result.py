@@ -1,4 +1,4 @@
-"""The Cityscapes test split (Table 6): its labels are private, so no mIoU is computed here.
+"""The Cityscapes test split (a benchmark table's test column): its labels are private, so no mIoU is computed here.
 
 ``export_test_submission`` writes a run's test predictions as labelId PNGs with the paper's inference
 (multi-scale + flip, section 4.4) and zips them for https://www.cityscapes-dataset.com/submit/;
@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ifbf.config import PAPER_MS_SCALES, EvalConfig
-from ifbf.data.labels import CLASS_NAMES
+from ifbf.data.labels import CLASS_NAMES, NUM_CLASSES
 from ifbf.store.rundir import RunDir, server_eval_key
 from ifbf.errors import IfbfError
 
@@ -38,7 +38,7 @@ MAX_BYTES = 1 << 20  # a result file is a few hundred bytes: anything past 1 MiB
 
 
 class ServerResultError(IfbfError):
-    """A server result file that is not the 19 class IoUs and the mIoU."""
+    """A server result file that is not the Cityscapes class IoUs and the mIoU."""
 
 
 def _norm(name: str) -> str:
@@ -100,8 +100,8 @@ def parse_server_result(path: Path) -> dict:
         raise ServerResultError(f"server result file not found: {path}")
     size = path.stat().st_size
     if size > MAX_BYTES:
-        raise ServerResultError(f"{path}: {size} bytes; a server result (19 class IoUs and the mIoU) is under "
-                                f"{MAX_BYTES // 1024} KiB: wrong file")
+        raise ServerResultError(f"{path}: {size} bytes; a server result ({NUM_CLASSES} class IoUs and the mIoU) is "
+                                f"under {MAX_BYTES // 1024} KiB: wrong file")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except (UnicodeDecodeError, OSError) as err:
@@ -109,7 +109,7 @@ def parse_server_result(path: Path) -> dict:
     if "\x00" in text:
         raise ServerResultError(f"{path}: not a text file (NUL bytes); expected a .csv or .json of class IoUs")
     if path.suffix.lower() not in (".csv", ".json", ".txt"):
-        raise ServerResultError(f"{path}: expected a .csv or .json file of the 19 class IoUs and the mIoU")
+        raise ServerResultError(f"{path}: expected a .csv or .json file of the {NUM_CLASSES} class IoUs and the mIoU")
     is_json = path.suffix.lower() == ".json" or text.lstrip().startswith("{")
     pairs = _pairs_from_json(text, path) if is_json else _pairs_from_csv(text, path)
     values: dict[str, tuple[float, int]] = {}
@@ -127,11 +127,12 @@ def parse_server_result(path: Path) -> dict:
             raise ServerResultError(f"{path}: {name!r} appears twice")
         values[target] = _number(value, str(name), path)
     if unknown:
-        raise ServerResultError(f"{path}: unknown class names {unknown}; expected the 19 Cityscapes classes "
+        raise ServerResultError(f"{path}: unknown class names {unknown}; expected the {NUM_CLASSES} Cityscapes classes "
                                 f"({', '.join(CLASS_NAMES)}) and mIoU")
     missing = [n for n in (*CLASS_NAMES, "mIoU") if n not in values]
     if missing:
-        raise ServerResultError(f"{path}: missing {', '.join(missing)} (need all 19 class IoUs and the mIoU)")
+        raise ServerResultError(f"{path}: missing {', '.join(missing)} "
+                                f"(need all {NUM_CLASSES} class IoUs and the mIoU)")
     percent = any(v > 1 for v, _ in values.values())
     scale = 100.0 if percent else 1.0
     out_of_range = [f"{n}={v}" for n, (v, _) in values.items() if not 0 <= v <= scale]
@@ -146,7 +147,7 @@ def parse_server_result(path: Path) -> dict:
 
 def _check_mean(path: Path, iou: dict[str, float], miou: float, decimals: int) -> None:
     """The mIoU must be the mean of the class IoUs within 0.01 points plus what rounding to ``decimals``
-    (in percent) can explain: the paper's Table 6 (one decimal) has 79.63 as the mean of a 79.6 row."""
+    (in percent) can explain: a paper's table at one decimal can show 79.63 as the mean of a 79.6 row."""
     mean = 100 * sum(iou.values()) / len(iou)
     tolerance = 0.01 + (10.0 ** -max(decimals, 0) if decimals < 6 else 0.0)
     if abs(mean - 100 * miou) > tolerance:

@@ -37,10 +37,10 @@ POWER = 0.8  # what each look designs the open claims' seeds for
 RESAMPLES = 2000  # bootstrap draws behind the image noise of one look's Δ
 
 
-def prior_noise(prior: ReportPrior) -> NoiseFor:
-    """The preset's prior σ of a metric, as the report starts from it (a class: sqrt(19) x the mIoU prior)."""
+def prior_noise(prior: ReportPrior, classes: int) -> NoiseFor:
+    """The preset's prior σ of a metric, as the report starts from it (a class: sqrt(classes) x the mIoU prior)."""
     base = SeedNoise.prior_of(prior)
-    return lambda metric: base if metric == "miou" else base.one_class(len(class_names()))
+    return lambda metric: base if metric == "miou" else base.one_class(classes)
 
 
 def states_at(claims: list[tuple[Claim, TableSpec]], rows: dict[int, RowCounts], alpha: float,
@@ -49,7 +49,7 @@ def states_at(claims: list[tuple[Claim, TableSpec]], rows: dict[int, RowCounts],
     (``verdicts.judge_all`` then ``adjust``: paired seeds, each claim's own σ_d on its own metric with the prior,
     intersection–union for "both" and best-of claims), read as supported / contradicted / not resolved (the
     paper's size is not judged at a look)."""
-    noise = prior_noise(prior)
+    noise = prior_noise(prior, len(class_names(claims[0][1].paper)) if claims else 0)
     raw = []
     for number in dict.fromkeys(t.number for _, t in claims):
         mine = [c for c, t in claims if t.number == number]

@@ -118,7 +118,7 @@ def contrasts(claim: Claim, table: TableSpec) -> tuple[tuple[Contrast, ...], str
         rivals = [r for r in claim.among if r != best]
         return tuple(Contrast(table.number, best, r, gap(best, r)) for r in rivals), ""
     if claim.kind == "all_of":  # "both depths": every part's Δ must be resolved (intersection–union)
-        parts = [c for c in claims_of(table.number) if c.id in claim.of]
+        parts = [c for c in claims_of(table.number, table.paper) if c.id in claim.of]
         return tuple(x for part in parts for x in contrasts(part, table)[0]), ""
     what = "an absolute number of one row" if claim.kind == "value" else "a count of classes"
     return (), f"not designed: {what}, not a Δ in mIoU between rows"
@@ -151,7 +151,7 @@ def design(claims: list[tuple[Claim, TableSpec]], noise: Noise, alpha: float,
 
 
 def table_claims(tables: list[TableSpec]) -> list[tuple[Claim, TableSpec]]:
-    return [(claim, table) for table in tables for claim in claims_of(table.number)]
+    return [(claim, table) for table in tables for claim in claims_of(table.number, table.paper)]
 
 
 def present_seeds(tables: list[TableSpec], preset: Preset, results: Path, extra: tuple[str, ...],
@@ -193,7 +193,7 @@ def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: P
     assumption (``images``: the val split's size). ``rows``: table number -> row name -> Counts per seed."""
     measured: dict[tuple[int, str, str], float] = {}
     prior = preset.report
-    found = {c for t in tables for claim in claims_of(t.number) for c in contrasts(claim, t)[0]}
+    found = {c for t in tables for claim in claims_of(t.number, t.paper) for c in contrasts(claim, t)[0]}
     pooled = pooled_noise([d for t in tables for d in diff_spread(rows.get(t.number, {}),
                                                                  [c for c in found if c.table == t.number])], None)
     diff = SeedNoise.prior_of(prior).diff_std()

@@ -20,7 +20,8 @@ import submitit
 from ifbf.identity import eval_key
 from ifbf.limits import SEEDS
 from ifbf.errors import ExitCode, IfbfError, UnreadableRunFile
-from ifbf.experiments import TABLES, Preset, RowSeeds, load_preset, load_table, table_cells
+from ifbf.experiments import (DEFAULT_PAPER, Paper, Preset, RowSeeds, load_paper, load_preset, load_table,
+                              results_of, table_cells)
 from ifbf.orchestrate.adaptive import run_auto
 from ifbf.orchestrate.checks import (check_dataset, check_environment, check_weights, plan_weights_overrides,
                                      require, unused_weights)
@@ -34,7 +35,7 @@ from ifbf.orchestrate.preflight import measurements
 from ifbf.orchestrate.preflight_command import preflight
 from ifbf.orchestrate.status import Target, collect, render
 from ifbf.report import records
-from ifbf.report.readme import README
+from ifbf.report.readme import results_readme
 from ifbf.report.tables import table_frame, write_table
 from ifbf.store.rundir import (RESULTS, RunDir, RunState, Unreadable, atomic_write_text, read_status, result_key,
                          write_status)
@@ -49,6 +50,7 @@ class Request:
     """What ``reproduce.py`` was asked to do (its flags, typed; see ``ifbf.commands.reproduce``)."""
 
     table: str
+    paper: str = DEFAULT_PAPER  # whose tables (a folder of experiments/)
     preset: str = "paper"
     executor: str = "slurm"
     seeds: int | str = 1  # or AUTO (with ``budget``)
@@ -72,15 +74,16 @@ class Request:
     allow_partial_dataset: bool = False  # a deliberate subset of Cityscapes passes the dataset check
 
 
-def _tables(arg: str) -> list[int]:
+def _tables(arg: str, paper: Paper) -> list[int]:
+    known = ", ".join(map(str, paper.tables))
     if arg == "all":
-        return list(TABLES)
+        return list(paper.tables)
     try:
         number = int(arg)
     except ValueError:
-        raise IfbfError(f"unknown table {arg!r}: give a number {TABLES[0]}-{TABLES[-1]} or 'all'") from None
-    if number not in TABLES:
-        raise IfbfError(f"unknown table {number}: the paper has tables {TABLES[0]}-{TABLES[-1]}")
+        raise IfbfError(f"unknown table {arg!r}: give one of {paper.label}'s tables ({known}) or 'all'") from None
+    if number not in paper.tables:
+        raise IfbfError(f"unknown table {number}: {paper.label}'s tables are {known} (another paper: --paper NAME)")
     return [number]
 
 
@@ -229,20 +232,22 @@ def report(plan: Plan, results: Path, seeds: int | RowSeeds, extra: tuple[str, .
             sections.append(table_section(frame, table, paths, out, plan.preset))
     if not paper_only:
         written.append(write_report(out, plan.preset, sections, frame))
-    write_results_readme(out.parent)
+    write_results_readme(out.parent, plan.preset.paper)
     return written
 
 
-def write_results_readme(results: Path) -> None:
-    atomic_write_text(make_dirs(results) / "README.md", README)
+def write_results_readme(results: Path, paper: str) -> None:
+    atomic_write_text(make_dirs(results) / "README.md", results_readme(paper))
 
 
 def main(args: Request) -> ExitCode:
     started = time.perf_counter()
     executor_class(args.executor)  # an unknown name fails before anything is read
     _check_flags(args)
-    tables = [load_table(n) for n in _tables(args.table)]
-    preset = load_preset(args.preset)
+    paper = load_paper(args.paper)
+    args = dataclasses.replace(args, results=results_of(args.results, paper.name))
+    tables = [load_table(n, paper.name) for n in _tables(args.table, paper)]
+    preset = load_preset(args.preset, paper.name)
     extra = (*args.extra, *plan_weights_overrides(args.weights, args.from_scratch))
     if args.design:
         return ExitCode(run_design(tables, preset, _executor(args).profile, args.results, extra, args.budget))

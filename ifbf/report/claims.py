@@ -1,4 +1,4 @@
-"""The paper's claims as data (the ``claims:`` list of each experiments/table<N>.yaml), parsed and checked
+"""The paper's claims as data (the ``claims:`` list of each experiments/<paper>/table<N>.yaml), parsed and checked
 against the table's rows; their verdicts are ``ifbf.report.verdicts``.
 
 A claim compares rows of its table (by row name; a side may be a row set, whose value is the mean
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ifbf.config import ConfigError, read_yaml
-from ifbf.experiments import TableSpec, class_names, load_table, table_path
+from ifbf.experiments import DEFAULT_PAPER, TableSpec, class_names, load_table, table_path
 
 KINDS = ("delta", "best_of", "value", "classes", "all_of")
 DIRECTIONS = ("higher", "lower", "about")
@@ -42,6 +42,7 @@ class Claim:
     note: str = ""
     of: tuple[str, ...] = ()  # all_of: the ids of the claims that must all hold
     runner_up: str = ""  # best_of: the paper's second best among the candidates (its margin is ``size``)
+    paper: str = DEFAULT_PAPER  # whose table (its dataset's classes name a class metric)
 
     def row_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys([*(r for side in self.rows for r in side), *self.among]))
@@ -100,7 +101,7 @@ def parse_claim(entry: object, table: TableSpec, where: str) -> Claim:
         if not isinstance(of, list) or len(of) < 2 or not all(isinstance(i, str) for i in of):
             raise ConfigError(f"{where}: 'of' lists the ids of at least two earlier claims of the table")
         return Claim(id=str(data["id"]), table=table.number, text=str(data["text"]), kind=kind, rows=(),
-                     direction=direction, size=None, note=str(data.get("note", "")), of=tuple(of))
+                     direction=direction, size=None, note=str(data.get("note", "")), of=tuple(of), paper=table.paper)
     if direction not in DIRECTIONS or (direction == "about" and kind != "value"):
         raise ConfigError(f"{where}: direction {direction!r}: use higher or lower (about: value claims only)")
     if not isinstance(data["rows"], list):
@@ -110,8 +111,9 @@ def parse_claim(entry: object, table: TableSpec, where: str) -> Claim:
         raise ConfigError(f"{where}: a {kind} claim names {'two sides' if kind in ('delta', 'classes') else 'one row'}"
                           " in 'rows' (row sets: delta claims only)")
     metric = str(data.get("metric", "miou"))
-    if metric != "miou" and metric not in class_names():
-        raise ConfigError(f"{where}: metric {metric!r} is neither miou nor a class ({', '.join(class_names())})")
+    if metric != "miou" and metric not in class_names(table.paper):
+        raise ConfigError(f"{where}: metric {metric!r} is neither miou nor a class "
+                          f"({', '.join(class_names(table.paper))})")
     size, threshold = _numbers(data, where)
     if kind == "value" and size is None:
         raise ConfigError(f"{where}: a value claim needs the paper's value as 'size'")
@@ -121,7 +123,7 @@ def parse_claim(entry: object, table: TableSpec, where: str) -> Claim:
     runner_up, margin = _runner_up(table, rows[0][0], among) if kind == "best_of" else ("", None)
     claim = Claim(id=str(data["id"]), table=table.number, text=str(data["text"]), kind=kind, rows=rows,
                   direction=direction, size=margin if size is None else size, threshold=threshold, among=among,
-                  metric=metric, note=str(data.get("note", "")), runner_up=runner_up)
+                  metric=metric, note=str(data.get("note", "")), runner_up=runner_up, paper=table.paper)
     names = {r.name for r in table.rows}
     if unknown_rows := [r for r in claim.row_names() if r not in names]:
         raise ConfigError(f"{where}: no row named {', '.join(map(repr, unknown_rows))} in table {table.number} "
@@ -129,10 +131,10 @@ def parse_claim(entry: object, table: TableSpec, where: str) -> Claim:
     return claim
 
 
-def load_claims(number: int) -> tuple[Claim, ...]:
-    """The claims of table ``number`` (its spec's ``claims:`` list), checked against its rows."""
-    table = load_table(number)
-    path = table_path(number)
+def load_claims(number: int, paper: str = DEFAULT_PAPER) -> tuple[Claim, ...]:
+    """The claims of table ``number`` of ``paper`` (its spec's ``claims:`` list), checked against its rows."""
+    table = load_table(number, paper)
+    path = table_path(number, paper)
     entries = read_yaml(path).get("claims", [])
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: 'claims' is a list of claims")

@@ -63,7 +63,7 @@ def plot_ablation(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) ->
            color="#2f6fdb", capsize=3)
     ax.set_xticks(x, df.index, rotation=30, ha="right")
     ax.set_ylabel(f"{df.attrs.get('label', 'mIoU')} (%)")
-    ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
+    ax.set_title(f"{table.caption}: {table.title}", fontsize=9)
     _outside_legend(ax)
     values = np.concatenate([df["paper"].dropna().values, df["ours"].dropna().values])
     if values.size:
@@ -72,8 +72,8 @@ def plot_ablation(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) ->
 
 
 def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
-    """mIoU against the table's swept value (Table 3: spatial channels; Table 5: λ), paper and ours. With
-    ``delta_to_best`` each series is drawn relative to its own best value, so the paper's curve and ours (a
+    """mIoU against the table's swept value (its spec's figure of kind sweep: a width, a loss weight), paper and ours.
+    With ``delta_to_best`` each series is drawn relative to its own best value, so the paper's curve and ours (a
     reduced preset lies tens of points lower) share one axis: where the optimum is, and how sharp."""
     spec = table.figure
     x = df[spec.column].astype(float).values
@@ -91,7 +91,7 @@ def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> li
     ax.set_ylabel("mIoU − the series' best (points)" if spec.delta_to_best else "mIoU (%)")
     if spec.delta_to_best:
         ax.axhline(0, color="black", lw=0.5)
-    ax.set_title(f"Table {table.number}: {table.title}", fontsize=9)
+    ax.set_title(f"{table.caption}: {table.title}", fontsize=9)
     _outside_legend(ax)
     return _save(fig, out / f"table{table.number}_{spec.file or spec.column}")
 
@@ -102,7 +102,7 @@ def plot_steps(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) 
     lines = step_lines(table, row_counts(records, table.number), seed_noise(records))
     if not lines:
         return []
-    fig = forest_figure(lines, f"Table {table.number}: each ablation step, Δ = row − the row it adds to",
+    fig = forest_figure(lines, f"{table.caption}: each ablation step, Δ = row − the row it adds to",
                         grouped=False, ours=f"ifbf ({preset}), 95% CI")
     return _save(fig, out / f"table{table.number}_delta")
 
@@ -134,14 +134,14 @@ def _plot_curves(curves: pd.DataFrame, value: str, scale: float, style: str, yla
 def plot_losses(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
     """Training-loss curves (log.jsonl) of the runs behind a table's rows."""
     return _plot_curves(losses(records, table.number), "loss_total", 1.0, "-", "training loss (main + λ·aux)",
-                        f"Table {table.number}: training loss (preset {preset})", out / f"table{table.number}_loss")
+                        f"{table.caption}: training loss (preset {preset})", out / f"table{table.number}_loss")
 
 
 def plot_val_curves(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
     """Validation mIoU against iteration (``runtime.val_every``) of the runs behind a table's rows."""
     return _plot_curves(val_curves(records, table.number), "val_miou", 100.0, "o-",
                         "val mIoU (%), single scale, fixed subset",
-                        f"Table {table.number}: validation during training (preset {preset})",
+                        f"{table.caption}: validation during training (preset {preset})",
                         out / f"table{table.number}_curves")
 
 

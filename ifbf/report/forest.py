@@ -26,7 +26,7 @@ from ifbf.experiments import TableSpec, class_names
 from ifbf.report.stats import RESAMPLES, Row, SeedNoise, set_difference
 from ifbf.report.verdicts import NOT_EVALUATED, NOT_RESOLVED, Verdict
 
-DELTA, VALUE, CLASSES = "Δ mIoU (points)", "mIoU (%)", "classes won (of 19)"  # a line's axis (its unit)
+DELTA, VALUE, CLASSES = "Δ mIoU (points)", "mIoU (%)", "classes won (count)"  # a line's axis (its unit)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def _line(v: Verdict) -> ClaimLine:
     if claim.kind == "value":
         return replace(line, axis=VALUE, null=claim.threshold)
     if claim.kind == "classes":  # the null of the verdicts: half of the classes
-        half = len(class_names()) / 2
+        half = len(class_names(claim.paper)) / 2
         return replace(line, axis=CLASSES, null=claim.threshold if claim.threshold is not None else half)
     return line
 

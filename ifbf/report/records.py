@@ -46,6 +46,7 @@ def collect(tables: list[TableSpec], preset: Preset, seeds: int, results: Path, 
             })
     frame = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
     frame.attrs["report_prior"] = preset.report  # what the intervals assume where the runs cannot tell
+    frame.attrs["classes"] = class_names(preset.paper)  # the dataset's, in the order of the stored counts
     return frame
 
 
@@ -102,7 +103,7 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
     seeds): the preset's ``report.seed_std`` with its df, or σ pooled over the report's rows with >= 2 seeds
     (rows sharing their trainings count once) where that is **larger** (kept at the preset's df: it was measured
     on other rows; a smaller pool never lowers a claim's σ, since rows differ, docs/verdicts.md). Without a
-    preset prior the pool is the prior. One class: sqrt(19) x the mIoU prior unless measured; another metric:
+    preset prior the pool is the prior. One class: sqrt(classes) x the mIoU prior unless measured; another metric:
     the mIoU prior, as its source says."""
     prior: ReportPrior = records.attrs.get("report_prior", ReportPrior())
     groups, seen = [], set()
@@ -118,7 +119,8 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
         return larger_prior(SeedNoise.prior_of(prior), pooled)
     if metric in SCORES and not pooled.measured:
         return replace(seed_noise(records), source=f"the mIoU prior, for {metric}: {prior.seed_std_source}")
-    base = seed_noise(records) if metric in SCORES else seed_noise(records).one_class(len(class_names()))
+    classes = len(records.attrs.get("classes", class_names()))
+    base = seed_noise(records) if metric in SCORES else seed_noise(records).one_class(classes)
     return larger_prior(base, pooled)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ifbf.experiments import Preset, TableSpec
+from ifbf.experiments import Preset, TableSpec, class_names
 from ifbf.report.claims import load_claims
 from ifbf.report.figures import plot_claims
 from ifbf.report.forest import claim_lines
@@ -31,7 +31,6 @@ from ifbf.store.rundir import RunCost
 from ifbf.store.safefile import atomic_write_text, make_dirs
 
 REPORT = "REPORT.md"
-ABSOLUTE_PRESETS = frozenset({"paper"})  # presets whose absolute numbers can be held against the paper's
 
 
 def table_section(records: pd.DataFrame, table: TableSpec, paths: Sequence[Path], out: Path, preset: Preset,
@@ -41,12 +40,12 @@ def table_section(records: pd.DataFrame, table: TableSpec, paths: Sequence[Path]
     shown = display(miou_frame(records, table, table.runnable(), switches=False, metric=table.headline))
     counts = row_counts(records, table.number)
     noise = functools.cache(functools.partial(seed_noise, records))
-    verdicts = judge_all(load_claims(table.number), counts, noise, preset.report.margin, resamples,
-                         absolute=preset.name in ABSOLUTE_PRESETS)
+    verdicts = judge_all(load_claims(table.number, table.paper), counts, noise, preset.report.margin, resamples,
+                         absolute=preset.absolute)
     files = [p for p in paths if p.parent == out]
     links = {p.name: p.name for p in files if p.suffix in (".md", ".tex", ".csv", ".pdf")}
     images = [p.name for p in files if p.suffix == ".png"]
-    return TableSection(table.number, table.title, shown, verdicts, links, images)
+    return TableSection(table.number, table.title, shown, verdicts, links, images, table.caption)
 
 
 def compute_text(records: pd.DataFrame) -> str:
@@ -79,7 +78,7 @@ def noise_text(records: pd.DataFrame, preset: Preset) -> str:
             f"from the claim's own seeds combined with the prior σ_d = {diff:.2f} mIoU ({rho}); a row alone uses "
             f"σ = {noise.std:.2f}. Prior: {noise.source} ({df}); it lends at most max(2, own seeds − 1) degrees "
             "of freedom, since one seed cannot check it. Verdicts marked (prior) rest on it alone. A class IoU's "
-            "prior is sqrt(19) times it unless measured.")
+            f"prior is sqrt({len(records.attrs.get('classes', class_names()))}) times it unless measured.")
 
 
 def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], records: pd.DataFrame) -> Path:
@@ -87,7 +86,7 @@ def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], re
     with Holm's correction across all of them."""
     adjusted = iter(adjust([v for s in sections for v in s.verdicts]))
     sections = [replace(s, verdicts=[next(adjusted) for _ in s.verdicts]) for s in sections]
-    absolute = preset.name in ABSOLUTE_PRESETS
+    absolute = preset.absolute
     intro = f"Preset `{preset.name}`: {preset.description}".strip()
     if not absolute:
         intro += (" The paper's absolute numbers (`value` claims) are not judged on this preset: only "

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ifbf.experiments import class_names
 from ifbf.report.verdicts import NOT_EVALUATED, VERDICTS, Verdict
 
 HOW_TO_READ = """\
@@ -52,6 +53,11 @@ class TableSection:
     verdicts: Sequence[Verdict] = ()
     links: Mapping[str, str] = field(default_factory=dict)  # label -> relative path (md, tex, csv, figures)
     images: Sequence[str] = ()  # relative paths of figures shown inline (PNG)
+    caption: str = ""  # how the paper names the table (empty: "Table <number>"; another paper: its label first)
+
+    @property
+    def heading(self) -> str:
+        return self.caption or f"Table {self.number}"
 
 
 def _num(value: float | None, signed: bool = False, digits: int = 2) -> str:
@@ -75,7 +81,8 @@ def _paper(v: Verdict) -> str:
     if claim.size is None:
         return "> 0" if claim.direction == "higher" else "< 0"
     signed = claim.kind == "delta"
-    text = _num(claim.size, signed) if claim.kind != "classes" else f"{claim.size:g} of 19"
+    classes = len(class_names(claim.paper))
+    text = _num(claim.size, signed) if claim.kind != "classes" else f"{claim.size:g} of {classes}"
     return f"{text} (> {claim.threshold:g})" if claim.threshold is not None and claim.kind == "value" else text
 
 
@@ -85,7 +92,7 @@ def _ours(v: Verdict) -> str:
     kind = v.claim.kind
     signed = kind in ("delta", "best_of", "all_of")
     if kind == "classes":
-        return f"{v.ours:g} of 19 {interval_cell(v.low, v.high)}"
+        return f"{v.ours:g} of {len(class_names(v.claim.paper))} {interval_cell(v.low, v.high)}"
     return f"{_num(v.ours, signed)} {interval_cell(v.low, v.high, signed)}"
 
 
@@ -171,8 +178,8 @@ def render_report(preset: str, sections: Sequence[TableSection], compute: str = 
         lines += ["## The paper's claims", "", claims, ""]
     for section in sections:
         table = section.table.to_markdown(disable_numparse=True)
-        lines += [f"## Table {section.number}: {section.title}", "", table, ""]
-        lines += [f"![Table {section.number}: {path}]({path})" for path in section.images]
+        lines += [f"## {section.heading}: {section.title}", "", table, ""]
+        lines += [f"![{section.heading}: {path}]({path})" for path in section.images]
         lines += [""] if section.images else []
         if section.links:
             lines += [" · ".join(f"[{label}]({path})" for label, path in section.links.items()), ""]

@@ -1,6 +1,6 @@
 """Tables from the records frame (``report.records``): ``table_frame`` builds one numeric frame per table;
 markdown, LaTeX and CSV are three renderings of it. What a table shows (columns, per-class headers, notes) is
-data in its spec (experiments/table<N>.yaml)."""
+data in its spec (experiments/<paper>/table<N>.yaml)."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def to_latex_document(df: pd.DataFrame, caption: str) -> str:
 def write_table(df: pd.DataFrame, table: TableSpec, out: Path, note: str = "") -> list[Path]:
     """table<N>.md, .tex and .csv, each written atomically (a full or read-only disk keeps the previous one)."""
     stem = make_dirs(out) / f"table{table.number}"
-    caption = f"Table {table.number}: {table.title}"
+    caption = f"{table.caption}: {table.title}"
     md = f"# {caption}\n\n{display(df).to_markdown(disable_numparse=True)}\n"
     if note:
         md += f"\n{note}\n"

@@ -202,7 +202,7 @@ def _value(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verd
 
 def _classes(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verdict:
     a, b = (rows[side[0]] for side in claim.rows)
-    sigma = noise("miou").one_class(len(class_names()))
+    sigma = noise("miou").one_class(a[0].shape[1])
     if sigma.std is None:
         return Verdict(claim, NOT_RESOLVED, seeds=(len(a), len(b)), noise=sigma, reason=UNKNOWN_STD)
     null = claim.threshold if claim.threshold is not None else a[0].shape[1] / 2
@@ -276,11 +276,11 @@ def _combine(claim: Claim, parts: Sequence[Verdict]) -> Verdict:
 JUDGES = {"delta": _delta, "value": _value, "classes": _classes, "best_of": _best_of}
 
 
-def select_metric(rows: RowCounts, metric: str) -> dict[str, list[Counts]]:
+def select_metric(rows: RowCounts, metric: str, classes: tuple[str, ...]) -> dict[str, list[Counts]]:
     """Each row's counts of ``metric``: all classes for mIoU, one column for a class (its mIoU is its IoU)."""
     if metric == "miou":
         return {name: list(seeds) for name, seeds in rows.items()}
-    column = class_names().index(metric)
+    column = classes.index(metric)
     return {name: [c.only(column) for c in seeds] for name, seeds in rows.items()}
 
 
@@ -296,7 +296,7 @@ def judge(claim: Claim, rows: RowCounts, noise: NoiseFor, margin: float = 1.0, r
         return Verdict(claim, NOT_EVALUATED, reason="an absolute number of the paper: judged on the paper preset only")
     if missing := [r for r in claim.row_names() if not rows.get(r)]:
         return Verdict(claim, NOT_EVALUATED, reason=f"no per-image counts for {', '.join(missing)}")
-    selected = select_metric({r: rows[r] for r in claim.row_names()}, claim.metric)
+    selected = select_metric({r: rows[r] for r in claim.row_names()}, claim.metric, class_names(claim.paper))
     try:
         return JUDGES[claim.kind](claim, selected, noise, ctx)
     except IfbfError as err:  # e.g. rows evaluated on different images: one bad claim never stops a report
