@@ -23,8 +23,8 @@ def default_run_dir(cfg_hash: str) -> Path:
 
 
 def launch_rank() -> int:
-    """This process's rank as its launcher set it (torchrun's RANK; a scheduler's launcher's, e.g. srun's in
-    slurm/train.sbatch, exported as RANK by ``cli.main``)."""
+    """This process's rank as its launcher set it (torchrun's RANK; a scheduler's launcher's own variable,
+    exported as RANK by ``cli.main``)."""
     return int(os.environ.get("RANK") or 0)
 
 

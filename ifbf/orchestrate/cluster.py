@@ -2,7 +2,7 @@
 
 A profile holds generic keys (GPUs, processes, CPUs, memory, time limit, requeues), which each executor
 hands to submitit as its generic parameters (``submitit_params``, ``allocation_params``), and the keys of one
-scheduler (``extras``: e.g. SLURM's partition, PBS's queue), which only that scheduler's executor reads: it
+scheduler (``extras``: e.g. a partition, a queue, an account), which only that scheduler's executor reads: it
 declares them in its ``Options`` and types them with ``read_options`` (``orchestrate.executors``).
 """
 
@@ -41,7 +41,7 @@ class ClusterProfile:
 
     def allocation_params(self) -> dict[str, Any]:
         """What a scheduler allocates a job besides its GPUs, as submitit's generic parameters (each plugin
-        turns them into its own: sbatch --cpus-per-task and --mem, qsub -l select=...:ncpus=...:mem=...)."""
+        turns them into its scheduler's options)."""
         return {"cpus_per_task": self.cpus_per_task, "mem_gb": self.mem_gb}
 
 
