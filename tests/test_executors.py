@@ -64,6 +64,6 @@ def test_local_jobs_take_only_the_generic_keys_of_a_slurm_profile(tmp_path):
     local = make_executor("local", load_profile("example"))._submitit(tmp_path, None)._executor
     raw = yaml.safe_load((PROFILES / "example.yaml").read_text())
     assert {k: v for k, v in local.parameters.items() if k != "setup"} == {
-        "timeout_min": raw["timeout_min"], "gpus_per_node": raw["gpus_per_node"], "tasks_per_node": raw["gpus_per_node"],
-        "nodes": 1}
+        "timeout_min": raw["timeout_min"], "gpus_per_node": raw["gpus_per_node"],
+        "tasks_per_node": raw["gpus_per_node"], "nodes": 1}
     assert local.max_num_timeout == raw["max_requeues"]
