@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -56,4 +58,27 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     _train(tmp_path / "two", 2, [torchrun, "--standalone", "--nproc_per_node=2"])
     env = json.loads((tmp_path / "two" / "env.json").read_text())
     assert env["world_size"] == 2
+    assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_two_tasks_started_as_srun_starts_them_train_as_one_process(tmp_path):
+    """slurm/train.sbatch without a cluster: two `ifbf train` processes with srun's variables (SLURM_PROCID,
+    SLURM_NTASKS, SLURM_LOCALID) and a rendezvous join one group: the SLURM executor exports torchrun's names."""
+    _train(tmp_path / "one", 4, [sys.executable])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in
+               ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    cmd = [sys.executable, "-m", "ifbf", "train", "--out", str(tmp_path / "two"), "--no-progress", *DDP_RECIPE,
+           "data.batch_size=2"]
+    tasks = [subprocess.Popen(cmd, env={**outside, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                                        "SLURM_JOB_ID": "80", "SLURM_NTASKS": "2", "SLURM_PROCID": str(rank),
+                                        "SLURM_LOCALID": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for task in tasks:
+        _, err = task.communicate(timeout=600)
+        assert task.returncode == 0, err[-3000:]
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2
     assert_same_training(tmp_path / "one", tmp_path / "two")

@@ -19,7 +19,7 @@ from ifbf.engine import measure as measure_mod
 from ifbf.engine.measure import UNSTABLE_SPREAD, read_every_split, spread
 from ifbf.identity import eval_key, weights_key
 from ifbf.experiments import load_preset, load_table
-from ifbf.orchestrate.cluster import SlurmProfile, load_profile
+from ifbf.orchestrate.cluster import ClusterProfile, load_profile
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.orchestrate.estimate import predict, split_images, took
 from ifbf.orchestrate.executors import make_executor
@@ -29,7 +29,7 @@ from ifbf.orchestrate.preflight_command import _compare_with_the_job
 from ifbf.store.rundir import RunDir, write_status
 
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]
-CPU = SlurmProfile()
+CPU = ClusterProfile()
 
 
 def _plan(tables, seeds=1, results=REPO / "results", extra=()):
@@ -46,7 +46,7 @@ def test_shapes_ignore_what_does_not_change_speed():
     assert len(table4) == 3 and sum(len(s.trainings) for s in table4.values()) == 3
     # the profile's GPUs are part of the shape: a measurement on another machine size is not reused
     cfg = next(iter(_plan([5]).trainings.values())).cfg
-    assert shape_hash(shape_of(cfg, CPU)) != shape_hash(shape_of(cfg, SlurmProfile(gpus_per_node=2)))
+    assert shape_hash(shape_of(cfg, CPU)) != shape_hash(shape_of(cfg, ClusterProfile(gpus_per_node=2)))
 
 
 
@@ -64,7 +64,7 @@ def test_plan_arithmetic_from_a_preflight_record(tmp_path):
     assert cfg.train.iters == 60 and split_images(cfg, "val") == 12 and cfg.runtime.ckpt_every == 20
     assert est.seconds == pytest.approx(4 + 60 * 0.25 + 12 * 2.0 + 3 * 5 * 0.1 + 3 * 0.5)
     assert est.basis == "measured 2026-11-30 on CPU"
-    assert predict(training, SlurmProfile(gpus_per_node=1), {shape_hash(shape): record}).seconds is None
+    assert predict(training, ClusterProfile(gpus_per_node=1), {shape_hash(shape): record}).seconds is None
 
 
 def test_wall_clock_follows_the_executor():
@@ -72,7 +72,7 @@ def test_wall_clock_follows_the_executor():
     assert make_executor("local", CPU, 2).wall_clock([10, 20, 30, 40])[0] == 20 + 40  # rounds wait for their slowest
     assert make_executor("debug", CPU, 2).wall_clock([10, 20, 30, 40])[0] == 100  # debug: one at a time
     # SLURM starts the next job on the first free slot: 10 then 30 on one, 20 then 40 on the other
-    assert make_executor("slurm", SlurmProfile(array_parallelism=2)).wall_clock([10, 20, 30, 40])[0] == 60
+    assert make_executor("slurm", ClusterProfile(extras={"array_parallelism": 2})).wall_clock([10, 20, 30, 40])[0] == 60
 
 
 def test_failures_are_named_with_a_fix():
@@ -220,8 +220,9 @@ def test_a_preflight_slurm_rejects_is_one_line_with_the_keys_to_check(tmp_path, 
         raise submitit.core.utils.FailedJobError("sbatch: error: Invalid generic resource (gres) specification")
 
     monkeypatch.setattr("ifbf.orchestrate.preflight_command.run_preflight", reject)
-    assert cli(["--table", "5", "--preset", "smoke", "--executor", "debug", "--results", str(tmp_path),
-                "--preflight", "--set", *TINY]) == 2
+    monkeypatch.setattr("ifbf.orchestrate.executors.slurm_available", lambda: True)
+    assert cli(["--table", "5", "--preset", "smoke", "--executor", "slurm", "--profile", "local-ci", "--results",
+                str(tmp_path), "--preflight", "--set", *TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("reproduce.py: error: SLURM rejected the job: sbatch: error: Invalid generic resource")
     assert "gpus_per_node" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -224,7 +224,9 @@ def test_unloadable_weights_are_refused_before_submission(tmp_path, capsys):
         (["--table", "2", "--preset", "huge"], "unknown preset 'huge'"),
         (["--table", "2", "--executor", "kubernetes"], "unknown executor 'kubernetes'"),
         (["--table", "2", "--executor", "local"], "set CITYSCAPES_DATASET"),
-        (["--table", "2", "--preset", "smoke", "--executor", "local", "--slurm", "gpus_per_node=2"],
+        (["--table", "2", "--preset", "smoke", "--executor", "local", "--profile-set", "gpus_per_node=2"],
+         "asks for 2 GPU(s) per run but this machine has 0"),
+        (["--table", "2", "--preset", "smoke", "--executor", "local", "--slurm", "gpus_per_node=2"],  # its alias
          "asks for 2 GPU(s) per run but this machine has 0"),
         (["--table", "2", "--preset", "smoke", "--profile", "nope"], "unknown cluster profile 'nope'"),
         (["--table", "2", "--seeds", "0"], "--seeds must be >= 1"),

@@ -93,20 +93,21 @@ def test_heartbeat_keeps_the_lock_fresh(tmp_path):
         lock.release()
 
 
-def test_a_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
+def test_a_requeued_job_takes_over_its_own_lock(tmp_path):
+    """The job id is the caller's (its executor reads it from the environment: tests/test_executors.py)."""
     path = tmp_path / "train.lock"
     path.write_text(json.dumps({"host": "node-before-requeue", "pid": 1, "job_id": "77_3", "token": "t"}))
-    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    RunLock(path, "training").acquire().release()
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")  # another task of the array: not ours
-    _fake_owner(path, age_s=0, host="node-before-requeue", pid=1)
+    RunLock(path, "training", job_id="77_3").acquire().release()
+    _fake_owner(path, age_s=0, host="node-before-requeue", pid=1)  # another task of the array: not ours
     with pytest.raises(LockHeld):
+        RunLock(path, "training", job_id="77_4").acquire()
+    with pytest.raises(LockHeld):  # a process outside any job
         RunLock(path, "training").acquire()
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")  # the same job, a live process on this host: e.g. two
+    # the same job, a live process on this host: e.g. two local jobs inside one allocation; only a pid check
+    # may free it
     path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "job_id": "77_3", "token": "t"}))
-    with pytest.raises(LockHeld):  # local jobs inside one allocation; only a pid check may free it
-        RunLock(path, "training").acquire()
+    with pytest.raises(LockHeld):
+        RunLock(path, "training", job_id="77_3").acquire()
 
 
 def test_second_ifbf_train_exits_and_leaves_the_run_alone(tmp_path, capsys):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
-from ifbf.orchestrate.cluster import load_profile, slurm_available
+from ifbf.orchestrate.cluster import load_profile
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.store.rundir import RunDir
 from ifbf.engine.run import run
@@ -24,7 +24,7 @@ from ifbf.store.rundir import read_status
 from ifbf.orchestrate.plan import Training
 from ifbf.commands.reproduce import cli
 from ifbf.orchestrate.reproduce import _wait
-from ifbf.orchestrate.status import sacct
+from ifbf.orchestrate.slurm import sacct, slurm_available
 
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not slurm_available(), reason="no local SLURM (slurm/local-up.sh)")]
 

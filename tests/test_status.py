@@ -15,10 +15,11 @@ from conftest import TINY_TRAIN
 from ifbf.commands.cli import main as ifbf_main
 from ifbf.commands.reproduce import cli
 from ifbf.config import BASE_CONFIG, load_config
-from ifbf.orchestrate.cluster import load_profile, slurm_available
+from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.jobs import TrainJob
-from ifbf.orchestrate.status import Target, collect, progress_log, render, sacct
+from ifbf.orchestrate.slurm import sacct, slurm_available
+from ifbf.orchestrate.status import Target, collect, progress_log, render
 from ifbf.store.rundir import RunDir, runs_root, write_status
 
 TOTAL = 100
@@ -68,11 +69,8 @@ def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
 
     targets = [Target(p, p.name, TOTAL) for p in (done, running, failed, stopped, oom, requeued, lagging, queued,
                                                   fresh)]
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SLURM_JOB_ID", "43")  # the lock of job 43, the job status.json records
-        lagging_lock = RunDir(lagging).train_lock().acquire()
-        env.setenv("SLURM_JOB_ID", "99")  # another process trains the queued run's directory: not job 44
-        other_lock = RunDir(queued).train_lock().acquire()
+    lagging_lock = RunDir(lagging).train_lock(job_id="43").acquire()  # the lock of job 43, which status.json records
+    other_lock = RunDir(queued).train_lock(job_id="99").acquire()  # another job trains the queued run: not job 44
     try:
         lines = {ln.run_hash: ln for ln in collect(targets, query=fake_sacct)}
     finally:
@@ -160,8 +158,8 @@ def test_sacct_output_is_parsed_pending_array_tasks_included(monkeypatch):
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 0, printed, "")
 
-    monkeypatch.setattr("ifbf.orchestrate.status.shutil.which", lambda name: "/usr/bin/sacct")
-    monkeypatch.setattr("ifbf.orchestrate.status.subprocess.run", fake_run)
+    monkeypatch.setattr("ifbf.orchestrate.slurm.shutil.which", lambda name: "/usr/bin/sacct")
+    monkeypatch.setattr("ifbf.orchestrate.slurm.subprocess.run", fake_run)
     found = sacct(["12_0", "12_2", "5"])
     assert len(calls) == 1 and calls[0][calls[0].index("-j") + 1] == "12,5"
     assert found["12_0"][0]["state"] == "running" and found["12_0"][0]["cpus"] == 1

@@ -29,6 +29,10 @@ COMMANDS = {
     "status": ("ifbf.commands.status", "what the runs of a results folder are doing: state, iteration, ETA, hours"),
 }
 
+# subcommands that may run as one process of several (torchrun, or a scheduler's launcher such as srun)
+DISTRIBUTED = {"train", "evaluate", "export", "visualize"}
+
+
 def guarded(prog: str, action: Callable[[], int | None]) -> int:
     """Run ``action`` and return its exit code; a user mistake becomes ``prog: error: message`` and its
     ``exit_code`` (``ExitCode.USAGE``; ``ExitCode.FAILED`` for a diverged training)."""
@@ -62,6 +66,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    if args.command in DISTRIBUTED:  # a launcher's task ranks as torchrun's, the names engine.dist reads
+        from ifbf.orchestrate.executors import export_launched_ranks
+
+        export_launched_ranks()
     return guarded(f"ifbf {args.command}", lambda: importlib.import_module(args.module).run(args))
 
 

@@ -63,11 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerun-failed", action="store_true", help="resubmit runs that failed (resuming their checkpoints)")
     p.add_argument("--report-only", action="store_true", help="only regenerate tables and plots from what exists")
     p.add_argument("--paper-only", action="store_true", help="render the paper's own values as the tables; no runs")
-    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; run --report-only later")
-    p.add_argument("--profile", help=f"cluster profile: {', '.join(profiles())} or a YAML file "
-                                     "(default: example for slurm, local otherwise)")
-    p.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="profile overrides, e.g. partition=gpu timeout_min=2880 gpus_per_node=4")
+    p.add_argument("--no-wait", action="store_true",
+                   help=f"a scheduler's executor ({', '.join(e.name for e in EXECUTORS.values() if e.detached)}): "
+                        "submit and return; run --report-only later")
+    p.add_argument("--profile", help=f"cluster profile: {', '.join(profiles())} or a YAML file (default: "
+                                     f"{', '.join(f'{e.default_profile} for {e.name}' for e in EXECUTORS.values())})")
+    p.add_argument("--profile-set", "--slurm", nargs="+", default=[], metavar="KEY=VALUE", dest="profile_set",
+                   help="profile overrides, e.g. gpus_per_node=4 timeout_min=2880 partition=gpu (--slurm: the "
+                        "same flag under its earlier name)")
     p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once, >= 1 (default: 1)")
     p.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: results/)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",

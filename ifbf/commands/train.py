@@ -14,6 +14,7 @@ from ifbf.identity import config_hash, weights_flag_overrides
 from ifbf.engine.run import run as run_training
 from ifbf.engine.train import Interrupted
 from ifbf.errors import ExitCode
+from ifbf.orchestrate.executors import this_job
 from ifbf.store.rundir import RunDir
 
 
@@ -22,12 +23,9 @@ def default_run_dir(cfg_hash: str) -> Path:
 
 
 def launch_rank() -> int:
-    """This process's rank as its launcher set it (torchrun: RANK; srun with MASTER_ADDR: SLURM_PROCID)."""
-    if os.environ.get("RANK"):
-        return int(os.environ["RANK"])
-    if os.environ.get("MASTER_ADDR") and os.environ.get("SLURM_PROCID"):
-        return int(os.environ["SLURM_PROCID"])
-    return 0
+    """This process's rank as its launcher set it (torchrun's RANK; a scheduler's launcher's own variable,
+    exported as RANK by ``cli.main``)."""
+    return int(os.environ.get("RANK") or 0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*args.overrides, *weights_flag_overrides(args.weights)])
     out = Path(args.out) if args.out else default_run_dir(config_hash(cfg))
-    # one trainer per run directory: a second `ifbf train` on a run being trained stops with LockHeld (ExitCode.USAGE)
-    lock = RunDir(out).train_lock(cfg.runtime.lock_stale_s) if launch_rank() == 0 else nullcontext()
+    # one trainer per run directory: a second `ifbf train` on a run being trained stops with LockHeld (ExitCode.USAGE);
+    # the lock records the scheduler's job: requeued onto another node, the job takes over its own lock
+    lock = RunDir(out).train_lock(cfg.runtime.lock_stale_s, this_job()) if launch_rank() == 0 else nullcontext()
     try:
         with lock:
             run_training(cfg, out, progress=not args.no_progress)

@@ -1,4 +1,6 @@
-"""torch.distributed from torchrun or SLURM environment variables (NCCL on GPU, gloo on CPU)."""
+"""torch.distributed from torchrun's environment variables (NCCL on GPU, gloo on CPU). A scheduler's own
+launcher (srun) names ranks its own way: the command line exports them as torchrun's first
+(``orchestrate.executors.export_launched_ranks``), so the engine reads one set of names."""
 
 from __future__ import annotations
 
@@ -31,15 +33,16 @@ def _env_int(*names: str) -> int | None:
 
 
 def init_distributed(device_kind: str) -> DistInfo:
-    """Join the process group described by RANK/WORLD_SIZE (torchrun, or submitit's
-    TorchDistributedEnvironment) or SLURM_PROCID/SLURM_NTASKS with MASTER_ADDR/PORT set; else one process."""
+    """Join the process group described by RANK/WORLD_SIZE/LOCAL_RANK with MASTER_ADDR/PORT (torchrun,
+    submitit's TorchDistributedEnvironment, or a scheduler's launcher through the command line); else one
+    process."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", "SLURM_LOCALID") or 0)
-    world = _env_int("WORLD_SIZE") or (_env_int("SLURM_NTASKS") if os.environ.get("MASTER_ADDR") else None) or 1
+        return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK") or 0)
+    world = _env_int("WORLD_SIZE") or 1
     if world == 1:
         return DistInfo()
-    rank = _env_int("RANK", "SLURM_PROCID") or 0
-    local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID") or 0
+    rank = _env_int("RANK") or 0
+    local_rank = _env_int("LOCAL_RANK") or 0
     os.environ.setdefault("MASTER_PORT", "29500")
     backend = "nccl" if device_kind == "cuda" else "gloo"
     if device_kind == "cuda":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ifbf.errors import IfbfError
 from ifbf.experiments import Preset, ReportPrior, RowSeeds, TableSpec
-from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, assume_missing, design, family,
                                      flops_hours, level, measure_noise, table_claims, training_hours, val_images)
 from ifbf.orchestrate.plan import Plan, build_plan
@@ -149,7 +149,7 @@ def row_seeds(seeds: dict[RowKey, int]) -> RowSeeds:
     return RowSeeds(1, tuple((t, r, n) for (t, r), n in seeds.items() if n > 1))
 
 
-def run_auto(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+def run_auto(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, results: Path,
              extra: tuple[str, ...], budget: float, train: Train) -> RowSeeds:
     """Train, look, add seeds, up to LOOKS times (printing each look); returns the seeds per row to report."""
     claims = table_claims(tables)
@@ -169,7 +169,7 @@ def run_auto(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, res
     return row_seeds(history[-1].seeds)
 
 
-def _check_first_pass(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+def _check_first_pass(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, results: Path,
                       extra: tuple[str, ...], budget: float) -> None:
     """Refuse before any training when one seed of every row (what runs, finished or not, took or are
     predicted or assumed to take) already exceeds the budget; say so when some rows have no figure at all."""

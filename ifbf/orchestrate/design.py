@@ -25,7 +25,7 @@ import pandas as pd
 
 from ifbf.experiments import Preset, RowSeeds, TableSpec, load_table
 from ifbf.models.cost import training_flops
-from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.estimate import actual_seconds, predict, split_images
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import measurements
@@ -220,7 +220,7 @@ def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: P
     return Noise(diff, source, prior_df, measured, image_se, basis)
 
 
-def training_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+def training_hours(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, results: Path,
                    extra: tuple[str, ...]) -> dict[RowKey, float | None]:
     """Device-hours of one training (one seed) of each row: what a finished seed 0 took, else the preflight
     prediction, else None (no figure: run --preflight)."""
@@ -236,7 +236,7 @@ def training_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfil
     return hours
 
 
-def flops_hours(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+def flops_hours(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, results: Path,
                 extra: tuple[str, ...]) -> dict[RowKey, tuple[float, float]]:
     """Device-hours of one training of each row from this model's own FLOPs, (at the high utilisation, at the
     low one): iterations x crops per iteration (batch x processes) x ``training_flops`` at the row's crop, over

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ifbf.experiments import Preset, TableSpec
-from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.design import (ALPHA, Allocation, ClaimDesign, Noise, RowKey, allocate, assume_missing, design,
                                      family, flops_hours, level, measure_noise, present_seeds, table_claims,
                                      training_hours, val_images)
@@ -106,7 +106,7 @@ def header(tables: list[TableSpec], preset: Preset, n_claims: int, alpha: float,
     ]
 
 
-def run_design(tables: list[TableSpec], preset: Preset, profile: SlurmProfile, results: Path,
+def run_design(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, results: Path,
                extra: tuple[str, ...], budget: float | None) -> int:
     """Print the design (and, with ``budget``, the allocation); trains nothing. Returns 0."""
     claims = table_claims(tables)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ifbf.config import Config
 from ifbf.identity import eval_key
-from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.orchestrate.preflight import measurements, shape_hash, shape_of, unstable_note, val_setting
@@ -35,7 +35,7 @@ class Estimate:
     on_gpu: bool
 
 
-def predict(training: Training, profile: SlurmProfile, preflight: dict[str, dict], cpus: int = 1) -> Estimate:
+def predict(training: Training, profile: ClusterProfile, preflight: dict[str, dict], cpus: int = 1) -> Estimate:
     """Seconds of one training from its shape's preflight record; ``cpus``: the CPUs each process holds (the
     devices of a CPU run, as ``RunCost`` counts them)."""
     cfg = training.cfg

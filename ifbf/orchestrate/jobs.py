@@ -20,6 +20,7 @@ from typing import Any
 import submitit
 
 from ifbf.config import Config, EvalConfig, from_dict, to_dict
+from ifbf.orchestrate.executors import granted_cpus, this_job
 from ifbf.orchestrate.resources import Allocation, size_to
 from ifbf.store.rundir import RunDir, RunState, write_status
 from ifbf.store.runlock import LockHeld
@@ -46,7 +47,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __init__(self, config: dict, run_dir: str, evals: list[dict], threads: int | None = None) -> None:
         """``threads``: the CPUs this job may use when the submitter splits its own (local executor);
-        None: what the scheduler gave the job (SLURM_CPUS_PER_TASK, the affinity mask)."""
+        None: what the scheduler gave the job (its executor's ``cpus_variable``, within the affinity mask)."""
         self.config, self.run_dir, self.evals, self.threads = config, run_dir, evals, threads
 
     @classmethod
@@ -62,11 +63,12 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         rank = _setup_distributed()
         cfg = from_dict(self.config, f"job config of {self.run_dir}")
-        allocation = size_to(cfg.runtime.workers, self.threads)
+        allocation = size_to(cfg.runtime.workers, self.threads, granted_cpus())
         torch.set_num_threads(allocation.threads)
         cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, workers=allocation.workers))
         run_dir = Path(self.run_dir)
-        lock = RunDir(run_dir).train_lock(cfg.runtime.lock_stale_s) if rank == 0 else nullcontext()
+        # the lock records this job's id: requeued onto another node, the job takes over its own lock
+        lock = RunDir(run_dir).train_lock(cfg.runtime.lock_stale_s, this_job()) if rank == 0 else nullcontext()
         try:
             with lock:
                 print(f"{run_dir}: {allocation.describe()}", flush=True)

@@ -21,7 +21,7 @@ from ifbf.config import Config, EvalConfig, from_dict, to_dict
 from ifbf.experiments import row_label
 from ifbf.identity import file_digest
 from ifbf.identity import eval_key, weights_path
-from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.jobs import _setup_distributed
 from ifbf.orchestrate.plan import Plan, Training
@@ -33,7 +33,7 @@ from ifbf.store.safefile import make_dirs, read_json, writing
 PREFLIGHT = "preflight.json"
 
 
-def shape_of(cfg: Config, profile: SlurmProfile) -> dict:
+def shape_of(cfg: Config, profile: ClusterProfile) -> dict:
     """The fields of a training that change its speed or memory (not seeds, learning rate, λ, iterations)."""
     # the weights by content, as in the run identity: a moved weights file keeps its measurements
     path = weights_path(cfg.model)
@@ -76,7 +76,7 @@ class Shape:
         return sorted({row_label(c.table, c.row.name) for t in self.trainings for c in t.cells})
 
 
-def group_shapes(plan: Plan, profile: SlurmProfile) -> dict[str, Shape]:
+def group_shapes(plan: Plan, profile: ClusterProfile) -> dict[str, Shape]:
     shapes: dict[str, Shape] = {}
     for training in plan.trainings.values():
         shape = shape_of(training.cfg, profile)
@@ -199,7 +199,7 @@ def _record(shape: Shape, result: dict) -> dict:
 def run_preflight(plan: Plan, executor: Executor, results: Path, iters: int | None,
                   warmup: int | None = None) -> dict[str, dict]:
     """Run one preflight job per shape (in the executor's rounds: one at a time on this machine, so that a
-    measurement never shares the cores with another; all at once under SLURM), with the threads per job the
+    measurement never shares the cores with another; all at once on a scheduler), with the threads per job the
     runs will get, and return {shape key: record} (``merge`` adds them to preflight.json). Failed shapes
     carry "error" and "fix"."""
     shapes = list(group_shapes(plan, executor.profile).values())

@@ -10,9 +10,9 @@ from pathlib import Path
 import submitit
 
 from ifbf.errors import ExitCode
-from ifbf.orchestrate.cluster import SlurmProfile
+from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.estimate import duration, predict
-from ifbf.orchestrate.executors import Executor, rejected
+from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.plan import Plan
 from ifbf.orchestrate.preflight import group_shapes, merge, run_preflight, summary_lines
 
@@ -26,7 +26,7 @@ def preflight(plan: Plan, executor: Executor, results: Path, iters: int | None) 
     try:
         records = run_preflight(plan, executor, results, iters)
     except submitit.core.utils.FailedJobError as err:
-        raise rejected(err) from None
+        raise executor.rejected(err) from None
     print("\n".join(summary_lines(records)), flush=True)  # shown before writing: a failed write loses no figure
     print(f"wrote {merge(results, plan.preset.name, records)}")
     _compare_with_the_job(plan, executor.profile, records, time.perf_counter() - started)
@@ -36,7 +36,7 @@ def preflight(plan: Plan, executor: Executor, results: Path, iters: int | None) 
     return ExitCode.FAILED if failed else ExitCode.OK
 
 
-def _compare_with_the_job(plan: Plan, profile: SlurmProfile, records: dict[str, dict], took_s: float) -> None:
+def _compare_with_the_job(plan: Plan, profile: ClusterProfile, records: dict[str, dict], took_s: float) -> None:
     """Say when measuring cost more than what it measured (a small preset: one job per shape, set-up and all)."""
     predicted = [predict(t, profile, records).seconds for t in plan.trainings.values()]
     known = [s for s in predicted if s is not None]

@@ -28,7 +28,7 @@ from ifbf.orchestrate.checks import (check_dataset, check_environment, check_wei
 from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.design_report import run_design
 from ifbf.orchestrate.estimate import Estimate, plan_costs, predict
-from ifbf.orchestrate.executors import Executor, executor_class, make_executor, rejected
+from ifbf.orchestrate.executors import Executor, executor_class, make_executor
 from ifbf.orchestrate.jobs import Busy, Outcome, TrainJob
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
 from ifbf.orchestrate.preflight import measurements
@@ -65,7 +65,7 @@ class Request:
     paper_only: bool = False
     no_wait: bool = False
     profile: str | None = None
-    slurm: list[str] = field(default_factory=list)
+    profile_set: list[str] = field(default_factory=list)  # --profile-set (its alias --slurm): KEY=VALUE
     parallel: int = 1
     results: Path = RESULTS
     extra: list[str] = field(default_factory=list)
@@ -137,10 +137,10 @@ def print_plan(plan: Plan, executor: Executor, results: Path) -> None:
 
 def run_trainings(plan: Plan, trainings: list[Training], executor: Executor, results: Path,
                   wait: bool = True) -> dict[str, Outcome]:
-    """Submit trainings (in the executor's rounds: ``--parallel`` at a time locally, one array under SLURM);
+    """Submit trainings (in the executor's rounds: ``--parallel`` at a time locally, all at once on a scheduler);
     returns run hash -> outcome (busy: another process has it, see ``_claim``; submitted: not waited for)."""
     folder = results / plan.preset.name / ".submitit"
-    # local jobs split this process's CPUs (its affinity mask); SLURM jobs size themselves to their allocation
+    # local jobs split this process's CPUs (its affinity mask); a scheduler's jobs size themselves to their allocation
     threads = executor.threads_per_job()
     outcomes: dict[str, Outcome] = {}
 
@@ -159,7 +159,7 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: Executor, res
         try:
             batch = submit(trainings[start : start + step])
         except submitit.core.utils.FailedJobError as err:
-            raise rejected(err) from None
+            raise executor.rejected(err) from None
         for training, job in batch:
             outcomes[training.run_hash] = Outcome.SUBMITTED if executor.detached and not wait else _wait(training, job)
     return outcomes
@@ -286,9 +286,11 @@ def main(args: Request) -> ExitCode:
 
 
 def _executor(args: Request) -> Executor:
-    """The executor of ``--executor``, with its profile (``--profile``, else the executor's default; ``--slurm``)."""
+    """The executor of ``--executor``, with its profile (``--profile``, else the executor's default;
+    ``--profile-set``)."""
     kind = executor_class(args.executor)
-    return make_executor(args.executor, load_profile(args.profile or kind.default_profile, args.slurm), args.parallel)
+    profile = load_profile(args.profile or kind.default_profile, args.profile_set)
+    return make_executor(args.executor, profile, args.parallel)
 
 
 def _check_flags(args: Request) -> None:

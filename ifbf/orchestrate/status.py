@@ -2,31 +2,23 @@
 ETA, log path) and a summary of the GPU- (or CPU-) hours spent and left.
 
 Reads only (the run files, through the run store: scheduler-side status, log, env, config, metrics, and the
-locks), never writes, and asks SLURM once for all jobs (``sacct``, which still knows jobs that squeue has
-forgotten: finished, failed, timed out, out of memory, requeued).
+locks), never writes, and asks each scheduler that keeps accounts once for all its jobs (the executor's
+``accounting``, which still knows jobs that its queue has forgotten: finished, failed, timed out, out of memory,
+requeued); the jobs of the others are alive or not as their executor says.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ifbf.errors import UnreadableRunFile
-from ifbf.orchestrate.executors import job_alive, uses_scheduler
+from ifbf.orchestrate.executors import Accounting, accounting, job_alive
 from ifbf.store.rundir import Alive, RunCost, RunDir, RunState, Status, Unreadable, read_status, run_state, runs_root
 from ifbf.store.runlock import DEFAULT_STALE_S
 
-# sacct's State (first word: "CANCELLED by 0") -> ours
-SLURM_STATES = {
-    "PENDING": "pending", "RUNNING": "running", "REQUEUED": "requeued", "PREEMPTED": "requeued",
-    "SUSPENDED": "suspended", "COMPLETING": "running", "COMPLETED": "done", "TIMEOUT": "timeout",
-    "OUT_OF_MEMORY": "OOM", "FAILED": "failed", "NODE_FAIL": "failed", "BOOT_FAIL": "failed",
-    "DEADLINE": "timeout", "CANCELLED": "cancelled",
-}
 FINAL_BAD = {"timeout", "OOM", "failed", "cancelled"}
-QUEUED = {"pending", "running", "requeued", "suspended"}  # our names of sacct states of a job that still lives
+QUEUED = {"pending", "running", "requeued", "suspended"}  # the accounting's states of a job that still lives
 
 
 @dataclass(frozen=True)
@@ -59,62 +51,17 @@ class Line:
     unit: str  # "GPU" or "CPU"
 
 
-def sacct(job_ids: list[str]) -> dict[str, list[dict]]:
-    """One ``sacct`` call for all jobs: job id -> its records, oldest first (a requeued job has one per start).
-    Array tasks are asked for by their array (sacct lists a pending task only inside ``<id>_[2-5%2]``)."""
-    if not job_ids or shutil.which("sacct") is None:
-        return {}
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    out = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-j", ",".join(arrays),
-                          "-o", "JobID,State,ExitCode,ElapsedRaw,AllocTRES"], capture_output=True, text=True)
-    records: dict[str, list[dict]] = {}
-    pending: dict[str, dict] = {}
-    for line in out.stdout.splitlines():
-        fields = line.split("|")
-        if len(fields) != 5:
-            continue
-        job, state, code, elapsed, tres = fields
-        record = {"state": SLURM_STATES.get(state.split()[0], state.lower()) if state else "unknown", "exit": code,
-                  "elapsed_s": int(elapsed or 0), "gpus": _tres_count(tres, "gres/gpu"),
-                  "cpus": _tres_count(tres, "cpu")}
-        if "[" in job:  # array tasks not started yet
-            pending.update({task: record for task in _array_tasks(job)})
-        else:
-            records.setdefault(job, []).append(record)
-    for task, record in pending.items():
-        records.setdefault(task, [record])
-    return {j: records[j] for j in job_ids if j in records}
-
-
-def _array_tasks(job: str) -> list[str]:
-    """``"12_[0-2,5%2]"`` -> ``["12_0", "12_1", "12_2", "12_5"]``."""
-    base, _, spec = job.partition("_[")
-    tasks = []
-    for part in spec.rstrip("]").split("%")[0].split(","):
-        first, _, last = part.partition("-")
-        if first.isdigit():
-            tasks += [f"{base}_{i}" for i in range(int(first), int(last or first) + 1)]
-    return tasks
-
-
-def _tres_count(tres: str, name: str) -> int:
-    for item in tres.split(","):
-        key, _, value = item.partition("=")
-        if key == name and value.isdigit():
-            return int(value)
-    return 0
-
-
-def collect(targets: list[Target], query=sacct) -> list[Line]:
-    """One line per target; SLURM jobs' states come from one ``query`` call."""
+def collect(targets: list[Target], query: Accounting | None = None) -> list[Line]:
+    """One line per target; the states of scheduled jobs come from one accounting query per scheduler that
+    keeps accounts (``query``: a stand-in for each, in tests)."""
     statuses = {t.run_dir: _status(t.run_dir) for t in targets}
-    scheduled = sorted({str(s.job_id) for s in statuses.values() if s and s.job_id and uses_scheduler(s)})
-    scheduler = query(scheduled)
+    known = accounting([s for s in statuses.values() if s], query)
     lines = []
     for t in targets:
         status = statuses[t.run_dir]
+        records = known.get((status.executor, str(status.job_id)), []) if status else []
         try:
-            lines.append(_line(t, status, scheduler.get(str(status and status.job_id), [])))
+            lines.append(_line(t, status, records))
         except UnreadableRunFile as err:  # named on its line; the other runs are reported
             lines.append(Line(t.run_dir.name, f"{t.label}  ({err})", err.cell, Unreadable(err), 0, t.total, None,
                               None, None, None, 0.0, None, "CPU"))
@@ -133,7 +80,7 @@ def _line(target: Target, status: Status | None, records: list[dict]) -> Line:
     """The target's line (``UnreadableRunFile``: one of its files cannot be read; ``collect`` names it)."""
     rd = RunDir(target.run_dir)
     if records and records[-1]["state"] == "pending" and _trains(rd, status, target.stale_s):
-        # slurmdbd records a job's start late: sacct can still say pending while the job holds the training lock
+        # an accounting may record a job's start late: pending while the job already holds the training lock
         records = [*records[:-1], {**records[-1], "state": "running"}]
     base = run_state(rd, target.total, target.evals, _alive(records), stale_s=target.stale_s,
                      run_hash=target.run_hash, check=True)  # every file read: a damaged one is named, done or not
@@ -174,13 +121,14 @@ def progress_log(log: str | None, state: str) -> str | None:
 
 
 def _alive(records: list[dict]) -> Alive:
-    """Liveness as sacct last saw the job; a job sacct does not list (yet), or a local one: its executor's."""
+    """Liveness as the accounting last saw the job; a job it does not list (yet), or one of an executor
+    without accounting: its executor's."""
     return (lambda status: records[-1]["state"] in QUEUED) if records else job_alive
 
 
 def _overlay(base: RunState, status: Status | None, records: list[dict]) -> str:
-    """The scheduler's overlay on the run's state: sacct's view of the job (OOM, timeout, pending, requeues),
-    while the run is not done."""
+    """The scheduler's overlay on the run's state: its accounting's view of the job (OOM, timeout, pending,
+    requeues), while the run is not done."""
     if base is RunState.DONE:
         return str(base)
     if status is None and base is RunState.TODO:

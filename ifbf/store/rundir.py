@@ -181,9 +181,9 @@ class RunDir:
     def log(self) -> Path:
         return self.path / LOG
 
-    def train_lock(self, stale_s: float = DEFAULT_STALE_S) -> RunLock:
-        """The lock of the one process that trains (or evaluates) this run; held for the whole job."""
-        return RunLock(self.path / TRAIN_LOCK, "training", stale_s)
+    def train_lock(self, stale_s: float = DEFAULT_STALE_S, job_id: str | None = None) -> RunLock:
+        """The lock of the one process that trains (or evaluates) this run, held for the whole job (RunLock)."""
+        return RunLock(self.path / TRAIN_LOCK, "training", stale_s, job_id=job_id)
 
     def submit_lock(self, stale_s: float = DEFAULT_STALE_S) -> RunLock:
         """The lock an orchestrator holds while it reads the run's state and submits it."""

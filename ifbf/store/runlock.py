@@ -1,12 +1,13 @@
 """A lock file that works on NFS: one owner at a time, proven alive by a heartbeat.
 
 Taking the lock is one atomic ``open(O_CREAT | O_EXCL)`` (atomic on NFSv3+ and on local disks; ``flock``
-is not reliable on NFS). The file holds who owns it (host, pid, SLURM job id, a random token); the owner
+is not reliable on NFS). The file holds who owns it (host, pid, scheduler job id, a random token); the owner
 refreshes the file's modification time every few seconds from a thread (the heartbeat). A lock is stale,
 and is broken with a warning, when its owner's pid no longer exists on this host, or when its heartbeat is
-older than ``stale_s`` (an owner on another host that died or lost its node). A lock held by the same SLURM
-job (a requeued job resuming its run) is taken over. File names are chosen by the run store
-(``ifbf.store.rundir``); this module knows none.
+older than ``stale_s`` (an owner on another host that died or lost its node). A lock held by the same
+scheduler job (a requeued job resuming its run on another node) is taken over. The job id is the caller's to
+give (its executor knows which environment variable holds it: ``orchestrate.executors.this_job``); this module
+knows no scheduler. File names are chosen by the run store (``ifbf.store.rundir``); this module knows none.
 """
 
 from __future__ import annotations
@@ -29,13 +30,6 @@ class LockHeld(IfbfError):
     """Another live process owns the lock."""
 
 
-def _job_id() -> str | None:
-    """This process's SLURM job (array tasks as <array>_<index>), the same across requeues."""
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
 def pid_alive(pid: object) -> bool:
     """Whether process ``pid`` exists on this host: the one answer every liveness check in ifbf uses. A
     ``PermissionError`` means it exists (another user's process); a pid that is not a number is no process."""
@@ -49,15 +43,18 @@ def pid_alive(pid: object) -> bool:
 
 
 def describe(owner: dict) -> str:
-    job = f", SLURM job {owner['job_id']}" if owner.get("job_id") else ""
+    job = f", job {owner['job_id']}" if owner.get("job_id") else ""
     return f"pid {owner.get('pid')} on {owner.get('host')}{job} ({owner.get('purpose', 'lock')})"
 
 
 class RunLock:
-    """``with RunLock(path, "training"):`` or ``acquire()``/``release()``; ``LockHeld`` if a live owner has it."""
+    """``with RunLock(path, "training"):`` or ``acquire()``/``release()``; ``LockHeld`` if a live owner has it.
+    ``job_id``: the scheduler job this process runs in, the same across its requeues (None: none, or a reader)."""
 
-    def __init__(self, path: Path, purpose: str, stale_s: float = DEFAULT_STALE_S, heartbeat: bool = True) -> None:
+    def __init__(self, path: Path, purpose: str, stale_s: float = DEFAULT_STALE_S, heartbeat: bool = True,
+                 job_id: str | None = None) -> None:
         self.path, self.purpose, self.stale_s, self.heartbeat = Path(path), purpose, float(stale_s), heartbeat
+        self.job_id = job_id
         self.token = uuid.uuid4().hex
         self.lost = False  # the heartbeat found the lock broken by someone else
         self._stop = threading.Event()
@@ -84,8 +81,8 @@ class RunLock:
             return f"its pid {owner['pid']} is gone"
         if owner["age_s"] > self.stale_s:
             return f"its heartbeat is {owner['age_s']:.0f} s old (limit runtime.lock_stale_s={self.stale_s:.0f})"
-        if not same_host and owner.get("job_id") and owner["job_id"] == _job_id():
-            return f"it belongs to this SLURM job {owner['job_id']} before its requeue (on {owner.get('host')})"
+        if not same_host and owner.get("job_id") and owner["job_id"] == self.job_id:
+            return f"it belongs to this job {owner['job_id']} before its requeue (on {owner.get('host')})"
         return None
 
     def held_by_other(self) -> dict | None:
@@ -122,7 +119,7 @@ class RunLock:
             if (error := write_error(err, self.path)) is not None:
                 raise error from None
             raise
-        record = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": _job_id(), "purpose": self.purpose,
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": self.job_id, "purpose": self.purpose,
                   "token": self.token, "since": time.time(), "stale_s": self.stale_s}
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(record) + "\n")
