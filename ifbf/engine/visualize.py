@@ -1,5 +1,5 @@
 """Predictions beside the ground truth (and a second run's), and the feature maps a model's own hooks
-expose (``models.features``: IFBFNet's fusion, its paper's Figure 5).
+expose (``models.features``: the fusion of its paper's Figure 5).
 
     ifbf visualize predictions --run RUN_DIR [--compare RUN_DIR_B] --split val --n 8 --out DIR
     ifbf visualize features --run RUN_DIR --image FILE --out DIR
