@@ -10,7 +10,7 @@ import torch
 
 from ifbf.commands.config import add_config_arguments
 from ifbf.config import load_config
-from ifbf.experiments import load_preset, load_table, row_config
+from ifbf.experiments import DEFAULT_PAPER, load_preset, load_table, papers, results_of, row_config
 from ifbf.models.cost import measure
 from ifbf.engine.cost_table import cost_table
 from ifbf.store.rundir import RESULTS
@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--table", type=int, help="write results/<preset>/cost_table<N>.md for every row of table N")
     parser.add_argument("--preset", default="paper", help="with --table: the preset of the rows (default: paper)")
+    parser.add_argument("--paper", default=DEFAULT_PAPER, choices=papers(),
+                        help=f"with --table: whose table (default: {DEFAULT_PAPER})")
     parser.add_argument("--latency-size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"),
                         help="with --table: input size for the CPU latency (default: 512 1024)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -34,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.table is not None:
         size = tuple(args.size) if args.size else (1024, 2048)
-        table, preset = load_table(args.table), load_preset(args.preset)
+        table, preset = load_table(args.table, args.paper), load_preset(args.preset, args.paper)
         rows = [(row.name, row_config(row, preset)) for row in table.runnable()]
         path = cost_table(args.table, table.title, rows, args.preset, size, tuple(args.latency_size), args.repeat,
-                          args.results / args.preset)
+                          results_of(args.results, args.paper) / args.preset)
         print(path.read_text(), end="")
         print(f"wrote {path}")
         return 0
