@@ -13,6 +13,7 @@ from ifbf.config import BASE_CONFIG, load_config
 from ifbf.engine.losses import total_loss
 from ifbf.models import build_model
 from ifbf.models.danet import ChannelAttention, PositionAttention
+from ifbf.models.deploy import inference_ready
 
 K = 19
 DANET_BASE = BASE_CONFIG.parent / "danet" / "base.yaml"
@@ -220,3 +221,20 @@ def test_forward_backward_at_output_stride_8():
     total_loss(out, torch.randint(0, 4, (2, 40, 56)), load_config(BASE_CONFIG, ["train.ohem=none"]).train)["total"].backward()
     grads = [p.grad for p in model.head.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_deployment_form_equals_the_model():
+    """`ifbf cost` times the BN-folded form: it must compute the same logits."""
+    torch.manual_seed(9)
+    model = _danet("model.backbone=resnet18", "model.num_classes=5").eval()
+    for m in model.modules():
+        if isinstance(m, (PositionAttention, ChannelAttention)):
+            torch.nn.init.constant_(m.alpha if isinstance(m, PositionAttention) else m.beta, 0.5)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        expected = model(x)["out"]
+        folded = inference_ready(model, channels_last=False)(x)["out"]
+    assert torch.allclose(folded, expected, atol=1e-4)
