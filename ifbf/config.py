@@ -29,7 +29,9 @@ FusionPlacement = Literal["concat", "after_convs"]
 Ohem = Literal["none", "thresh", "topk"]
 Amp = Literal["none", "off", "bf16", "fp16"]  # "off" = "none"
 Dataset = Literal["cityscapes", "synthetic"]
-Arch = Literal["ifbfnet", "deeplabv3plus"]
+Arch = Literal["ifbfnet", "deeplabv3plus", "danet"]
+OutputStride = Literal[8, 16]
+CamEnergy = Literal["negated", "direct"]
 Stem = Literal["torchvision", "deep", "deep_v1c"]
 
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # section 4.3.4, "DA"
@@ -77,6 +79,14 @@ class ModelConfig:
     aux_head: bool = True
     num_classes: int = 19
     norm: Norm = "inplace_abn_sync"
+    # the dilated ResNet (every arch) and DANet's head (arch danet: docs/danet-reading.md)
+    output_stride: OutputStride = 16  # 8: stages 3 and 4 dilated (2, 4), as DANet
+    multi_grid: tuple[int, ...] | None = None  # dilations of stage 4's blocks, cycled (DANet: 4, 8, 16)
+    pam: bool = True  # danet: the position attention module
+    cam: bool = True  # danet: the channel attention module
+    pam_reduction: int = 8  # danet: PAM's query/key channels = C / this (the authors' code; the paper: 1)
+    cam_energy: CamEnergy = "negated"  # danet: softmax over -A.A^T (the authors' code) or A.A^T (eq. 3)
+    branch_heads: bool = True  # danet, both modules on: a classifier per branch, auxiliary losses (code)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "model.stem": "torchvision",
     "model.dilate_first_block": False,
     "train.aux_ohem": True,
+    "model.output_stride": 16,
+    "model.multi_grid": None,
+    "model.pam": True,
+    "model.cam": True,
+    "model.pam_reduction": 8,
+    "model.cam_energy": "negated",
+    "model.branch_heads": True,
 }
 
 

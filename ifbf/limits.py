@@ -52,6 +52,8 @@ SCALE = Range(0.1, 4, why="a scaled image must stay large enough to segment and 
 RANGES: dict[str, Range] = {
     "model.spatial_channels": POSITIVE,
     "model.num_classes": POSITIVE,
+    "model.multi_grid": Range(1, 64, why="the dilation of a 3x3 conv of stage 4; DANet's are 4, 8, 16"),
+    "model.pam_reduction": Range(1, 64, why="PAM's query and key get C / this channels; the authors' code uses 8"),
     "data.crop_size": Range(16, 4096, why="pixels per side: Cityscapes frames are 1024 x 2048"),
     "data.scales": SCALE,
     "data.batch_size": POSITIVE,

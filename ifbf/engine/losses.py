@@ -85,14 +85,15 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TrainConf
 
 
 def total_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """Equation (8): loss = l_out + λ·l_aux. Returns all parts.
+    """Equation (8): loss = l_out + λ·l_aux, summed over every auxiliary output (IFBFNet's "aux"; DANet's
+    "aux_pam" and "aux_cam"). Returns all parts.
 
-    l_out uses the configured OHEM rule; l_aux too with ``train.aux_ohem`` (ifbf's base default), or
+    l_out uses the configured OHEM rule; each l_aux too with ``train.aux_ohem`` (ifbf's base default), or
     plain cross-entropy without it, as the CCNet code's CriterionOhemDSN (paper-notes, ambiguity 11).
     """
     parts = {"out": segmentation_loss(outputs["out"].float(), target, cfg)}
-    if "aux" in outputs:
-        aux = outputs["aux"].float()
-        parts["aux"] = segmentation_loss(aux, target, cfg) if cfg.aux_ohem else plain_ce(aux, target)
-    parts["total"] = parts["out"] + cfg.aux_weight * parts.get("aux", torch.zeros_like(parts["out"]))
+    for name in sorted(k for k in outputs if k != "out"):
+        aux = outputs[name].float()
+        parts[name] = segmentation_loss(aux, target, cfg) if cfg.aux_ohem else plain_ce(aux, target)
+    parts["total"] = parts["out"] + cfg.aux_weight * sum(parts[k] for k in parts if k != "out")
     return parts

@@ -15,6 +15,7 @@ from ifbf.config import ModelConfig
 from ifbf.errors import ConfigError
 from ifbf.models.backbone import ResNetBackbone
 from ifbf.models.blocks import ASPP, AuxHead, BalancedFusion, Classifier, ConvNormAct, SpatialStream
+from ifbf.models.danet import DANet, build_danet
 from ifbf.models.deeplabv3plus import DeepLabV3Plus, build_deeplabv3plus
 from ifbf.models.norm import NormFactory, norm_act
 from ifbf.models.weights import build_backbone
@@ -124,11 +125,13 @@ def _check(cfg: ModelConfig) -> None:
         raise ConfigError("model.spatial_stream=true needs model.skip=true: the stream joins the skip decoder")
 
 
-def build_model(cfg: ModelConfig) -> IFBFNet | DeepLabV3Plus:
-    """Build IFBFNet (or one of its ablations, or DeepLabV3+ with ``model.arch``) from ``cfg``; the
+def build_model(cfg: ModelConfig) -> IFBFNet | DeepLabV3Plus | DANet:
+    """Build IFBFNet (or one of its ablations, or DeepLabV3+ or DANet with ``model.arch``) from ``cfg``; the
     backbone gets its ImageNet weights from ``model.weights`` (ifbf.models.weights)."""
     if cfg.arch == "deeplabv3plus":
         return build_deeplabv3plus(cfg)
+    if cfg.arch == "danet":
+        return build_danet(cfg)
     _check(cfg)
     norm = norm_act(cfg.norm)
     backbone = build_backbone(cfg)

@@ -210,7 +210,8 @@ def build_backbone(model: ModelConfig) -> ResNetBackbone:
     """The backbone of ``model`` (its norm, stem, dilation) with its ImageNet weights loaded, if any."""
     iabn = model.norm.startswith("inplace_abn")
     backbone = ResNetBackbone(model.backbone, backbone_norm(model.norm), inplace_safe=not iabn, stem=model.stem,
-                              dilate_first_block=model.dilate_first_block)
+                              dilate_first_block=model.dilate_first_block, output_stride=model.output_stride,
+                              multi_grid=model.multi_grid)
     path = weights_path(model)
     if path is not None:
         load_backbone_weights(backbone, path, f"model.weights.{weights_key(model)}")
