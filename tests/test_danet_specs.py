@@ -1,7 +1,6 @@
 """DANet's specs (experiments/danet/) resolve through the generic code: base.yaml spells out every key, every row
 of Tables 1 and 2 under both presets loads with ``load_config`` and builds its model, the claims parse with
-``ifbf.report.claims`` and their sizes are the deltas of the paper's rows. The generic loader reads
-experiments/ only, so the tests point it at experiments/danet/."""
+``ifbf.report.claims`` and their sizes are the deltas of the paper's rows."""
 
 from __future__ import annotations
 
@@ -10,19 +9,13 @@ import torch
 import yaml
 
 from ifbf import experiments
-from ifbf.config import BASE_CONFIG, Config, load_config, to_dict
+from ifbf.config import Config, load_config, to_dict
 from ifbf.identity import config_hash
 from ifbf.models import build_model
 from ifbf.report.claims import load_claims
 
-DANET = BASE_CONFIG.parent / "danet"
-
-
-@pytest.fixture
-def danet_specs(monkeypatch):
-    """The generic loader pointed at experiments/danet/ (tables, presets and base.yaml)."""
-    monkeypatch.setattr(experiments, "EXPERIMENTS", DANET)
-    monkeypatch.setattr(experiments, "BASE_CONFIG", DANET / "base.yaml")
+DANET = experiments.EXPERIMENTS / "danet"
+PAPER = "danet"
 
 
 def _keys(tree: dict, prefix: str = "") -> set[str]:
@@ -41,17 +34,17 @@ def test_base_yaml_spells_out_every_key():
     assert t.iters == 180 * (2975 // 8)  # 180 epochs of batches of 8, the last partial batch dropped
 
 
-def test_presets_and_tables_load(danet_specs):
-    assert experiments.presets() == ["paper", "smoke"]
-    assert [len(experiments.load_table(n).rows) for n in (1, 2)] == [8, 4]
-    smoke = experiments.load_preset("smoke")
+def test_presets_and_tables_load():
+    assert experiments.presets(PAPER) == ["paper", "smoke"]
+    assert [len(experiments.load_table(n, PAPER).rows) for n in (1, 2)] == [8, 4]
+    smoke = experiments.load_preset("smoke", PAPER)
     assert smoke.backbone_map == {"resnet50": "resnet18", "resnet101": "resnet34"}
 
 
 @pytest.mark.parametrize("number", [1, 2])
-def test_every_smoke_row_builds_and_runs(danet_specs, number):
+def test_every_smoke_row_builds_and_runs(number):
     torch.manual_seed(0)
-    cells = experiments.table_cells(experiments.load_table(number), experiments.load_preset("smoke"), 1)
+    cells = experiments.table_cells(experiments.load_table(number, PAPER), experiments.load_preset("smoke", PAPER), 1)
     for cell in cells:
         assert cell.cfg.model.arch == "danet" and cell.cfg.data.dataset == "synthetic"
         model = build_model(cell.cfg.model).train()
@@ -60,10 +53,10 @@ def test_every_smoke_row_builds_and_runs(danet_specs, number):
         assert model.backbone(torch.randn(1, 3, 32, 48))[1].shape[-2:] == (4, 6), cell.label  # output stride 8
 
 
-def test_paper_rows_resolve_to_the_paper_switches(danet_specs):
-    preset = experiments.load_preset("paper")
+def test_paper_rows_resolve_to_the_paper_switches():
+    preset = experiments.load_preset("paper", PAPER)
     cfgs = {(c.table, c.row.name): c.cfg for n in (1, 2)
-            for c in experiments.table_cells(experiments.load_table(n), preset, 1)}
+            for c in experiments.table_cells(experiments.load_table(n, PAPER), preset, 1)}
     assert {k: (c.model.backbone, c.model.pam, c.model.cam) for k, c in cfgs.items() if k[0] == 1} == {
         (1, "R50 Dilated FCN"): ("resnet50", False, False), (1, "R50 + PAM"): ("resnet50", True, False),
         (1, "R50 + CAM"): ("resnet50", False, True), (1, "R50 DANet"): ("resnet50", True, True),
@@ -76,11 +69,11 @@ def test_paper_rows_resolve_to_the_paper_switches(danet_specs):
 
 
 @pytest.mark.parametrize("number", [1, 2])
-def test_claims_parse_and_sizes_are_the_papers_deltas(danet_specs, number):
-    claims = load_claims(number)
-    paper = {r.name: r.paper["miou"] for r in experiments.load_table(number).rows}
+def test_claims_parse_and_sizes_are_the_papers_deltas(number):
+    claims = load_claims(number, PAPER)
+    paper = {r.name: r.paper["miou"] for r in experiments.load_table(number, PAPER).rows}
     assert claims and all(c.id.startswith("danet-") for c in claims)
     for claim in claims:
         if claim.kind == "delta":
             assert claim.size == pytest.approx(paper[claim.rows[0][0]] - paper[claim.rows[1][0]], abs=0.005), claim.id
-    assert {c.kind for n in (1, 2) for c in load_claims(n)} == {"delta", "all_of", "best_of", "value"}
+    assert {c.kind for n in (1, 2) for c in load_claims(n, PAPER)} == {"delta", "all_of", "best_of", "value"}

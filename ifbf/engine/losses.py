@@ -85,8 +85,8 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TrainConf
 
 
 def total_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """Equation (8): loss = l_out + λ·l_aux, summed over every auxiliary output (IFBFNet's "aux"; DANet's
-    "aux_pam" and "aux_cam"). Returns all parts.
+    """loss = l_out + λ·l_aux, summed over every auxiliary output a model returns besides "out" (a deep
+    supervision head's "aux", an attention branch's own classifier). Returns all parts.
 
     l_out uses the configured OHEM rule; each l_aux too with ``train.aux_ohem`` (ifbf's base default), or
     plain cross-entropy without it, as the CCNet code's CriterionOhemDSN (paper-notes, ambiguity 11).
