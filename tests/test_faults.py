@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
+from fakeruns import confusions, finish_run
 from ifbf.store import safefile
 from ifbf.commands.cli import main as ifbf
 from ifbf.commands.reproduce import cli as reproduce
@@ -280,14 +281,7 @@ def test_full_disk_while_caching_leaves_no_half_cache(synth_root, tmp_path, monk
 
 def _finish(training, miou: float, rng: np.random.Generator) -> None:
     """A finished fake run: metrics.json with per-image counts, a log, status done."""
-    rd = RunDir(training.run_dir)
-    rd.claim(training.cfg)
-    union = rng.integers(500, 1500, size=(8, 19))
-    inter = (union * miou).astype(np.int64)
-    result = {"miou": miou, "iou": {}, "per_image": {"names": [f"i{k}" for k in range(8)],
-                                                     "counts": {"inter": inter, "union": union}}}
-    for i, e in enumerate(training.evals):
-        rd.record_evaluation(training.cfg, e, result, main=i == 0)
+    rd = finish_run(training, confusions(np.full((8, 19), miou), rng.integers(500, 1500, size=(8, 19))), miou)
     rd.append_log({"iter": 30, "loss_total": 1.0, "imgs_per_s": 2.0})
     rd.write_env({"device": "cpu", "world_size": 1})
     write_status(training.run_dir, "done")

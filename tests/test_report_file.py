@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fakeruns import confusions, finish_run, per_image_counts, pooled_iou
 from ifbf.commands.reproduce import cli
 from ifbf.commands.visualize import row_label
 from ifbf.experiments import load_preset, load_table
@@ -29,24 +30,20 @@ LEVEL = {
 }
 
 
+def _confusions(level: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-image confusion matrices of a run whose class IoUs are about ``level``, each drawn around it."""
+    gt = np.random.default_rng(99).integers(500, 1500, size=(N_IMAGES, K))  # the same images for every run
+    return confusions(np.clip(level + rng.normal(0, 0.05, size=(N_IMAGES, K)), 0, 1), gt)
+
+
 def _counts(level: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    union = np.random.default_rng(99).integers(500, 1500, size=(N_IMAGES, K))  # the same images for every run
-    share = np.clip(level + rng.normal(0, 0.05, size=(N_IMAGES, K)), 0, 1)
-    return (union * share).astype(np.int64), union.astype(np.int64)
+    counts = per_image_counts(_confusions(level, rng))
+    return counts["inter"], counts["union"]
 
 
 def _finish(training, level: float | None, rng: np.random.Generator) -> None:
     """A finished run: metrics.json (and, unless ``level`` is None, per-image counts) and a log."""
-    rd = RunDir(training.run_dir)
-    rd.claim(training.cfg)
-    result: dict = {"miou": 0.3, "iou": {}}
-    if level is not None:
-        inter, union = _counts(level, rng)
-        result = {"miou": float(miou(inter.sum(0), union.sum(0))) / 100, "iou": {},
-                  "per_image": {"names": [f"img{i}" for i in range(N_IMAGES)],
-                                "counts": {"inter": inter, "union": union}}}
-    for i, e in enumerate(training.evals):
-        rd.record_evaluation(training.cfg, e, result, main=i == 0)
+    rd = finish_run(training, None if level is None else _confusions(level, rng), 0.3 if level is None else None)
     for it in (30, 60):  # 30 iterations x batch 4 at 2 images/s: 60 s each
         rd.append_log({"iter": it, "loss_total": 1.0, "imgs_per_s": 2.0})
     (training.run_dir / "checkpoint.pth").write_bytes(b"")
@@ -201,26 +198,27 @@ def test_figure_panels_are_titled_by_row(tmp_path):
 
 def test_a_table_of_another_metric_reads_it_from_the_per_image_counts(smoke_results, monkeypatch):
     """The metric path of docs/architecture.md: a score registered in ``rundir.SCORES`` and named by a table's
-    ``metric`` gives that table's values and intervals (here Dice = 2·inter / (inter + union), which the
+    ``metrics`` gives that table's values and intervals (here Dice = 2·inter / (inter + union), which the
     stored counts already hold), the mIoU stays where it was."""
     monkeypatch.setitem(SCORES, "dice", lambda s: np.divide(
         2 * np.asarray(s["inter"], float), np.asarray(s["inter"], float) + s["union"],
         out=np.full(np.shape(s["union"]), np.nan), where=np.asarray(s["union"]) > 0))
     table = load_table(2)
     frame = records.collect([table], load_preset("smoke"), 1, smoke_results.parent)
-    dice = table_frame(frame, dataclasses.replace(table, metric="dice"))
+    dice = table_frame(frame, dataclasses.replace(table, metrics=("dice",)))
     ious = table_frame(frame, table)
-    inter, union = _counts(LEVEL["R50 BaseNet"], np.random.default_rng(0))  # the first run drawn by _run_table2
-    expected = 100 * np.mean(2 * inter.sum(0) / (inter.sum(0) + union.sum(0)))
+    iou = pooled_iou(_confusions(LEVEL["R50 BaseNet"], np.random.default_rng(0)))  # the first run of _run_table2
+    expected = 100 * np.mean(2 * iou / (1 + iou))  # Dice = 2 IoU / (1 + IoU), class by class
     assert dice.loc["R50 BaseNet", "ours"] == pytest.approx(expected, rel=1e-12)
     for row in LEVEL:
         assert dice.loc[row, "ci_low"] < dice.loc[row, "ours"] < dice.loc[row, "ci_high"]
         assert dice.loc[row, "ours"] > ious.loc[row, "ours"]  # Dice > IoU for any 0 < IoU < 1
         assert np.isnan(dice.loc[row, "paper"])  # the paper gives no Dice
     shown = display(dice)
-    assert {"paper dice", "ours dice"} <= set(shown.columns) and "ours mIoU" not in shown.columns
+    assert "ours dice" in shown.columns and "ours mIoU" not in shown.columns
+    assert not {"paper dice", "Δ"} & set(shown.columns)  # nothing from the paper: no paper column, no Δ
     noise = records.seed_noise(frame, "dice")  # one seed per row: the mIoU prior, saying so
     assert noise.std == load_preset("smoke").report.seed_std and "the mIoU prior, for dice" in noise.source
     monkeypatch.setitem(SCORES, "macc", lambda s: s["inter"] / s["gt"])  # needs a count these runs never stored
-    missing = table_frame(frame, dataclasses.replace(table, metric="macc"))
+    missing = table_frame(frame, dataclasses.replace(table, metrics=("macc",)))
     assert missing["ours"].isna().all() and missing["ci_low"].isna().all()  # a dash, not a wrong figure
