@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ifbf.config import ARCH_FIELDS, BASE_CONFIG, Arch, Config, ConfigError, ModelConfig, dump_yaml, load_config, to_dict
+from ifbf.config import (ARCH_FIELDS, BASE_CONFIG, Arch, Config, ConfigError, ModelConfig, dump_yaml, load_config,
+                         to_dict)
 
 from ifbf.identity import config_hash
 

@@ -289,7 +289,7 @@ def _finish(training, miou: float, rng: np.random.Generator) -> None:
 
 @pytest.fixture(scope="module")
 def ten_runs(tmp_path_factory) -> tuple[Path, dict[str, float]]:
-    """Table 2 of the smoke preset: ten trainings, each finished with its own mIoU."""
+    """Table 2 of the smoke preset: its trainings (ten), each finished with its own mIoU."""
     results = tmp_path_factory.mktemp("results")
     plan = build_plan([load_table(2)], load_preset("smoke"), 1, results)
     rng, values = np.random.default_rng(0), {}
@@ -566,21 +566,22 @@ def _fake_preflight(monkeypatch) -> None:
 def test_a_damaged_preflight_json_is_one_line_and_preflight_keeps_what_it_measures(ten_runs, tmp_path, capsys,
                                                                                   monkeypatch, damage):
     results = Path(shutil.copytree(ten_runs[0], tmp_path / "results"))
+    trainings = len(ten_runs[1])  # one compute shape each (Table 2 changes the model in every row)
     path = results / "smoke" / "preflight.json"
     path.write_text(damage)
     for mode in ("--plan", "--status"):
         assert reproduce([*_args(results), mode]) == 0
         out, err = capsys.readouterr()
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-        assert err.startswith(f"warning: {results / 'smoke'}: unreadable preflight.json: ") and "10 training(s)" in out
+        assert err.startswith(f"warning: {results / 'smoke'}: unreadable preflight.json: ") and f"{trainings} training(s)" in out
     _fake_preflight(monkeypatch)
     assert reproduce([*_args(results), "--executor", "local", "--preflight"]) == 0
     out, err = capsys.readouterr()
     assert "kept it as preflight.json.unreadable" in err and f"wrote {path}" in out
     assert path.with_name("preflight.json.unreadable").read_text() == damage
-    assert len(json.loads(path.read_text())["shapes"]) == 10
+    assert len(json.loads(path.read_text())["shapes"]) == trainings
     assert reproduce([*_args(results), "--executor", "local", "--plan"]) == 0  # the shapes of the executor measured
-    assert capsys.readouterr().out.count("measured 2026-12-01 on CPU") == 10
+    assert capsys.readouterr().out.count("measured 2026-12-01 on CPU") == trainings
 
 
 def test_preflight_shows_its_measurements_when_preflight_json_cannot_be_written(ten_runs, tmp_path, capsys,
@@ -590,7 +591,7 @@ def test_preflight_shows_its_measurements_when_preflight_json_cannot_be_written(
     full_disk(monkeypatch, "preflight.json")
     assert reproduce([*_args(results), "--executor", "local", "--preflight"]) == 2
     out, err = capsys.readouterr()
-    assert out.count("0.200 s/it (IQR 0.190-0.210)") == 10  # every figure shown before the write failed
+    assert out.count("0.200 s/it (IQR 0.190-0.210)") == len(ten_runs[1])  # every figure shown before the write failed
     path = results / "smoke" / "preflight.json"
     assert err.strip() == (f"reproduce.py: error: no space left on {path} (the previous file is intact): free "
                            "space on that disk, then run the same command again (it resumes)")

@@ -109,7 +109,8 @@ def iou(sums: Mapping[str, np.ndarray]) -> np.ndarray:
 def pixel_accuracy(sums: Mapping[str, np.ndarray]) -> np.ndarray:
     """The share of labelled pixels predicted right, one global figure ([..., 1]; NaN without pixels). From the
     IoU counts alone: every wrong pixel is a false negative of one class and a false positive of another, so
-    sum(union) = 2 N - sum(inter) over the N labelled pixels, and accuracy = 2 sum(inter) / (sum(union) + sum(inter))."""
+    over the N labelled pixels sum(union) = 2 N - sum(inter), and accuracy = 2 sum(inter) / (sum(union) +
+    sum(inter))."""
     inter = np.asarray(sums["inter"], dtype=np.float64).sum(-1, keepdims=True)
     pixels = (np.asarray(sums["union"], dtype=np.float64).sum(-1, keepdims=True) + inter) / 2
     return np.divide(inter, pixels, out=np.full(pixels.shape, np.nan), where=pixels > 0)
