@@ -309,8 +309,8 @@ def test_a_row_added_to_a_table_is_no_rival_until_listed(tmp_path, monkeypatch):
     one the paper puts higher) leaves its rivals, its runner-up and its size as they were."""
     spec = read_yaml(table_path(2))
     before = {c.id: c for c in load_claims(2) if c.kind == "best_of"}
-    spec["rows"].append({"name": "R101 IFBFNet + 1x1 ASPP", "overrides": ["model.aspp_1x1_branch=true"],
-                         "paper": {"miou": 99.0}})
+    added = "R101 IFBFNet + 1x1 ASPP"
+    spec["rows"].append({"name": added, "overrides": ["model.aspp_1x1_branch=true"], "paper": {"miou": 99.0}})
     path = tmp_path / "table2.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True))
     def patched(number: int) -> Path:
@@ -318,6 +318,6 @@ def test_a_row_added_to_a_table_is_no_rival_until_listed(tmp_path, monkeypatch):
 
     monkeypatch.setattr("ifbf.experiments.table_path", patched)
     monkeypatch.setattr("ifbf.report.claims.table_path", patched)
-    assert len(load_table(2).runnable()) == len(before["t2-best"].candidates) + 1
+    assert added in {r.name for r in load_table(2).runnable()}
     after = {c.id: c for c in load_claims(2) if c.kind == "best_of"}
     assert after == before
