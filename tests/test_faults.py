@@ -573,7 +573,8 @@ def test_a_damaged_preflight_json_is_one_line_and_preflight_keeps_what_it_measur
         assert reproduce([*_args(results), mode]) == 0
         out, err = capsys.readouterr()
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-        assert err.startswith(f"warning: {results / 'smoke'}: unreadable preflight.json: ") and f"{trainings} training(s)" in out
+        assert err.startswith(f"warning: {results / 'smoke'}: unreadable preflight.json: ")
+        assert f"{trainings} training(s)" in out
     _fake_preflight(monkeypatch)
     assert reproduce([*_args(results), "--executor", "local", "--preflight"]) == 0
     out, err = capsys.readouterr()

@@ -180,6 +180,7 @@ def test_a_busy_machine_is_flagged_in_preflight_json_and_the_plan(tmp_path, caps
     assert len(each) == 4 and record["unstable"] is True and record["spread"] > UNSTABLE_SPREAD
     assert "unstable:" in out and "the machine was busy; rerun --preflight on an idle node" in out
     assert set(record["splits"]) == {"train", "val"}  # a sample of every split the trainings use was read
+    trainings = len(_plan([5], extra=TINY).trainings)
     assert cli([*args, "--plan"]) == 0
     assert capsys.readouterr().out.count("the machine was busy") == trainings  # each training of the shape says so
 

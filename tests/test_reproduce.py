@@ -188,7 +188,8 @@ def test_end_to_end_table4(tmp_path, executor, capsys):
     # REPORT.md's compute line and --plan's "took" read the same RunCost: evaluations included, equal sums
     assert cli([*args, "--plan"]) == 0
     took = [float(h) for h in re.findall(r"took .*?evaluation [0-9.]+ min; ([0-9.e-]+) CPU-hours", capsys.readouterr().out)]
-    (reported,) = re.findall(rf"([0-9.e-]+) CPU-hours \({trainings} runs", (tmp_path / "smoke" / "REPORT.md").read_text())
+    report = (tmp_path / "smoke" / "REPORT.md").read_text()
+    (reported,) = re.findall(rf"([0-9.e-]+) CPU-hours \({trainings} runs", report)
     assert len(took) == trainings and float(reported) == pytest.approx(sum(took), rel=0.01)
 
 
