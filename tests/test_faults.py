@@ -377,14 +377,14 @@ def test_one_unreadable_run_among_ten(ten_runs, tmp_path, capsys, name, how):
     assert f"unreadable: {shown}" in table and str(run_dir) in table
     for run_hash, miou in values.items():
         if run_hash != bad or name != "metrics.json":
-            assert f"{100 * miou:.2f}" in table  # the other nine (and a damaged run's intact value) reported
+            assert f"{100 * miou:.2f}" in table  # the others (and a damaged run's intact value) reported
     assert reproduce([*args, "--plan"]) == 0
     out = capsys.readouterr().out
     assert f"{bad}  unreadable: " in out and f"{run_dir}: unreadable {shown}" in out
-    assert sum(f"{h}  done" in out for h in values) == 9
+    assert sum(f"{h}  done" in out for h in values) == len(values) - 1  # all but the damaged one
     assert reproduce([*args, "--status"]) == 0
     out = capsys.readouterr().out
-    assert f"unreadable: {shown}" in out and sum(" done " in line for line in out.splitlines()) == 9
+    assert f"unreadable: {shown}" in out and sum(" done " in line for line in out.splitlines()) == len(values) - 1
     if how in RERUN:  # the rerun reads the runs as --plan does: a few kinds of damage show it
         damaged = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
         assert reproduce([*args, "--executor", "local"]) == 1  # nothing submitted, nothing overwritten
