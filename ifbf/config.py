@@ -89,6 +89,31 @@ class ModelConfig:
     branch_heads: bool = True  # danet, both modules on: a classifier per branch, auxiliary losses (code)
 
 
+_BACKBONE_FIELDS = frozenset({"arch", "backbone", "stem", "dilate_first_block", "weights", "norm", "num_classes",
+                              "output_stride", "multi_grid"})  # models.weights.build_backbone reads the last two
+# Which ModelConfig fields each ``model.arch`` reads (its builder in ifbf/models). A field an architecture does
+# not read is refused for it unless left at its default: the switch would change the run's hash but not the
+# model. A new architecture adds its line; a new switch goes into the set of every architecture that builds it.
+ARCH_FIELDS: dict[str, frozenset[str]] = {
+    "ifbfnet": _BACKBONE_FIELDS | {"aux_head", "aspp", "aspp_rates", "aspp_1x1_branch", "reduce_without_aspp", "skip",
+                                   "balanced_fusion", "fusion_placement", "spatial_stream", "spatial_channels"},
+    "deeplabv3plus": _BACKBONE_FIELDS | {"aux_head", "aspp_rates"},  # its ASPP is always on, with the 1x1 branch
+    "danet": _BACKBONE_FIELDS | {"pam", "cam", "pam_reduction", "cam_energy", "branch_heads"},  # docs/danet-reading.md
+}
+
+
+def _check_arch(model: ModelConfig, where: str, prefix: str) -> None:
+    """A switch the architecture ignores, set away from its default: refused (one line: field, arch, fix)."""
+    default = ModelConfig()
+    for f in dataclasses.fields(model):
+        value = getattr(model, f.name)
+        if f.name not in ARCH_FIELDS[model.arch] and value != getattr(default, f.name):
+            readers = " or ".join(f"{prefix}arch={a}" for a, read in ARCH_FIELDS.items() if f.name in read)
+            shown = json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+            raise ConfigError(f"{where}: {prefix}{f.name}={shown}: {prefix}arch={model.arch} does not read it; "
+                              f"drop the override or use {readers}")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Size of the embedded synthetic Cityscapes-layout dataset (used when data.dataset=synthetic)."""
@@ -278,6 +303,8 @@ def _validate(obj: Any, where: str, prefix: str) -> None:
         value = getattr(obj, f.name)
         if (wrong := problem(prefix + f.name, value)) is not None:
             raise ConfigError(f"{where}: {prefix}{f.name}: {wrong}, got {_shown(value)}")
+    if isinstance(obj, ModelConfig):
+        _check_arch(obj, where, prefix)
     if isinstance(obj, DataConfig) and len(set(obj.train_splits)) != len(obj.train_splits):
         raise ConfigError(f"{where}: {prefix}train_splits: must not repeat a split, got {obj.train_splits!r}")
 

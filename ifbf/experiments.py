@@ -21,6 +21,7 @@ from typing import Any
 from ifbf.config import BASE_CONFIG, ConfigError, Config, load_config, read_yaml
 from ifbf.data.labels import DATASET_CLASSES
 from ifbf.identity import config_hash, eval_key
+from ifbf.store.runtypes import SCORES
 
 EXPERIMENTS = BASE_CONFIG.parent.parent
 DEFAULT_PAPER = BASE_CONFIG.parent.name  # the paper whose base.yaml is the config default
@@ -76,23 +77,19 @@ def load_paper(name: str = DEFAULT_PAPER) -> Paper:
 
 
 class Metric(StrEnum):
-    """What a table reports per row. The value is the figure's key wherever it is stored (metrics.json, the
-    records frame, the table specs' ``metric`` and ``paper`` entries), so those files keep their names."""
+    """The figures every report knows by name. The value is the figure's key wherever it is stored (metrics.json,
+    the records frame, the table specs' ``metrics`` and ``paper`` entries), so those files keep their names. A
+    table's ``metrics`` lists any ``store.runtypes.SCORES`` key (mIoU, pixel accuracy, ...) or is per_class."""
 
     MIOU = "miou"  # mean IoU over the evaluated classes
-    PER_CLASS = "per_class"  # each class's IoU, then the mean (Tables 1 and 6)
-
-    @property
-    def label(self) -> str:
-        """How tables and figures name the figure (a new member: its value unless named here)."""
-        return "mIoU" if self in (Metric.MIOU, Metric.PER_CLASS) else self.value
+    PER_CLASS = "per_class"  # each class's IoU, then the mean (Tables 1 and 6): a table of its own
 
 
 @dataclass(frozen=True)
 class RowSpec:
     name: str
     overrides: tuple[str, ...] | None  # None: a row of another method, nothing to run
-    paper: dict[str, float]  # Metric.MIOU and, for per-class tables, class names -> IoU in %
+    paper: dict[str, float]  # the table's metrics (SCORES keys) and, for per-class tables, class names -> %
     adds_to: str | None = None  # the row this one adds one ablation step to (its Δ figure: this − that)
 
 
@@ -120,7 +117,8 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """How a mIoU table is drawn: ``bars`` (paper vs ours per row) or ``sweep`` (mIoU against ``column``)."""
+    """How a table is drawn, once per metric: ``bars`` (paper vs ours per row) or ``sweep`` (the metric against
+    ``column``)."""
 
     kind: str = "bars"
     column: str = ""
@@ -134,7 +132,7 @@ class FigureSpec:
 class TableSpec:
     number: int
     title: str
-    metric: Metric
+    metrics: tuple[str, ...]  # SCORES keys, a column (ours, its interval, the paper's) and figures each; or per_class
     split: str
     columns: tuple[ColumnSpec, ...]
     rows: tuple[RowSpec, ...]
@@ -152,9 +150,15 @@ class TableSpec:
         return [row for row in self.rows if row.overrides is not None]
 
     @property
-    def headline(self) -> Metric:
-        """The one figure per row REPORT.md shows: the table's metric (mIoU for a per-class table)."""
-        return Metric.MIOU if self.metric == Metric.PER_CLASS else self.metric
+    def per_class(self) -> bool:
+        """Each class's IoU and their mean per row (``metrics: [per_class]``), not one column per metric."""
+        return self.metrics == (Metric.PER_CLASS,)
+
+    @property
+    def scores(self) -> tuple[str, ...]:
+        """The SCORES keys each row is given a value and an interval of (REPORT.md's table sections): the
+        table's metrics, mIoU for a per-class table."""
+        return (Metric.MIOU,) if self.per_class else self.metrics
 
 
 def _check_steps(rows: tuple[RowSpec, ...], path: Path) -> None:
@@ -165,6 +169,30 @@ def _check_steps(rows: tuple[RowSpec, ...], path: Path) -> None:
                                         or row.overrides is None):
             raise ConfigError(f"{path}: row {row.name!r}: adds_to {row.adds_to!r} must name another runnable row "
                               f"of this table ({', '.join(sorted(runnable - {row.name}))})")
+
+
+def _metrics(data: dict, path: Path) -> tuple[str, ...]:
+    """The spec's ``metrics``: known scores (``store.runtypes.SCORES``), each once, or per_class alone."""
+    if "metric" in data:
+        raise ConfigError(f"{path}: 'metric: {data['metric']}' is now a list: metrics: [{data['metric']}]")
+    metrics = data.get("metrics")
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise ConfigError(f"{path}: 'metrics' lists what the table shows, e.g. metrics: [miou] (known: "
+                          f"{', '.join([*SCORES, Metric.PER_CLASS])})")
+    if unknown := [m for m in metrics if m not in SCORES and m != Metric.PER_CLASS]:
+        raise ConfigError(f"{path}: metrics {unknown}: not a score of ifbf/store/runtypes.py SCORES "
+                          f"({', '.join(SCORES)}) nor per_class")
+    if len(set(metrics)) != len(metrics) or (Metric.PER_CLASS in metrics and len(metrics) > 1):
+        raise ConfigError(f"{path}: metrics {metrics}: each metric once, and per_class alone (a table of classes)")
+    return tuple(metrics)
+
+
+def _check_paper(rows: tuple[RowSpec, ...], scores: tuple[str, ...], classes: dict[str, str], path: Path) -> None:
+    """Each ``paper`` value names a figure the table shows: one of its scores, or a class of a per-class table."""
+    for row in rows:
+        if unknown := [k for k in row.paper if k not in scores and k not in classes]:
+            raise ConfigError(f"{path}: row {row.name!r}: paper values {unknown} are for no column of this table "
+                              f"(its metrics: {', '.join(scores)}{'; its classes' if classes else ''})")
 
 
 def class_names(paper: str = DEFAULT_PAPER) -> tuple[str, ...]:
@@ -198,10 +226,10 @@ def load_table(number: int, paper: str = DEFAULT_PAPER) -> TableSpec:
             for r in data["rows"]
         )
         _check_steps(rows, path)
-        return TableSpec(
+        table = TableSpec(
             number=number,
             title=str(data["title"]),
-            metric=Metric(str(data["metric"])),
+            metrics=_metrics(data, path),
             split=str(data.get("split", "val")),
             columns=tuple(ColumnSpec(**c) for c in data.get("columns", ())),
             rows=rows,
@@ -210,6 +238,8 @@ def load_table(number: int, paper: str = DEFAULT_PAPER) -> TableSpec:
             notes={str(k): str(v) for k, v in data.get("notes", {}).items()},
             paper=paper,
         )
+        _check_paper(rows, table.scores, table.classes, path)
+        return table
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ConfigError(f"{path}: malformed table spec ({err!r})") from None
 

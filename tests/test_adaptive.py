@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from fakeruns import confusions, finish_run
 from ifbf.commands.reproduce import cli
 from ifbf.experiments import ReportPrior, RowSeeds, class_names, load_preset, load_table, table_cells
 from ifbf.orchestrate import adaptive
@@ -18,7 +19,6 @@ from ifbf.orchestrate.design import measure_noise
 from ifbf.report.claims import load_claims
 from ifbf.report.verdicts import NOT_RESOLVED, SUPPORTED
 from ifbf.report.stats import Counts
-from ifbf.store.rundir import RunDir
 
 TABLE2 = load_table(2)
 # "R50 + ASPP + skip + fusion" − "R50 + ASPP + skip", paper +1.43: at a seed std of 0.5 and 1.5 its design needs
@@ -34,11 +34,15 @@ def test_t_quantile_matches_the_table(p, dof, expected):
     assert t_quantile(p, dof) == pytest.approx(expected, abs=2e-4)
 
 
-def fake_counts(rng: np.random.Generator, base: np.ndarray, union: np.ndarray, miou: float, seed_std: float) -> Counts:
+def fake_quality(rng: np.random.Generator, base: np.ndarray, miou: float, seed_std: float) -> np.ndarray:
     """One seed of a row on fixed images: class IoU = the row's truth + a seed offset + per-image noise
     around each image's own difficulty (``base``, shared by every row: the pairing of Δ)."""
-    quality = miou / 100 + rng.normal(0, seed_std / 100) + base + rng.normal(0, 0.03, size=union.shape)
-    inter = np.rint(union * np.clip(quality, 0.01, 0.99)).astype(np.int64)
+    quality = miou / 100 + rng.normal(0, seed_std / 100) + base + rng.normal(0, 0.03, size=base.shape)
+    return np.clip(quality, 0.01, 0.99)
+
+
+def fake_counts(rng: np.random.Generator, base: np.ndarray, union: np.ndarray, miou: float, seed_std: float) -> Counts:
+    inter = np.rint(union * fake_quality(rng, base, miou, seed_std)).astype(np.int64)
     return Counts.of(inter, union, tuple(f"img{i}" for i in range(union.shape[0])))
 
 
@@ -104,15 +108,9 @@ TRUTH = {"R101 IFBFNet": 90.0}  # every other row: 40; so t2-full-r101 (and t2-b
 
 
 def _fake_train(training, rng: np.random.Generator) -> str:
-    rd = RunDir(training.run_dir)
-    rd.claim(training.cfg)
-    cell = training.cells[0]
-    union = np.full((12, len(class_names())), 800, dtype=np.int64)
-    counts = fake_counts(rng, np.zeros(union.shape), union, TRUTH.get(cell.row.name, 40.0), 3.0)
-    miou = float(np.mean(counts.inter.sum(0) / counts.union.sum(0)))
-    per_image = {"names": list(counts.names), "counts": dict(counts.arrays)}
-    for i, e in enumerate(training.evals):
-        rd.record_evaluation(training.cfg, e, {"miou": miou, "iou": {}, "per_image": per_image}, main=i == 0)
+    gt = np.full((12, len(class_names())), 800, dtype=np.int64)
+    quality = fake_quality(rng, np.zeros(gt.shape), TRUTH.get(training.cells[0].row.name, 40.0), 3.0)
+    rd = finish_run(training, confusions(quality, gt))
     rd.log.write_text(json.dumps({"iter": training.cfg.train.iters, "step_s": 36.0}) + "\n")  # 0.01 h
     (training.run_dir / "checkpoint.pth").write_bytes(b"")
     return "done"
@@ -149,11 +147,16 @@ def test_seeds_are_added_only_to_rows_of_open_claims(tmp_path, capsys, monkeypat
     assert {"R50 IFBFNet", "R50 BaseNet"} <= more and not {"R101 IFBFNet", "R101 BaseNet"} & more, out
     assert all(sorted(seeds) == list(range(len(seeds))) for seeds in seeded.values())
     assert len(trained) == len(set(trained)) == sum(map(len, seeded.values()))
-    assert shown[0] == (1, 10) and len(shown) >= 2  # look 1 printed before the seeds it adds were trained
+    one_seed = len({c.run_hash for c in table_cells(TABLE2, smoke, 1)})
+    assert shown[0] == (1, one_seed) and len(shown) >= 2  # look 1 printed before the seeds it adds were trained
     # rerunning the same command trains nothing more
     assert cli([*args, "--seeds", "auto", "--budget", "0.3"]) == 0
     assert len(trained) == sum(map(len, seeded.values()))
     assert "R50 IFBFNet" in (tmp_path / "smoke" / "REPORT.md").read_text()
+
+
+TABLE3_ROWS, SMOKE_HOURS = len(load_table(3).runnable()), load_preset("smoke").report.training_hours
+assert TABLE3_ROWS * SMOKE_HOURS > 0.1  # the one-seed pass is more than the budget below
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -163,8 +166,9 @@ def test_seeds_are_added_only_to_rows_of_open_claims(tmp_path, capsys, monkeypat
     (["--design", "--budget", "0"], "--budget must be a number of device-hours > 0"),
     (["--design", "--budget", "nan"], "not nan or inf"),
     (["--seeds", "auto", "--budget", "inf"], "not nan or inf"),
-    # 6 rows of Table 3 at the smoke preset's stated 0.025 CPU-hours: refused before anything trains
-    (["--seeds", "auto", "--budget", "0.1", "--executor", "local"], "one seed of each of the 6 rows already costs 0.15"),
+    # the rows of Table 3 at the smoke preset's stated CPU-hours a training: refused before anything trains
+    (["--seeds", "auto", "--budget", "0.1", "--executor", "local"],
+     f"one seed of each of the {TABLE3_ROWS} rows already costs {TABLE3_ROWS * SMOKE_HOURS:.2f}"),
 ])
 def test_bad_flags_are_one_clear_error(tmp_path, capsys, flags, message):
     assert cli(["--table", "3", "--preset", "smoke", "--results", str(tmp_path), *flags]) == 2

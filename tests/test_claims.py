@@ -4,14 +4,16 @@ paper's own numbers, and verdicts come out right on constructed per-image counts
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import PAPER
-from ifbf.config import ConfigError
+from ifbf.config import ConfigError, read_yaml
 from ifbf.data.labels import CLASS_NAMES
-from ifbf.experiments import load_paper, load_table, papers
+from ifbf.experiments import load_paper, load_table, papers, table_path
 from ifbf.report.claims import load_claims, parse_claim
 from ifbf.report.power import IMAGE_NOISE, NEVER_PREDICTED
 from ifbf.report.stats import Counts, SeedNoise, critical_value, paired_difference
@@ -53,8 +55,8 @@ def test_sizes_are_the_papers_numbers():
             wins = sum(paper_value(t, rows[0][0], c) > paper_value(t, rows[1][0], c) for c in CLASS_NAMES)
             assert claim.size == wins, claim.id
         elif claim.kind == "best_of":
-            assert max(claim.among, key=lambda r: paper_value(t, r)) == rows[0][0], claim.id
-            second = max((r for r in claim.among if r != rows[0][0]), key=lambda r: paper_value(t, r))
+            assert max(claim.candidates, key=lambda r: paper_value(t, r)) == rows[0][0], claim.id
+            second = max(claim.rivals, key=lambda r: paper_value(t, r))
             assert claim.runner_up == second and claim.size == pytest.approx(
                 paper_value(t, rows[0][0]) - paper_value(t, second)), claim.id
         elif claim.kind == "all_of":  # "both depths": the per-depth claims of the same step
@@ -97,7 +99,12 @@ def test_every_best_of_table_has_a_claim():
      "metric 'poles'"),
     ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"], "size2": 1}, "unknown key"),
     ({"id": "x", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"]}, "missing text"),
-    ({"id": "x", "text": "t", "kind": "best_of", "rows": ["R50 BaseNet"], "among": ["R50 + ASPP"]}, "not among"),
+    ({"id": "x", "text": "t", "kind": "best_of", "rows": ["R50 BaseNet"]}, "names the rows it must beat: add rivals"),
+    ({"id": "x", "text": "t", "kind": "best_of", "rows": ["R50 BaseNet"], "rivals": ["R50 BaseNet", "R50 + ASPP"]},
+     "rivals 'R50 BaseNet': a rival is a runnable row"),
+    ({"id": "x", "text": "t", "kind": "best_of", "rows": ["R50 BaseNet"], "among": ["R50 + ASPP"]}, "'among' is gone"),
+    ({"id": "x", "text": "t", "kind": "delta", "rows": ["R50 BaseNet", "R50 + ASPP"], "rivals": ["R50 + ASPP"]},
+     "'rivals' belongs to best_of"),
     ({"id": "x", "text": "t", "kind": "all_of", "of": "t2-aspp-r50"}, "at least two earlier claims"),
     ({"id": "x", "text": "t", "kind": "all_of"}, "missing of"),
 ])
@@ -220,17 +227,18 @@ def test_missing_rows_are_not_evaluated(images):
 def test_best_of_needs_a_resolved_rival(images):
     rng, q, u = images
     among = ["R50 BaseNet", "R50 + ASPP", "R50 + ASPP + skip"]
+    rivals = {best: [r for r in among if r != best] for best in among}
     rows = {"R50 BaseNet": [make(rng, q, u)], "R50 + ASPP": [make(rng, q, u, 0.03)],
             "R50 + ASPP + skip": [make(rng, q, u, 0.0005)]}
-    v = judge(claim("best_of", ["R50 + ASPP"], among=among), rows, noise_of(IMAGES_ONLY), 1000)
+    v = judge(claim("best_of", ["R50 + ASPP"], rivals=rivals["R50 + ASPP"]), rows, noise_of(IMAGES_ONLY), 1000)
     assert v.verdict == SUPPORTED and v.low > 0 and "resolved above 2 of 2" in v.reason
-    v = judge(claim("best_of", ["R50 BaseNet"], among=among), rows, noise_of(IMAGES_ONLY), 1000)
+    v = judge(claim("best_of", ["R50 BaseNet"], rivals=rivals["R50 BaseNet"]), rows, noise_of(IMAGES_ONLY), 1000)
     assert v.verdict == CONTRADICTED and "R50 + ASPP" in v.reason and v.high < 0
     close = {**rows, "R50 + ASPP": [make(rng, q, u, 0.001)]}
-    v = judge(claim("best_of", ["R50 + ASPP"], among=among), close, noise_of(IMAGES_ONLY), 1000)
+    v = judge(claim("best_of", ["R50 + ASPP"], rivals=rivals["R50 + ASPP"]), close, noise_of(IMAGES_ONLY), 1000)
     assert v.verdict == NOT_RESOLVED
     # a clear winner on one seed each, under a seed std of 3 points: no rival is resolved either way
-    v = judge(claim("best_of", ["R50 BaseNet"], among=among), rows, noise_of(SeedNoise(3.0)), 1000)
+    v = judge(claim("best_of", ["R50 BaseNet"], rivals=rivals["R50 BaseNet"]), rows, noise_of(SeedNoise(3.0)), 1000)
     assert v.verdict == NOT_RESOLVED
 
 
@@ -294,3 +302,22 @@ def test_holm_adjusts_across_the_report():
     assert [o.p_holm for o in out[:3]] == pytest.approx([0.03, 0.06, 0.06])
     assert [o.adjusted for o in out] == [SUPPORTED, NOT_RESOLVED, NOT_RESOLVED, NOT_RESOLVED]
     assert [o.verdict for o in out] == [SUPPORTED] * 4  # the raw verdicts stay visible
+
+
+def test_a_row_added_to_a_table_is_no_rival_until_listed(tmp_path, monkeypatch):
+    """A best_of claim judges the claimed row against the rivals its spec names: a row added to the table (even
+    one the paper puts higher) leaves its rivals, its runner-up and its size as they were."""
+    spec = read_yaml(table_path(2))
+    before = {c.id: c for c in load_claims(2) if c.kind == "best_of"}
+    added = "R101 IFBFNet + 1x1 ASPP"
+    spec["rows"].append({"name": added, "overrides": ["model.aspp_1x1_branch=true"], "paper": {"miou": 99.0}})
+    path = tmp_path / "table2.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    def patched(number: int) -> Path:
+        return path if number == 2 else table_path(number)
+
+    monkeypatch.setattr("ifbf.experiments.table_path", patched)
+    monkeypatch.setattr("ifbf.report.claims.table_path", patched)
+    assert added in {r.name for r in load_table(2).runnable()}
+    after = {c.id: c for c in load_claims(2) if c.kind == "best_of"}
+    assert after == before

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ifbf.config import BASE_CONFIG, Config, ConfigError, dump_yaml, load_config, to_dict
+from ifbf.config import (ARCH_FIELDS, BASE_CONFIG, Arch, Config, ConfigError, ModelConfig, dump_yaml, load_config,
+                         to_dict)
 
 from ifbf.identity import config_hash
 
@@ -133,3 +136,56 @@ def test_run_dirs_of_earlier_versions_load_with_their_hash(tmp_path):
     cfg = RunDir(run).config()
     assert cfg.data.train_splits == ("train",) and cfg.model.stem == "torchvision"
     assert config_hash(cfg) == "3d80f2c280d0"
+
+
+# --- a switch an architecture ignores is refused for it (config.ARCH_FIELDS) ------------------------------
+
+def _other_value(name: str) -> object:
+    """A valid value of ModelConfig field ``name`` other than its default."""
+    default = getattr(ModelConfig(), name)
+    hint = typing.get_type_hints(ModelConfig)[name]
+    if isinstance(default, bool):
+        return not default
+    if typing.get_origin(hint) is typing.Literal:
+        return next(v for v in typing.get_args(hint) if v != default)
+    if isinstance(default, int):
+        return default + 1
+    if isinstance(default, float):
+        return default / 2 if default else 0.5
+    if isinstance(default, tuple):
+        return default[:1]
+    raise TypeError(f"this test knows no other value of model.{name}: add one")
+
+
+def test_every_architecture_and_every_model_field_is_mapped():
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    assert set(ARCH_FIELDS) == set(typing.get_args(Arch))
+    assert set().union(*ARCH_FIELDS.values()) == fields  # a new switch is read by some architecture
+    assert all(read <= fields for read in ARCH_FIELDS.values())
+
+
+IGNORED = [(arch, name) for arch, read in sorted(ARCH_FIELDS.items())
+           for name in sorted({f.name for f in dataclasses.fields(ModelConfig)} - read)]
+
+
+@pytest.mark.parametrize("arch, name", IGNORED)
+def test_a_switch_the_architecture_ignores_is_refused(arch, name):
+    value = _other_value(name)
+    override = f"model.{name}={json.dumps(value)}"  # JSON is YAML
+    for order in ([f"model.arch={arch}", override], [override, f"model.arch={arch}"]):
+        with pytest.raises(ConfigError, match=rf"model\.{name}=.*: model\.arch={arch} does not read it; drop the "
+                                              r"override or use model\.arch="):
+            load_config(BASE_CONFIG, order)
+    assert load_config(BASE_CONFIG, [f"model.arch={arch}"]).model.arch == arch  # at its default: fine
+
+
+@pytest.mark.parametrize("arch, name", IGNORED)
+def test_what_an_architecture_does_not_read_changes_nothing_in_its_model(arch, name):
+    """The map is the builders' truth: a field declared unread, changed behind validation's back, builds the
+    same modules (every layer with its sizes, dilations, rates) as its default."""
+    from ifbf.models import build_model
+
+    base = load_config(BASE_CONFIG, [f"model.arch={arch}", "model.norm=bn", "model.backbone=resnet18"]).model
+    changed = dataclasses.replace(base, **{name: _other_value(name)})
+
+    assert repr(build_model(changed)) == repr(build_model(base))

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN
+from fakeruns import confusions, finish_run
 from ifbf.store import safefile
 from ifbf.commands.cli import main as ifbf
 from ifbf.commands.reproduce import cli as reproduce
@@ -280,14 +281,7 @@ def test_full_disk_while_caching_leaves_no_half_cache(synth_root, tmp_path, monk
 
 def _finish(training, miou: float, rng: np.random.Generator) -> None:
     """A finished fake run: metrics.json with per-image counts, a log, status done."""
-    rd = RunDir(training.run_dir)
-    rd.claim(training.cfg)
-    union = rng.integers(500, 1500, size=(8, 19))
-    inter = (union * miou).astype(np.int64)
-    result = {"miou": miou, "iou": {}, "per_image": {"names": [f"i{k}" for k in range(8)],
-                                                     "counts": {"inter": inter, "union": union}}}
-    for i, e in enumerate(training.evals):
-        rd.record_evaluation(training.cfg, e, result, main=i == 0)
+    rd = finish_run(training, confusions(np.full((8, 19), miou), rng.integers(500, 1500, size=(8, 19))), miou)
     rd.append_log({"iter": 30, "loss_total": 1.0, "imgs_per_s": 2.0})
     rd.write_env({"device": "cpu", "world_size": 1})
     write_status(training.run_dir, "done")
@@ -295,7 +289,7 @@ def _finish(training, miou: float, rng: np.random.Generator) -> None:
 
 @pytest.fixture(scope="module")
 def ten_runs(tmp_path_factory) -> tuple[Path, dict[str, float]]:
-    """Table 2 of the smoke preset: ten trainings, each finished with its own mIoU."""
+    """Table 2 of the smoke preset: its trainings (ten), each finished with its own mIoU."""
     results = tmp_path_factory.mktemp("results")
     plan = build_plan([load_table(2)], load_preset("smoke"), 1, results)
     rng, values = np.random.default_rng(0), {}
@@ -383,14 +377,14 @@ def test_one_unreadable_run_among_ten(ten_runs, tmp_path, capsys, name, how):
     assert f"unreadable: {shown}" in table and str(run_dir) in table
     for run_hash, miou in values.items():
         if run_hash != bad or name != "metrics.json":
-            assert f"{100 * miou:.2f}" in table  # the other nine (and a damaged run's intact value) reported
+            assert f"{100 * miou:.2f}" in table  # the others (and a damaged run's intact value) reported
     assert reproduce([*args, "--plan"]) == 0
     out = capsys.readouterr().out
     assert f"{bad}  unreadable: " in out and f"{run_dir}: unreadable {shown}" in out
-    assert sum(f"{h}  done" in out for h in values) == 9
+    assert sum(f"{h}  done" in out for h in values) == len(values) - 1  # all but the damaged one
     assert reproduce([*args, "--status"]) == 0
     out = capsys.readouterr().out
-    assert f"unreadable: {shown}" in out and sum(" done " in line for line in out.splitlines()) == 9
+    assert f"unreadable: {shown}" in out and sum(" done " in line for line in out.splitlines()) == len(values) - 1
     if how in RERUN:  # the rerun reads the runs as --plan does: a few kinds of damage show it
         damaged = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
         assert reproduce([*args, "--executor", "local"]) == 1  # nothing submitted, nothing overwritten
@@ -572,21 +566,23 @@ def _fake_preflight(monkeypatch) -> None:
 def test_a_damaged_preflight_json_is_one_line_and_preflight_keeps_what_it_measures(ten_runs, tmp_path, capsys,
                                                                                   monkeypatch, damage):
     results = Path(shutil.copytree(ten_runs[0], tmp_path / "results"))
+    trainings = len(ten_runs[1])  # one compute shape each (Table 2 changes the model in every row)
     path = results / "smoke" / "preflight.json"
     path.write_text(damage)
     for mode in ("--plan", "--status"):
         assert reproduce([*_args(results), mode]) == 0
         out, err = capsys.readouterr()
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-        assert err.startswith(f"warning: {results / 'smoke'}: unreadable preflight.json: ") and "10 training(s)" in out
+        assert err.startswith(f"warning: {results / 'smoke'}: unreadable preflight.json: ")
+        assert f"{trainings} training(s)" in out
     _fake_preflight(monkeypatch)
     assert reproduce([*_args(results), "--executor", "local", "--preflight"]) == 0
     out, err = capsys.readouterr()
     assert "kept it as preflight.json.unreadable" in err and f"wrote {path}" in out
     assert path.with_name("preflight.json.unreadable").read_text() == damage
-    assert len(json.loads(path.read_text())["shapes"]) == 10
+    assert len(json.loads(path.read_text())["shapes"]) == trainings
     assert reproduce([*_args(results), "--executor", "local", "--plan"]) == 0  # the shapes of the executor measured
-    assert capsys.readouterr().out.count("measured 2026-12-01 on CPU") == 10
+    assert capsys.readouterr().out.count("measured 2026-12-01 on CPU") == trainings
 
 
 def test_preflight_shows_its_measurements_when_preflight_json_cannot_be_written(ten_runs, tmp_path, capsys,
@@ -596,7 +592,7 @@ def test_preflight_shows_its_measurements_when_preflight_json_cannot_be_written(
     full_disk(monkeypatch, "preflight.json")
     assert reproduce([*_args(results), "--executor", "local", "--preflight"]) == 2
     out, err = capsys.readouterr()
-    assert out.count("0.200 s/it (IQR 0.190-0.210)") == 10  # every figure shown before the write failed
+    assert out.count("0.200 s/it (IQR 0.190-0.210)") == len(ten_runs[1])  # every figure shown before the write failed
     path = results / "smoke" / "preflight.json"
     assert err.strip() == (f"reproduce.py: error: no space left on {path} (the previous file is intact): free "
                            "space on that disk, then run the same command again (it resumes)")

@@ -1,6 +1,7 @@
 """The architecture's import rules (../shared/guide/LAYOUT.md), checked on the source so they keep holding:
 reporting never reaches into the engine, the models or the orchestrator; the engine never into the
-orchestrator or the reports; models, data and experiments only into config and errors; the run store
+orchestrator or the reports; models, data and experiments only into config and errors (experiments also into
+the run store's plain types, for the scores a table may list); the run store
 only into config and errors (its lock files, ifbf.store.runlock, only into errors). Also: argparse only in ifbf/commands,
 status.json and the lock file names only in the run store, executor names compared only in
 orchestrate/executors.py, exit codes only from errors.ExitCode, files under 400 lines and functions under 60."""
@@ -37,7 +38,8 @@ STORE_FORBIDDEN = {
     "environment": {"store.rundir"},
 }
 # what a part may take from the store although it may not import the store as a whole
-STORE_EXCEPT = {"data": {"store.safefile"}, "experiments": {"data.labels"}}  # a paper's classes: its dataset's
+STORE_EXCEPT = {"data": {"store.safefile"},  # runtypes: the scores a table lists; labels: a paper's classes
+                "experiments": {"store.runtypes", "data.labels"}}
 FLAT_ALLOWED = 3  # top-level modules besides config, errors and experiments (issue 26)
 
 

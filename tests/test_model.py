@@ -286,3 +286,37 @@ def test_inference_form_equals_the_model(batch):
     x = torch.randn(batch, 3, 64, 96)
     with torch.no_grad():
         assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last))["out"], model(x)["out"], atol=1e-4)
+
+
+def _trained_in_eval(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for _ in range(3):  # non-trivial BatchNorm statistics
+            model.train()(torch.randn(2, 3, 64, 96))
+    return model.eval()
+
+
+def test_inference_form_finds_the_classifier_behind_a_dropout():
+    """The balance weights of fusion 2 fold into the classifier's first conv wherever it sits: behind a dropout
+    (an eval-time no-op) they still fold; behind an operation that is not one (a BatchNorm) nothing is folded
+    there, and either way the outputs are the model's."""
+    from ifbf.models.deploy import FoldedSpatialMerge, inference_ready
+
+    model = build_model(model_cfg())
+    first = convs(model.classifier)[0]
+    model.classifier = nn.Sequential(nn.Dropout2d(0.5), model.classifier)
+    _trained_in_eval(model)
+    fast = inference_ready(model, channels_last=False)
+    assert isinstance(fast.decoder.spatial, FoldedSpatialMerge)
+    assert fast.decoder.spatial.conv.weight.shape == first.weight.shape and len(convs(fast.classifier)) == 1
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(fast(x)["out"], model(x)["out"], atol=1e-4)
+
+    model = build_model(model_cfg())
+    width = convs(model.classifier)[0].in_channels
+    model.classifier = nn.Sequential(nn.BatchNorm2d(width), model.classifier)
+    _trained_in_eval(model)
+    kept = inference_ready(model, channels_last=False)
+    assert not isinstance(kept.decoder.spatial, FoldedSpatialMerge) and len(convs(kept.classifier)) == 2
+    with torch.no_grad():
+        assert torch.allclose(kept(x)["out"], model(x)["out"], atol=1e-4)

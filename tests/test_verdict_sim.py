@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from ifbf.experiments import load_table
-from ifbf.report.claims import parse_claim
+from ifbf.report.claims import load_claims, parse_claim
 from ifbf.report.stats import Counts, SeedNoise, miou_interval, per_seed, pooled_noise
 from ifbf.report.verdicts import CONTRADICTED, NOT_RESOLVED, judge
 
@@ -92,8 +92,8 @@ def simulate(seeds: int, std: float, sims: int, n_images: int, resamples: int) -
 
 def best_of_contradicted(sims: int, n_images: int, resamples: int, std: float = 0.5) -> float:
     table = load_table(3)  # the paper's own means are the truth: C = 128 is the best by 0.17
-    claim = parse_claim({"id": "sim", "text": "C = 128 is best", "kind": "best_of", "rows": ["C=128"]}, table, "sim")
-    truth = {r.name: r.paper["miou"] for r in table.runnable()}
+    claim = next(c for c in load_claims(3) if c.kind == "best_of")  # "C = 128 is the best", against its rivals
+    truth = {r.name: r.paper["miou"] for r in table.runnable() if r.name in claim.candidates}
     rng = np.random.default_rng(7)
     contradicted = 0
     for sim in range(sims):

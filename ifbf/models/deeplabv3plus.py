@@ -8,7 +8,7 @@ gap between the two comes from the head, not the training (``model.arch=deeplabv
   (304 channels), two 3x3 convs to 256, a 1x1 conv to K logits, upsampled x4;
 - the recipe's auxiliary head on S1 when ``model.aux_head`` is on (as for IFBFNet, 10x learning rate).
 No dropout (IFBFNet has none either). IFBFNet's switches (skip, fusion, spatial stream, reduction) do
-not apply and are ignored.
+not apply: set away from their defaults they are refused for this architecture (``config.ARCH_FIELDS``).
 """
 
 from __future__ import annotations

@@ -80,18 +80,38 @@ class FoldedSpatialMerge(nn.Module):
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
+PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd)  # no-ops in eval mode
+
+
+def _leading_conv(module: nn.Module) -> tuple[nn.Sequential, str] | None:
+    """(parent, name) of the Conv2d that ``module`` applies first, however deep its blocks nest and behind
+    eval-time no-ops such as a dropout; None when something else comes first (nothing to fold into)."""
+    if not isinstance(module, nn.Sequential):
+        return None
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d):
+            return module, name
+        if not isinstance(child, PASS_THROUGH):
+            return _leading_conv(child)
+    return None
+
+
 def fold_fusions(model: nn.Module) -> nn.Module:
-    """Fold both balanced fusions (placement "concat") into the convolutions that follow them."""
+    """Fold both balanced fusions (placement "concat") into the convolutions that follow them: the decoder's
+    first conv and the classifier's (where one of them does not start with a conv, that fusion stays)."""
     decoder = getattr(model, "decoder", None)
     if not isinstance(decoder, SkipDecoder):
         return model
-    if isinstance(decoder.pre_fusion, BalancedFusion):
-        decoder.convs[0][0] = FoldedFusionConv(decoder.pre_fusion, decoder.convs[0][0])
+    if isinstance(decoder.pre_fusion, BalancedFusion) and (lead := _leading_conv(decoder.convs)) is not None:
+        holder, key = lead
+        holder._modules[key] = FoldedFusionConv(decoder.pre_fusion, holder._modules[key])
         decoder.pre_fusion = nn.Identity()
     merge = decoder.spatial
-    if isinstance(merge, SpatialMerge) and isinstance(merge.fusion, BalancedFusion) and isinstance(merge.reduce, nn.Identity):
-        decoder.spatial = FoldedSpatialMerge(merge.stream, merge.fusion, model.classifier[0][0])
-        model.classifier[0][0] = nn.Identity()
+    if (isinstance(merge, SpatialMerge) and isinstance(merge.fusion, BalancedFusion)
+            and isinstance(merge.reduce, nn.Identity) and (lead := _leading_conv(model.classifier)) is not None):
+        holder, key = lead
+        decoder.spatial = FoldedSpatialMerge(merge.stream, merge.fusion, holder._modules[key])
+        holder._modules[key] = nn.Identity()
     return model
 
 

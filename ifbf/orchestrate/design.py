@@ -115,8 +115,7 @@ def contrasts(claim: Claim, table: TableSpec) -> tuple[tuple[Contrast, ...], str
         return tuple(Contrast(table.number, x, y, gap(x, y)) for x, y in sides), ""
     if claim.kind == "best_of":
         best = claim.rows[0][0]
-        rivals = [r for r in claim.among if r != best]
-        return tuple(Contrast(table.number, best, r, gap(best, r)) for r in rivals), ""
+        return tuple(Contrast(table.number, best, r, gap(best, r)) for r in claim.rivals), ""
     if claim.kind == "all_of":  # "both depths": every part's Δ must be resolved (intersection–union)
         parts = [c for c in claims_of(table.number, table.paper) if c.id in claim.of]
         return tuple(x for part in parts for x in contrasts(part, table)[0]), ""

@@ -36,7 +36,7 @@ from ifbf.orchestrate.preflight_command import preflight
 from ifbf.orchestrate.status import Target, collect, render
 from ifbf.report import records
 from ifbf.report.readme import results_readme
-from ifbf.report.tables import table_frame, write_table
+from ifbf.report.tables import table_frames, write_table
 from ifbf.store.rundir import (RESULTS, RunDir, RunState, Unreadable, atomic_write_text, read_status, result_key,
                          write_status)
 from ifbf.store.runlock import LockHeld
@@ -220,13 +220,14 @@ def report(plan: Plan, results: Path, seeds: int | RowSeeds, extra: tuple[str, .
         print(f"warning: {line}", file=sys.stderr)
     written, sections = [], []
     for table in plan.tables:
-        df = table_frame(frame, table)
+        frames = table_frames(frame, table)
         note = "" if paper_only else f"Preset `{plan.preset.name}`: {plan.preset.description}"
         if not paper_only and plan.preset.name in table.notes:
             note += " " + table.notes[plan.preset.name]
         if unreadable:
             note += "\n\nUnreadable run files (their cells are marked): " + "; ".join(unreadable)
-        paths = write_table(df, table, out, note) + write_figures(frame, table, df, out, plan.preset.name, paper_only)
+        paths = write_table(frames, table, out, note) + write_figures(frame, table, frames, out, plan.preset.name,
+                                                                      paper_only)
         written += paths
         if not paper_only:
             sections.append(table_section(frame, table, paths, out, plan.preset))

@@ -6,8 +6,9 @@ of its rows' mIoU). Kinds:
 
 - ``delta``: Δ = value(rows[0]) − value(rows[1]) is ``higher`` (> 0) or ``lower`` (< 0); ``size`` is
   the paper's Δ. The value is mIoU, or one class's IoU with ``metric: <class>``.
-- ``best_of``: rows[0] has the highest mIoU ``among`` the listed rows (default: every runnable row);
-  ``size`` (default: from the table) is the paper's margin over its runner-up.
+- ``best_of``: rows[0] has a higher mIoU than each of its ``rivals`` (runnable rows of the table, named in
+  the spec: a row added to the table later is no rival until it is listed); ``size`` (default: from the
+  table) is the paper's margin over its runner-up among them.
 - ``value``: rows[0]'s own mIoU is ``about`` the paper's ``size`` (within the preset's margin), or
   ``higher``/``lower`` than ``threshold`` (default ``size``).
 - ``classes``: rows[0]'s IoU is above rows[1]'s in more than ``threshold`` classes (default: half of
@@ -37,7 +38,7 @@ class Claim:
     direction: str  # one of DIRECTIONS
     size: float | None  # the paper's Δ / value / count (None: the paper gives no number)
     threshold: float | None = None  # value / classes: the null the interval is compared with
-    among: tuple[str, ...] = ()  # best_of: the candidate rows
+    rivals: tuple[str, ...] = ()  # best_of: the rows the claimed one must beat
     metric: str = "miou"  # "miou" or a class name
     note: str = ""
     of: tuple[str, ...] = ()  # all_of: the ids of the claims that must all hold
@@ -45,7 +46,12 @@ class Claim:
     paper: str = DEFAULT_PAPER  # whose table (its dataset's classes name a class metric)
 
     def row_names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([*(r for side in self.rows for r in side), *self.among]))
+        return tuple(dict.fromkeys([*(r for side in self.rows for r in side), *self.rivals]))
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """best_of: the claimed row and its rivals."""
+        return (self.rows[0][0], *self.rivals)
 
 
 def _side(value: object, where: str) -> tuple[str, ...]:
@@ -56,13 +62,16 @@ def _side(value: object, where: str) -> tuple[str, ...]:
     raise ConfigError(f"{where}: each entry of 'rows' is a row name or a list of row names, not {value!r}")
 
 
-KEYS = {"id", "text", "kind", "rows", "direction", "size", "threshold", "among", "metric", "note", "of"}
+KEYS = {"id", "text", "kind", "rows", "direction", "size", "threshold", "rivals", "metric", "note", "of"}
 
 
 def _header(entry: object, where: str) -> tuple[dict, str]:
     """The entry as a mapping with its required keys, and ``where`` naming it."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: a claim is a mapping with id, text, kind, rows, direction, size")
+    if "among" in entry:
+        raise ConfigError(f"{where}: 'among' is gone: a best_of claim lists the rows it must beat in 'rivals' "
+                          "(itself excluded)")
     if unknown := set(entry) - KEYS:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} (a claim has {sorted(KEYS)})")
     needed = ("id", "text", "kind", "of") if entry.get("kind") == "all_of" else ("id", "text", "kind", "rows")
@@ -83,10 +92,24 @@ def _numbers(entry: dict, where: str) -> tuple[float | None, float | None]:
     return size, threshold
 
 
-def _runner_up(table: TableSpec, best: str, among: tuple[str, ...]) -> tuple[str, float | None]:
-    """best_of: the paper's second best row among the candidates and the claimed row's margin over it."""
+def _rivals(data: dict, best: str, table: TableSpec, where: str) -> tuple[str, ...]:
+    """best_of: the rows the claimed one must beat, as the spec names them: runnable rows of the table, at least
+    one, itself excluded. Never a default: a row added to the table would silently become a rival."""
+    runnable = [r.name for r in table.runnable() if r.name != best]
+    if "rivals" not in data:
+        raise ConfigError(f"{where}: a best_of claim names the rows it must beat: add rivals: [...] "
+                          f"(runnable rows of table {table.number} besides {best!r}: {', '.join(runnable)})")
+    rivals = _side(data["rivals"], where)
+    if wrong := [r for r in rivals if r not in runnable]:
+        raise ConfigError(f"{where}: rivals {', '.join(map(repr, wrong))}: a rival is a runnable row of table "
+                          f"{table.number} other than the claimed best {best!r} ({', '.join(runnable)})")
+    return tuple(dict.fromkeys(rivals))
+
+
+def _runner_up(table: TableSpec, best: str, rivals: tuple[str, ...]) -> tuple[str, float | None]:
+    """best_of: the paper's best row among the rivals and the claimed row's margin over it."""
     paper = {r.name: r.paper["miou"] for r in table.rows if "miou" in r.paper}
-    others = [r for r in among if r != best and r in paper]
+    others = [r for r in rivals if r in paper]
     if best not in paper or not others:
         return "", None
     second = max(others, key=lambda r: paper[r])
@@ -117,12 +140,12 @@ def parse_claim(entry: object, table: TableSpec, where: str) -> Claim:
     size, threshold = _numbers(data, where)
     if kind == "value" and size is None:
         raise ConfigError(f"{where}: a value claim needs the paper's value as 'size'")
-    among = tuple(_side(data.get("among", [r.name for r in table.runnable()]), where)) if kind == "best_of" else ()
-    if kind == "best_of" and rows[0][0] not in among:
-        raise ConfigError(f"{where}: the claimed best row {rows[0][0]!r} is not among the candidates")
-    runner_up, margin = _runner_up(table, rows[0][0], among) if kind == "best_of" else ("", None)
+    if "rivals" in data and kind != "best_of":
+        raise ConfigError(f"{where}: 'rivals' belongs to best_of claims")
+    rivals = _rivals(data, rows[0][0], table, where) if kind == "best_of" else ()
+    runner_up, margin = _runner_up(table, rows[0][0], rivals) if kind == "best_of" else ("", None)
     claim = Claim(id=str(data["id"]), table=table.number, text=str(data["text"]), kind=kind, rows=rows,
-                  direction=direction, size=margin if size is None else size, threshold=threshold, among=among,
+                  direction=direction, size=margin if size is None else size, threshold=threshold, rivals=rivals,
                   metric=metric, note=str(data.get("note", "")), runner_up=runner_up, paper=table.paper)
     names = {r.name for r in table.rows}
     if unknown_rows := [r for r in claim.row_names() if r not in names]:

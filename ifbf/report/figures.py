@@ -1,11 +1,13 @@
 """Figures of a table, each one function writing PNG and PDF: paper vs ours per row (bars), each ablation
-step's Δ (``table<N>_delta``, a forest plot of ``report.forest``), mIoU against a swept value (sweep), the
-training-loss curves and the validation curves of the runs behind a table; and every claim's forest plot
-(``claims``). Legends sit outside the axes, so they never cover data."""
+step's Δ (``table<N>_delta``, a forest plot of ``report.forest``), the metric against a swept value (sweep),
+each of them once per metric the table lists (``figure_path``), the training-loss curves and the validation
+curves of the runs behind a table; and every claim's forest plot (``claims``). Legends sit outside the axes,
+so they never cover data."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +21,7 @@ import pandas as pd  # noqa: E402
 from ifbf.experiments import TableSpec  # noqa: E402
 from ifbf.report.forest import ClaimLine, forest_figure, step_lines  # noqa: E402
 from ifbf.report.records import losses, row_counts, seed_noise, val_curves  # noqa: E402
+from ifbf.store.runtypes import score_label  # noqa: E402
 from ifbf.store.safefile import atomic_write_bytes, make_dirs  # noqa: E402
 
 CLAIMS = "claims"  # results/<preset>/claims.{png,pdf}
@@ -40,6 +43,13 @@ def _save(fig: plt.Figure, path: Path) -> list[Path]:
     finally:
         plt.close(fig)
     return paths
+
+
+def figure_path(out: Path, table: TableSpec, name: str, metric: str | None = None) -> Path:
+    """``out/table<N>_<name>`` for the table's first metric (mIoU); another metric's figure carries its key:
+    ``table4_delta_pixel_acc``."""
+    suffix = "" if metric is None or metric == table.scores[0] else f"_{metric}"
+    return out / f"table{table.number}_{name}{suffix}"
 
 
 def _error_bars(df: pd.DataFrame) -> np.ndarray:
@@ -68,12 +78,12 @@ def plot_ablation(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) ->
     values = np.concatenate([df["paper"].dropna().values, df["ours"].dropna().values])
     if values.size:
         ax.set_ylim(max(0, values.min() - 10), min(100, values.max() + 5))
-    return _save(fig, out / f"table{table.number}_bars")
+    return _save(fig, figure_path(out, table, "bars", df.attrs.get("metric")))
 
 
 def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
-    """mIoU against the table's swept value (its spec's figure of kind sweep: a width, a loss weight), paper and ours.
-    With ``delta_to_best`` each series is drawn relative to its own best value, so the paper's curve and ours (a
+    """The metric against the table's swept value (its spec's figure of kind sweep: a width, a loss weight), paper
+    and ours. With ``delta_to_best`` each series is drawn relative to its own best value, so the paper's curve and ours (a
     reduced preset lies tens of points lower) share one axis: where the optimum is, and how sharp."""
     spec = table.figure
     x = df[spec.column].astype(float).values
@@ -88,23 +98,28 @@ def plot_sweep(df: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> li
         ax.set_xscale("log", base=2)
         ax.set_xticks(x, [f"{v:g}" for v in x])
     ax.set_xlabel(spec.xlabel)
-    ax.set_ylabel("mIoU − the series' best (points)" if spec.delta_to_best else "mIoU (%)")
+    label = df.attrs.get("label", "mIoU")
+    ax.set_ylabel(f"{label} − the series' best (points)" if spec.delta_to_best else f"{label} (%)")
     if spec.delta_to_best:
         ax.axhline(0, color="black", lw=0.5)
     ax.set_title(f"{table.caption}: {table.title}", fontsize=9)
     _outside_legend(ax)
-    return _save(fig, out / f"table{table.number}_{spec.file or spec.column}")
+    return _save(fig, figure_path(out, table, spec.file or spec.column, df.attrs.get("metric")))
 
 
-def plot_steps(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
-    """Each ablation step of the table (rows with ``adds_to``): Δ = row − the row it adds to, the paper's and
-    ours with its paired 95% interval; nothing for a table without steps."""
-    lines = step_lines(table, row_counts(records, table.number), seed_noise(records))
-    if not lines:
+def plot_steps(records: pd.DataFrame, table: TableSpec, out: Path, preset: str,
+               metric: str | None = None) -> list[Path]:
+    """Each ablation step of the table (rows with ``adds_to``) in ``metric`` (default: the table's first):
+    Δ = row − the row it adds to, the paper's and ours with its paired 95% interval; nothing for a table
+    without steps, or where neither the paper nor a run gives a step a value."""
+    metric = metric or table.scores[0]
+    lines = step_lines(table, row_counts(records, table.number, metric), seed_noise(records, metric), metric=metric)
+    if not any(line.paper is not None or line.low is not None for line in lines):
         return []
-    fig = forest_figure(lines, f"{table.caption}: each ablation step, Δ = row − the row it adds to",
+    named = "" if metric == table.scores[0] else f" {score_label(metric)}"
+    fig = forest_figure(lines, f"{table.caption}: each ablation step, Δ{named} = row − the row it adds to",
                         grouped=False, ours=f"ifbf ({preset}), 95% CI")
-    return _save(fig, out / f"table{table.number}_delta")
+    return _save(fig, figure_path(out, table, "delta", metric))
 
 
 def plot_claims(lines: list[ClaimLine], out: Path, footnote: str = "") -> list[Path]:
@@ -145,14 +160,16 @@ def plot_val_curves(records: pd.DataFrame, table: TableSpec, out: Path, preset: 
                         out / f"table{table.number}_curves")
 
 
-def write_figures(records: pd.DataFrame, table: TableSpec, df: pd.DataFrame, out: Path, preset: str,
+def write_figures(records: pd.DataFrame, table: TableSpec, frames: Mapping[str, pd.DataFrame], out: Path, preset: str,
                   paper_only: bool = False) -> list[Path]:
-    """The figures the table's spec asks for (none for per-class tables), its steps' Δ, its loss curves."""
+    """The figure the table's spec asks for and its steps' Δ, for each of its metrics (``frames``:
+    ``tables.table_frames``; none for per-class tables), and its loss and validation curves."""
     if table.figure is None:
         return []
     shown = "paper values only" if paper_only else preset
     plot = plot_sweep if table.figure.kind == "sweep" else plot_ablation
-    paths = plot(df, table, out, shown) + plot_steps(records, table, out, shown)
+    paths = [p for metric, df in frames.items()
+             for p in plot(df, table, out, shown) + plot_steps(records, table, out, shown, metric)]
     if not paper_only:
         paths += plot_losses(records, table, out, shown)
         paths += plot_val_curves(records, table, out, shown)

@@ -25,8 +25,20 @@ from ifbf.errors import IfbfError
 from ifbf.experiments import TableSpec, class_names
 from ifbf.report.stats import RESAMPLES, Row, SeedNoise, set_difference
 from ifbf.report.verdicts import NOT_EVALUATED, NOT_RESOLVED, Verdict
+from ifbf.store.runtypes import score_label
 
-DELTA, VALUE, CLASSES = "Δ mIoU (points)", "mIoU (%)", "classes won (count)"  # a line's axis (its unit)
+
+def delta_axis(metric: str) -> str:
+    """The axis of a difference in ``metric`` (a ``runtypes.SCORES`` key): "Δ mIoU (points)"."""
+    return f"Δ {score_label(metric)} (points)"
+
+
+def is_delta(axis: str) -> bool:
+    """An axis of differences (``delta_axis``): its panel marks no effect at 0."""
+    return axis.startswith("Δ ")
+
+
+DELTA, VALUE, CLASSES = delta_axis("miou"), "mIoU (%)", "classes won (count)"  # a line's axis (its unit)
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,7 @@ class ClaimLine:
     high: float | None
     verdict: str = ""  # a word of STYLES; "" for a line without a verdict
     note: str = ""  # written after the verdict: the seeds a not-resolved claim needs, the verdict after Holm
-    axis: str = DELTA  # DELTA, VALUE or CLASSES: lines of one axis share a panel
+    axis: str = DELTA  # DELTA (or another metric's ``delta_axis``), VALUE or CLASSES: one panel per axis
     null: float | None = None  # no effect on this line's axis when it is not 0 (a threshold)
 
 
@@ -102,11 +114,12 @@ def claim_lines(verdicts: Sequence[Verdict], absolute: bool = True) -> list[Clai
     return [_line(v) for v in verdicts if absolute or v.claim.kind != "value"]
 
 
-def step_lines(table: TableSpec, counts: Mapping[str, Row], noise: SeedNoise,
-               resamples: int = RESAMPLES) -> list[ClaimLine]:
-    """Each ablation step of ``table`` (a row with ``adds_to``): Δ = row − the row it adds to, the paper's
-    and ours with its paired 95% interval (None where a side has no per-image counts)."""
-    paper = {r.name: r.paper.get("miou") for r in table.rows}
+def step_lines(table: TableSpec, counts: Mapping[str, Row], noise: SeedNoise, resamples: int = RESAMPLES,
+               metric: str = "miou") -> list[ClaimLine]:
+    """Each ablation step of ``table`` (a row with ``adds_to``) in ``metric`` (``counts`` scored by it, ``noise``
+    its seed noise): Δ = row − the row it adds to, the paper's (None where it gives no value) and ours with its
+    paired 95% interval (None where a side has no per-image counts)."""
+    paper = {r.name: r.paper.get(metric) for r in table.rows}
     lines = []
     for row in table.runnable():
         if row.adds_to is None:
@@ -120,7 +133,7 @@ def step_lines(table: TableSpec, counts: Mapping[str, Row], noise: SeedNoise,
             except IfbfError:  # evaluated on different images: no paired Δ
                 pass
         lines.append(ClaimLine(table.number, f"{row.adds_to} → {row.name}",
-                               None if a is None or b is None else a - b, ours, low, high))
+                               None if a is None or b is None else a - b, ours, low, high, axis=delta_axis(metric)))
     return lines
 
 
@@ -161,7 +174,7 @@ def _draw_panel(ax: Axes, rows: list, axis: str) -> None:
     for y, _, line in rows:
         if line is not None:
             _draw_line(ax, y, line)
-    if axis == DELTA:
+    if is_delta(axis):
         ax.axvline(0, color="0.25", lw=0.9, zorder=1)
     ax.set_yticks([y for y, _, _ in rows], [label for _, label, _ in rows], fontsize=FONT)
     for tick, (_, _, line) in zip(ax.get_yticklabels(), rows):
@@ -204,8 +217,8 @@ def forest_figure(lines: Sequence[ClaimLine], title: str, grouped: bool = True, 
                   footnote: str = "") -> Figure:
     """One panel per axis (Δ first; absolute values and class counts below), lines top to bottom in the
     given order, headed by their table when ``grouped``; a verdict column when the lines have verdicts."""
-    panels = [(axis, _rows(ls, grouped)) for axis in (DELTA, VALUE, CLASSES)
-              if (ls := [line for line in lines if line.axis == axis])]
+    axes = dict.fromkeys([DELTA, *(line.axis for line in lines if is_delta(line.axis)), VALUE, CLASSES])
+    panels = [(axis, _rows(ls, grouped)) for axis in axes if (ls := [line for line in lines if line.axis == axis])]
     if not panels:
         raise ValueError("a forest plot needs at least one line")
     verdicts = any(line.verdict for line in lines)

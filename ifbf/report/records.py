@@ -85,12 +85,18 @@ def unreadable_lines(records: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(str(err) for err in errors if isinstance(err, UnreadableRunFile)))
 
 
+def has_result(records: pd.DataFrame) -> pd.Series:
+    """The cells with a result to report: an evaluation in metrics.json (its mIoU) or per-image counts (the
+    source of every other metric), whichever metric a table asks of them."""
+    return records[Metric.MIOU].notna() | records["counts"].notna()
+
+
 def row_counts(records: pd.DataFrame, table: int, metric: str = Metric.MIOU) -> dict[str, list[Counts]]:
     """Row name -> the per-image counts of its seeds, in seed order, scored by ``metric``: what ``stats`` and
     ``claims`` take. A row is left out unless every seed with a result has counts, so the tables' intervals
     and the claims use the same seeds (those with a result), by seed id."""
     rows: dict[str, list[Counts]] = {}
-    mine = records[(records["table"] == table) & records[Metric.MIOU].notna()].sort_values("seed", kind="stable")
+    mine = records[(records["table"] == table) & has_result(records)].sort_values("seed", kind="stable")
     for row, seeds in mine.groupby("row", sort=False):
         if seeds["counts"].notna().all():
             rows[str(row)] = [c if c.metric == metric else replace(c, metric=str(metric)) for c in seeds["counts"]]
@@ -107,7 +113,7 @@ def seed_noise(records: pd.DataFrame, metric: str = Metric.MIOU) -> SeedNoise:
     the mIoU prior, as its source says."""
     prior: ReportPrior = records.attrs.get("report_prior", ReportPrior())
     groups, seen = [], set()
-    done = records[records[Metric.MIOU].notna()].sort_values(["table", "seed"], kind="stable")
+    done = records[has_result(records)].sort_values(["table", "seed"], kind="stable")
     for _, seeds in done.groupby(["table", "row"], sort=False):
         trainings = tuple(seeds["run_hash"])
         if trainings not in seen:

@@ -25,7 +25,7 @@ from ifbf.report.forest import claim_lines
 from ifbf.report.records import compute, row_counts, seed_noise
 from ifbf.report.report_md import TableSection, render_report
 from ifbf.report.stats import RESAMPLES
-from ifbf.report.tables import display, miou_frame
+from ifbf.report.tables import display_all, metric_frame
 from ifbf.report.verdicts import adjust, judge_all
 from ifbf.store.rundir import RunCost
 from ifbf.store.safefile import atomic_write_text, make_dirs
@@ -35,9 +35,11 @@ REPORT = "REPORT.md"
 
 def table_section(records: pd.DataFrame, table: TableSpec, paths: Sequence[Path], out: Path, preset: Preset,
                   resamples: int = RESAMPLES) -> TableSection:
-    """One table of REPORT.md: its runnable rows (paper, ours, 95% CI, Δ, seeds), its claims judged (raw;
-    ``write_report`` adjusts them across tables) from the rows' per-image counts, its figures and links."""
-    shown = display(miou_frame(records, table, table.runnable(), switches=False, metric=table.headline))
+    """One table of REPORT.md: its runnable rows (paper, ours, 95% CI, Δ of each of its scores; seeds), its claims
+    judged (raw; ``write_report`` adjusts them across tables) from the rows' per-image counts, its figures and
+    links."""
+    shown = display_all({metric: metric_frame(records, table, table.runnable(), switches=False, metric=metric)
+                         for metric in table.scores})
     counts = row_counts(records, table.number)
     noise = functools.cache(functools.partial(seed_noise, records))
     verdicts = judge_all(load_claims(table.number, table.paper), counts, noise, preset.report.margin, resamples,

@@ -1,10 +1,12 @@
-"""Tables from the records frame (``report.records``): ``table_frame`` builds one numeric frame per table;
-markdown, LaTeX and CSV are three renderings of it. What a table shows (columns, per-class headers, notes) is
-data in its spec (experiments/<paper>/table<N>.yaml)."""
+"""Tables from the records frame (``report.records``): ``table_frame`` builds one numeric frame per table and
+metric (``table_frames``: each metric the table lists); markdown, LaTeX and CSV are three renderings of them,
+the metrics side by side. What a table shows (metrics, columns, per-class headers, notes) is data in its spec
+(experiments/<paper>/table<N>.yaml)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,10 @@ import pandas as pd
 from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import Metric, RowSpec, TableSpec
 from ifbf.identity import weights_status
-from ifbf.report.records import row_counts, seed_noise, seed_values
+from ifbf.report.records import has_result, row_counts, seed_noise, seed_values
 from ifbf.report.report_md import interval_cell
 from ifbf.report.stats import Counts, SeedNoise, miou_interval
+from ifbf.store.runtypes import score_label
 from ifbf.store.safefile import atomic_write_text, make_dirs
 
 CI = "95% CI"
@@ -39,18 +42,24 @@ def _scratch_mark(cells: pd.DataFrame) -> str:
     return " (from scratch)" if scratch else ""
 
 
-def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
-    """One numeric frame for ``table``: a row per table row (its switches, paper value, ours mean/std over
-    seeds, the 95% interval ``ci_low``/``ci_high`` of ours with images and training noise, Δ = ours − paper)."""
-    if table.metric is Metric.PER_CLASS:
+def table_frame(records: pd.DataFrame, table: TableSpec, metric: str | None = None) -> pd.DataFrame:
+    """One numeric frame for ``table`` and one of its metrics (default: its first): a row per table row (its
+    switches, paper value, ours mean/std over seeds, the 95% interval ``ci_low``/``ci_high`` of ours with images
+    and training noise, Δ = ours − paper); a per-class table: its classes and their mean per row."""
+    if table.per_class:
         return _per_class_frame(records, table)
-    return miou_frame(records, table, table.rows, metric=table.headline)
+    return metric_frame(records, table, table.rows, metric=metric or table.metrics[0])
 
 
-def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...] | list[RowSpec],
-               switches: bool = True, metric: str = Metric.MIOU) -> pd.DataFrame:
-    """The frame of ``metric`` (mIoU unless the table names another) for ``rows`` of ``table`` (``switches``:
-    with the spec's columns); REPORT.md uses it for the runnable rows of every table, per-class ones included."""
+def table_frames(records: pd.DataFrame, table: TableSpec) -> dict[str, pd.DataFrame]:
+    """``table_frame`` of each metric the table lists, in the spec's order (a per-class table: its one frame)."""
+    return {metric: table_frame(records, table, metric) for metric in table.metrics}
+
+
+def metric_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...] | list[RowSpec],
+                 switches: bool = True, metric: str = Metric.MIOU) -> pd.DataFrame:
+    """The frame of ``metric`` (a ``runtypes.SCORES`` key) for ``rows`` of ``table`` (``switches``: with the
+    spec's columns); REPORT.md uses it for the runnable rows of every table, per-class ones included (mIoU)."""
     mine = records[records["table"] == table.number]
     counts = row_counts(records, table.number, metric)
     noise = seed_noise(records, metric)
@@ -71,7 +80,7 @@ def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...
                        "unreadable": unreadable_mark(cells)})
         frame.append(record)
     df = pd.DataFrame.from_records(frame).set_index("row")
-    df.attrs["label"] = metric.label if isinstance(metric, Metric) else str(metric)  # headers and axis labels
+    df.attrs.update(label=score_label(metric), metric=str(metric))  # headers, axis labels, figure files
     return df
 
 
@@ -86,7 +95,7 @@ def _per_class_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
     frame = {row.name: [row.paper.get(c, math.nan) for c in columns] for row in table.rows}
     mine = records[records["table"] == table.number]
     for row in table.runnable():
-        cells = mine[(mine["row"] == row.name) & mine[Metric.MIOU].notna()]
+        cells = mine[(mine["row"] == row.name) & has_result(mine)]
         results = list(zip(cells[Metric.MIOU], cells["iou"]))
         ours = [
             float(np.mean([100 * iou[c] for _, iou in results if iou.get(c) is not None] or [math.nan]))
@@ -127,34 +136,61 @@ def _ours(mean: float, std: float, failed: int, unreadable: str = "") -> str:
 
 
 NUMERIC = ("paper", "ours", "std", "ci_low", "ci_high", "seeds", "delta", "failed", "unreadable")
+SHARED = ("seeds", "failed", "unreadable")  # of a row, not of a metric: shown (or written) once
+
+
+def _values(df: pd.DataFrame, latex: bool, named: bool) -> pd.DataFrame:
+    """One metric's strings: the paper's value and Δ (where the paper gives any), ours (markdown: mean ± seed
+    std and the ``95% CI`` column; LaTeX: ± half the 95% interval's width); ``named``: every header says the
+    metric (several metrics side by side)."""
+    label = df.attrs.get("label", "mIoU")
+    tag = f" {label}" if named else ""
+    failed = df["failed"] if "failed" in df.columns else [0] * len(df)
+    unreadable = df["unreadable"] if "unreadable" in df.columns else [""] * len(df)
+    out = pd.DataFrame(index=df.index)
+    paper = bool(df["paper"].notna().any())  # no value from the paper: no paper column, no Δ
+    if paper:
+        out[f"paper {label}"] = [_fmt(v) for v in df["paper"]]
+    if latex:
+        out[f"ours {label} (± 95% CI)"] = [
+            _ours(m, (hi - lo) / 2, int(f), u)
+            for m, lo, hi, f, u in zip(df["ours"], df["ci_low"], df["ci_high"], failed, unreadable)
+        ]
+    else:
+        out[f"ours {label}"] = [_ours(m, s, int(f), u) for m, s, f, u in zip(df["ours"], df["std"], failed, unreadable)]
+        out[CI + tag] = [interval_cell(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])]
+    if paper:
+        out["Δ" + tag] = [_fmt(v, signed=True) for v in df["delta"]]
+    return out
 
 
 def display(df: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
     """Strings for markdown/LaTeX: ✓ for switches, 2 decimals, — for missing. Markdown: ours as mean ± seed
     std and its ``95% CI`` column; LaTeX: ours ± half the 95% interval's width (mean alone without one)."""
-    out = pd.DataFrame(index=df.index)
-    if "paper" in df.columns:  # a mIoU table
-        failed = df["failed"] if "failed" in df.columns else [0] * len(df)
-        unreadable = df["unreadable"] if "unreadable" in df.columns else [""] * len(df)
-        for col in df.columns:
-            if col not in NUMERIC:
-                out[col] = [_fmt(v) for v in df[col]]
-        label = df.attrs.get("label", "mIoU")
-        out[f"paper {label}"] = [_fmt(v) for v in df["paper"]]
-        if latex:
-            out[f"ours {label} (± 95% CI)"] = [
-                _ours(m, (hi - lo) / 2, int(f), u)
-                for m, lo, hi, f, u in zip(df["ours"], df["ci_low"], df["ci_high"], failed, unreadable)
-            ]
-        else:
-            out[f"ours {label}"] = [_ours(m, s, int(f), u)
-                                    for m, s, f, u in zip(df["ours"], df["std"], failed, unreadable)]
-            out[CI] = [interval_cell(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])]
-        out["Δ"] = [_fmt(v, signed=True) for v in df["delta"]]
-        out["seeds"] = [str(int(v)) for v in df["seeds"]]
-        return out
-    for col in df.columns:
-        out[col] = [_fmt(v, signed=str(idx).startswith("Δ")) for idx, v in zip(df.index, df[col])]
+    return display_all({"": df}, latex)
+
+
+def display_all(frames: Mapping[str, pd.DataFrame], latex: bool = False) -> pd.DataFrame:
+    """The frames of a table's metrics side by side (``table_frames``): the switches once, then each metric's
+    columns (their headers name the metric where there are several), the seeds last."""
+    first = next(iter(frames.values()))
+    if "paper" not in first.columns:  # a per-class table: its matrix as it is
+        return pd.DataFrame({col: [_fmt(v, signed=str(idx).startswith("Δ")) for idx, v in zip(first.index, first[col])]
+                             for col in first.columns}, index=first.index)
+    switches = pd.DataFrame({col: [_fmt(v) for v in first[col]] for col in first.columns if col not in NUMERIC},
+                            index=first.index)
+    seeds = pd.DataFrame({"seeds": [str(int(v)) for v in first["seeds"]]}, index=first.index)
+    values = [_values(df, latex, named=len(frames) > 1) for df in frames.values()]
+    return pd.concat([switches, *values, seeds], axis=1)
+
+
+def csv_frame(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """A table's numeric frames as one: its first metric's as it is, each further metric's own columns suffixed
+    with its key (``ours_pixel_acc``, ``ci_low_pixel_acc``)."""
+    (_, out), *more = frames.items()
+    for metric, df in more:
+        own = [c for c in NUMERIC if c in df.columns and c not in SHARED]
+        out = out.join(df[own].rename(columns=lambda c: f"{c}_{metric}"))
     return out
 
 
@@ -166,9 +202,9 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def to_latex_document(df: pd.DataFrame, caption: str) -> str:
-    """A compilable standalone LaTeX document (booktabs) holding the table."""
-    shown = display(df, latex=True)
+def to_latex_document(frames: Mapping[str, pd.DataFrame], caption: str) -> str:
+    """A compilable standalone LaTeX document (booktabs) holding the table (its metrics side by side)."""
+    shown = display_all(frames, latex=True)
     shown.index = [_latex_escape(str(i)) for i in shown.index]
     shown.columns = [_latex_escape(str(c)) for c in shown.columns]
     shown = shown.map(lambda v: _latex_escape(str(v)))
@@ -182,17 +218,18 @@ def to_latex_document(df: pd.DataFrame, caption: str) -> str:
     )
 
 
-def write_table(df: pd.DataFrame, table: TableSpec, out: Path, note: str = "") -> list[Path]:
-    """table<N>.md, .tex and .csv, each written atomically (a full or read-only disk keeps the previous one)."""
+def write_table(frames: Mapping[str, pd.DataFrame], table: TableSpec, out: Path, note: str = "") -> list[Path]:
+    """table<N>.md, .tex and .csv of the table's metrics (``table_frames``), each written atomically (a full or
+    read-only disk keeps the previous one)."""
     stem = make_dirs(out) / f"table{table.number}"
     caption = f"{table.caption}: {table.title}"
-    md = f"# {caption}\n\n{display(df).to_markdown(disable_numparse=True)}\n"
+    md = f"# {caption}\n\n{display_all(frames).to_markdown(disable_numparse=True)}\n"
     if note:
         md += f"\n{note}\n"
     paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
     atomic_write_text(paths[0], md)
     explained = caption + (". Ours: mean over seeds ± half the width of its 95% interval (images, training noise)"
-                           if "ci_low" in df.columns else "")
-    atomic_write_text(paths[1], to_latex_document(df, explained))
-    atomic_write_text(paths[2], df.to_csv())
+                           if "ci_low" in next(iter(frames.values())).columns else "")
+    atomic_write_text(paths[1], to_latex_document(frames, explained))
+    atomic_write_text(paths[2], csv_frame(frames).to_csv())
     return paths

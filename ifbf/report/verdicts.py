@@ -217,8 +217,8 @@ def _best_of(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Ve
     resolved above 0 at ``ctx.level`` (intersection–union), contradicted when a Δ is resolved below 0 at the
     Bonferroni level over the rivals. The Δ shown (and drawn) is the one that decides, with that interval."""
     prior, best = noise("miou"), claim.rows[0][0]
-    rivals = [r for r in claim.among if r != best]
-    seeds = tuple(len(rows[r]) for r in claim.among)
+    rivals = list(claim.rivals)
+    seeds = tuple(len(rows[r]) for r in claim.candidates)
     strict = 1 - (1 - ctx.level) / len(rivals)
     plain = {r: set_difference([rows[best]], [rows[r]], prior, ctx.resamples, ctx.level, ctx.seed) for r in rivals}
     if any(d.noise is None or d.noise.std is None for d in plain.values()):

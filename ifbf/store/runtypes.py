@@ -106,10 +106,26 @@ def iou(sums: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.divide(inter, union, out=np.full(union.shape, np.nan), where=union > 0)
 
 
-# A metric's per-class value (fractions; NaN: undefined, left out of the mean) from counts summed over images;
-# its mean over classes is the figure a table shows. Keyed by ``experiments.Metric`` values (a per-class
-# table's figure is mIoU: ``TableSpec.headline``).
-SCORES: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {"miou": iou}
+def pixel_accuracy(sums: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The share of labelled pixels predicted right, one global figure ([..., 1]; NaN without pixels). From the
+    IoU counts alone: every wrong pixel is a false negative of one class and a false positive of another, so
+    over the N labelled pixels sum(union) = 2 N - sum(inter), and accuracy = 2 sum(inter) / (sum(union) +
+    sum(inter))."""
+    inter = np.asarray(sums["inter"], dtype=np.float64).sum(-1, keepdims=True)
+    pixels = (np.asarray(sums["union"], dtype=np.float64).sum(-1, keepdims=True) + inter) / 2
+    return np.divide(inter, pixels, out=np.full(pixels.shape, np.nan), where=pixels > 0)
+
+
+# A metric from counts summed over images (fractions; NaN: undefined, left out of the mean): one value per class
+# ([..., K]) whose mean over the classes is the figure a table shows, or a figure of all classes together
+# ([..., 1], e.g. pixel accuracy), which is its own mean. The keys are what a table spec's ``metrics`` and
+# ``paper`` entries name (experiments/table<N>.yaml; a per-class table's figure is mIoU: ``TableSpec.scores``).
+SCORES: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {"miou": iou, "pixel_acc": pixel_accuracy}
+LABELS = {"miou": "mIoU", "pixel_acc": "pixel accuracy"}  # how headers and axes name a score (else its key)
+
+
+def score_label(metric: str) -> str:
+    return LABELS.get(metric, str(metric))
 
 
 def per_image_problem(counts: Mapping[str, np.ndarray], n_names: int, required: Iterable[str] = ()) -> str | None:
