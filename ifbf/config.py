@@ -3,8 +3,7 @@
 The defaults below are the paper's recipe (section 4.1, see docs/paper-notes.md); experiments/ifbfnet/base.yaml
 spells every one of them out so the recipe can be read in one place (a test keeps the two equal).
 Unknown keys, wrong types, NaN or infinite numbers and values outside a field's choices or range
-(``ifbf.limits``) raise one ``ConfigError`` naming the key, the bound and where it came from (the file, or
-"override").
+(``ifbf.limits``) raise one ``ConfigError`` naming the key, the bound and where it came from (file or override).
 """
 
 from __future__ import annotations
@@ -91,9 +90,8 @@ class ModelConfig:
 
 _BACKBONE_FIELDS = frozenset({"arch", "backbone", "stem", "dilate_first_block", "weights", "norm", "num_classes",
                               "output_stride", "multi_grid"})  # models.weights.build_backbone reads the last two
-# Which ModelConfig fields each ``model.arch`` reads (its builder in ifbf/models). A field an architecture does
-# not read is refused for it unless left at its default: the switch would change the run's hash but not the
-# model. A new architecture adds its line; a new switch goes into the set of every architecture that builds it.
+# Which ModelConfig fields each ``model.arch`` reads (its builder in ifbf/models); any other field is refused unless
+# at its default (it would change the run's hash, not the model). A new switch joins every arch that builds it.
 ARCH_FIELDS: dict[str, frozenset[str]] = {
     "ifbfnet": _BACKBONE_FIELDS | {"aux_head", "aspp", "aspp_rates", "aspp_1x1_branch", "reduce_without_aspp", "skip",
                                    "balanced_fusion", "fusion_placement", "spatial_stream", "spatial_channels"},

@@ -136,7 +136,7 @@ def test_report_class_order_is_the_engines():
     assert class_names() == CLASS_NAMES
     for paper in papers():
         for table in (load_table(n, paper) for n in load_paper(paper).tables):
-            if table.metric == Metric.PER_CLASS:
+            if table.per_class:
                 assert tuple(table.classes) == class_names(paper), (paper, table.number)
 
 

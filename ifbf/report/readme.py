@@ -1,7 +1,7 @@
 """The text of results/README.md (written next to every report), with the files and presets of the paper
 whose results lie there (read from its specs)."""
 
-from ifbf.experiments import DEFAULT_PAPER, Metric, TableSpec, load_paper, load_preset, load_table, presets
+from ifbf.experiments import DEFAULT_PAPER, TableSpec, load_paper, load_preset, load_table, presets
 from ifbf.store.rundir import RUN_FILES
 
 TEXT = """\
@@ -43,7 +43,7 @@ def _figure_rows(tables: list[TableSpec]) -> list[str]:
     def files(numbers: list[int], suffix: str) -> str:
         return ", ".join(f"`<preset>/table{n}{suffix}`" for n in numbers)
 
-    per_class = [t.number for t in tables if t.metric == Metric.PER_CLASS]
+    per_class = [t.number for t in tables if t.per_class]
     bars = [t.number for t in tables if t.figure is not None and t.figure.kind == "bars"]
     steps = [t.number for t in tables if t.figure is not None and any(r.adds_to for r in t.rows)]
     rows = []
