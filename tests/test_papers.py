@@ -65,3 +65,28 @@ def test_generic_code_names_no_paper():
                  for part in GENERIC for path in sorted((PACKAGE / part).rglob("*.py"))
                  for n, line in enumerate(path.read_text().splitlines(), 1) if PAPER_NAMES.search(line)]
     assert not offenders, "\n".join(offenders)
+
+
+def test_another_papers_own_tables_render_under_its_folder(tmp_path):
+    """--paper danet --paper-only: DANet's tables with its own values, in results/danet/paper-only/, captioned
+    with its name; the default paper's folder stays untouched."""
+    from ifbf.commands.reproduce import cli
+
+    assert cli(["--paper", "danet", "--table", "1", "--paper-only", "--results", str(tmp_path)]) == 0
+    md = (tmp_path / "danet" / "paper-only" / "table1.md").read_text()
+    assert md.startswith("# DANet Table 1:")
+    for row in load_table(1, "danet").rows:
+        assert f"| {row.paper['miou']:.2f}" in md, row.name
+    assert not (tmp_path / "paper-only").exists()
+
+
+def test_another_papers_plan_names_its_rows_and_their_weights(tmp_path, capsys):
+    """The paper preset of DANet refuses to plan without each depth's ImageNet weights, naming its rows as
+    DANet's (not as the default paper's "T1 ...")."""
+    from ifbf.commands.reproduce import cli
+
+    assert cli(["--paper", "danet", "--table", "1", "--plan", "--executor", "local", "--results",
+                str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no ImageNet weights for resnet101 (DANet T1 R101" in err and "no ImageNet weights for resnet50" in err
+    assert "Traceback" not in err

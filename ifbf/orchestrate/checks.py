@@ -59,7 +59,7 @@ def _rows_by(cells: Iterable[Cell], key) -> dict:
 
 
 def _names(cells: list[Cell]) -> str:
-    names = sorted({row_label(c.table, c.row.name) for c in cells})
+    names = sorted({row_label(c.table, c.row.name, c.paper) for c in cells})
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 

@@ -73,7 +73,7 @@ class Shape:
     evals: dict[str, EvalConfig] = field(default_factory=dict)
 
     def rows(self) -> list[str]:
-        return sorted({row_label(c.table, c.row.name) for t in self.trainings for c in t.cells})
+        return sorted({row_label(c.table, c.row.name, c.paper) for t in self.trainings for c in t.cells})
 
 
 def group_shapes(plan: Plan, profile: ClusterProfile) -> dict[str, Shape]:
