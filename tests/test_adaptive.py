@@ -18,7 +18,7 @@ from ifbf.orchestrate.design import measure_noise
 from ifbf.report.claims import load_claims
 from ifbf.report.verdicts import NOT_RESOLVED, SUPPORTED
 from ifbf.report.stats import Counts
-from ifbf.store.rundir import RunDir
+from ifbf.store.rundir import EvalResult, PerImage, RunDir
 
 TABLE2 = load_table(2)
 # "R50 + ASPP + skip + fusion" − "R50 + ASPP + skip", paper +1.43: at a seed std of 0.5 and 1.5 its design needs
@@ -110,9 +110,9 @@ def _fake_train(training, rng: np.random.Generator) -> str:
     union = np.full((12, len(class_names())), 800, dtype=np.int64)
     counts = fake_counts(rng, np.zeros(union.shape), union, TRUTH.get(cell.row.name, 40.0), 3.0)
     miou = float(np.mean(counts.inter.sum(0) / counts.union.sum(0)))
-    per_image = {"names": list(counts.names), "counts": dict(counts.arrays)}
+    per_image = PerImage(list(counts.names), dict(counts.arrays))
     for i, e in enumerate(training.evals):
-        rd.record_evaluation(training.cfg, e, {"miou": miou, "iou": {}, "per_image": per_image}, main=i == 0)
+        rd.record_evaluation(training.cfg, e, EvalResult(miou, {}, counts=per_image), main=i == 0)
     rd.log.write_text(json.dumps({"iter": training.cfg.train.iters, "step_s": 36.0}) + "\n")  # 0.01 h
     (training.run_dir / "checkpoint.pth").write_bytes(b"")
     return "done"

@@ -65,7 +65,7 @@ def test_a_diverging_training_fails_is_recorded_failed_and_never_reaches_a_table
         assert status.state == "failed" and status.error.startswith("TrainingDiverged: "), status.error
         assert DIVERGED.search(status.error), status.error
         assert not (run_dir / "metrics.json").exists() and not (run_dir / "checkpoint.pth").exists()
-        assert all(not any(isinstance(v, float) and not math.isfinite(v) for v in record.values())
+        assert all(not any(isinstance(v, float) and not math.isfinite(v) for v in record.to_json().values())
                    for record in RunDir(run_dir).read_log())  # no NaN in log.jsonl
     assert any("OHEM kept no pixel" in read_status(r).error for r in runs)
     assert any("the loss is nan" in read_status(r).error for r in runs)

@@ -17,7 +17,7 @@ from ifbf.orchestrate.plan import build_plan
 from ifbf.report import records
 from ifbf.report.stats import Counts, SeedNoise, image_weights, miou, miou_interval, paired_difference
 from ifbf.report.tables import display, table_frame
-from ifbf.store.rundir import SCORES, RunDir
+from ifbf.store.rundir import SCORES, EvalResult, PerImage, RunDir, StepRecord
 
 N_IMAGES, K = 40, 19
 # IoU level of each row: the skip connection adds 30 points; fusion at R101 loses 30; the rest: no effect.
@@ -39,16 +39,15 @@ def _finish(training, level: float | None, rng: np.random.Generator) -> None:
     """A finished run: metrics.json (and, unless ``level`` is None, per-image counts) and a log."""
     rd = RunDir(training.run_dir)
     rd.claim(training.cfg)
-    result: dict = {"miou": 0.3, "iou": {}}
+    result = EvalResult(0.3, {})
     if level is not None:
         inter, union = _counts(level, rng)
-        result = {"miou": float(miou(inter.sum(0), union.sum(0))) / 100, "iou": {},
-                  "per_image": {"names": [f"img{i}" for i in range(N_IMAGES)],
-                                "counts": {"inter": inter, "union": union}}}
+        result = EvalResult(float(miou(inter.sum(0), union.sum(0))) / 100, {},
+                            counts=PerImage([f"img{i}" for i in range(N_IMAGES)], {"inter": inter, "union": union}))
     for i, e in enumerate(training.evals):
         rd.record_evaluation(training.cfg, e, result, main=i == 0)
     for it in (30, 60):  # 30 iterations x batch 4 at 2 images/s: 60 s each
-        rd.append_log({"iter": it, "loss_total": 1.0, "imgs_per_s": 2.0})
+        rd.append_log(StepRecord(it, {"total": 1.0}, imgs_per_s=2.0))
     (training.run_dir / "checkpoint.pth").write_bytes(b"")
 
 

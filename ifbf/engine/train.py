@@ -30,7 +30,7 @@ from ifbf.engine.losses import NothingKept, total_loss
 from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
 from ifbf.errors import IfbfError, TrainingDiverged  # noqa: F401 - TrainingDiverged: re-exported, callers catch it here
 from ifbf.models import IFBFNet, build_model
-from ifbf.store.rundir import RunDir
+from ifbf.store.rundir import RunDir, StepRecord
 
 
 class Interrupted(Exception):
@@ -194,14 +194,14 @@ class _StepLog:
     def due(self, done: int) -> bool:
         return done % self.cfg.runtime.log_every == 0 or done == self.cfg.train.iters
 
-    def step(self, done: int, losses: dict[str, torch.Tensor], lr: float) -> dict | None:
+    def step(self, done: int, losses: dict[str, torch.Tensor], lr: float) -> StepRecord | None:
         self.seen += self.images_per_step
         if not self.due(done):
             return None
         now = time.perf_counter()
         step_s = now - self.tick - self.paused  # training time since the last record, validation excluded
-        record = {"iter": done, **{f"loss_{k}": round(v.item(), 6) for k, v in losses.items()}, "lr": lr,
-                  "imgs_per_s": round(self.seen / step_s, 3), "step_s": round(step_s, 3)}
+        record = StepRecord(done, {k: round(v.item(), 6) for k, v in losses.items()}, lr,
+                            imgs_per_s=round(self.seen / step_s, 3), step_s=round(step_s, 3))
         self.run_dir.append_log(record)
         self.tick, self.seen, self.paused = now, 0, 0.0
         return record
@@ -243,7 +243,7 @@ def _loop(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
             record = log.step(it + 1, losses, state.optimizer.param_groups[0]["lr"]) if dist_info.main else None
             if record:
                 curves.scalars(record)
-                bar.set_postfix(loss=f"{losses['total'].item():.3f}", lr=f"{record['lr']:.2e}")
+                bar.set_postfix(loss=f"{record.losses['total']:.3f}", lr=f"{record.lr:.2e}")
             if curves.due(it + 1):
                 log.paused += curves.validate(state.model, it + 1)
             _checkpoint_cadence(it + 1, cfg, stop, checkpoint)

@@ -18,7 +18,7 @@ import submitit
 from ifbf.errors import IfbfError
 from ifbf.orchestrate.cluster import SlurmProfile, slurm_available, slurm_job_active
 from ifbf.orchestrate.resources import share_per_job
-from ifbf.store.rundir import Status, process_alive
+from ifbf.store.rundir import Status, Submission, process_alive
 
 
 class Executor:
@@ -63,9 +63,9 @@ class Executor:
         ex.update_parameters(**self.params())
         return ex
 
-    def record(self, job: submitit.Job) -> dict[str, Any]:
+    def record(self, job: submitit.Job) -> Submission:
         """What the run's status record keeps of a submitted job: enough to find its log and ask whether it lives."""
-        return {"executor": self.name, "job_id": str(job.job_id), "log": str(job.paths.stderr), "pid": int(job.job_id)}
+        return Submission(self.name, str(job.job_id), str(job.paths.stderr), int(job.job_id))
 
     @staticmethod
     def alive(status: Status) -> bool:
@@ -112,8 +112,8 @@ class DebugExecutor(Executor):
     def round_size(self, jobs: int) -> int:
         return 1
 
-    def record(self, job: submitit.Job) -> dict[str, Any]:
-        return {"executor": self.name, "job_id": str(job.job_id), "log": None, "pid": os.getpid()}
+    def record(self, job: submitit.Job) -> Submission:
+        return Submission(self.name, str(job.job_id), None, os.getpid())
 
 
 class SlurmExecutor(Executor):
@@ -143,8 +143,8 @@ class SlurmExecutor(Executor):
             submitted = [ex.submit(job) for job in jobs]
         return submitted
 
-    def record(self, job: submitit.Job) -> dict[str, Any]:
-        return {"executor": self.name, "job_id": str(job.job_id), "log": str(job.paths.stderr), "pid": None}
+    def record(self, job: submitit.Job) -> Submission:
+        return Submission(self.name, str(job.job_id), str(job.paths.stderr), None)
 
     @staticmethod
     def alive(status: Status) -> bool:
