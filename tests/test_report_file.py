@@ -15,7 +15,7 @@ from ifbf.commands.visualize import row_label
 from ifbf.experiments import load_preset, load_table
 from ifbf.orchestrate.plan import build_plan
 from ifbf.report import records
-from ifbf.report.stats import Counts, SeedNoise, image_weights, miou, miou_interval, paired_difference
+from ifbf.report.stats import Counts, SeedNoise, image_weights, miou, row_interval, paired_difference
 from ifbf.report.tables import display, table_frame
 from ifbf.store.rundir import SCORES, EvalResult, PerImage, RunDir, StepRecord
 
@@ -179,7 +179,7 @@ def test_cached_resamples_give_the_plain_bootstrap():
     weights = image_weights(np.random.default_rng(0), N_IMAGES, 2000)
     plain = float(np.std(miou(weights @ inter, weights @ union)))
     for _ in range(2):  # computed, then from the cache
-        interval = miou_interval(row, SeedNoise(0.0), resamples=2000)
+        interval = row_interval(row, SeedNoise(0.0), resamples=2000)
         assert interval.image_se == pytest.approx(plain, abs=1e-9)
     other = [Counts.of(*_counts(0.5, np.random.default_rng(2)))]
     before = paired_difference(row, other, SeedNoise(1.0), resamples=2000)

@@ -246,7 +246,7 @@ def test_script_help():
 
 def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
     from ifbf.data.labels import CLASS_NAMES
-    from ifbf.store.rundir import RunDir
+    from ifbf.store.rundir import EvalResult, RunDir
     from ifbf.report import records
     from ifbf.report.tables import table_frame
 

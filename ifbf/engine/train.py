@@ -29,7 +29,7 @@ from ifbf.engine.divergence import DivergenceWatch
 from ifbf.engine.losses import NothingKept, total_loss
 from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
 from ifbf.errors import IfbfError, TrainingDiverged  # noqa: F401 - TrainingDiverged: re-exported, callers catch it here
-from ifbf.models import IFBFNet, build_model
+from ifbf.models import SegModel, build_model
 from ifbf.store.rundir import RunDir, StepRecord
 
 
@@ -46,7 +46,7 @@ class Interrupted(Exception):
         self.iteration, self.signum, self.handler = iteration, signum, handler
 
 
-def param_groups(model: IFBFNet, cfg: TrainConfig) -> list[dict[str, Any]]:
+def param_groups(model: SegModel, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Two SGD groups: the aux head and fusion modules at ``lr_mult`` x lr (section 4.1), the rest at lr."""
     fast = {id(p) for m in model.lr_mult_modules() for p in m.parameters()}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -62,7 +62,7 @@ def lr_factor(it: int, cfg: TrainConfig) -> float:
     return warm * (1 - it / cfg.iters) ** cfg.poly_power
 
 
-def build_optimizer(model: IFBFNet, cfg: TrainConfig) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+def build_optimizer(model: SegModel, cfg: TrainConfig) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
     return optimizer, scheduler
@@ -105,7 +105,7 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return autocast(cfg.amp, device)  # bf16 on CUDA and CPU, fp16 on CUDA (engine/precision.py)
 
 
-def build_training(cfg: Config, device: torch.device) -> tuple[IFBFNet, torch.optim.SGD,
+def build_training(cfg: Config, device: torch.device) -> tuple[SegModel, torch.optim.SGD,
                                                                  torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler]:
     """A fresh model (dtype and memory format of ``cfg``) with its optimizer, scheduler and AMP scaler."""
     t = cfg.train
@@ -159,7 +159,7 @@ def prepare(cfg: Config, device: torch.device, dist_info: DistInfo) -> None:
 class _State:
     """What a checkpoint holds of a training, beside the config."""
 
-    model: IFBFNet
+    model: SegModel
     optimizer: torch.optim.SGD
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler

@@ -25,7 +25,7 @@ from ifbf.report.forest import claim_lines
 from ifbf.report.records import compute, row_counts, seed_noise
 from ifbf.report.report_md import TableSection, render_report
 from ifbf.report.stats import RESAMPLES
-from ifbf.report.tables import display, miou_frame
+from ifbf.report.tables import display, metric_frame
 from ifbf.report.verdicts import adjust, judge_all
 from ifbf.store.rundir import RunCost
 from ifbf.store.safefile import atomic_write_text, make_dirs
@@ -38,7 +38,7 @@ def table_section(records: pd.DataFrame, table: TableSpec, paths: Sequence[Path]
                   resamples: int = RESAMPLES) -> TableSection:
     """One table of REPORT.md: its runnable rows (paper, ours, 95% CI, Δ, seeds), its claims judged (raw;
     ``write_report`` adjusts them across tables) from the rows' per-image counts, its figures and links."""
-    shown = display(miou_frame(records, table, table.runnable(), switches=False, metric=table.headline))
+    shown = display(metric_frame(records, table, table.runnable(), switches=False, metric=table.headline))
     counts = row_counts(records, table.number)
     noise = functools.cache(functools.partial(seed_noise, records))
     verdicts = judge_all(load_claims(table.number), counts, noise, preset.report.margin, resamples,

@@ -15,7 +15,7 @@ from ifbf.experiments import Metric, RowSpec, TableSpec
 from ifbf.identity import weights_status
 from ifbf.report.records import row_counts, seed_noise, seed_values
 from ifbf.report.report_md import interval_cell
-from ifbf.report.stats import Counts, SeedNoise, miou_interval
+from ifbf.report.stats import Counts, SeedNoise, row_interval
 from ifbf.store.safefile import atomic_write_text, make_dirs
 
 CI = "95% CI"
@@ -27,7 +27,7 @@ def _interval(counts: list[Counts] | None, noise: SeedNoise) -> tuple[float, flo
     if not counts:
         return math.nan, math.nan
     try:
-        interval = miou_interval(counts, noise)
+        interval = row_interval(counts, noise)
     except IfbfError:  # seeds evaluated on different images: no interval rather than a wrong one
         return math.nan, math.nan
     return interval.low, interval.high
@@ -44,11 +44,11 @@ def table_frame(records: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
     seeds, the 95% interval ``ci_low``/``ci_high`` of ours with images and training noise, Δ = ours − paper)."""
     if table.metric is Metric.PER_CLASS:
         return _per_class_frame(records, table)
-    return miou_frame(records, table, table.rows, metric=table.headline)
+    return metric_frame(records, table, table.rows, metric=table.headline)
 
 
-def miou_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...] | list[RowSpec],
-               switches: bool = True, metric: str = Metric.MIOU) -> pd.DataFrame:
+def metric_frame(records: pd.DataFrame, table: TableSpec, rows: tuple[RowSpec, ...] | list[RowSpec],
+                 switches: bool = True, metric: str = Metric.MIOU) -> pd.DataFrame:
     """The frame of ``metric`` (mIoU unless the table names another) for ``rows`` of ``table`` (``switches``:
     with the spec's columns); REPORT.md uses it for the runnable rows of every table, per-class ones included."""
     mine = records[records["table"] == table.number]
