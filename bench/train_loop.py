@@ -10,10 +10,11 @@ preset's Table 2 row "R101 IFBFNet" for ``--iters`` iterations, two variants per
   (``math.isfinite(loss.item())``), emulated by wrapping ``DivergenceWatch.loss``;
 - "as shipped": the host reads the device only at log steps (``runtime.log_every``): losses, the watch.
 
-Prints the seconds of the loop per variant (log.jsonl's ``step_s``: training time, validations and set-up
-excluded; median over rounds), checks that both variants train bitwise the same (final weights and every
-logged loss) and, on CUDA, counts the synchronisations per iteration (``torch.cuda.set_sync_debug_mode``:
-each is a wait of the host for the GPU), split into those of the loop and those of the loss.
+Prints per variant (median over rounds) the wall seconds of the loop (log.jsonl's ``step_s`` after the first
+log step: set-up and warm-up excluded) and, on a CPU, the CPU seconds of the whole training (every thread;
+unlike wall time it does not grow when other processes share the cores); checks that both variants train
+bitwise the same (final weights and every logged loss); on CUDA, counts the synchronisations per iteration
+(``torch.cuda.set_sync_debug_mode``: each is a wait of the host for the GPU), and those inside the loss.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def one_training(cfg, device: torch.device, folder: Path, sync_each_step: bool, 
     """Train in ``folder``; the loop's seconds, the final weights, the logged losses, syncs per iteration."""
     run_dir = RunDir(folder)
     run_dir.claim(cfg)
-    caught: list = []
+    cpu_started = time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if count_syncs:
@@ -75,9 +76,10 @@ def one_training(cfg, device: torch.device, folder: Path, sync_each_step: bool, 
         finally:
             if count_syncs:
                 torch.cuda.set_sync_debug_mode("default")
+    cpu_s = time.process_time() - cpu_started
     steps = [r for r in run_dir.read_log() if isinstance(r, StepRecord)]
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    return {"seconds": sum(r.step_s for r in steps[1:]),  # the first record holds the warm-up: left out
+    return {"seconds": sum(r.step_s for r in steps[1:]), "cpu_s": cpu_s,  # the first record: warm-up, left out
             "iters": steps[-1].iter - steps[0].iter, "weights": {k: v.cpu() for k, v in model.state_dict().items()},
             "losses": [r.losses for r in steps], "syncs": len(syncs) / cfg.train.iters,
             "loss_syncs": sum("losses.py" in (w.filename or "") for w in syncs) / cfg.train.iters}
@@ -106,20 +108,24 @@ def main() -> None:
                 out = one_training(cfg, device, Path(tmp) / f"{r}-{name.replace(' ', '-')}", variants[name],
                                    count_syncs=device.type == "cuda")
                 results[name].append(out)
-                print(f"  round {r + 1} {name:15s} {out['seconds']:.2f} s for {out['iters']} iterations")
+                print(f"  round {r + 1} {name:15s} loop {out['seconds']:.2f} s wall for {out['iters']} iterations, "
+                      f"training {out['cpu_s']:.1f} CPU-s", flush=True)
     first = results["as shipped"][0]
     same = all(all(torch.equal(first["weights"][k], out["weights"][k]) for k in first["weights"])
                and out["losses"] == first["losses"] for outs in results.values() for out in outs)
     print(f"bitwise the same (final weights and every logged loss, all rounds): {same}")
     for name, outs in results.items():
         median = statistics.median(o["seconds"] for o in outs)
-        line = f"{name:15s} median {median:.2f} s, {1000 * median / outs[0]['iters']:.1f} ms/iteration"
+        line = (f"{name:15s} median {median:.2f} s wall, {1000 * median / outs[0]['iters']:.1f} ms/iteration; "
+                f"training {statistics.median(o['cpu_s'] for o in outs):.1f} CPU-s")
         if device.type == "cuda":
             line += f"; syncs per iteration {outs[0]['syncs']:.2f} (in the loss: {outs[0]['loss_syncs']:.2f})"
         print(line)
-    ratio = statistics.median(o["seconds"] for o in results["sync each step"]) / statistics.median(
-        o["seconds"] for o in results["as shipped"])
-    print(f"sync each step / as shipped: {ratio:.3f}  ({(time.perf_counter() - started) / 60:.1f} min in all)")
+    for key, what in (("seconds", "loop wall"), ("cpu_s", "training CPU")):
+        ratio = statistics.median(o[key] for o in results["sync each step"]) / statistics.median(
+            o[key] for o in results["as shipped"])
+        print(f"sync each step / as shipped, {what}: {ratio:.3f}")
+    print(f"({(time.perf_counter() - started) / 60:.1f} min in all)")
 
 
 if __name__ == "__main__":

@@ -184,8 +184,9 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
 
 
 class _StepLog:
-    """One log.jsonl record every ``runtime.log_every`` iterations: losses, lr and the speed since the previous
-    record, curve validations excluded."""
+    """One log.jsonl record every ``runtime.log_every`` iterations: the losses of that iteration, lr and the speed
+    since the previous record, curve validations excluded. Reading the losses is the loop's only wait for the
+    device besides the divergence watch, and both happen at log steps only (docs/performance.md)."""
 
     def __init__(self, cfg: Config, run_dir: RunDir, images_per_step: int) -> None:
         self.cfg, self.run_dir, self.images_per_step = cfg, run_dir, images_per_step
@@ -200,7 +201,8 @@ class _StepLog:
             return None
         now = time.perf_counter()
         step_s = now - self.tick - self.paused  # training time since the last record, validation excluded
-        record = StepRecord(done, {k: round(v.item(), 6) for k, v in losses.items()}, lr,
+        values = torch.stack([v.detach() for v in losses.values()]).tolist()  # the one read of the device
+        record = StepRecord(done, {k: round(v, 6) for k, v in zip(losses, values)}, lr,
                             imgs_per_s=round(self.seen / step_s, 3), step_s=round(step_s, 3))
         self.run_dir.append_log(record)
         self.tick, self.seen, self.paused = now, 0, 0.0
