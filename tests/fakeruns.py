@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ifbf.store.rundir import PER_IMAGE_COUNTS, RunDir
+from ifbf.store.rundir import PER_IMAGE_COUNTS, EvalResult, PerImage, RunDir
 
 
 def confusions(iou: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -46,9 +46,9 @@ def finish_run(training, conf: np.ndarray | None, miou: float | None = None) -> 
     checkpoint are the caller's."""
     rd = RunDir(training.run_dir)
     rd.claim(training.cfg)
-    result: dict = {"miou": float(np.nanmean(pooled_iou(conf))) if miou is None else miou, "iou": {}}
-    if conf is not None:
-        result["per_image"] = {"names": [f"img{i}" for i in range(len(conf))], "counts": per_image_counts(conf)}
+    value = float(np.nanmean(pooled_iou(conf))) if miou is None else miou
+    counts = None if conf is None else PerImage([f"img{i}" for i in range(len(conf))], per_image_counts(conf))
+    result = EvalResult(value, {}, counts=counts)
     for i, e in enumerate(training.evals):
         rd.record_evaluation(training.cfg, e, result, main=i == 0)
     return rd

@@ -14,7 +14,7 @@ from ifbf.identity import config_hash
 from ifbf.engine.run import run
 from ifbf.experiments import load_preset, load_table
 from ifbf.report import figures, records
-from ifbf.store.rundir import RunDir, runs_root
+from ifbf.store.rundir import RunDir, StepRecord, ValRecord, runs_root
 
 
 def tiny(*extra: str):
@@ -26,20 +26,20 @@ def test_curves_are_recorded_and_change_nothing(tmp_path, capsys):
     assert config_hash(plain) == config_hash(curved)  # runtime settings are not part of a run's identity
     a = run(plain, tmp_path / "plain", progress=False)
     b = run(curved, tmp_path / "curved", progress=False)
-    points = [r for r in RunDir(tmp_path / "curved").read_log() if "val_miou" in r]
-    assert [p["iter"] for p in points] == [4, 8]
-    assert all(p["val_images"] == 3 and 0 <= p["val_miou"] <= 1 and p["val_s"] > 0 for p in points)
-    assert not any("val_miou" in r for r in RunDir(tmp_path / "plain").read_log())
+    points = [r for r in RunDir(tmp_path / "curved").read_log() if isinstance(r, ValRecord)]
+    assert [p.iter for p in points] == [4, 8]
+    assert all(p.val_images == 3 and 0 <= p.val_miou <= 1 and p.val_s > 0 for p in points)
+    assert not any(isinstance(r, ValRecord) for r in RunDir(tmp_path / "plain").read_log())
     # the validations neither touch the weights nor choose a checkpoint: the final model is the same
     wa = torch.load(tmp_path / "plain" / "checkpoint.pth", weights_only=False)["model"]
     wb = torch.load(tmp_path / "curved" / "checkpoint.pth", weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a["miou"] == b["miou"]
     # every training record carries its own seconds (the plan's "took" figure), validation excluded
-    steps = [r for r in RunDir(tmp_path / "curved").read_log() if "loss_total" in r]
-    assert all(r["step_s"] > 0 for r in steps)
+    steps = [r for r in RunDir(tmp_path / "curved").read_log() if isinstance(r, StepRecord)]
+    assert steps and all("total" in r.losses and r.step_s > 0 for r in steps)
     cost = RunDir(tmp_path / "curved").cost()
-    assert math.isclose(cost.val_s, sum(p["val_s"] for p in points))
+    assert math.isclose(cost.val_s, sum(p.val_s for p in points))
     assert cost.eval_s > 0 and cost.seconds == cost.train_s + cost.val_s + cost.eval_s
     try:
         import tensorboard  # noqa: F401
@@ -55,7 +55,7 @@ def test_tensorboard_event_files_read_back_with_tensorboards_reader(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run(tiny("runtime.val_every=4", "runtime.val_images=2", "runtime.tensorboard=true"), tmp_path, progress=False)
-    log = RunDir(tmp_path).read_log()
+    log = [r.to_json() for r in RunDir(tmp_path).read_log()]  # as the file holds them
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert {"train/loss_total", "train/lr", "val/miou"} <= set(events.Tags()["scalars"])
@@ -82,9 +82,9 @@ def test_curves_figure_from_stored_logs(tmp_path):
     for rec, values in ((first, [0.1, 0.3]), (second, [0.2, 0.25])):
         run_dir = RunDir(runs_root("smoke", tmp_path) / rec.run_hash)
         run_dir.path.mkdir(parents=True)
-        run_dir.append_log({"iter": 5, "loss_total": 2.0, "lr": 0.01, "imgs_per_s": 3.0, "step_s": 1.0})
+        run_dir.append_log(StepRecord(5, {"total": 2.0}, lr=0.01, imgs_per_s=3.0, step_s=1.0))
         for it, v in zip((30, 60), values):
-            run_dir.append_log({"iter": it, "val_miou": v, "val_s": 0.5, "val_images": 12})
+            run_dir.append_log(ValRecord(it, v, val_s=0.5, val_images=12))
     curves = records.val_curves(frame, 5)
     assert curves[curves["label"] == first.row]["val_miou"].tolist() == [0.1, 0.3]
     assert curves[curves["label"] == second.row]["iter"].tolist() == [30, 60]

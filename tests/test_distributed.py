@@ -46,7 +46,7 @@ def assert_same_training(a, b, atol: float = 1e-9) -> None:
     pa, pb = (np.load(p / ma["evaluations"][next(iter(ma["evaluations"]))]["per_image"]) for p in (a, b))
     assert list(pa["names"]) == list(pb["names"]) and (pa["inter"] == pb["inter"]).all()
     assert (pa["union"] == pb["union"]).all() and pa["union"].sum() > 0
-    la, lb = ([r["loss_total"] for r in RunDir(p).read_log()] for p in (a, b))  # the log's header left out
+    la, lb = ([r.losses["total"] for r in RunDir(p).read_log()] for p in (a, b))  # the log's header left out
     assert len(la) == len(lb)
 
 

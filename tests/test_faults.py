@@ -32,7 +32,8 @@ from ifbf.experiments import load_preset, load_table
 from ifbf.identity import config_hash
 from ifbf.orchestrate.jobs import TrainJob
 from ifbf.orchestrate.plan import build_plan
-from ifbf.store.rundir import SCHEMA, RunDir, read_status, write_status
+from ifbf.store.measurement import Measurement, preflight_from_json
+from ifbf.store.rundir import SCHEMA, Environment, EvalResult, PerImage, RunDir, StepRecord, read_status, write_status
 
 TINY = [*TINY_TRAIN, "train.iters=4", "runtime.ckpt_every=2"]
 
@@ -282,8 +283,8 @@ def test_full_disk_while_caching_leaves_no_half_cache(synth_root, tmp_path, monk
 def _finish(training, miou: float, rng: np.random.Generator) -> None:
     """A finished fake run: metrics.json with per-image counts, a log, status done."""
     rd = finish_run(training, confusions(np.full((8, 19), miou), rng.integers(500, 1500, size=(8, 19))), miou)
-    rd.append_log({"iter": 30, "loss_total": 1.0, "imgs_per_s": 2.0})
-    rd.write_env({"device": "cpu", "world_size": 1})
+    rd.append_log(StepRecord(30, {"total": 1.0}, imgs_per_s=2.0))
+    rd.write_env(Environment(device="cpu", world_size=1))
     write_status(training.run_dir, "done")
 
 
@@ -406,9 +407,9 @@ def test_files_of_an_older_ifbf_load_and_a_newer_schema_is_refused(tmp_path):
     np.savez_compressed(rd.per_image_path("k"), names=np.array(["a"]), inter=np.ones((1, 19), np.int64),
                         union=np.ones((1, 19), np.int64))
     rd.check()
-    assert rd.metrics()["evaluations"]["k"]["miou"] == 0.5 and rd.read_log() == [{"iter": 2, "loss_total": 1.0}]
+    assert rd.metrics()["evaluations"]["k"]["miou"] == 0.5 and rd.read_log() == [StepRecord(2, {"total": 1.0})]
     assert read_status(rd.path).state == "done" and rd.per_image("k").names == ["a"]
-    rd.record_evaluation(cfg, cfg.eval, {"miou": 0.25, "iou": {}})  # rewritten: earlier entries kept, versioned
+    rd.record_evaluation(cfg, cfg.eval, EvalResult(0.25, {}))  # rewritten: earlier entries kept, versioned
     assert rd.metrics()["schema"] == SCHEMA and rd.metrics()["evaluations"]["k"]["miou"] == 0.5
     (rd.path / "metrics.json").write_text(json.dumps({"schema": SCHEMA + 1, "config_hash": config_hash(cfg)}))
     with pytest.raises(UnreadableRunFile, match=f"unreadable metrics.json: .*needs an ifbf that reads schema {SCHEMA + 1}"):
@@ -551,8 +552,8 @@ class _Measured:
 
     job_id, paths = str(2**22 + 12345), type("Paths", (), {"stderr": "/dev/null"})
 
-    def result(self) -> dict:
-        return dict(MEASURED)
+    def result(self) -> Measurement:
+        return preflight_from_json(MEASURED)
 
 
 def _fake_preflight(monkeypatch) -> None:

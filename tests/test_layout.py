@@ -30,12 +30,17 @@ FORBIDDEN = {
     "_torchvision": OUTER | {"config", "identity", "limits"},
     "store": OUTER - {"store"},
 }
-# within the run store, finer: its types and its lock know no config, the lock only errors
+# within the run store, finer: its types and its lock know no config, the lock only errors; RunDir's collaborators
+# (evaluation files, the log) never reach back into RunDir
+COLLABORATORS = {"store.rundir", "store.evaluations", "store.runlog"}
 STORE_FORBIDDEN = {
-    "runtypes": {"config", "store.rundir", "store.runlock", "store.safefile", "store.environment"},
-    "runlock": {"config", "identity", "store.rundir", "store.runtypes", "store.safefile", "store.environment"},
-    "safefile": {"config", "identity", "store.rundir", "store.environment"},
-    "environment": {"store.rundir"},
+    "runtypes": {"config", "store.runlock", "store.safefile", "store.environment", "store.measurement"} | COLLABORATORS,
+    "measurement": {"config", "store.runlock", "store.safefile", "store.environment"} | COLLABORATORS,
+    "runlock": {"config", "identity", "store.runtypes", "store.safefile", "store.environment"} | COLLABORATORS,
+    "safefile": {"config", "identity", "store.environment"} | COLLABORATORS,
+    "environment": COLLABORATORS,
+    "evaluations": {"store.rundir", "store.runlog", "store.environment"},
+    "runlog": {"config", "store.rundir", "store.evaluations", "store.environment"},
 }
 # what a part may take from the store although it may not import the store as a whole
 STORE_EXCEPT = {"data": {"store.safefile"},  # runtypes: the scores a table lists; labels: a paper's classes

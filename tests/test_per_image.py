@@ -19,7 +19,7 @@ from ifbf.errors import IfbfError
 from ifbf.store.rundir import RunDir
 from ifbf.engine.run import run
 from ifbf.store import runtypes
-from ifbf.report.stats import Counts, SeedNoise, miou_interval, row_miou
+from ifbf.report.stats import Counts, SeedNoise, row_interval, row_score
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_sums_reproduce_every_stored_miou_exactly(evaluated_run):
         assert [entry["iou"][c] for c in CLASS_NAMES] == [None if np.isnan(v) else v for v in iou]
         with np.load(evaluated_run / entry["per_image"], allow_pickle=False) as stored:
             counts = Counts.of(stored["inter"], stored["union"])
-        assert row_miou([counts]) == pytest.approx(100 * entry["miou"], abs=1e-12)
+        assert row_score([counts]) == pytest.approx(100 * entry["miou"], abs=1e-12)
 
 
 def test_each_image_matches_cityscapesscripts(evaluated_run, tmp_path):
@@ -88,7 +88,7 @@ def test_a_new_per_image_count_flows_from_evaluation_to_the_interval(tmp_path, m
     monkeypatch.setitem(runtypes.PER_IMAGE_COUNTS, "gt", lambda conf: conf.sum(1))  # ground-truth pixels
     assert set(older.per_image("k").counts) == {"inter", "union"}  # still reads: not a damaged file
     with pytest.raises(IfbfError, match="needs the per-image count 'gt'"):  # its new metric: no figure
-        row_miou([Counts(older.per_image("k").counts, metric="macc_needs_gt")])
+        row_score([Counts(older.per_image("k").counts, metric="macc_needs_gt")])
     monkeypatch.setitem(runtypes.SCORES, "macc", lambda s: np.divide(
         np.asarray(s["inter"], float), np.asarray(s["gt"], float), out=np.full(np.shape(s["gt"]), np.nan),
         where=np.asarray(s["gt"]) > 0))
@@ -101,6 +101,6 @@ def test_a_new_per_image_count_flows_from_evaluation_to_the_interval(tmp_path, m
     assert (stored.counts["gt"].sum(0) == conf.sum(1)).all()  # computed and stored per image by the engine
     counts = Counts(stored.counts, tuple(stored.names), metric="macc")
     expected = np.diag(conf) / conf.sum(1)
-    assert row_miou([counts]) == pytest.approx(100 * np.nanmean(np.where(conf.sum(1) > 0, expected, np.nan)))
-    interval = miou_interval([counts], SeedNoise(0.0), resamples=200)
+    assert row_score([counts]) == pytest.approx(100 * np.nanmean(np.where(conf.sum(1) > 0, expected, np.nan)))
+    interval = row_interval([counts], SeedNoise(0.0), resamples=200)
     assert interval.low < interval.estimate < interval.high  # the bootstrap resamples the new count too

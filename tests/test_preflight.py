@@ -26,7 +26,8 @@ from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import explain, group_shapes, shape_hash, shape_of
 from ifbf.orchestrate.preflight_command import _compare_with_the_job
-from ifbf.store.rundir import RunDir, write_status
+from ifbf.store.measurement import preflight_from_json
+from ifbf.store.rundir import RunDir, StepRecord, ValRecord, write_status
 
 TINY = [*(o for o in TINY_TRAIN if not o.startswith("eval.")), "train.iters=6", "runtime.ckpt_every=3"]
 CPU = ClusterProfile()
@@ -60,13 +61,13 @@ def test_plan_arithmetic_from_a_preflight_record(tmp_path):
     ms, ss = cfg.eval, cfg.eval.__class__(scales=(1.0,), window=cfg.eval.window)
     record = {"date": "2026-11-30 11:00 UTC", "device": "CPU", "setup_s": 4.0, "ckpt_s": 0.5,
               "s_per_it": {"median": 0.25}, "eval": {eval_key(ms): {"s_per_img": 2.0}, eval_key(ss): {"s_per_img": 0.1}}}
-    est = predict(training, CPU, {shape_hash(shape): record})
+    est = predict(training, CPU, {shape_hash(shape): preflight_from_json(record)})
     # 60 iterations x 0.25 s + 12 val images x 2 s (6-scale MS) + 60/20 = 3 validations x 5 images x 0.1 s
     # + 60/20 = 3 checkpoints x 0.5 s + 4 s set-up
     assert cfg.train.iters == 60 and split_images(cfg, "val") == 12 and cfg.runtime.ckpt_every == 20
     assert est.seconds == pytest.approx(4 + 60 * 0.25 + 12 * 2.0 + 3 * 5 * 0.1 + 3 * 0.5)
     assert est.basis == "measured 2026-11-30 on CPU"
-    assert predict(training, ClusterProfile(gpus_per_node=1), {shape_hash(shape): record}).seconds is None
+    assert predict(training, ClusterProfile(gpus_per_node=1), {shape_hash(shape): preflight_from_json(record)}).seconds is None
 
 
 def test_wall_clock_follows_the_executor():
@@ -131,9 +132,9 @@ def test_preflight_then_plan_says_measured(tmp_path, capsys):
 def test_finished_run_reports_what_it_took(tmp_path):
     rd = RunDir(tmp_path)
     rd.claim(load_config(BASE_CONFIG, TINY))  # batch 2
-    rd.append_log({"iter": 5, "loss_total": 1.0, "step_s": 2.5})
-    rd.append_log({"iter": 5, "val_miou": 0.1, "val_s": 0.5})
-    rd.append_log({"iter": 10, "loss_total": 0.9, "step_s": 2.0})
+    rd.append_log(StepRecord(5, {"total": 1.0}, step_s=2.5))
+    rd.append_log(ValRecord(5, 0.1, val_s=0.5))
+    rd.append_log(StepRecord(10, {"total": 0.9}, step_s=2.0))
     cost = rd.cost()
     assert (cost.train_s, cost.val_s, cost.eval_s, cost.seconds) == pytest.approx((4.5, 0.5, 0.0, 5.0))
     (tmp_path / "metrics.json").write_text(json.dumps({"evaluations": {"k": {"miou": 0.5, "seconds": 3.0}}}))
@@ -158,8 +159,8 @@ def test_spread_of_the_timed_iterations():
     steps = [1.0, 1.0, 2.0, 4.0, 4.0]
     figures, relative = spread(steps)
     q1, q3 = np.percentile(steps, [25, 75], method="weibull")  # the (n + 1)p quartiles, computed independently
-    assert (figures["q1"], figures["median"], figures["q3"]) == (q1, 2.0, q3)
-    assert relative == pytest.approx((q3 - q1) / 2.0) and figures["each"] == steps
+    assert (figures.q1, figures.median, figures.q3) == (q1, 2.0, q3)
+    assert relative == pytest.approx((q3 - q1) / 2.0) and figures.each == steps
     assert spread([2.0, 2.02, 1.98, 2.01, 1.99])[1] < UNSTABLE_SPREAD < relative
 
 
@@ -188,8 +189,8 @@ def test_a_busy_machine_is_flagged_in_preflight_json_and_the_plan(tmp_path, caps
 def test_preflight_says_when_it_costs_more_than_the_job(capsys):
     plan = _plan([5], extra=TINY)
     (key,) = group_shapes(plan, CPU)
-    records = {key: {"setup_s": 1.0, "s_per_it": {"median": 0.01}, "ckpt_s": 0.0, "eval": {},
-                     "date": "2026-12-01", "device": "CPU"}}
+    records = {key: preflight_from_json({"setup_s": 1.0, "s_per_it": {"median": 0.01}, "ckpt_s": 0.0, "eval": {},
+                                         "date": "2026-12-01", "device": "CPU"})}
     _compare_with_the_job(plan, CPU, records, took_s=5.0)
     assert capsys.readouterr().out == ""  # Table 5's trainings of ~1.06 s: more than the 5 s the preflight took
     _compare_with_the_job(plan, CPU, records, took_s=60.0)

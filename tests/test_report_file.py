@@ -17,9 +17,9 @@ from ifbf.experiments import load_preset, load_table, table_cells
 from ifbf.orchestrate.plan import build_plan
 from ifbf.report import records
 from ifbf.report.claims import load_claims
-from ifbf.report.stats import Counts, SeedNoise, image_weights, miou, miou_interval, paired_difference
+from ifbf.report.stats import Counts, SeedNoise, image_weights, miou, row_interval, paired_difference
 from ifbf.report.tables import display, table_frame
-from ifbf.store.rundir import SCORES, RunDir
+from ifbf.store.rundir import SCORES, EvalResult, PerImage, RunDir, StepRecord
 
 N_IMAGES, K = 40, 19
 # IoU level of Table 2's rows: the skip connection adds 30 points; fusion at R101 loses 30; the rest: no effect
@@ -48,7 +48,7 @@ def _finish(training, level: float | None, rng: np.random.Generator) -> None:
     """A finished run: metrics.json (and, unless ``level`` is None, per-image counts) and a log."""
     rd = finish_run(training, None if level is None else _confusions(level, rng), 0.3 if level is None else None)
     for it in (30, 60):  # 30 iterations x batch 4 at 2 images/s: 60 s each
-        rd.append_log({"iter": it, "loss_total": 1.0, "imgs_per_s": 2.0})
+        rd.append_log(StepRecord(it, {"total": 1.0}, imgs_per_s=2.0))
     (training.run_dir / "checkpoint.pth").write_bytes(b"")
 
 
@@ -183,7 +183,7 @@ def test_cached_resamples_give_the_plain_bootstrap():
     weights = image_weights(np.random.default_rng(0), N_IMAGES, 2000)
     plain = float(np.std(miou(weights @ inter, weights @ union)))
     for _ in range(2):  # computed, then from the cache
-        interval = miou_interval(row, SeedNoise(0.0), resamples=2000)
+        interval = row_interval(row, SeedNoise(0.0), resamples=2000)
         assert interval.image_se == pytest.approx(plain, abs=1e-9)
     other = [Counts.of(*_counts(0.5, np.random.default_rng(2)))]
     before = paired_difference(row, other, SeedNoise(1.0), resamples=2000)

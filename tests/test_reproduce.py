@@ -70,11 +70,11 @@ def test_paper_rows_match_the_paper_switches():
 
 
 def _fake_finished(training, miou=0.5):
-    from ifbf.store.rundir import RunDir
+    from ifbf.store.rundir import EvalResult, RunDir
 
     rd = RunDir(training.run_dir)
     rd.claim(training.cfg)
-    result = {"miou": miou, "iou": {}}
+    result = EvalResult(miou, {})
     for i, e in enumerate(training.evals):
         rd.record_evaluation(training.cfg, e, result, main=i == 0)
     (training.run_dir / "checkpoint.pth").write_bytes(b"")
@@ -255,7 +255,7 @@ def test_script_help():
 
 def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
     from ifbf.data.labels import CLASS_NAMES
-    from ifbf.store.rundir import RunDir
+    from ifbf.store.rundir import EvalResult, RunDir
     from ifbf.report import records
     from ifbf.report.tables import table_frame
 
@@ -266,7 +266,7 @@ def test_per_class_table_puts_our_row_beside_the_paper(tmp_path):
         rd.claim(training.cfg)
         iou = {name: 0.5 + 0.01 * i + 0.1 * seed for i, name in enumerate(CLASS_NAMES)}
         iou["train"] = None  # a class that never occurred in this run
-        rd.record_evaluation(training.cfg, training.evals[0], {"miou": 0.6 + 0.1 * seed, "iou": iou}, main=True)
+        rd.record_evaluation(training.cfg, training.evals[0], EvalResult(0.6 + 0.1 * seed, iou), main=True)
     df = table_frame(records.collect(plan.tables, plan.preset, 2, tmp_path), load_table(1))
     ours = df.loc["Ours, ifbf (2 seeds)"]
     assert ours["Road"] == pytest.approx(55.0) and ours["S.walk"] == pytest.approx(56.0)  # mean over seeds, in %

@@ -15,7 +15,7 @@ from ifbf.config import BASE_CONFIG, load_config
 from ifbf.identity import config_hash, eval_key
 from ifbf.orchestrate.plan import Training
 from ifbf.orchestrate.status import Target, collect
-from ifbf.store.rundir import RunDir, RunState, write_status
+from ifbf.store.rundir import EvalResult, RunDir, RunState, StepRecord, write_status
 
 CFG = load_config(BASE_CONFIG, [*TINY_TRAIN, "train.iters=10"])
 DEAD_PID, OTHER_USERS_PID = 2**22 + 12345, 2**22 + 4242  # kill(pid, 0): ProcessLookupError / PermissionError
@@ -73,8 +73,8 @@ def test_plan_and_status_agree(tmp_path, monkeypatch, complete, recorded, lock, 
     rd = RunDir(tmp_path / config_hash(CFG))
     rd.claim(CFG)
     if complete:
-        rd.append_log({"iter": 10, "loss_total": 1.0, "step_s": 0.1})
-        rd.record_evaluation(CFG, CFG.eval, {"miou": 0.5, "iou": {}}, main=True)
+        rd.append_log(StepRecord(10, {"total": 1.0}, step_s=0.1))
+        rd.record_evaluation(CFG, CFG.eval, EvalResult(0.5, {}), main=True)
     if recorded:
         write_status(rd.path, recorded, **_record(job))
     mine = None
@@ -108,7 +108,7 @@ def test_a_killed_run_is_stopped_in_plan_and_status_alike(tmp_path):
     """The issue's case: a local run killed at its last iteration was "stopped" in --status, "todo" in --plan."""
     rd = RunDir(tmp_path / config_hash(CFG))
     rd.claim(CFG)
-    rd.append_log({"iter": 10, "loss_total": 1.0, "step_s": 0.1})
+    rd.append_log(StepRecord(10, {"total": 1.0}, step_s=0.1))
     write_status(rd.path, "running", executor="local", pid=DEAD_PID)
     training = Training(CFG, rd.path, [CFG.eval])
     (line,) = collect([Target(rd.path, "t", 10, frozenset({eval_key(CFG.eval)}))], query=lambda ids: {})

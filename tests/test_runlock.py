@@ -131,7 +131,7 @@ def test_train_job_finding_its_run_busy_reports_it_and_writes_nothing(tmp_path):
 
 
 def _iterations(run_dir: Path) -> list[int]:
-    return [r["iter"] for r in RunDir(run_dir).read_log()]
+    return [r.iter for r in RunDir(run_dir).read_log()]
 
 
 @pytest.mark.slow

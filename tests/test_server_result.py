@@ -15,7 +15,7 @@ from conftest import REPO, TINY_TRAIN
 from ifbf.commands.cli import main
 from ifbf.config import BASE_CONFIG, PAPER_MS_SCALES, EvalConfig, load_config
 from ifbf.data.labels import CLASS_NAMES, TRAIN_TO_ID
-from ifbf.store.rundir import RunDir, eval_key, server_eval_key
+from ifbf.store.rundir import EvalResult, RunDir, eval_key, server_eval_key
 from ifbf.engine.export import export_test_submission
 from ifbf.engine.server_result import SERVER_EVAL, ServerResultError, import_server_result, parse_server_result
 
@@ -79,7 +79,7 @@ def _finished_run(tmp_path):
     cfg = load_config(BASE_CONFIG, TINY_TRAIN)
     run_dir = RunDir(tmp_path / "run")
     run_dir.claim(cfg)
-    val = {"miou": 0.5, "iou": {n: 0.5 for n in CLASS_NAMES}, "split": "val"}
+    val = EvalResult(0.5, {n: 0.5 for n in CLASS_NAMES}, split="val")
     run_dir.record_evaluation(cfg, cfg.eval, val, main=True)
     return run_dir, cfg
 

@@ -40,7 +40,7 @@ def _wait_for_iteration(run_dir: Path, iteration: int, timeout: float = 240) -> 
     deadline = time.time() + timeout
     while time.time() < deadline:
         log = RunDir(run_dir).read_log() if (run_dir / "log.jsonl").is_file() else []
-        if log and log[-1]["iter"] >= iteration:
+        if log and log[-1].iter >= iteration:
             return
         time.sleep(0.2)
     raise AssertionError(f"{run_dir} did not reach iteration {iteration}")

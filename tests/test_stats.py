@@ -11,8 +11,8 @@ import pytest
 
 from ifbf.errors import IfbfError
 from ifbf.engine.metrics import iou_from_train_confusion, summary
-from ifbf.report.stats import (Counts, SeedNoise, critical_value, image_weights, miou, miou_interval,
-                               paired_difference, p_value, pooled_noise, row_miou)
+from ifbf.report.stats import (Counts, SeedNoise, critical_value, image_weights, miou, row_interval,
+                               paired_difference, p_value, pooled_noise, row_score)
 from ifbf.report.student import t_cdf, t_quantile
 
 K = 19
@@ -51,7 +51,7 @@ def test_interval_covers_the_true_miou_about_95_percent_of_the_time():
     covered = []
     for sim in range(200):
         counts = sample(rng, *population(rng, 100))
-        interval = miou_interval([counts], IMAGES_ONLY, resamples=1000, seed=sim)
+        interval = row_interval([counts], IMAGES_ONLY, resamples=1000, seed=sim)
         assert interval.low <= interval.estimate <= interval.high
         covered.append(interval.low <= TRUE_MIOU <= interval.high)
     print(f"coverage {np.mean(covered):.3f}")
@@ -75,11 +75,11 @@ def test_pairing_on_images_resolves_what_separate_intervals_cannot():
     rng = np.random.default_rng(4)
     p, union = population(rng, 100)
     a, b = sample(rng, p, union, shift=0.006), sample(rng, p, union)
-    ia, ib = miou_interval([a], IMAGES_ONLY, resamples=2000), miou_interval([b], IMAGES_ONLY, resamples=2000)
+    ia, ib = row_interval([a], IMAGES_ONLY, resamples=2000), row_interval([b], IMAGES_ONLY, resamples=2000)
     assert ia.low < ib.high  # the two intervals overlap ...
     diff = paired_difference([a], [b], IMAGES_ONLY, resamples=2000)
     assert diff.low > 0 and diff.p < 0.05  # ... but the paired Δ excludes 0
-    assert diff.estimate == pytest.approx(row_miou([a]) - row_miou([b]))
+    assert diff.estimate == pytest.approx(row_score([a]) - row_score([b]))
     assert diff.low < 0.6 < diff.high  # the true shift is 0.6 points
 
 
@@ -89,9 +89,9 @@ def test_interval_is_the_estimate_plus_minus_q_times_images_and_seeds():
     rng = np.random.default_rng(5)
     p, union = population(rng, 300)
     seeds = [sample(rng, p, union, shift=s) for s in (-0.03, 0.0, 0.03)]
-    per_seed = [row_miou([c]) for c in seeds]
+    per_seed = [row_score([c]) for c in seeds]
     noise = SeedNoise(2.0, df=4, source="measured", rows=2)
-    interval = miou_interval(seeds, noise, resamples=2000)
+    interval = row_interval(seeds, noise, resamples=2000)
     weights = image_weights(np.random.default_rng(0), 300, 2000)
     boot = np.mean([miou(weights @ c.inter, weights @ c.union) for c in seeds], axis=0)
     # the row's own 3 seeds (df 2) with the prior 2.0, which lends min(4, max(2, 2)) = 2 df: df 2 + 2 = 4
@@ -103,7 +103,7 @@ def test_interval_is_the_estimate_plus_minus_q_times_images_and_seeds():
     expected = (interval.estimate - half, interval.estimate + half)
     assert (interval.low, interval.high) == pytest.approx(expected, abs=1e-6)
     assert interval.seed_std == pytest.approx(np.std(per_seed, ddof=1))
-    one = miou_interval(seeds[1:2], SeedNoise(None), resamples=2000)
+    one = row_interval(seeds[1:2], SeedNoise(None), resamples=2000)
     assert one.seed_std is None and np.isnan(one.low) and np.isnan(one.high)  # σ unknown: no interval
 
 
@@ -172,7 +172,7 @@ def test_unpaired_difference_takes_each_rows_own_seeds_with_the_prior():
     images = paired_difference(a, b, IMAGES_ONLY, resamples=1000)
     both = paired_difference(a, b, SeedNoise(1.5), resamples=1000)
     assert both.paired == 0 and both.image_se == pytest.approx(images.image_se)
-    var_b = (2 * 1.5**2 + 2 * np.var([row_miou([c]) for c in b], ddof=1)) / 4
+    var_b = (2 * 1.5**2 + 2 * np.var([row_score([c]) for c in b], ddof=1)) / 4
     seed_var = 1.5**2 + var_b / 3
     assert both.se == pytest.approx(np.sqrt(images.image_se**2 + seed_var))
     q = (images.image_se**2 * 1.959964 + seed_var * 4.302653) / (images.image_se**2 + seed_var)  # df 2 (row a)
@@ -189,12 +189,12 @@ def test_paired_seeds_take_the_std_of_the_per_seed_differences():
     b = [replace(sample(rng, p, union, shift=s - 0.01), seed=i) for i, s in enumerate(shared)]
     prior = SeedNoise(1.0, df=10)
     diff = paired_difference(a, b, prior, resamples=1000)
-    d = np.array([row_miou([x]) - row_miou([y]) for x, y in zip(a, b)])
+    d = np.array([row_score([x]) - row_score([y]) for x, y in zip(a, b)])
     sigma2 = (3 * 2 * 1.0**2 + 3 * np.var(d, ddof=1)) / 6
     assert diff.paired == 4 and diff.df == 6 and diff.estimate == pytest.approx(d.mean())
     assert diff.se == pytest.approx(np.sqrt(diff.image_se**2 + sigma2 / 4))
     unpaired = paired_difference(a, b, prior, resamples=1000, paired=False)
-    assert np.var(d, ddof=1) < 0.2 * np.var([row_miou([x]) for x in a], ddof=1)
+    assert np.var(d, ddof=1) < 0.2 * np.var([row_score([x]) for x in a], ddof=1)
     assert diff.high - diff.low < unpaired.high - unpaired.low  # the shared seed effects cancel
     relabelled = [replace(x, seed=s) for x, s in zip(b, (1, 0, 3, 2))]  # pairs by seed id, not by position
     mismatched = paired_difference(a, relabelled, prior, resamples=1000)

@@ -20,7 +20,7 @@ from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.jobs import TrainJob
 from ifbf.orchestrate.slurm import sacct, slurm_available
 from ifbf.orchestrate.status import Target, collect, progress_log, render
-from ifbf.store.rundir import RunDir, runs_root, write_status
+from ifbf.store.rundir import EvalResult, RunDir, StepRecord, runs_root, write_status
 
 TOTAL = 100
 
@@ -29,7 +29,7 @@ def _run(root: Path, name: str, iters_logged: list[int], imgs_per_s: float = 4.0
     rd = RunDir(root / name)
     rd.claim(load_config(BASE_CONFIG, [*TINY_TRAIN, f"train.iters={TOTAL}"]))  # batch 2
     for it in iters_logged:
-        rd.append_log({"iter": it, "loss_total": 1.0 / it, "lr": 0.01, "imgs_per_s": imgs_per_s})
+        rd.append_log(StepRecord(it, {"total": 1.0 / it}, lr=0.01, imgs_per_s=imgs_per_s))
     (rd.path / "env.json").write_text(json.dumps({"device": "cpu", "world_size": 1}))
     return rd.path
 
@@ -37,8 +37,7 @@ def _run(root: Path, name: str, iters_logged: list[int], imgs_per_s: float = 4.0
 def test_states_progress_eta_and_hours_from_the_run_files(tmp_path):
     root = runs_root("smoke", tmp_path)
     done = _run(root, "done00000000", [50, 100])
-    RunDir(done).record_evaluation(RunDir(done).config(), RunDir(done).config().eval, {"miou": 0.5, "iou": {}},
-                                   main=True)
+    RunDir(done).record_evaluation(RunDir(done).config(), RunDir(done).config().eval, EvalResult(0.5, {}), main=True)
     running = _run(root, "running00000", [10, 20])
     write_status(running, "running", executor="local", pid=os.getpid(), cpus=2, log="/logs/running.err")
     failed = _run(root, "failed000000", [10])
@@ -120,7 +119,7 @@ def test_status_of_a_running_a_finished_and_a_failed_slurm_job(tmp_path):
         run_dir = tmp_path / name
         [job] = ex.submit(tmp_path / "jobs", [TrainJob.of(configs[name], run_dir, [])])
         jobs[name] = job
-        write_status(run_dir, "submitted", **ex.record(job))
+        write_status(run_dir, "submitted", ex.record(job))
         if name != "running":
             job.exception()  # wait for it to end
     try:

@@ -55,9 +55,9 @@ def test_short_training_beats_chance(tmp_path):
     metrics = run(cfg, tmp_path / "run", progress=False)
     assert metrics["miou"] > 0.25, metrics["miou"]
     log = RunDir(tmp_path / "run").read_log()
-    assert log[0]["iter"] == 2 and log[-1]["iter"] == 60
-    assert log[-1]["loss_total"] < 0.7 * log[0]["loss_total"]
-    assert {"loss_out", "loss_aux", "lr", "imgs_per_s"} <= set(log[-1])
+    assert log[0].iter == 2 and log[-1].iter == 60
+    assert log[-1].losses["total"] < 0.7 * log[0].losses["total"]
+    assert {"out", "aux"} <= set(log[-1].losses) and log[-1].lr > 0 and log[-1].imgs_per_s > 0
 
 
 def test_run_dir_contents(tmp_path):
@@ -91,7 +91,7 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for a checkpoint and a few more iterations, then SIGKILL
         log = RunDir(killed).read_log() if (killed / "log.jsonl").is_file() else []
-        if (killed / "checkpoint.pth").is_file() and log and log[-1]["iter"] >= 6:
+        if (killed / "checkpoint.pth").is_file() and log and log[-1].iter >= 6:
             break
         time.sleep(0.05)
     proc.kill()
@@ -109,8 +109,8 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path):
     ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (straight, killed))
     assert ma["miou"] == mb["miou"] and ma["iou"] == mb["iou"]
     log = RunDir(killed).read_log()
-    assert [r["iter"] for r in log] == list(range(1, 17))  # no duplicated lines from the killed attempt
-    assert [r["loss_total"] for r in log] == [r["loss_total"] for r in RunDir(straight).read_log()]
+    assert [r.iter for r in log] == list(range(1, 17))  # no duplicated lines from the killed attempt
+    assert [r.losses for r in log] == [r.losses for r in RunDir(straight).read_log()]
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ Each simulation draws a validation set (images with their own size and difficult
 from many images), two rows of the same true mIoU with their own per-image strengths, and S seeds per
 row whose training moves the row's mIoU by a normal draw of std σ. The production path judges them:
 ``pooled_noise`` (σ pooled over the two rows' seeds, or for one seed a 2-df estimate of the true σ),
-``miou_interval`` for a row and ``verdicts.judge`` on a delta claim for the pair. Figures:
+``row_interval`` for a row and ``verdicts.judge`` on a delta claim for the pair. Figures:
 
 - row coverage: the row's 95% interval holds the true mIoU;
 - paired Δ: the interval holds the true Δ = 0, i.e. the claim "row a beats row b" gets neither
@@ -30,7 +30,7 @@ import pytest
 
 from ifbf.experiments import load_table
 from ifbf.report.claims import load_claims, parse_claim
-from ifbf.report.stats import Counts, SeedNoise, miou_interval, per_seed, pooled_noise
+from ifbf.report.stats import Counts, SeedNoise, row_interval, per_seed, pooled_noise
 from ifbf.report.verdicts import CONTRADICTED, NOT_RESOLVED, judge
 
 K = 19
@@ -79,7 +79,7 @@ def simulate(seeds: int, std: float, sims: int, n_images: int, resamples: int) -
         p, union = validation_set(rng, n_images)
         a, b = (trained_row(rng, p, union, seeds, std) for _ in range(2))
         noise = seed_noise([a, b], seeds, std, rng)
-        interval = miou_interval(a, noise, resamples, seed=sim)
+        interval = row_interval(a, noise, resamples, seed=sim)
         row_hits += interval.low <= TRUE_MIOU <= interval.high
         verdict = judge(DELTA, {"R50 + ASPP": a, "R50 BaseNet": b}, lambda metric: noise, resamples=resamples,
                         seed=sim)

@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     evaluation = evaluate_checkpoint(trained_model(args), not args.no_progress, split_in_result=True)
     result, e = evaluation.result, evaluation.cfg.eval
     if evaluation.printable:
-        print(f"mIoU {100 * result['miou']:.2f}  ({result['split']}, {evaluation.images} images, scales "
+        print(f"mIoU {100 * result.miou:.2f}  ({result.split}, {evaluation.images} images, scales "
               f"{list(e.scales)}, flip {e.flip}, window {e.window})")
-        for name, iou in result["iou"].items():
+        for name, iou in result.iou.items():
             print(f"  {name:14s} {'   n/a' if iou is None else f'{100 * iou:6.2f}'}")
         if evaluation.recorded:
             print(f"recorded in {evaluation.metrics_path}")

@@ -89,9 +89,23 @@ def fast_train_transform(cfg: DataConfig) -> v2.Compose:
     return v2.Compose(steps)
 
 
+_STATS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _mean_std(cfg: DataConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cfg``'s mean and std as float32 tensors on ``device``, made once: ``normalize_image`` given lists builds
+    them every batch, a blocking host-to-device copy each (a device sync per batch on a GPU)."""
+    key = (str(device), tuple(cfg.mean), tuple(cfg.std))
+    if key not in _STATS:
+        _STATS[key] = (torch.tensor(cfg.mean, dtype=torch.float32, device=device),
+                       torch.tensor(cfg.std, dtype=torch.float32, device=device))
+    return _STATS[key]
+
+
 def normalize(image: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float32, exactly as ``v2.ToDtype(float32, scale=True)`` + ``v2.Normalize``."""
-    return F.normalize_image(F.to_dtype_image(image, torch.float32, scale=True), list(cfg.mean), list(cfg.std))
+    """uint8 (..., 3, H, W) -> float32, exactly as ``v2.ToDtype(float32, scale=True)`` + ``v2.Normalize`` (the
+    same calls, the mean and std already on the device)."""
+    return F.normalize_image(F.to_dtype_image(image, torch.float32, scale=True), *_mean_std(cfg, image.device))
 
 
 def to_device(image: torch.Tensor, target: torch.Tensor, device: torch.device, dtype: torch.dtype,

@@ -44,17 +44,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXAMPLES = 3  # names shown per problem line
 
 
-class DatasetError(IfbfError):
-    """The dataset failed verification; ``problems`` holds one line per problem."""
-
-    def __init__(self, root: Path, problems: list[str]) -> None:
-        self.root, self.problems = root, problems
-        super().__init__(
-            f"dataset {root} failed verification ({len(problems)} problem{'s' * (len(problems) != 1)}): "
-            + "; ".join(problems)
-        )
-
-
 @dataclass(frozen=True)
 class Expected:
     """What a complete dataset holds: images per split and image size (width, height; None = any, but labels
@@ -119,12 +108,6 @@ def digest_of(splits: dict[str, dict[str, Frame]]) -> str:
                 top, suffix = KINDS[kind]
                 h.update(f"{top}/{split}/{frame.city}/{name}{suffix}\t{frame.sizes[kind]}\n".encode())
     return h.hexdigest()
-
-
-def dataset_digest(root: str | Path) -> str:
-    """Digest of the dataset at ``root`` now (all splits present); equal to its manifest's after a verify."""
-    root = Path(root)
-    return digest_of({split: scan_split(root, split) for split in present_splits(root)})
 
 
 def png_header(path: Path) -> tuple[int, int, int, int] | str:
@@ -338,12 +321,3 @@ def verify_config(cfg: DataConfig, allow_partial: bool = False) -> VerifyResult:
     if result.ok:
         write_manifest(result)
     return result
-
-
-def require_verified(root: str | Path, expected: Expected = CITYSCAPES, allow_partial: bool = False) -> dict:
-    """Fast verify of ``root``; raises ``DatasetError`` with every problem, else returns the manifest written."""
-    result = verify(root, expected, allow_partial=allow_partial, progress=False)
-    if not result.ok:
-        raise DatasetError(Path(root), result.problems)
-    return json.loads(write_manifest(result).read_text())
-

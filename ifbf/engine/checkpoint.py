@@ -25,7 +25,7 @@ from ifbf.config import Config, load_config, to_dict
 
 from ifbf.identity import config_hash
 from ifbf.errors import IfbfError, UnreadableCheckpoint
-from ifbf.models import IFBFNet, build_model
+from ifbf.models import SegModel, build_model
 from ifbf.store.rundir import PREVIOUS_CHECKPOINT, SCHEMA, RunDir
 from ifbf.store.safefile import atomic_write_bytes, remove_stale_temporaries
 
@@ -176,7 +176,7 @@ def model_dtype(cfg: Config) -> torch.dtype:
 
 
 def model_from_checkpoint(cfg: Config, path: Path, device: torch.device,
-                          action: str = "evaluate") -> tuple[IFBFNet, dict[str, Any]]:
+                          action: str = "evaluate") -> tuple[SegModel, dict[str, Any]]:
     """(model in eval mode with the checkpoint's weights, the checkpoint); refuses another config's file.
     ``action``: what the caller does with it, for the messages (evaluate, export, visualize)."""
     state = load_checkpoint(path, cfg, device, action)

@@ -16,7 +16,7 @@ from ifbf.data.loader import eval_dataset
 from ifbf.engine.dist import DistInfo
 from ifbf.engine.evaluate import evaluate
 from ifbf.engine.metrics import iou_from_train_confusion, summary
-from ifbf.store.rundir import RunDir
+from ifbf.store.rundir import RunDir, StepRecord, ValRecord
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -55,19 +55,19 @@ class Curves:
         miou = summary(iou_from_train_confusion(conf.numpy()))["miou"]
         seconds = time.perf_counter() - started
         if self.dist_info.main:
-            self.run_dir.append_log({"iter": iteration, "val_miou": round(miou, 6), "val_s": round(seconds, 3),
-                                     "val_images": len(self.subset)})
+            self.run_dir.append_log(ValRecord(iteration, round(miou, 6), round(seconds, 3), len(self.subset)))
             if self.writer is not None:
                 self.writer.add_scalar("val/miou", miou, iteration)
         return seconds
 
-    def scalars(self, record: dict) -> None:
+    def scalars(self, record: StepRecord) -> None:
         """TensorBoard scalars of one training log record (loss terms, learning rate, images/s)."""
         if self.writer is None:
             return
-        for key, value in record.items():
-            if key.startswith("loss_") or key in ("lr", "imgs_per_s"):
-                self.writer.add_scalar(f"train/{key}", value, record["iter"])
+        scalars = {f"loss_{k}": v for k, v in record.losses.items()} | {"lr": record.lr, "imgs_per_s": record.imgs_per_s}
+        for key, value in scalars.items():
+            if value is not None:
+                self.writer.add_scalar(f"train/{key}", value, record.iter)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -97,8 +97,7 @@ class DivergenceWatch:
                                f"Likely cause: {likely_cause(self.cfg)}; {kept}")
 
     def _loss_failure(self) -> None:
-        mine = int(self.first.item())
-        first = int(_reduce(self.first.clone(), dist.ReduceOp.MIN).item())
+        first = int(_reduce(self.first.clone(), dist.ReduceOp.MIN).item())  # one sync while all is well
         if first != NONE:
-            value = self.value.item() if mine == first else "not finite"  # another rank's loss
+            value = self.value.item() if int(self.first.item()) == first else "not finite"  # another rank's loss
             self.fail(first, f"the loss is {value}", check_loss=False)

@@ -17,7 +17,7 @@ from ifbf.data.loader import eval_dataset
 from ifbf.engine.dist import DistInfo, all_reduce_sum
 from ifbf.engine.metrics import iou_from_train_confusion, summary
 from ifbf.errors import TrainingDiverged
-from ifbf.store.rundir import PER_IMAGE_COUNTS
+from ifbf.store.rundir import PER_IMAGE_COUNTS, EvalResult, PerImage
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -108,16 +108,16 @@ def evaluate(
 
 
 def evaluate_run(model: nn.Module, cfg: Config, device: torch.device, dist_info: DistInfo = DistInfo(),
-                 progress: bool = True) -> tuple[dict, CityscapesDataset]:
-    """Evaluate ``model`` with ``cfg.eval`` on its split: ({"miou", "iou", "confusion", "per_image", "seconds"}, the
-    dataset); "per_image" is {"names", "counts": {name: [n_images, K] array}} (``RunDir.record_evaluation``
-    stores it apart)."""
+                 progress: bool = True) -> tuple[EvalResult, CityscapesDataset]:
+    """Evaluate ``model`` with ``cfg.eval`` on its split: (its result, with the per-image counts in ``counts``,
+    which ``RunDir.record_evaluation`` stores apart; the dataset)."""
     started = time.perf_counter()
     dataset = eval_dataset(cfg)
     conf, counts = evaluate(model, dataset, cfg.eval, cfg.model.num_classes, device, dist_info, progress)
-    per_image = {"names": [s.name for s in dataset.samples], "counts": {k: v.numpy() for k, v in counts.items()}}
-    result = {**summary(iou_from_train_confusion(conf.numpy())), "confusion": conf.tolist(), "per_image": per_image,
-              "seconds": round(time.perf_counter() - started, 3)}
+    per_image = PerImage([s.name for s in dataset.samples], {k: v.numpy() for k, v in counts.items()})
+    scores = summary(iou_from_train_confusion(conf.numpy()))
+    result = EvalResult(scores["miou"], scores["iou"], confusion=conf.tolist(),
+                        seconds=round(time.perf_counter() - started, 3), counts=per_image)
     return result, dataset
 
 

@@ -25,8 +25,10 @@ def global_mean(values: torch.Tensor) -> torch.Tensor:
 
     DDP averages gradients over ranks, so dividing each rank's sum by (global count / world size) gives
     exactly the gradient of the single-process mean, even when ranks hold different numbers of valid pixels.
+    The count is filled in on the device: ``torch.tensor(n, device=cuda)`` would be a blocking host-to-device
+    copy, a sync per call (docs/performance.md).
     """
-    count = torch.tensor(float(values.numel()), device=values.device)
+    count = torch.full((), float(values.numel()), device=values.device)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(count)
         count = count / dist.get_world_size()
@@ -50,7 +52,7 @@ def ohem_thresh_ce(logits: torch.Tensor, target: torch.Tensor, thresh: float, mi
         return global_mean(valid_ce)
     with torch.no_grad():
         prob = torch.exp(-valid_ce)  # true-class probability p = exp(-CE)
-        threshold = torch.tensor(thresh, dtype=prob.dtype, device=prob.device)
+        threshold = torch.full((), thresh, dtype=prob.dtype, device=prob.device)  # no host-to-device copy
         if min_kept > 0:
             threshold = torch.maximum(threshold, prob.kthvalue(min_kept).values)
         kept = prob <= threshold

@@ -24,6 +24,7 @@ from ifbf.engine.dist import setup
 from ifbf.engine.evaluate import predict
 from ifbf.engine.precision import compile_net
 from ifbf.engine.train import build_training, forward_loss, optimizer_step
+from ifbf.store.measurement import InferenceTiming, IterationTimes, Machine, Measurement
 
 GIB = 1024**3
 # Interquartile range of the timed iterations over their median above which a measurement is not trusted:
@@ -43,25 +44,26 @@ def _peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
 
 
-def facts(device: torch.device, world: int) -> dict:
+def facts(device: torch.device, world: int) -> Machine:
     """What the figures were measured on: date, host, device, torch/CUDA versions, processes, threads."""
     try:
         import inplace_abn  # optional: only its version is recorded
         abn = getattr(inplace_abn, "__version__", "installed")
     except ImportError:
         abn = None
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "host": platform.node(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-        "device_kind": device.type,
-        "processes": world,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda if device.type == "cuda" else None,
-        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "inplace_abn": abn,
-    }
+    on_gpu = device.type == "cuda"
+    return Machine(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        device=torch.cuda.get_device_name(device) if on_gpu else "CPU",
+        host=platform.node(),
+        device_kind=device.type,
+        processes=world,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda if on_gpu else None,
+        cudnn=torch.backends.cudnn.version() if on_gpu else None,
+        inplace_abn=abn,
+    )
 
 
 def _train_timings(cfg: Config, net: nn.Module, optimizer, scheduler, scaler, device: torch.device, rank: int,
@@ -117,12 +119,12 @@ def read_every_split(cfg: Config, evals: list[EvalConfig]) -> dict[str, int]:
     return images
 
 
-def spread(steps: list[float]) -> tuple[dict, float]:
+def spread(steps: list[float]) -> tuple[IterationTimes, float]:
     """The timed iterations' figures (median, quartiles, extremes, each one) and their relative spread."""
     median = statistics.median(steps)
     q1, _, q3 = statistics.quantiles(steps, n=4) if len(steps) > 1 else [median, median, median]
-    figures = {"median": round(median, 4), "q1": round(q1, 4), "q3": round(q3, 4), "min": round(min(steps), 4),
-               "max": round(max(steps), 4), "each": [round(s, 4) for s in steps]}
+    figures = IterationTimes(median=round(median, 4), q1=round(q1, 4), q3=round(q3, 4), min=round(min(steps), 4),
+                             max=round(max(steps), 4), each=[round(s, 4) for s in steps])
     return figures, (q3 - q1) / median
 
 
@@ -138,7 +140,8 @@ def _checkpoint_seconds(cfg: Config, scratch: Path, model: nn.Module, optimizer,
 
 
 def measure(cfg: Config, evals: list[EvalConfig], warmup: int | None = None, iters: int | None = None,
-            eval_images: int | None = None, started: float | None = None, scratch: Path | None = None) -> dict | None:
+            eval_images: int | None = None, started: float | None = None,
+            scratch: Path | None = None) -> Measurement | None:
     """Measure ``cfg``'s training speed and memory and the inference cost of each of ``evals``; returns the
     record (rank 0; None on other ranks). Defaults: 5 warm-up + 20 timed iterations and 5 images per
     inference setting on GPUs; 2 + 5 and 2 on CPUs. ``started``: when the job began (for the set-up time);
@@ -165,30 +168,20 @@ def measure(cfg: Config, evals: list[EvalConfig], warmup: int | None = None, ite
     ckpt_s = _checkpoint_seconds(cfg, scratch, model, optimizer, scheduler, scaler) if dist_info.main and scratch else 0.0
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
-    evaluations = {}
-    for setting in evals:
-        evaluations[eval_key(setting)] = {
-            "scales": list(setting.scales), "flip": setting.flip,
-            "window": list(setting.window) if setting.window else None, "split": setting.split,
-            "s_per_img": round(eval_seconds(model, cfg, setting, device, eval_images), 4), "images": eval_images,
-        }
+    evaluations = {
+        eval_key(setting): InferenceTiming(
+            s_per_img=round(eval_seconds(model, cfg, setting, device, eval_images), 4), scales=list(setting.scales),
+            flip=setting.flip, window=list(setting.window) if setting.window else None, split=setting.split,
+            images=eval_images)
+        for setting in evals}
     if not dist_info.main:
         return None
     s_per_it, relative = spread(steps)
-    return {
-        **facts(device, dist_info.world),
-        "warmup": warmup,
-        "iters": iters,
-        "s_per_it": s_per_it,
-        "spread": round(relative, 3),  # (q3 - q1) / median of the timed iterations
-        "unstable": relative > UNSTABLE_SPREAD,
-        "splits": splits,
-        "imgs_per_s": round(cfg.data.batch_size * dist_info.world / s_per_it["median"], 3),
-        "data_wait": round(sum(waits) / sum(steps), 4),
-        "peak_mem_gib": round(train_peak / GIB, 3),
-        "peak_mem_kind": "GPU (torch.cuda.max_memory_allocated)" if on_gpu else "CPU (peak RSS of the process)",
-        "eval_peak_mem_gib": round(_peak_bytes(device) / GIB, 3) if on_gpu else None,
-        "setup_s": round(setup_s, 3),
-        "ckpt_s": round(ckpt_s, 3),
-        "eval": evaluations,
-    }
+    return Measurement(
+        machine=facts(device, dist_info.world), warmup=warmup, iters=iters, s_per_it=s_per_it,
+        spread=round(relative, 3), unstable=relative > UNSTABLE_SPREAD, splits=splits,
+        imgs_per_s=round(cfg.data.batch_size * dist_info.world / s_per_it.median, 3),
+        data_wait=round(sum(waits) / sum(steps), 4), peak_mem_gib=round(train_peak / GIB, 3),
+        peak_mem_kind="GPU (torch.cuda.max_memory_allocated)" if on_gpu else "CPU (peak RSS of the process)",
+        eval_peak_mem_gib=round(_peak_bytes(device) / GIB, 3) if on_gpu else None,
+        setup_s=round(setup_s, 3), ckpt_s=round(ckpt_s, 3), eval=evaluations)

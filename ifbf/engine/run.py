@@ -21,14 +21,14 @@ from ifbf.engine.export import export_test_submission
 from ifbf.engine.train import train
 from ifbf.store.environment import capture
 from ifbf.models.weights import weights_record
-from ifbf.store.rundir import RunDir, eval_key, scored_by_server
+from ifbf.store.rundir import EvalResult, RunDir, eval_key, scored_by_server
 from ifbf.store.safefile import check_writable
 
 
 @dataclass(frozen=True)
 class Evaluation:
     cfg: Config  # the config with the inference setting that was evaluated
-    result: dict  # {"miou", "iou", "confusion", ...}
+    result: EvalResult
     images: int
     iteration: int  # the checkpoint's iteration
     recorded: bool  # added to the run's metrics.json
@@ -51,7 +51,7 @@ def evaluate_checkpoint(source: TrainedModel, progress: bool = True, split_in_re
             check_writable(folder)  # metrics.json, per_image.npz
     result, dataset = evaluate_run(model, cfg, device, dist_info, progress)
     if split_in_result:
-        result["split"] = cfg.eval.split or cfg.data.val_split
+        result = dataclasses.replace(result, split=cfg.eval.split or cfg.data.val_split)
     if record:
         source.run_dir.record_evaluation(cfg, cfg.eval, result)
     metrics_path = source.run_dir.metrics_path if source.run_dir else None
@@ -103,19 +103,20 @@ def export_for_server(source: TrainedModel, progress: bool = True) -> Path | Non
     return archive
 
 
-def provenance(cfg: Config) -> dict:
-    """What env.json records about the run's inputs: its ImageNet weights file and the dataset's manifest."""
+def dataset_record(cfg: Config) -> dict:
+    """What env.json records about the run's dataset: its root and the digest of its verified manifest."""
     root = configured_root(cfg.data) if cfg.data.dataset == "cityscapes" else None
     manifest = read_manifest(root) if root else None
-    dataset = {"root": str(root), "digest": manifest.get("digest"), "partial": manifest.get("partial"),
-               "verified": manifest.get("date")} if manifest else {"root": str(root) if root else None, "digest": None}
-    return {"weights": weights_record(cfg.model), "dataset": dataset}
+    if manifest is None:
+        return {"root": str(root) if root else None, "digest": None}
+    return {"root": str(root), "digest": manifest.get("digest"), "partial": manifest.get("partial"),
+            "verified": manifest.get("date")}
 
 
 def _train_and_evaluate(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.device, progress: bool,
                         terminate_stops: bool) -> dict:
     if dist_info.main:
-        run_dir.write_env(capture(str(device), dist_info.world, provenance(cfg)))
+        run_dir.write_env(capture(str(device), dist_info.world, weights_record(cfg.model), dataset_record(cfg)))
     started = time.perf_counter()
     model = train(cfg, run_dir, dist_info, device, progress, terminate_stops)
     if scored_by_server(cfg):
@@ -124,10 +125,10 @@ def _train_and_evaluate(cfg: Config, run_dir: RunDir, dist_info: DistInfo, devic
         barrier()
         return run_dir.metrics() or {}
     result, dataset = evaluate_run(model, cfg, device, dist_info, progress)
-    metrics = run_dir.record_evaluation(cfg, cfg.eval, result, main=True) if dist_info.main else {"miou": result["miou"]}
+    metrics = run_dir.record_evaluation(cfg, cfg.eval, result, main=True) if dist_info.main else {"miou": result.miou}
     barrier()
     if dist_info.main:
         minutes = (time.perf_counter() - started) / 60
-        print(f"{run_dir.path}: {cfg.train.iters} iterations, mIoU {100 * result['miou']:.2f} on "
+        print(f"{run_dir.path}: {cfg.train.iters} iterations, mIoU {100 * result.miou:.2f} on "
               f"{len(dataset)} {cfg.data.val_split} images ({minutes:.1f} min)")
     return metrics

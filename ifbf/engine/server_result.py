@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ifbf.config import PAPER_MS_SCALES, EvalConfig
 from ifbf.data.labels import CLASS_NAMES, NUM_CLASSES
-from ifbf.store.rundir import RunDir, server_eval_key
+from ifbf.store.rundir import EvalResult, RunDir, server_eval_key
+from ifbf.store.runtypes import ServerScore
 from ifbf.errors import IfbfError
 
 SERVER_EVAL = EvalConfig(scales=PAPER_MS_SCALES, flip=True, split="test")  # "multi-scales prediction and flipping"
@@ -162,14 +163,10 @@ def import_server_result(run: Path, path: Path, eval_cfg: EvalConfig = SERVER_EV
     if not run_dir.finished(cfg):
         raise ServerResultError(f"{run} has not finished training (no final metrics.json): the server result "
                                 f"belongs to a finished run's export")
-    result = parse_server_result(path)
-    result.update({
-        "split": eval_cfg.split,
-        "source": SOURCE,
-        "file": str(path.resolve()),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "imported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    parsed = parse_server_result(path)
+    server = ServerScore(SOURCE, str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest(),
+                         datetime.now(timezone.utc).isoformat(timespec="seconds"), parsed["extra"])
+    result = EvalResult(parsed["miou"], parsed["iou"], split=eval_cfg.split, server=server)
     key = server_eval_key(eval_cfg)
     metrics = run_dir.record_evaluation(cfg, eval_cfg, result, key=key)
     return key, metrics["evaluations"][key]

@@ -29,8 +29,8 @@ from ifbf.engine.divergence import DivergenceWatch
 from ifbf.engine.losses import NothingKept, total_loss
 from ifbf.engine.precision import AMP_DTYPES, amp_dtype, autocast, compile_net
 from ifbf.errors import IfbfError, TrainingDiverged  # noqa: F401 - TrainingDiverged: re-exported, callers catch it here
-from ifbf.models import IFBFNet, build_model
-from ifbf.store.rundir import RunDir
+from ifbf.models import SegModel, build_model
+from ifbf.store.rundir import RunDir, StepRecord
 
 
 class Interrupted(Exception):
@@ -46,7 +46,7 @@ class Interrupted(Exception):
         self.iteration, self.signum, self.handler = iteration, signum, handler
 
 
-def param_groups(model: IFBFNet, cfg: TrainConfig) -> list[dict[str, Any]]:
+def param_groups(model: SegModel, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Two SGD groups: the aux head and fusion modules at ``lr_mult`` x lr (section 4.1), the rest at lr."""
     fast = {id(p) for m in model.lr_mult_modules() for p in m.parameters()}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -62,7 +62,7 @@ def lr_factor(it: int, cfg: TrainConfig) -> float:
     return warm * (1 - it / cfg.iters) ** cfg.poly_power
 
 
-def build_optimizer(model: IFBFNet, cfg: TrainConfig) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+def build_optimizer(model: SegModel, cfg: TrainConfig) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
     return optimizer, scheduler
@@ -105,7 +105,7 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return autocast(cfg.amp, device)  # bf16 on CUDA and CPU, fp16 on CUDA (engine/precision.py)
 
 
-def build_training(cfg: Config, device: torch.device) -> tuple[IFBFNet, torch.optim.SGD,
+def build_training(cfg: Config, device: torch.device) -> tuple[SegModel, torch.optim.SGD,
                                                                  torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler]:
     """A fresh model (dtype and memory format of ``cfg``) with its optimizer, scheduler and AMP scaler."""
     t = cfg.train
@@ -159,7 +159,7 @@ def prepare(cfg: Config, device: torch.device, dist_info: DistInfo) -> None:
 class _State:
     """What a checkpoint holds of a training, beside the config."""
 
-    model: IFBFNet
+    model: SegModel
     optimizer: torch.optim.SGD
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -184,8 +184,9 @@ def train(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
 
 
 class _StepLog:
-    """One log.jsonl record every ``runtime.log_every`` iterations: losses, lr and the speed since the previous
-    record, curve validations excluded."""
+    """One log.jsonl record every ``runtime.log_every`` iterations: the losses of that iteration, lr and the speed
+    since the previous record, curve validations excluded. Reading the losses is the loop's only wait for the
+    device besides the divergence watch, and both happen at log steps only (docs/performance.md)."""
 
     def __init__(self, cfg: Config, run_dir: RunDir, images_per_step: int) -> None:
         self.cfg, self.run_dir, self.images_per_step = cfg, run_dir, images_per_step
@@ -194,14 +195,15 @@ class _StepLog:
     def due(self, done: int) -> bool:
         return done % self.cfg.runtime.log_every == 0 or done == self.cfg.train.iters
 
-    def step(self, done: int, losses: dict[str, torch.Tensor], lr: float) -> dict | None:
+    def step(self, done: int, losses: dict[str, torch.Tensor], lr: float) -> StepRecord | None:
         self.seen += self.images_per_step
         if not self.due(done):
             return None
         now = time.perf_counter()
         step_s = now - self.tick - self.paused  # training time since the last record, validation excluded
-        record = {"iter": done, **{f"loss_{k}": round(v.item(), 6) for k, v in losses.items()}, "lr": lr,
-                  "imgs_per_s": round(self.seen / step_s, 3), "step_s": round(step_s, 3)}
+        values = torch.stack([v.detach() for v in losses.values()]).tolist()  # the one read of the device
+        record = StepRecord(done, {k: round(v, 6) for k, v in zip(losses, values)}, lr,
+                            imgs_per_s=round(self.seen / step_s, 3), step_s=round(step_s, 3))
         self.run_dir.append_log(record)
         self.tick, self.seen, self.paused = now, 0, 0.0
         return record
@@ -243,7 +245,7 @@ def _loop(cfg: Config, run_dir: RunDir, dist_info: DistInfo, device: torch.devic
             record = log.step(it + 1, losses, state.optimizer.param_groups[0]["lr"]) if dist_info.main else None
             if record:
                 curves.scalars(record)
-                bar.set_postfix(loss=f"{losses['total'].item():.3f}", lr=f"{record['lr']:.2e}")
+                bar.set_postfix(loss=f"{record.losses['total']:.3f}", lr=f"{record.lr:.2e}")
             if curves.due(it + 1):
                 log.paused += curves.validate(state.model, it + 1)
             _checkpoint_cadence(it + 1, cfg, stop, checkpoint)

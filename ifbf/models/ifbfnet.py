@@ -118,6 +118,9 @@ class IFBFNet(nn.Module):
         return [*self.fusion_modules(), *([self.aux_head] if self.aux_head is not None else [])]
 
 
+SegModel = IFBFNet | DeepLabV3Plus | DANet  # what build_model gives: the forward contract above, lr_mult_modules()
+
+
 def _check(cfg: ModelConfig) -> None:
     if cfg.balanced_fusion and not cfg.skip:
         raise ConfigError("model.balanced_fusion=true needs model.skip=true: the fusion acts on the skip concat")
@@ -125,7 +128,7 @@ def _check(cfg: ModelConfig) -> None:
         raise ConfigError("model.spatial_stream=true needs model.skip=true: the stream joins the skip decoder")
 
 
-def build_model(cfg: ModelConfig) -> IFBFNet | DeepLabV3Plus | DANet:
+def build_model(cfg: ModelConfig) -> SegModel:
     """Build IFBFNet (or one of its ablations, or DeepLabV3+ or DANet with ``model.arch``) from ``cfg``; the
     backbone gets its ImageNet weights from ``model.weights`` (ifbf.models.weights)."""
     if cfg.arch == "deeplabv3plus":

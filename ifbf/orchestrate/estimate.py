@@ -14,6 +14,7 @@ from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.orchestrate.preflight import measurements, shape_hash, shape_of, unstable_note, val_setting
+from ifbf.store.measurement import Preflight, PreflightFailure
 from ifbf.store.rundir import RunCost, RunDir, RunState
 
 CITYSCAPES_IMAGES = {"train": 2975, "val": 500, "test": 1525}
@@ -35,7 +36,7 @@ class Estimate:
     on_gpu: bool
 
 
-def predict(training: Training, profile: ClusterProfile, preflight: dict[str, dict], cpus: int = 1) -> Estimate:
+def predict(training: Training, profile: ClusterProfile, preflight: dict[str, Preflight], cpus: int = 1) -> Estimate:
     """Seconds of one training from its shape's preflight record; ``cpus``: the CPUs each process holds (the
     devices of a CPU run, as ``RunCost`` counts them)."""
     cfg = training.cfg
@@ -44,28 +45,29 @@ def predict(training: Training, profile: ClusterProfile, preflight: dict[str, di
     record = preflight.get(shape_hash(shape))
     if record is None:
         return Estimate(None, NOT_MEASURED, devices, on_gpu)
-    if "error" in record:
-        return Estimate(None, f"preflight failed: {record['cause']} (fix: {record['fix']})", devices, on_gpu)
-    seconds = record["setup_s"] + record["s_per_it"]["median"] * cfg.train.iters
-    seconds += record.get("ckpt_s", 0.0) * (cfg.train.iters // cfg.runtime.ckpt_every)
+    if isinstance(record, PreflightFailure):
+        return Estimate(None, f"preflight failed: {record.cause} (fix: {record.fix})", devices, on_gpu)
+    seconds = record.setup_s + record.s_per_it.median * cfg.train.iters
+    seconds += record.ckpt_s * (cfg.train.iters // cfg.runtime.ckpt_every)
     missing = 0
     for setting in training.evals:
-        measured = record["eval"].get(eval_key(setting))
+        measured = record.eval.get(eval_key(setting))
         if measured is None:
             missing += 1
             continue
-        seconds += measured["s_per_img"] * split_images(cfg, setting.split or cfg.data.val_split)
+        seconds += measured.s_per_img * split_images(cfg, setting.split or cfg.data.val_split)
     if cfg.runtime.val_every:
-        measured = record["eval"].get(eval_key(val_setting(cfg)))
+        measured = record.eval.get(eval_key(val_setting(cfg)))
         images = min(cfg.runtime.val_images, split_images(cfg, cfg.data.val_split))
         if measured is None:
             missing += 1
         else:
-            seconds += cfg.train.iters // cfg.runtime.val_every * images * measured["s_per_img"]
-    basis = f"measured {record['date'][:10]} on {record['device']}" + (f" x{devices}" if devices > 1 else "")
+            seconds += cfg.train.iters // cfg.runtime.val_every * images * measured.s_per_img
+    machine = record.machine
+    basis = f"measured {machine.date[:10]} on {machine.device}" + (f" x{devices}" if devices > 1 else "")
     if missing:
         basis += f"; {missing} inference setting(s) not measured (run --preflight)"
-    if record.get("unstable"):
+    if record.unstable:
         basis += f"; {unstable_note(record)}"
     return Estimate(seconds, basis, devices, on_gpu)
 

@@ -27,7 +27,7 @@ from ifbf.errors import IfbfError
 from ifbf.orchestrate.cluster import ClusterProfile, read_options
 from ifbf.orchestrate.resources import share_per_job
 from ifbf.orchestrate.slurm import sacct, slurm_available, slurm_job_active
-from ifbf.store.rundir import Status, process_alive
+from ifbf.store.rundir import Status, Submission, process_alive
 
 # a scheduler's accounting: job ids -> each job's records, oldest first ({"state", "elapsed_s", "gpus", "cpus"})
 Accounting = Callable[[list[str]], dict[str, list[dict]]]
@@ -100,9 +100,9 @@ class Executor:
         ex.update_parameters(**self.params())
         return ex
 
-    def record(self, job: submitit.Job) -> dict[str, Any]:
+    def record(self, job: submitit.Job) -> Submission:
         """What the run's status record keeps of a submitted job: enough to find its log and ask whether it lives."""
-        return {"executor": self.name, "job_id": str(job.job_id), "log": str(job.paths.stderr), "pid": int(job.job_id)}
+        return Submission(self.name, str(job.job_id), str(job.paths.stderr), int(job.job_id))
 
     @staticmethod
     def alive(status: Status) -> bool:
@@ -160,8 +160,8 @@ class DebugExecutor(Executor):
     def round_size(self, jobs: int) -> int:
         return 1
 
-    def record(self, job: submitit.Job) -> dict[str, Any]:
-        return {"executor": self.name, "job_id": str(job.job_id), "log": None, "pid": os.getpid()}
+    def record(self, job: submitit.Job) -> Submission:
+        return Submission(self.name, str(job.job_id), None, os.getpid())
 
 
 class ClusterExecutor(Executor):
@@ -186,8 +186,8 @@ class ClusterExecutor(Executor):
         """The scheduler's own submitit parameters (``<cluster>_<name>``) from its profile keys (``self.options``)."""
         return {}
 
-    def record(self, job: submitit.Job) -> dict[str, Any]:
-        return {"executor": self.name, "job_id": str(job.job_id), "log": str(job.paths.stderr), "pid": None}
+    def record(self, job: submitit.Job) -> Submission:
+        return Submission(self.name, str(job.job_id), str(job.paths.stderr), None)
 
     def wall_clock(self, seconds: list[float]) -> tuple[float, str]:
         return max(seconds, default=0.0), "all at once (queue waits not included)"

@@ -26,8 +26,8 @@ from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.jobs import _setup_distributed
 from ifbf.orchestrate.plan import Plan, Training
 from ifbf.errors import UnreadableRunFile
+from ifbf.store.measurement import Measurement, Preflight, PreflightFailure, preflight_from_json
 from ifbf.store.rundir import atomic_write_text
-from ifbf.store.runtypes import is_number
 from ifbf.store.safefile import make_dirs, read_json, writing
 
 PREFLIGHT = "preflight.json"
@@ -109,14 +109,15 @@ def explain(error: str) -> tuple[str, str]:
 
 
 class PreflightJob:
-    """Measure one compute shape (a picklable job: plain data only). Returns the record or {"error", "fix"}."""
+    """Measure one compute shape (a picklable job: plain data only). Returns its ``Measurement`` or a
+    ``PreflightFailure``."""
 
     def __init__(self, config: dict, evals: list[dict], warmup: int | None, iters: int | None,
                  threads: int | None = None, scratch: str | None = None) -> None:
         self.config, self.evals, self.warmup, self.iters, self.threads = config, evals, warmup, iters, threads
         self.scratch = scratch
 
-    def __call__(self) -> dict | None:
+    def __call__(self) -> Preflight | None:
         started = time.perf_counter()
         # torch and the engine only inside the job: planning and submitting must not pay for importing them
         import torch
@@ -134,14 +135,14 @@ class PreflightJob:
         except Exception as err:  # noqa: BLE001 - every failure becomes one line with its fix
             cause, fix = explain(f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
             first_line = (str(err).strip().splitlines() or [""])[0][:300]
-            return {"error": f"{type(err).__name__}: {first_line}", "cause": cause, "fix": fix}
+            return PreflightFailure(f"{type(err).__name__}: {first_line}", cause, fix)
 
 
 def preflight_path(results: Path, preset: str) -> Path:
     return results / preset / PREFLIGHT
 
 
-def read_preflight(results: Path, preset: str) -> dict:
+def read_preflight(results: Path, preset: str) -> dict[str, Preflight]:
     """{shape key: record} from results/<preset>/preflight.json (empty when there is none); ``UnreadableRunFile``
     naming the file when it is torn, not an object of shapes, or a record lacks a figure --plan prices with."""
     folder = results / preset
@@ -151,13 +152,16 @@ def read_preflight(results: Path, preset: str) -> dict:
     shapes = data.get("shapes")
     if not isinstance(shapes, dict):
         raise UnreadableRunFile(folder, PREFLIGHT, f'"shapes" is {type(shapes).__name__}, not an object of shapes')
+    records = {}
     for key, record in shapes.items():
-        if problem := record_problem(record):
-            raise UnreadableRunFile(folder, PREFLIGHT, f"shape {key}: {problem}")
-    return shapes
+        try:
+            records[key] = preflight_from_json(record)
+        except ValueError as err:
+            raise UnreadableRunFile(folder, PREFLIGHT, f"shape {key}: {err}") from None
+    return records
 
 
-def measurements(results: Path, preset: str) -> dict:
+def measurements(results: Path, preset: str) -> dict[str, Preflight]:
     """``read_preflight`` for the commands that only price (--plan, --status, --design): a damaged file is one
     warning naming it, and every training reads "not measured"."""
     try:
@@ -168,36 +172,12 @@ def measurements(results: Path, preset: str) -> dict:
         return {}
 
 
-def record_problem(record: object) -> str | None:
-    """What makes a shape's record unusable for pricing (None: nothing): a failure needs its cause and fix, a
-    measurement its set-up and iteration seconds, evaluation seconds per image, date and device."""
-    if not isinstance(record, dict):
-        return f"a {type(record).__name__}, not an object"
-    if "error" in record:
-        failure = all(isinstance(record.get(k), str) for k in ("cause", "fix"))
-        return None if failure else "a failure without cause and fix"
-    s_per_it, evals = record.get("s_per_it"), record.get("eval")
-    if not (is_number(record.get("setup_s")) and isinstance(s_per_it, dict) and is_number(s_per_it.get("median"))):
-        return "no set-up and iteration seconds"
-    if not isinstance(evals, dict) or not all(isinstance(e, dict) and is_number(e.get("s_per_img"))
-                                              for e in evals.values()):
-        return "evaluation seconds per image missing"
-    if not (isinstance(record.get("date"), str) and isinstance(record.get("device"), str)):
-        return "no date or device"
-    if record.get("unstable") and not (is_number(record.get("spread")) and is_number(s_per_it.get("min"))
-                                       and is_number(s_per_it.get("max"))):
-        return "unstable without its spread"
-    if "ckpt_s" in record and not is_number(record["ckpt_s"]):
-        return "checkpoint seconds not a number"
-    return None
-
-
-def _record(shape: Shape, result: dict) -> dict:
-    return {"shape": shape.shape, "rows": shape.rows(), "trainings": len(shape.trainings), **result}
+def _record(shape: Shape, result: Preflight) -> Preflight:
+    return dataclasses.replace(result, shape=shape.shape, rows=tuple(shape.rows()), trainings=len(shape.trainings))
 
 
 def run_preflight(plan: Plan, executor: Executor, results: Path, iters: int | None,
-                  warmup: int | None = None) -> dict[str, dict]:
+                  warmup: int | None = None) -> dict[str, Preflight]:
     """Run one preflight job per shape (in the executor's rounds: one at a time on this machine, so that a
     measurement never shares the cores with another; all at once on a scheduler), with the threads per job the
     runs will get, and return {shape key: record} (``merge`` adds them to preflight.json). Failed shapes
@@ -210,7 +190,7 @@ def run_preflight(plan: Plan, executor: Executor, results: Path, iters: int | No
         evals = [to_dict(e) for e in shape.evals.values()]
         return PreflightJob(to_dict(shape.cfg), evals, warmup, iters, threads, str(scratch / shape.key))
 
-    records: dict[str, dict] = {}
+    records: dict[str, Preflight] = {}
     step = executor.round_size(len(shapes)) if executor.detached else 1
     for start in range(0, len(shapes), step):
         batch = shapes[start : start + step]
@@ -219,18 +199,19 @@ def run_preflight(plan: Plan, executor: Executor, results: Path, iters: int | No
     return records
 
 
-def _outcome(job) -> dict:
+def _outcome(job) -> Preflight:
     try:
         result = job.result()
     except Exception as err:  # noqa: BLE001 - a killed or failed job (OOM killer, time limit) is one line
         cause, fix = explain(str(err))
         log = getattr(getattr(job, "paths", None), "stderr", None)
-        return {"error": cause, "cause": cause, "fix": fix + (f"; log: {log}" if log else "")}
-    return result if isinstance(result, dict) else {"error": "the job returned nothing", "cause": "no result",
-                                                    "fix": "see the job's log"}
+        return PreflightFailure(cause, cause, fix + (f"; log: {log}" if log else ""))
+    if isinstance(result, (Measurement, PreflightFailure)):
+        return result
+    return PreflightFailure("the job returned nothing", "no result", "see the job's log")
 
 
-def merge(results: Path, preset: str, records: dict[str, dict]) -> Path:
+def merge(results: Path, preset: str, records: dict[str, Preflight]) -> Path:
     """Add (or replace) shapes in preflight.json, keeping the shapes of other tables; a damaged file is kept
     as preflight.json.unreadable (one warning) and the new measurements start a new one."""
     path = preflight_path(results, preset)
@@ -243,29 +224,30 @@ def merge(results: Path, preset: str, records: dict[str, dict]) -> Path:
               f"{PREFLIGHT}", file=sys.stderr)
         shapes = {}
     make_dirs(path.parent)
-    atomic_write_text(path, json.dumps({"shapes": {**shapes, **records}}, indent=1) + "\n")
+    shapes |= records
+    atomic_write_text(path, json.dumps({"shapes": {k: r.to_json() for k, r in shapes.items()}}, indent=1) + "\n")
     return path
 
 
-def summary_lines(records: dict[str, dict]) -> list[str]:
+def summary_lines(records: dict[str, Preflight]) -> list[str]:
     """One line per shape: its figures, or its failure with the fix."""
     lines = []
     for key, r in records.items():
-        rows = ", ".join(r["rows"][:3]) + (f" (+{len(r['rows']) - 3})" if len(r["rows"]) > 3 else "")
-        if "error" in r:
-            lines.append(f"  {key}  FAILED  {rows}: {r['cause']} — fix: {r['fix']}")
+        rows = ", ".join(r.rows[:3]) + (f" (+{len(r.rows) - 3})" if len(r.rows) > 3 else "")
+        if isinstance(r, PreflightFailure):
+            lines.append(f"  {key}  FAILED  {rows}: {r.cause} — fix: {r.fix}")
             continue
-        s = r["s_per_it"]
-        evals = ", ".join(f"{'MS' if len(e['scales']) > 1 else 'SS'}{'+flip' if e['flip'] else ''} "
-                          f"{e['s_per_img']:.3f} s/img" for e in r["eval"].values())
-        lines.append(f"  {key}  {s['median']:.3f} s/it (IQR {s['q1']:.3f}-{s['q3']:.3f}), {r['imgs_per_s']:.1f} img/s, "
-                     f"data wait {100 * r['data_wait']:.0f}%, peak {r['peak_mem_gib']:.2f} GiB, eval {evals}  {rows}"
-                     + (f"\n    {unstable_note(r)}" if r.get("unstable") else ""))
+        s = r.s_per_it
+        evals = ", ".join(f"{'MS' if len(e.scales or ()) > 1 else 'SS'}{'+flip' if e.flip else ''} "
+                          f"{e.s_per_img:.3f} s/img" for e in r.eval.values())
+        lines.append(f"  {key}  {s.median:.3f} s/it (IQR {s.q1:.3f}-{s.q3:.3f}), {r.imgs_per_s:.1f} img/s, "
+                     f"data wait {100 * r.data_wait:.0f}%, peak {r.peak_mem_gib:.2f} GiB, eval {evals}  {rows}"
+                     + (f"\n    {unstable_note(r)}" if r.unstable else ""))
     return lines
 
 
-def unstable_note(record: dict) -> str:
+def unstable_note(record: Measurement) -> str:
     """What a measurement with a wide spread of iteration times means (``engine.measure.UNSTABLE_SPREAD``)."""
-    s = record["s_per_it"]
-    return (f"unstable: iterations took {s['min']:.3f}-{s['max']:.3f} s (spread {100 * record['spread']:.0f}% of "
+    s = record.s_per_it
+    return (f"unstable: iterations took {s.min:.3f}-{s.max:.3f} s (spread {100 * record.spread:.0f}% of "
             "the median): the machine was busy; rerun --preflight on an idle node")

@@ -15,6 +15,7 @@ from ifbf.orchestrate.estimate import duration, predict
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.plan import Plan
 from ifbf.orchestrate.preflight import group_shapes, merge, run_preflight, summary_lines
+from ifbf.store.measurement import Preflight, PreflightFailure
 
 
 def preflight(plan: Plan, executor: Executor, results: Path, iters: int | None) -> ExitCode:
@@ -30,13 +31,13 @@ def preflight(plan: Plan, executor: Executor, results: Path, iters: int | None) 
     print("\n".join(summary_lines(records)), flush=True)  # shown before writing: a failed write loses no figure
     print(f"wrote {merge(results, plan.preset.name, records)}")
     _compare_with_the_job(plan, executor.profile, records, time.perf_counter() - started)
-    failed = [k for k, r in records.items() if "error" in r]
+    failed = [k for k, r in records.items() if isinstance(r, PreflightFailure)]
     if failed:
         print(f"preflight: {len(failed)} of {len(records)} shape(s) failed (see above)")
     return ExitCode.FAILED if failed else ExitCode.OK
 
 
-def _compare_with_the_job(plan: Plan, profile: ClusterProfile, records: dict[str, dict], took_s: float) -> None:
+def _compare_with_the_job(plan: Plan, profile: ClusterProfile, records: dict[str, Preflight], took_s: float) -> None:
     """Say when measuring cost more than what it measured (a small preset: one job per shape, set-up and all)."""
     predicted = [predict(t, profile, records).seconds for t in plan.trainings.values()]
     known = [s for s in predicted if s is not None]

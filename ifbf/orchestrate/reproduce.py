@@ -150,7 +150,7 @@ def run_trainings(plan: Plan, trainings: list[Training], executor: Executor, res
             jobs = [TrainJob.of(with_main_eval(t), t.run_dir, t.evals[1:], threads) for t in mine]
             submitted = list(zip(mine, executor.submit(folder, jobs)))
             for training, job in submitted:
-                write_status(training.run_dir, RunState.SUBMITTED, **executor.record(job))
+                write_status(training.run_dir, RunState.SUBMITTED, executor.record(job))
                 print(f"submitted {training.run_hash}: {executor.name} job {job.job_id}", flush=True)
         return submitted  # the submit locks are released here, once "submitted" is recorded
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ifbf.errors import UnreadableRunFile
 from ifbf.orchestrate.executors import Accounting, accounting, job_alive
-from ifbf.store.rundir import Alive, RunCost, RunDir, RunState, Status, Unreadable, read_status, run_state, runs_root
+from ifbf.store.rundir import (Alive, Environment, RunCost, RunDir, RunState, Status, StepRecord, Unreadable, read_status,
+                               run_state, runs_root)
 from ifbf.store.runlock import DEFAULT_STALE_S
 
 FINAL_BAD = {"timeout", "OOM", "failed", "cancelled"}
@@ -87,14 +88,14 @@ def _line(target: Target, status: Status | None, records: list[dict]) -> Line:
     if isinstance(base, Unreadable):
         raise base.error
     log = rd.read_log()
-    last = log[-1] if log else {}
-    env = rd.env() or {}
-    batch, world = _batch_size(rd), int(env.get("world_size") or 1)
-    on_gpu = str(env.get("device", "")).startswith("cuda")
+    last = log[-1] if log else None
+    step = last if isinstance(last, StepRecord) else None
+    env = rd.env() or Environment()
+    batch, world, on_gpu = _batch_size(rd), env.world_size or 1, env.on_gpu
     cost = rd.cost() or RunCost(0.0, 0.0, 0.0, world if on_gpu else int((status and status.cpus) or 1), on_gpu)
     state = _overlay(base, status, records)
-    s_per_it = batch * world / last["imgs_per_s"] if last.get("imgs_per_s") else None
-    iteration = int(last.get("iter", 0))
+    s_per_it = batch * world / step.imgs_per_s if step and step.imgs_per_s else None
+    iteration = last.iter if last else 0
     left_s = (target.total - iteration) * s_per_it if s_per_it else None
     spent_s, devices = cost.seconds, cost.devices
     if records and any(r["elapsed_s"] for r in records):  # what the scheduler counted, set-up and queue included
@@ -103,7 +104,7 @@ def _line(target: Target, status: Status | None, records: list[dict]) -> Line:
     return Line(
         run_hash=target.run_dir.name, label=target.label, state=state, run_state=base, iteration=iteration,
         total=target.total,
-        loss=last.get("loss_total"), imgs_per_s=last.get("imgs_per_s"),
+        loss=step.losses.get("total") if step else None, imgs_per_s=step.imgs_per_s if step else None,
         eta_s=left_s if state.startswith(("running", "requeued")) else None,
         log=progress_log(status and status.log, state) or (str(rd.log) if log else None),
         spent_h=spent_s * devices / 3600,
@@ -197,4 +198,4 @@ def render(lines: list[Line]) -> str:
 def _trains(rd: RunDir, status: Status | None, stale_s: float) -> bool:
     """Whether the job ``status`` records holds the run's live training lock (not another process of the run)."""
     owner = rd.train_lock(stale_s).held_by_other()
-    return bool(owner and status and status.job_id and str(owner.get("job_id")) == str(status.job_id))
+    return bool(owner and status and status.job_id and str(owner.job_id) == str(status.job_id))

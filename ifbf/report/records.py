@@ -8,6 +8,7 @@ the engine. Everything downstream (tables, figures) reads the frames built here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import pandas as pd
 from ifbf.errors import IfbfError, UnreadableRunFile
 from ifbf.experiments import Cell, Metric, Preset, ReportPrior, TableSpec, class_names, table_cells
 from ifbf.report.stats import Counts, SeedNoise, per_seed, pooled_noise
-from ifbf.store.rundir import (SCORES, EvalResult, RunDir, RunState, Unreadable, process_alive, result_key, run_state,
-                         runs_root, scored_by_server)
+from ifbf.store.rundir import (SCORES, EvalResult, LogRecord, RunDir, RunState, StepRecord, Unreadable, ValRecord,
+                               process_alive, result_key, run_state, runs_root, scored_by_server)
 
 RECORD_COLUMNS = ["table", "row", "seed", "run_hash", "eval_key", "run_dir", "cell", "server", Metric.MIOU, "iou",
                   "counts", "failed", "unreadable"]
@@ -175,31 +176,32 @@ def compute(records: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=COMPUTE_COLUMNS)
 
 
-def _curves(records: pd.DataFrame, table: int, key: str) -> pd.DataFrame:
-    """log.jsonl lines holding ``key`` of the runs behind a table: one record per line of each distinct run,
-    labelled by the first cell that uses it."""
+def _curves(records: pd.DataFrame, table: int, key: str, value: Callable[[LogRecord], float | None]) -> pd.DataFrame:
+    """The log.jsonl lines of the runs behind a table that have a ``value`` (column ``key``): one record per line
+    of each distinct run, labelled by the first cell that uses it."""
     curves = []
     seen: set[str] = set()
     for rec in records[records["table"] == table].itertuples():
         if rec.run_hash in seen:
             continue
         try:
-            log = [r for r in RunDir(rec.run_dir).read_log() if key in r]
+            log = [(r.iter, v) for r in RunDir(rec.run_dir).read_log() if (v := value(r)) is not None]
         except UnreadableRunFile:  # named by the table's cells; no curve
             continue
         if not log:
             continue
         seen.add(rec.run_hash)
         label = rec.row + (f" (seed {rec.seed})" if rec.seed else "")
-        curves += [{"label": label, "iter": r["iter"], key: r[key]} for r in log]
+        curves += [{"label": label, "iter": it, key: v} for it, v in log]
     return pd.DataFrame.from_records(curves, columns=["label", "iter", key])
 
 
 def losses(records: pd.DataFrame, table: int) -> pd.DataFrame:
     """Training-loss curves (log.jsonl) of the runs behind a table."""
-    return _curves(records, table, "loss_total")
+    return _curves(records, table, "loss_total",
+                   lambda r: r.losses.get("total") if isinstance(r, StepRecord) else None)
 
 
 def val_curves(records: pd.DataFrame, table: int) -> pd.DataFrame:
     """Validation mIoU against iteration (log.jsonl lines written with ``runtime.val_every``)."""
-    return _curves(records, table, "val_miou")
+    return _curves(records, table, "val_miou", lambda r: r.val_miou if isinstance(r, ValRecord) else None)

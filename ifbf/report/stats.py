@@ -222,19 +222,20 @@ def _resampled(rows: Mapping[str, Row], resamples: int, seed: int) -> dict[str, 
 
 
 def per_seed(row: Row) -> list[float]:
-    """Each seed's value (mIoU) on all images, in points."""
+    """Each seed's value of the row's metric (``Counts.metric``: mIoU unless a table names another) on all
+    images, in points."""
     return [float(mean_score(c.total())) for c in row]
 
 
-def row_miou(row: Row) -> float:
-    """The row's mIoU in points: the mean over seeds of each seed's mIoU on all images."""
+def row_score(row: Row) -> float:
+    """The row's value of its metric in points: the mean over seeds of each seed's value on all images."""
     return float(np.mean(per_seed(row)))
 
 
-def miou_interval(row: Row, noise: SeedNoise, resamples: int = RESAMPLES, level: float = LEVEL,
-                  seed: int = 0) -> Interval:
-    """A row's mIoU with its interval: bootstrap over the images plus σ² / S for training, σ the row's own
-    seeds combined with the prior ``noise`` (``posterior``)."""
+def row_interval(row: Row, noise: SeedNoise, resamples: int = RESAMPLES, level: float = LEVEL,
+                 seed: int = 0) -> Interval:
+    """A row's value of its metric (mIoU unless its counts name another) with its interval: bootstrap over the
+    images plus σ² / S for training, σ the row's own seeds combined with the prior ``noise`` (``posterior``)."""
     n = _check_row(row, "row")
     values = _resampled({"row": row}, resamples, seed)["row"]
     seeds = per_seed(row)
@@ -287,7 +288,7 @@ def _side_means(a: Sequence[Row], b: Sequence[Row], resamples: int, seed: int) -
     rows = {f"a{i}": row for i, row in enumerate(a)} | {f"b{i}": row for i, row in enumerate(b)}
     means = _resampled(rows, resamples, seed)
     side = {s: np.mean([v for key, v in means.items() if key[0] == s], axis=0) for s in "ab"}
-    estimate = float(np.mean([row_miou(r) for r in a]) - np.mean([row_miou(r) for r in b]))
+    estimate = float(np.mean([row_score(r) for r in a]) - np.mean([row_score(r) for r in b]))
     return estimate, side["a"] - side["b"]
 
 

@@ -17,7 +17,7 @@ from ifbf.experiments import Metric, RowSpec, TableSpec
 from ifbf.identity import weights_status
 from ifbf.report.records import has_result, row_counts, seed_noise, seed_values
 from ifbf.report.report_md import interval_cell
-from ifbf.report.stats import Counts, SeedNoise, miou_interval
+from ifbf.report.stats import Counts, SeedNoise, row_interval
 from ifbf.store.runtypes import score_label
 from ifbf.store.safefile import atomic_write_text, make_dirs
 
@@ -30,7 +30,7 @@ def _interval(counts: list[Counts] | None, noise: SeedNoise) -> tuple[float, flo
     if not counts:
         return math.nan, math.nan
     try:
-        interval = miou_interval(counts, noise)
+        interval = row_interval(counts, noise)
     except IfbfError:  # seeds evaluated on different images: no interval rather than a wrong one
         return math.nan, math.nan
     return interval.low, interval.high

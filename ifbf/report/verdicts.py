@@ -31,7 +31,7 @@ from ifbf.errors import IfbfError
 from ifbf.experiments import class_names
 from ifbf.report.claims import Claim
 from ifbf.report.power import NEVER_PREDICTED, SeedsNeeded, seeds_for_power
-from ifbf.report.stats import (LEVEL, RESAMPLES, Counts, Difference, SeedNoise, class_wins, miou_interval,
+from ifbf.report.stats import (LEVEL, RESAMPLES, Counts, Difference, SeedNoise, class_wins, row_interval,
                                p_value, per_seed, posterior, set_difference, t_interval)
 
 SUPPORTED, SIZE_OFF, CONTRADICTED = "supported", "size off", "contradicted"
@@ -183,7 +183,7 @@ def _about(claim: Claim, est: float, image_var: float, seed_var: float, df: floa
 def _value(claim: Claim, rows: RowCounts, noise: NoiseFor, ctx: Context) -> Verdict:
     prior = noise(claim.metric)
     row = rows[claim.rows[0][0]]
-    interval = miou_interval(row, prior, ctx.resamples, ctx.level, ctx.seed)
+    interval = row_interval(row, prior, ctx.resamples, ctx.level, ctx.seed)
     sigma = posterior(prior, per_seed(row))
     if sigma.std is None:
         return Verdict(claim, NOT_RESOLVED, interval.estimate, seeds=(len(row),), noise=sigma, reason=UNKNOWN_STD)

@@ -1,5 +1,5 @@
 """What a run ran on: code version, package versions, the CUDA stack and the host, as recorded in the run's
-env.json (the run store writes the file; this module only looks around)."""
+env.json (``ifbf.store.runtypes.Environment``; the run store writes the file, this module only looks around)."""
 
 from __future__ import annotations
 
@@ -12,34 +12,37 @@ from typing import Any
 import numpy as np
 
 from ifbf import __version__
+from ifbf.store.runtypes import Environment
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def capture(device: str, world: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """env.json's content: code version, packages, the CUDA stack (from torch.utils.collect_env) and ``extra``
-    (the engine adds the weights and dataset digests)."""
+def capture(device: str, world: int, weights: dict[str, Any] | None = None,
+            dataset: dict[str, Any] | None = None) -> Environment:
+    """env.json's content: code version, packages, the CUDA stack (from torch.utils.collect_env) and the run's
+    inputs the engine names (``weights``: the ImageNet weights file, ``dataset``: the verified manifest)."""
     # torch only here: the orchestrator and the reports read run dirs without paying for its import
     import torch
     from torch.utils import collect_env
 
     commit, dirty = git_state()
-    return {
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "ifbf": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
-        "numpy": np.__version__,
-        "inplace_abn": _version("inplace_abn"),
-        "device": device,
-        "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-        "world_size": world,
-        "host": platform.node(),
+    return Environment(
+        git_commit=commit,
+        git_dirty=dirty,
+        ifbf=__version__,
+        python=sys.version.split()[0],
+        torch=torch.__version__,
+        torchvision=_version("torchvision"),
+        numpy=np.__version__,
+        inplace_abn=_version("inplace_abn"),
+        device=device,
+        cuda_device=torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        world_size=world,
+        host=platform.node(),
         **_cuda_stack(torch, collect_env),
-        **(extra or {}),
-    }
+        weights=weights,
+        dataset=dataset,
+    )
 
 
 def _version(module: str) -> str | None:

@@ -1,5 +1,6 @@
-"""The run store: one run directory and every file in it. This is the only module that writes or parses
-these files (atomically, never losing a finished result):
+"""The run store: one run directory and every file in it. This module and its two collaborators (``evaluations``:
+metrics.json and per_image.npz; ``runlog``: log.jsonl) are the only code that writes or parses these files
+(atomically, never losing a finished result):
 
     config.yaml      resolved config (written once; a different config in the same dir is an error)
     log.jsonl        one JSON line per log step ({"iter", "loss_*", "lr", "imgs_per_s", "step_s"}) and per
@@ -21,19 +22,17 @@ Every file is written atomically (``ifbf.store.safefile``: a full disk raises ``
 with the store's schema version: a "schema" key in the JSON files and checkpoint.pth, a first line {"schema",
 "config_hash"} in log.jsonl, "schema" and "config_hash" arrays in per_image.npz (config.yaml: its legacy
 defaults, ``ifbf.identity``). Reading an empty, truncated, corrupt, newer or foreign file raises
-``UnreadableRunFile`` (run dir, file, reason). What the files say is typed (``ifbf.store.runtypes``); ``run_state``
+``UnreadableRunFile`` (run dir, file, reason). What the files say is typed (``ifbf.store.runtypes``: ``Status``,
+``EvalResult``, ``PerImage``, ``StepRecord``/``ValRecord``, ``Environment``; the locks' ``LockOwner``); ``run_state``
 is the one decision of a run's state (or ``Unreadable``) for the plan, --status, the reports, the exit code.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import dataclasses
 import os
 import socket
 import time
-import zipfile
-import zlib
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,25 +40,23 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ifbf.store.safefile import (SCHEMA, atomic_write_bytes, atomic_write_text, check_hash, check_schema, make_dirs,
-                           raise_for_write, read_json, remove_stale_temporaries, write_json)
-from ifbf.config import Config, EvalConfig, dump_yaml, from_dict, to_dict
-from ifbf.identity import config_hash, eval_key
+from ifbf.config import Config, EvalConfig, dump_yaml, from_dict
 from ifbf.errors import IfbfError, UnreadableRunFile
+from ifbf.identity import config_hash, eval_key
+from ifbf.store.evaluations import METRICS, PER_IMAGE, EvaluationFiles  # noqa: F401 - PER_IMAGE: importers take it here
 from ifbf.store.runlock import DEFAULT_STALE_S, RunLock, pid_alive
-from ifbf.store.runtypes import (PER_IMAGE_COUNTS, SCORES, EvalResult, PerImage, RunCost, RunState, Status,  # noqa: F401
-                           env_problem, iou, log_record_problem, logged_seconds, metrics_problem,
-                           per_image_problem)  # importers take them here
+from ifbf.store.runlog import LOG, RunLog  # noqa: F401
+from ifbf.store.runtypes import (PER_IMAGE_COUNTS, SCORES, Environment, EvalResult, LogRecord, PerImage,  # noqa: F401
+                                 RunCost, RunState, Status, StepRecord, Submission, ValRecord, iou, logged_seconds)
+from ifbf.store.safefile import (SCHEMA, atomic_write_text, make_dirs, read_json,  # noqa: F401 - SCHEMA: re-exported
+                                 remove_stale_temporaries, write_json)
 
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"  # the one before: resume falls back to it when the last is corrupt
-METRICS = "metrics.json"
 STATUS = "status.json"
 ENV = "env.json"
 TRAIN_LOCK = "train.lock"
 SUBMIT_LOCK = "submit.lock"
-PER_IMAGE = "per_image.npz"
-LOG = "log.jsonl"
 RUN_FILES = (f"`config.yaml`, `log.jsonl`, `{CHECKPOINT}`, `{METRICS}` (every evaluation of it), `{ENV}`, "
              f"`{STATUS}`")  # for docs written by the reports
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -73,17 +70,20 @@ def runs_root(preset: str, results: Path = RESULTS) -> Path:
 Alive = Callable[[Status], bool]  # whether the process or job a status names can still be working
 
 
-def write_status(run_dir: Path, state: RunState, **fields: Any) -> Status:
-    """Record the run's scheduler-side state; executor, log and job id carry over from the previous record
-    (an unreadable previous record is replaced: the scheduler side is rewritten at every state change)."""
+def write_status(run_dir: Path, state: RunState, submission: Submission | None = None, **fields: Any) -> Status:
+    """Record the run's scheduler-side state: ``submission`` (what the executor keeps of a submitted job), then
+    ``fields`` (other ``Status`` fields: the job's CPUs, an error, where a requeued job stopped). Executor, log,
+    job id and CPUs carry over from the previous record (an unreadable previous record is replaced: the
+    scheduler side is rewritten at every state change)."""
     make_dirs(run_dir)
     try:
         carried = {k: getattr(old, k) for k in Status.CARRIED} if (old := read_status(run_dir)) else {}
     except UnreadableRunFile:
         carried = {}
-    status = Status(**{"host": socket.gethostname(), "pid": os.getpid(), **carried, **fields},
+    submitted = dataclasses.asdict(submission) if submission else {}
+    status = Status(**{"host": socket.gethostname(), "pid": os.getpid(), **carried, **submitted, **fields},
                     state=RunState(state), time=time.time())
-    write_json(run_dir, STATUS, status.to_dict())
+    write_json(run_dir, STATUS, status.to_json())
     return status
 
 
@@ -91,7 +91,7 @@ def read_status(run_dir: Path) -> Status | None:
     """status.json (None before any); ``UnreadableRunFile`` when it is corrupt or of a newer ifbf."""
     data = read_json(Path(run_dir), STATUS)
     try:
-        return None if data is None else Status.from_dict({"time": 0.0, **data})  # an old record: no time
+        return None if data is None else Status.from_json({"time": 0.0, **data})  # an old record: no time
     except (TypeError, ValueError, KeyError) as err:
         raise UnreadableRunFile(run_dir, STATUS, f"not a status record ({type(err).__name__}: {err})") from None
 
@@ -156,9 +156,14 @@ def result_key(cfg: Config) -> str:
 
 
 class RunDir:
+    """One run directory: its config, its locks and what it cost here; its evaluation files and its log through
+    two collaborators (``evaluations``: metrics.json and per_image.npz; ``training_log``: log.jsonl)."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._hash: str | None = None
+        self.evaluations = EvaluationFiles(self.path, self.expected_hash)
+        self.training_log = RunLog(self.path, self.expected_hash)
 
     def expected_hash(self) -> str | None:
         """The config hash every file that records one must carry (None: no readable config.yaml yet)."""
@@ -179,7 +184,7 @@ class RunDir:
 
     @property
     def log(self) -> Path:
-        return self.path / LOG
+        return self.training_log.path
 
     def train_lock(self, stale_s: float = DEFAULT_STALE_S, job_id: str | None = None) -> RunLock:
         """The lock of the one process that trains (or evaluates) this run, held for the whole job (RunLock)."""
@@ -188,6 +193,14 @@ class RunDir:
     def submit_lock(self, stale_s: float = DEFAULT_STALE_S) -> RunLock:
         """The lock an orchestrator holds while it reads the run's state and submits it."""
         return RunLock(self.path / SUBMIT_LOCK, "submitting", stale_s)
+
+    def locked_by_other(self, mine: str | None = None, stale_s: float = DEFAULT_STALE_S) -> bool:
+        """Whether a live process other than the holder of token ``mine`` holds one of the run's locks."""
+        for lock in (self.submit_lock(stale_s), self.train_lock(stale_s)):
+            owner = lock.owner()
+            if owner is not None and owner.token != mine and lock.stale_reason(owner) is None:
+                return True
+        return False
 
     def config(self) -> Config:
         path = self.path / "config.yaml"
@@ -211,13 +224,6 @@ class RunDir:
                             f"{config_hash(cfg)}); choose another --out, or delete that directory to start over")
         atomic_write_text(path, dump_yaml(cfg))  # eval/runtime settings may differ: keep the latest
 
-    def metrics(self) -> dict[str, Any] | None:
-        """metrics.json (None before the first evaluation); ``UnreadableRunFile``: empty, truncated, newer, foreign."""
-        metrics = read_json(self.path, METRICS, self.expected_hash())
-        if metrics is not None and (problem := metrics_problem(metrics)):
-            raise UnreadableRunFile(self.path, METRICS, problem)
-        return metrics
-
     def finished(self, cfg: Config) -> bool:
         """Trained to the end as run ``cfg`` (its evaluations aside)."""
         m = self.metrics()
@@ -231,170 +237,83 @@ class RunDir:
         handled = self.handled()
         return set(evals) <= handled if evals else bool(handled)
 
-    def locked_by_other(self, mine: str | None = None, stale_s: float = DEFAULT_STALE_S) -> bool:
-        """Whether a live process other than the holder of token ``mine`` holds one of the run's locks."""
-        for lock in (self.submit_lock(stale_s), self.train_lock(stale_s)):
-            owner = lock.owner()
-            if owner is not None and owner.get("token") != mine and lock.stale_reason(owner) is None:
-                return True
-        return False
-
-    def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: dict, main: bool = False,
-                          key: str | None = None) -> dict:
-        """Add one evaluation to metrics.json (``key``: default ``eval_key``), keeping others; ``main``: headline."""
-        metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
-        result = dict(result)
-        per_image = result.pop("per_image", None)
-        if per_image is not None:  # written first: metrics.json naming it means it is complete
-            path = self.record_per_image(key or eval_key(eval_cfg), per_image["names"], per_image["counts"],
-                                         config_hash(cfg))
-            result["per_image"] = str(path.relative_to(self.path))
-        entry = {"eval": to_dict(eval_cfg), **result}
-        metrics.setdefault("evaluations", {})[key or eval_key(eval_cfg)] = entry
-        if main:
-            metrics.update({"miou": result["miou"], "iou": result["iou"], "eval": entry["eval"]})
-        write_json(self.path, METRICS, metrics)
-        return metrics
-
-    def per_image_path(self, key: str) -> Path:
-        return self.path / "evaluations" / key / PER_IMAGE
-
-    def record_per_image(self, key: str, names: list[str], counts: Mapping[str, np.ndarray],
-                         run_hash: str | None = None) -> Path:
-        """Write evaluation ``key``'s per-image counts (every ``PER_IMAGE_COUNTS`` entry), atomically."""
-        arrays = {name: np.asarray(a, dtype=np.int64) for name, a in counts.items()}
-        if problem := per_image_problem(arrays, len(names), required=PER_IMAGE_COUNTS):
-            raise ValueError(f"per-image counts: {problem}")
-        path = self.per_image_path(key)
-        make_dirs(path.parent)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, names=np.array(names, dtype=str), **arrays,
-                            schema=np.array(SCHEMA), config_hash=np.array(run_hash or self.expected_hash() or ""))
-        atomic_write_bytes(path, buffer.getbuffer())
-        return path
-
-    def per_image(self, key: str) -> PerImage | None:
-        """Evaluation ``key``'s per-image counts (None: an older run, a server result); ``UnreadableRunFile``:
-        truncated, corrupt, newer or foreign."""
-        path = self.per_image_path(key)
-        if not path.is_file():
-            return None
-        name = str(path.relative_to(self.path))
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                check_schema(self.path, name, int(data["schema"]) if "schema" in data else None)
-                check_hash(self.path, name, str(data["config_hash"]) or None if "config_hash" in data else None,
-                           self.expected_hash())
-                return PerImage.of({k: data[k] for k in data.files if k not in ("schema", "config_hash")})
-        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-            kind = "zlib.error" if isinstance(err, zlib.error) else type(err).__name__
-            raise UnreadableRunFile(self.path, name, f"truncated or corrupt ({kind}: {str(err)[:120]})") from None
-
-    def evaluation(self, key: str) -> EvalResult | None:
-        """The result stored under eval key ``key`` in metrics.json, or None."""
-        entry = (self.metrics() or {}).get("evaluations", {}).get(key)
-        return None if entry is None else EvalResult.from_dict(entry)
-
-    def submission_dir(self, eval_cfg: EvalConfig) -> Path:
-        """Where a test-split submission (labelId PNGs; the zip beside them) for ``eval_cfg`` is written."""
-        return self.path / "server" / eval_key(eval_cfg)
-
-    def record_export(self, cfg: Config, eval_cfg: EvalConfig, archive: Path) -> dict:
-        """Note in metrics.json that the test-server upload for ``eval_cfg`` exists (scored: ``server_eval_key``)."""
-        metrics = self.metrics() or {"config_hash": config_hash(cfg), "iters": cfg.train.iters, "evaluations": {}}
-        metrics.setdefault("exports", {})[eval_key(eval_cfg)] = str(archive.relative_to(self.path))
-        write_json(self.path, METRICS, metrics)
-        return metrics
-
     def check(self) -> None:
         """Read every file a report relies on: ``UnreadableRunFile`` names the first that cannot be read."""
         read_status(self.path)
         self.env()
         self.read_log()
-        for key in (self.metrics() or {}).get("evaluations", {}):
-            self.per_image(key)
+        self.evaluations.check()
 
-    def handled(self) -> set[str]:
-        """Eval keys done for this run: evaluated here, or exported for the test server."""
-        metrics = self.metrics() or {}
-        return set(metrics.get("evaluations", {})) | set(metrics.get("exports", {}))
-
-    def truncate_log(self, last_iter: int) -> None:
-        """Drop log lines after ``last_iter`` (written by a run that died after its last checkpoint), and lines
-        that do not parse (torn by a crash or a full disk): what resuming rewrites, it rewrites readable."""
-        if not self.log.is_file():
-            return
-        kept = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "schema" not in record and not log_record_problem(record) \
-                    and record["iter"] <= last_iter:
-                kept.append(json.dumps(record) + "\n")
-        atomic_write_text(self.log, self._log_header() + "".join(kept))
-
-    def _log_header(self) -> str:
-        return json.dumps({"schema": SCHEMA, "config_hash": self.expected_hash()}) + "\n"
-
-    def append_log(self, record: dict) -> None:
-        """One line per log step; a new log starts with its header (schema version, config hash)."""
-        fresh = not self.log.is_file() or self.log.stat().st_size == 0
-        try:
-            with self.log.open("a") as f:
-                f.write((self._log_header() if fresh else "") + json.dumps(record) + "\n")
-        except OSError as err:
-            raise_for_write(err, self.log)
-            raise
-
-    def read_log(self) -> list[dict]:
-        """The log's records (its header checked, left out); ``UnreadableRunFile``: torn, newer or foreign."""
-        if not self.log.is_file():
-            return []
-        records = []
-        lines = enumerate(self.log.read_text(errors="replace").splitlines(), 1)
-        for number, line in ((n, line) for n, line in lines if line):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UnreadableRunFile(self.path, LOG, f"line {number} is not JSON: truncated or corrupt") from None
-            if not isinstance(record, dict):
-                raise UnreadableRunFile(self.path, LOG, f"line {number} is not a JSON object")
-            if "schema" in record:
-                check_schema(self.path, LOG, record["schema"])
-                check_hash(self.path, LOG, record.get("config_hash"), self.expected_hash())
-            elif problem := log_record_problem(record):
-                raise UnreadableRunFile(self.path, LOG, f"line {number}: {problem}")
-            else:
-                records.append(record)
-        return records
+    def submission_dir(self, eval_cfg: EvalConfig) -> Path:
+        """Where a test-split submission (labelId PNGs; the zip beside them) for ``eval_cfg`` is written."""
+        return self.path / "server" / eval_key(eval_cfg)
 
     def cost(self) -> RunCost | None:
-        """What the run took: training steps ("step_s") and validations ("val_s") of log.jsonl, evaluations
-        ("seconds", metrics.json), on the devices of env.json / status.json (an old log: images/s; None: no timing)."""
-        log = self.read_log()
-        if not any("step_s" in r or "imgs_per_s" in r for r in log):
-            return None
-        env = self.env() or {}
-        on_gpu, world = str(env.get("device", "")).startswith("cuda"), int(env.get("world_size") or 1)
-        status = read_status(self.path)
-        cpus = (status.cpus or status.threads) if status else None
-        train_s = (sum(r.get("step_s", 0.0) for r in log) if any("step_s" in r for r in log)
-                   else logged_seconds(log, self.config().data.batch_size * world))
-        evaluations = (self.metrics() or {}).get("evaluations", {}).values()
-        return RunCost(train_s=train_s, val_s=sum(r.get("val_s", 0.0) for r in log),
-                       eval_s=sum(e.get("seconds") or 0.0 for e in evaluations),
-                       devices=world if on_gpu else int(cpus or 1), on_gpu=on_gpu)
+        return run_cost(self)
 
-    def env(self) -> dict[str, Any] | None:
+    def env(self) -> Environment | None:
         """env.json as written by ``write_env`` (None before the run started); ``UnreadableRunFile``: torn."""
-        env = read_json(self.path, ENV)
-        if env is not None and (problem := env_problem(env)):
-            raise UnreadableRunFile(self.path, ENV, problem)
-        return env
+        data = read_json(self.path, ENV)
+        try:
+            return None if data is None else Environment.from_json(data)
+        except ValueError as err:
+            raise UnreadableRunFile(self.path, ENV, str(err)) from None
 
-    def write_env(self, env: dict[str, Any]) -> None:
+    def write_env(self, env: Environment) -> None:
         """env.json: what the run ran on (``ifbf.store.environment.capture``), with the store's schema version."""
-        write_json(self.path, ENV, env)
+        write_json(self.path, ENV, env.to_json())
 
+    # --- the collaborators' files, by the names every caller knows -------------------------------------------
+    def metrics(self) -> dict[str, Any] | None:
+        return self.evaluations.metrics()
+
+    def record_evaluation(self, cfg: Config, eval_cfg: EvalConfig, result: EvalResult, main: bool = False,
+                          key: str | None = None) -> dict[str, Any]:
+        return self.evaluations.record(cfg, eval_cfg, result, main, key)
+
+    def record_export(self, cfg: Config, eval_cfg: EvalConfig, archive: Path) -> dict[str, Any]:
+        return self.evaluations.record_export(cfg, eval_cfg, archive)
+
+    def evaluation(self, key: str) -> EvalResult | None:
+        return self.evaluations.evaluation(key)
+
+    def handled(self) -> set[str]:
+        return self.evaluations.handled()
+
+    def per_image_path(self, key: str) -> Path:
+        return self.evaluations.per_image_path(key)
+
+    def record_per_image(self, key: str, names: list[str], counts: Mapping[str, np.ndarray],
+                         run_hash: str | None = None) -> Path:
+        return self.evaluations.record_per_image(key, names, counts, run_hash)
+
+    def per_image(self, key: str) -> PerImage | None:
+        return self.evaluations.per_image(key)
+
+    def append_log(self, record: LogRecord) -> None:
+        self.training_log.append(record)
+
+    def read_log(self) -> list[LogRecord]:
+        return self.training_log.read()
+
+    def truncate_log(self, last_iter: int) -> None:
+        self.training_log.truncate(last_iter)
+
+
+def run_cost(run: RunDir) -> RunCost | None:
+    """What ``run`` took: training steps ("step_s") and validations ("val_s") of log.jsonl, evaluations ("seconds",
+    metrics.json), on the devices of env.json / status.json (an old log: images/s; None: no timing)."""
+    log = run.read_log()
+    steps = [r for r in log if isinstance(r, StepRecord)]
+    if not any(r.step_s is not None or r.imgs_per_s is not None for r in steps):
+        return None
+    env = run.env() or Environment()
+    world = env.world_size or 1
+    status = read_status(run.path)
+    cpus = (status.cpus or status.threads) if status else None
+    train_s = (sum(r.step_s or 0.0 for r in steps) if any(r.step_s is not None for r in steps)
+               else logged_seconds(log, run.config().data.batch_size * world))
+    evaluations = (run.metrics() or {}).get("evaluations", {}).values()
+    return RunCost(train_s=train_s, val_s=sum(r.val_s or 0.0 for r in log if isinstance(r, ValRecord)),
+                   eval_s=sum(e.get("seconds") or 0.0 for e in evaluations),
+                   devices=world if env.on_gpu else int(cpus or 1), on_gpu=env.on_gpu)

@@ -19,7 +19,9 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ifbf.errors import IfbfError, write_error
 
@@ -42,9 +44,39 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
-def describe(owner: dict) -> str:
-    job = f", job {owner['job_id']}" if owner.get("job_id") else ""
-    return f"pid {owner.get('pid')} on {owner.get('host')}{job} ({owner.get('purpose', 'lock')})"
+@dataclass(frozen=True)
+class LockOwner:
+    """Who holds a lock, as its file says, and the age of its heartbeat. A field is None when the file lacks it
+    or holds another type (a file being written this instant: all of them)."""
+
+    age_s: float  # seconds since the owner's last heartbeat (the file's mtime, by this host's clock)
+    host: str | None = None
+    pid: int | None = None
+    job_id: str | None = None  # the scheduler's job id (the executor's variable), the same across requeues
+    purpose: str | None = None  # "training", "submitting"
+    token: str | None = None  # the owning RunLock object's
+    since: float | None = None
+    stale_s: float | None = None
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any], age_s: float) -> LockOwner:
+        """The owner of a lock file's ``record``; never raises (a lock is read to decide, not to validate)."""
+        fields = {name: record.get(name) for name, kind in _OWNER_TYPES.items()
+                  if isinstance(record.get(name), kind) and not isinstance(record.get(name), bool)}
+        return cls(age_s, **fields)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "pid": self.pid, "job_id": self.job_id, "purpose": self.purpose,
+                "token": self.token, "since": self.since, "stale_s": self.stale_s}
+
+    def describe(self) -> str:
+        job = f", job {self.job_id}" if self.job_id else ""
+        return f"pid {self.pid} on {self.host}{job} ({self.purpose or 'lock'})"
+
+
+_OWNER_TYPES: dict[str, type | tuple[type, ...]] = {
+    "host": str, "pid": int, "job_id": str, "purpose": str, "token": str, "since": (int, float),
+    "stale_s": (int, float)}
 
 
 class RunLock:
@@ -61,8 +93,8 @@ class RunLock:
         self._thread: threading.Thread | None = None
 
     # --- reading -----------------------------------------------------------------------------------
-    def owner(self) -> dict | None:
-        """The current owner record with its heartbeat age, or None when the lock is free."""
+    def owner(self) -> LockOwner | None:
+        """The current owner with its heartbeat age, or None when the lock is free."""
         try:
             text = self.path.read_text()
             age = time.time() - self.path.stat().st_mtime
@@ -72,23 +104,23 @@ class RunLock:
             record = json.loads(text)
         except json.JSONDecodeError:  # being written this instant (create, then write)
             record = {}
-        return {**record, "age_s": age}
+        return LockOwner.from_json(record if isinstance(record, dict) else {}, age)
 
-    def stale_reason(self, owner: dict) -> str | None:
+    def stale_reason(self, owner: LockOwner) -> str | None:
         """Why ``owner`` no longer holds the lock, or None while it may still."""
-        same_host = owner.get("host") == socket.gethostname()
-        if same_host and owner.get("pid") and not pid_alive(owner["pid"]):
-            return f"its pid {owner['pid']} is gone"
-        if owner["age_s"] > self.stale_s:
-            return f"its heartbeat is {owner['age_s']:.0f} s old (limit runtime.lock_stale_s={self.stale_s:.0f})"
-        if not same_host and owner.get("job_id") and owner["job_id"] == self.job_id:
-            return f"it belongs to this job {owner['job_id']} before its requeue (on {owner.get('host')})"
+        same_host = owner.host == socket.gethostname()
+        if same_host and owner.pid and not pid_alive(owner.pid):
+            return f"its pid {owner.pid} is gone"
+        if owner.age_s > self.stale_s:
+            return f"its heartbeat is {owner.age_s:.0f} s old (limit runtime.lock_stale_s={self.stale_s:.0f})"
+        if not same_host and owner.job_id and owner.job_id == self.job_id:
+            return f"it belongs to this job {owner.job_id} before its requeue (on {owner.host})"
         return None
 
-    def held_by_other(self) -> dict | None:
-        """The owner record when a live process other than this object holds the lock."""
+    def held_by_other(self) -> LockOwner | None:
+        """The owner when a live process other than this object holds the lock."""
         owner = self.owner()
-        if owner is None or owner.get("token") == self.token or self.stale_reason(owner):
+        if owner is None or owner.token == self.token or self.stale_reason(owner):
             return None
         return owner
 
@@ -104,7 +136,7 @@ class RunLock:
                 continue
             reason = self.stale_reason(owner)
             if reason is None:
-                raise LockHeld(f"{self.path} is held by {describe(owner)}, heartbeat {owner['age_s']:.0f} s ago; "
+                raise LockHeld(f"{self.path} is held by {owner.describe()}, heartbeat {owner.age_s:.0f} s ago; "
                                "it is working on this run: wait for it (or stop it) instead of starting another")
             self._break(owner, reason)
         raise LockHeld(f"{self.path}: could not take the lock (others keep taking it); try again")
@@ -119,16 +151,16 @@ class RunLock:
             if (error := write_error(err, self.path)) is not None:
                 raise error from None
             raise
-        record = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": self.job_id, "purpose": self.purpose,
-                  "token": self.token, "since": time.time(), "stale_s": self.stale_s}
+        owner = LockOwner(0.0, socket.gethostname(), os.getpid(), self.job_id, self.purpose, self.token, time.time(),
+                          self.stale_s)
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(owner.to_json()) + "\n")
         return True
 
-    def _break(self, owner: dict, reason: str) -> None:
+    def _break(self, owner: LockOwner, reason: str) -> None:
         """Remove a stale lock: rename it away (only one breaker wins the rename), then check that what was
         moved is the stale owner's file; a fresh lock moved by mistake is put back with a hard link."""
-        print(f"warning: breaking the stale lock {self.path} of {describe(owner)}: {reason}", file=sys.stderr)
+        print(f"warning: breaking the stale lock {self.path} of {owner.describe()}: {reason}", file=sys.stderr)
         aside = self.path.with_name(f"{self.path.name}.broken.{self.token}")
         try:
             os.rename(self.path, aside)
@@ -138,7 +170,7 @@ class RunLock:
             moved = json.loads(aside.read_text())
         except (OSError, json.JSONDecodeError):
             moved = {}
-        if moved.get("token") != owner.get("token"):
+        if moved.get("token") != owner.token:
             try:
                 os.link(aside, self.path)  # atomic, fails if someone created a lock meanwhile
             except FileExistsError:
@@ -151,7 +183,7 @@ class RunLock:
             self._thread.join()
             self._thread = None
         owner = self.owner()
-        if owner is not None and owner.get("token") == self.token:
+        if owner is not None and owner.token == self.token:
             self.path.unlink(missing_ok=True)
 
     def _start_heartbeat(self) -> None:
@@ -160,9 +192,9 @@ class RunLock:
         def beat() -> None:
             while not self._stop.wait(interval):
                 owner = self.owner()
-                if owner is None or owner.get("token") != self.token:
+                if owner is None or owner.token != self.token:
                     if not self.lost:
-                        print(f"warning: lost the lock {self.path} (now {describe(owner) if owner else 'free'})",
+                        print(f"warning: lost the lock {self.path} (now {owner.describe() if owner else 'free'})",
                               file=sys.stderr)
                     self.lost = True
                     continue

@@ -1,12 +1,15 @@
-"""What a run is, in types: its state, its status record, an evaluation's result and per-image counts, and
-what it cost. Plain data; ``ifbf.store.rundir`` reads and writes them (and decides a run's state: ``run_state``)."""
+"""What a run is, in types: its state, its status record (and what an executor records of a submitted job),
+an evaluation's result and per-image counts, a line of its log, what it ran on (env.json) and what it cost.
+Plain frozen dataclasses: ``to_json`` gives what the file holds, ``from_json`` reads it back (files written by
+older versions too) or raises ``ValueError`` naming the problem. ``ifbf.store.rundir`` reads and writes them
+(and decides a run's state: ``run_state``); the preflight's record is in ``ifbf.store.preflight``."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -56,7 +59,7 @@ class Status:
     CARRIED = ("executor", "log", "job_id", "cpus", "threads", "workers")  # kept across state changes
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Status:
+    def from_json(cls, data: dict[str, Any]) -> Status:
         """The status record from its JSON (``TypeError``, ``ValueError``, ``KeyError``: a field of another type)."""
         known = {f.name for f in dataclasses.fields(cls)} - {"state"}
         fields = {k: v for k, v in data.items() if k in known}
@@ -65,8 +68,19 @@ class Status:
                 raise TypeError(f"{name} is {value!r}")
         return cls(**fields, state=RunState(data["state"]))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the status record keeps of a submitted job (``Executor.record``): enough to find its log and ask
+    whether it lives. Every field is written, None included (a SLURM job has no pid of this process)."""
+
+    executor: str
+    job_id: str
+    log: str | None
+    pid: int | None
 
 
 _STATUS_TYPES: dict[str, type | tuple[type, ...]] = {  # a field not named here is a string
@@ -171,20 +185,47 @@ class PerImage:
 
 
 @dataclass(frozen=True)
+class ServerScore:
+    """Where a test-server result came from (``ifbf import-server-result``): the file, its sha256, when."""
+
+    source: str
+    file: str | None = None
+    sha256: str | None = None
+    imported: str | None = None  # ISO date
+    extra: dict[str, float] = field(default_factory=dict)  # the server's figures beyond the class IoUs (iIoU, ...)
+
+
+@dataclass(frozen=True)
 class EvalResult:
-    """One evaluation of a run as metrics.json keeps it (IoUs as fractions; None: class absent)."""
+    """One evaluation of a run as metrics.json keeps it (IoUs as fractions; None: class absent). ``counts``: its
+    per-image counts in memory (``engine.evaluate``), which the store writes to per_image.npz, recording that
+    file's path in ``per_image``; they never enter metrics.json."""
 
     miou: float
     iou: dict[str, float | None]
+    confusion: list[list[int]] | None = None  # K x K, rows ground truth (None: a server result)
     seconds: float | None = None  # how long it took (None: stored by an older version)
+    split: str | None = None  # named by `ifbf evaluate` and the server import
     per_image: str | None = None  # its per-image counts, relative to the run directory
+    server: ServerScore | None = None  # scored by the Cityscapes test server
+    counts: PerImage | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> EvalResult:
-        """An entry of metrics.json (``ValueError``: it is not one, ``evaluation_problem``)."""
+    def from_json(cls, entry: dict[str, Any]) -> EvalResult:
+        """An entry of metrics.json (``ValueError``: it is not one, ``evaluation_problem``); its "eval" (the
+        inference setting) is the store's."""
         if problem := evaluation_problem(entry):
             raise ValueError(problem)
-        return cls(entry["miou"], entry.get("iou", {}), entry.get("seconds"), entry.get("per_image"))
+        server = None if "source" not in entry else ServerScore(
+            entry["source"], entry.get("file"), entry.get("sha256"), entry.get("imported"), entry.get("extra") or {})
+        return cls(entry["miou"], entry.get("iou", {}), entry.get("confusion"), entry.get("seconds"),
+                   entry.get("split"), entry.get("per_image"), server)
+
+    def to_json(self) -> dict[str, Any]:
+        entry = {"miou": self.miou, "iou": self.iou, "confusion": self.confusion, "seconds": self.seconds,
+                 "split": self.split, **(dataclasses.asdict(self.server) if self.server else {}),
+                 "per_image": self.per_image}
+        return {k: v for k, v in entry.items() if v is not None}
 
 
 def evaluation_problem(entry: object) -> str | None:
@@ -199,8 +240,9 @@ def evaluation_problem(entry: object) -> str | None:
         return '"iou" is not an object of numbers in [0, 1] (or null)'
     if entry.get("seconds") is not None and not is_number(entry["seconds"]):
         return f'"seconds" is {entry["seconds"]!r}, not a number'
-    if entry.get("per_image") is not None and not isinstance(entry["per_image"], str):
-        return f'"per_image" is {entry["per_image"]!r}, not a path'
+    for key in ("per_image", "split", "source"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            return f'"{key}" is {entry[key]!r}, not a {"path" if key == "per_image" else "name"}'
     return None
 
 
@@ -238,6 +280,92 @@ def log_record_problem(record: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """A log step of log.jsonl (``runtime.log_every``): the loss terms of its iteration, the learning rate and
+    the training time since the record before, curve validations excluded."""
+
+    iter: int
+    losses: dict[str, float]  # "total", "out", "aux": "loss_<name>" in the file
+    lr: float | None = None
+    imgs_per_s: float | None = None  # an older log's only timing
+    step_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        rest = {"lr": self.lr, "imgs_per_s": self.imgs_per_s, "step_s": self.step_s}
+        return {"iter": self.iter, **{f"loss_{k}": v for k, v in self.losses.items()},
+                **{k: v for k, v in rest.items() if v is not None}}
+
+
+@dataclass(frozen=True)
+class ValRecord:
+    """A curve validation of log.jsonl (``runtime.val_every``): single-scale mIoU on the first ``val_images``."""
+
+    iter: int
+    val_miou: float
+    val_s: float | None = None
+    val_images: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+LogRecord = StepRecord | ValRecord
+
+
+def log_record_from_json(data: dict[str, Any]) -> LogRecord:
+    """A line of log.jsonl (``ValueError``: ``log_record_problem``): a validation when it holds "val_miou"."""
+    if problem := log_record_problem(data):
+        raise ValueError(problem)
+    if "val_miou" in data:
+        return ValRecord(data["iter"], data["val_miou"], data.get("val_s"), data.get("val_images"))
+    losses = {k.removeprefix("loss_"): v for k, v in data.items() if k.startswith("loss_")}
+    return StepRecord(data["iter"], losses, data.get("lr"), data.get("imgs_per_s"), data.get("step_s"))
+
+
+@dataclass(frozen=True)
+class Environment:
+    """env.json: what a run ran on (``ifbf.store.environment.capture``): code and package versions, the device
+    and processes, the CUDA stack, the host, and the run's inputs. Any field may be None: absent on that
+    machine, or not recorded by an older version."""
+
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    ifbf: str | None = None
+    python: str | None = None
+    torch: str | None = None
+    torchvision: str | None = None
+    numpy: str | None = None
+    inplace_abn: str | None = None
+    device: str | None = None  # "cpu", "cuda:0", ...
+    cuda_device: str | None = None
+    world_size: int | None = None  # processes
+    host: str | None = None
+    cuda: str | None = None
+    cudnn: int | None = None
+    nccl: str | int | None = None
+    driver: str | None = None
+    gpus: str | None = None
+    gpu_count: int | None = None
+    weights: dict[str, Any] | None = None  # ``models.weights.weights_record``: entry, path, sha256
+    dataset: dict[str, Any] | None = None  # root and its verified manifest's digest, partial, date
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Environment:
+        """env.json's content (``ValueError``: ``env_problem``); keys this version does not know are left out."""
+        if problem := env_problem(data):
+            raise ValueError(problem)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def on_gpu(self) -> bool:
+        return (self.device or "").startswith("cuda")
+
+
 def env_problem(env: dict[str, Any]) -> str | None:
     """What makes env.json unusable for the cost of a run (None: nothing): "world_size" a count of processes,
     "device" a name."""
@@ -248,13 +376,13 @@ def env_problem(env: dict[str, Any]) -> str | None:
     return None
 
 
-def logged_seconds(log: list[dict], images_per_iter: int) -> float:
+def logged_seconds(log: list[LogRecord], images_per_iter: int) -> float:
     """Training seconds implied by a log without step times: each record's iterations at its images/s."""
     seconds, previous = 0.0, 0
     for record in log:
-        if record.get("imgs_per_s"):
-            seconds += (record["iter"] - previous) * images_per_iter / record["imgs_per_s"]
-        previous = record["iter"]
+        if isinstance(record, StepRecord) and record.imgs_per_s:
+            seconds += (record.iter - previous) * images_per_iter / record.imgs_per_s
+        previous = record.iter
     return seconds
 
 
