@@ -25,7 +25,7 @@ from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.executors import make_executor
 from ifbf.orchestrate.jobs import Busy, TrainJob
 from ifbf.orchestrate.status import Target, collect
-from ifbf.store.rundir import RunDir, read_status, write_status
+from ifbf.store.rundir import Submission, RunDir, read_status, write_status
 
 
 class FakePbsJob(DebugJob):
@@ -108,8 +108,7 @@ def test_resources_and_requeue_options_reach_the_plugin_as_pbs_parameters(pbs_pl
     assert plugin.parameters == {"queue": "gpu", "account": "proj7", "walltime": "01:30:00",
                                  "select": "1:ncpus=6:mem=12gb:mpiprocs=2:ngpus=2"}
     assert plugin.max_num_timeout == 5  # the profile's max_requeues (the plugin's own default is 3)
-    assert executor.record(job) == {"executor": "pbs", "job_id": "11.server", "log": str(job.paths.stderr),
-                                    "pid": None}
+    assert executor.record(job) == Submission("pbs", "11.server", str(job.paths.stderr), None)
     executor.submit(tmp_path / "preflight", [TrainJob.of(cfg, tmp_path / "run", [])], max_requeues=0)
     assert pbs_plugin.made[-1].max_num_timeout == 0  # preflight jobs are never requeued
 
@@ -130,7 +129,7 @@ def test_a_requeued_pbs_job_takes_over_its_own_lock_on_another_node(pbs_plugin, 
     [other] = executor.submit(tmp_path / "jobs", [job])  # another job: the lock is not its own
     assert isinstance(other.result(), Busy) and "job 4242.server" in other.result().reason
     [requeued] = executor.submit(tmp_path / "jobs", [job])  # the same job after its requeue, on this node
-    write_status(run_dir, "submitted", **executor.record(requeued))
+    write_status(run_dir, "submitted", executor.record(requeued))
     metrics = requeued.result()
     assert not isinstance(metrics, Busy) and 0.0 <= metrics["miou"] <= 1.0
     out, err = capsys.readouterr()

@@ -127,7 +127,7 @@ def test_the_figures_and_the_steps_read_each_metric(table4, tmp_path, monkeypatc
 
 def test_report_md_shows_each_metric(table4, monkeypatch):
     results, conf = table4
-    monkeypatch.setattr("ifbf.orchestrate.reproduce.load_table", lambda number: _spec())
+    monkeypatch.setattr("ifbf.orchestrate.reproduce.load_table", lambda number, paper="ifbfnet": _spec())
     assert cli(["--table", "4", "--preset", "smoke", "--results", str(results), "--report-only"]) == 0
     report = (results / "smoke" / "REPORT.md").read_text()
     section = report[report.index("## Table 4"):].split("\n## ")[0]
@@ -151,7 +151,7 @@ def _load_edited(tmp_path: Path, monkeypatch, edit) -> None:
     edit(spec)
     path = tmp_path / "table4.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True))
-    monkeypatch.setattr("ifbf.experiments.table_path", lambda number: path if number == 4 else table_path(number))
+    monkeypatch.setattr("ifbf.experiments.table_path", lambda number, paper="ifbfnet": path if number == 4 else table_path(number, paper))
     load_table(4)
 
 
