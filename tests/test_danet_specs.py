@@ -15,7 +15,7 @@ from ifbf.models import build_model
 from ifbf.report.claims import load_claims
 
 DANET = experiments.EXPERIMENTS / "danet"
-PAPER = "danet"
+DANET_PAPER = "danet"
 
 
 def _keys(tree: dict, prefix: str = "") -> set[str]:
@@ -35,16 +35,16 @@ def test_base_yaml_spells_out_every_key():
 
 
 def test_presets_and_tables_load():
-    assert experiments.presets(PAPER) == ["paper", "smoke"]
-    assert [len(experiments.load_table(n, PAPER).rows) for n in (1, 2)] == [8, 4]
-    smoke = experiments.load_preset("smoke", PAPER)
+    assert experiments.presets(DANET_PAPER) == ["paper", "smoke"]
+    assert [len(experiments.load_table(n, DANET_PAPER).rows) for n in (1, 2)] == [8, 4]
+    smoke = experiments.load_preset("smoke", DANET_PAPER)
     assert smoke.backbone_map == {"resnet50": "resnet18", "resnet101": "resnet34"}
 
 
 @pytest.mark.parametrize("number", [1, 2])
 def test_every_smoke_row_builds_and_runs(number):
     torch.manual_seed(0)
-    cells = experiments.table_cells(experiments.load_table(number, PAPER), experiments.load_preset("smoke", PAPER), 1)
+    cells = experiments.table_cells(experiments.load_table(number, DANET_PAPER), experiments.load_preset("smoke", DANET_PAPER), 1)
     for cell in cells:
         assert cell.cfg.model.arch == "danet" and cell.cfg.data.dataset == "synthetic"
         model = build_model(cell.cfg.model).train()
@@ -54,9 +54,9 @@ def test_every_smoke_row_builds_and_runs(number):
 
 
 def test_paper_rows_resolve_to_the_paper_switches():
-    preset = experiments.load_preset("paper", PAPER)
+    preset = experiments.load_preset("paper", DANET_PAPER)
     cfgs = {(c.table, c.row.name): c.cfg for n in (1, 2)
-            for c in experiments.table_cells(experiments.load_table(n, PAPER), preset, 1)}
+            for c in experiments.table_cells(experiments.load_table(n, DANET_PAPER), preset, 1)}
     assert {k: (c.model.backbone, c.model.pam, c.model.cam) for k, c in cfgs.items() if k[0] == 1} == {
         (1, "R50 Dilated FCN"): ("resnet50", False, False), (1, "R50 + PAM"): ("resnet50", True, False),
         (1, "R50 + CAM"): ("resnet50", False, True), (1, "R50 DANet"): ("resnet50", True, True),
@@ -70,10 +70,10 @@ def test_paper_rows_resolve_to_the_paper_switches():
 
 @pytest.mark.parametrize("number", [1, 2])
 def test_claims_parse_and_sizes_are_the_papers_deltas(number):
-    claims = load_claims(number, PAPER)
-    paper = {r.name: r.paper["miou"] for r in experiments.load_table(number, PAPER).rows}
+    claims = load_claims(number, DANET_PAPER)
+    paper = {r.name: r.paper["miou"] for r in experiments.load_table(number, DANET_PAPER).rows}
     assert claims and all(c.id.startswith("danet-") for c in claims)
     for claim in claims:
         if claim.kind == "delta":
             assert claim.size == pytest.approx(paper[claim.rows[0][0]] - paper[claim.rows[1][0]], abs=0.005), claim.id
-    assert {c.kind for n in (1, 2) for c in load_claims(n, PAPER)} == {"delta", "all_of", "best_of", "value"}
+    assert {c.kind for n in (1, 2) for c in load_claims(n, DANET_PAPER)} == {"delta", "all_of", "best_of", "value"}
