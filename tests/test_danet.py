@@ -16,7 +16,7 @@ from ifbf.models.danet import ChannelAttention, PositionAttention
 from ifbf.models.deploy import inference_ready
 
 K = 19
-DANET_BASE = BASE_CONFIG.parent / "danet" / "base.yaml"
+DANET_BASE = BASE_CONFIG.parent.parent / "danet" / "base.yaml"  # experiments/danet/
 
 
 def _danet(*overrides: str):
