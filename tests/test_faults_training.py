@@ -30,7 +30,7 @@ from ifbf.engine.losses import NothingKept, ohem_thresh_ce
 from ifbf.engine.run import run
 from ifbf.engine.train import build_training
 from ifbf.errors import ExitCode, TrainingDiverged
-from ifbf.experiments import EXPERIMENTS
+from ifbf.experiments import DEFAULT_PAPER, EXPERIMENTS
 from ifbf.store.rundir import RunDir, read_status
 from test_interrupt import ITERS, _gone, _start, _training
 
@@ -251,10 +251,12 @@ def test_reproduce_flags_out_of_range_are_one_line(tmp_path, capsys, flags, mess
 
 
 def test_a_preset_is_a_name_not_a_path(tmp_path, capsys):
-    """A path that leads to a real preset file outside experiments/presets/ would put results/<path>/ anywhere."""
-    (tmp_path / "evil.yaml").write_text((EXPERIMENTS / "presets" / "smoke.yaml").read_text())
-    sneaky = os.path.relpath(tmp_path / "evil", EXPERIMENTS / "presets")
-    assert (EXPERIMENTS / "presets" / f"{sneaky}.yaml").is_file()  # the file is there to be loaded
+    """A path that leads to a real preset file outside experiments/<paper>/presets/ would put results/<path>/
+    anywhere."""
+    presets = EXPERIMENTS / DEFAULT_PAPER / "presets"
+    (tmp_path / "evil.yaml").write_text((presets / "smoke.yaml").read_text())
+    sneaky = os.path.relpath(tmp_path / "evil", presets)
+    assert (presets / f"{sneaky}.yaml").is_file()  # the file is there to be loaded
     for name in (sneaky, "../../../x", "smoke/../smoke"):
         args = ["--table", "4", "--preset", name, "--executor", "debug", "--results", str(tmp_path / "r"), "--plan"]
         assert reproduce(args) == ExitCode.USAGE
