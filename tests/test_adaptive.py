@@ -125,7 +125,7 @@ def test_seeds_are_added_only_to_rows_of_open_claims(tmp_path, capsys, monkeypat
     shown: list[tuple[int, int]] = []  # (look, trainings done when it was printed)
     show = adaptive._show
     monkeypatch.setattr(adaptive, "_show",
-                        lambda look, more: shown.append((look.number, len(trained))) or show(look, more))
+                        lambda look, more, paper: shown.append((look.number, len(trained))) or show(look, more, paper))
     # a prior of 1.0 (2 df lent at one seed): Δ = 50 is resolved at look 1 even at Holm's first level on t₂
     smoke = dataclasses.replace(load_preset("smoke"), report=ReportPrior(1.0, "assumed for this test"))
     monkeypatch.setattr("ifbf.orchestrate.reproduce.load_preset", lambda name, paper="ifbfnet": smoke)

@@ -77,3 +77,13 @@ def test_claims_parse_and_sizes_are_the_papers_deltas(number):
         if claim.kind == "delta":
             assert claim.size == pytest.approx(paper[claim.rows[0][0]] - paper[claim.rows[1][0]], abs=0.005), claim.id
     assert {c.kind for n in (1, 2) for c in load_claims(n, DANET_PAPER)} == {"delta", "all_of", "best_of", "value"}
+
+
+def test_table2_columns_mark_each_strategy_once_it_is_on():
+    """DA, Multi-Grid and MS read ✓ from the row where each strategy starts (multi-grid off is None, not a
+    value to print), as the paper's Table 2 marks them."""
+    table = experiments.load_table(2, DANET_PAPER)
+    cells = experiments.table_cells(table, experiments.load_preset("paper", DANET_PAPER), 1)
+    marks = {c.row.name: tuple(col.value(c.cfg) for col in table.columns) for c in cells}
+    assert marks == {"DANet-101": (False, False, False), "DANet-101 + DA": (True, False, False),
+                     "DANet-101 + DA + MG": (True, True, False), "DANet-101 + DA + MG + MS": (True, True, True)}

@@ -169,3 +169,21 @@ def test_exit_codes_are_defined_once():
     offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in sources()
                  for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not offenders, "use ifbf.errors.ExitCode:\n" + "\n".join(offenders)
+
+
+def test_paths_anchored_on_a_module_point_into_the_repository():
+    """A module that finds the repository from its own file (``Path(__file__).parents[n]``) must be told when it
+    moves: the default results folder once landed in ifbf/results/ after the run store became ifbf/store/."""
+    from ifbf.config import BASE_CONFIG
+    from ifbf.orchestrate.cluster import PROFILES
+    from ifbf.store import environment
+    from ifbf.store.rundir import RESULTS
+
+    repo = PACKAGE.parent
+    assert RESULTS == repo / "results" and environment.REPO == repo
+    assert BASE_CONFIG.is_file() and BASE_CONFIG.is_relative_to(repo / "experiments")
+    assert PROFILES.is_dir() and PROFILES == repo / "slurm" / "profiles"
+    anchored = [f"{p.relative_to(repo)}:{n}" for p in sorted(PACKAGE.rglob("*.py"))
+                for n, line in enumerate(p.read_text().splitlines(), 1) if "Path(__file__)" in line]
+    known = {"ifbf/config.py", "ifbf/store/rundir.py", "ifbf/store/environment.py", "ifbf/orchestrate/cluster.py"}
+    assert {a.split(":")[0] for a in anchored} <= known, f"check the new anchor(s) here too: {anchored}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ifbf.config import BASE_CONFIG, ConfigError
@@ -90,3 +91,104 @@ def test_another_papers_plan_names_its_rows_and_their_weights(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no ImageNet weights for resnet101 (DANet T1 R101" in err and "no ImageNet weights for resnet50" in err
     assert "Traceback" not in err
+
+
+# DANet's smoke preset, shortened: 6 iterations on 8 images (the preset's own schedule is timed in the docs)
+DANET_TINY = ["data.synth.train=8", "data.synth.val=4", "data.synth.test=2", "train.iters=6",
+              "train.warmup_iters=2", "runtime.ckpt_every=3", "runtime.log_every=3", "runtime.val_images=2"]
+
+
+def test_another_papers_table_runs_end_to_end(tmp_path, capsys):
+    """--paper danet --table 1 --preset smoke --executor local: every row trained and evaluated, its table,
+    figures and REPORT.md (a verdict per claim) in results/danet/smoke/, headed with the paper's name."""
+    from ifbf.commands.reproduce import cli
+    from ifbf.report.claims import load_claims
+
+    table = load_table(1, "danet")
+    args = ["--paper", "danet", "--table", "1", "--preset", "smoke", "--executor", "local", "--results",
+            str(tmp_path), "--set", *DANET_TINY]
+    assert cli(args) == 0
+    out = tmp_path / "danet" / "smoke"
+    frame = pd.read_csv(out / "table1.csv", index_col=0)
+    assert list(frame.index) == [r.name for r in table.rows]
+    assert frame["ours"].between(0, 100).all() and (frame["ci_low"] <= frame["ours"]).all()
+    assert frame["paper"].tolist() == [r.paper["miou"] for r in table.rows]
+    for name in ("table1.md", "table1.tex", "table1_bars.png", "table1_delta.png", "table1_loss.png", "claims.png"):
+        assert (out / name).is_file(), name
+    report = (out / "REPORT.md").read_text()
+    assert report.startswith("# Reproduction report: DANet, preset `smoke`")
+    claim_rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| danet-")}
+    assert set(claim_rows) == {c.id for c in load_claims(1, "danet")}
+    assert all(re.search(r"\*\*(supported|not resolved|contradicted|size off)", line) for line in claim_rows.values())
+    assert not (tmp_path / "smoke").exists()  # the default paper's folder untouched
+    # runs are found again by the same command: nothing to train the second time
+    capsys.readouterr()
+    assert cli(args) == 0
+    assert f"{len(table.runnable())} training(s): {len(table.runnable())} done, 0 to run" in capsys.readouterr().out
+
+
+@pytest.fixture()
+def full_size_frames(tmp_path, monkeypatch):
+    """A Cityscapes-layout root with one full-size train and val frame, posing as a real (partial) one."""
+    from ifbf.data.synth import SynthSpec, write_dataset
+
+    root = write_dataset(tmp_path / "cityscapes", SynthSpec(train=1, val=1, test=0, height=1024, width=2048))
+    (root / "SYNTHETIC.json").unlink()
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(root))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return root
+
+
+def test_another_papers_plan_passes_its_checks_and_prices_every_row(tmp_path, capsys, full_size_frames):
+    """DANet's paper preset with torchvision-layout ResNet-50/101 files: --plan passes every check and prices
+    each row from its own FLOPs (the design's figures), before any GPU measured it."""
+    import torch
+
+    from ifbf._torchvision import torchvision
+    from ifbf.commands.reproduce import cli
+    from ifbf.orchestrate.cluster import load_profile
+    from ifbf.orchestrate.design import flops_hours
+
+    files = {}
+    for depth in ("resnet50", "resnet101"):
+        files[depth] = tmp_path / f"{depth}.pth"
+        torch.save(getattr(torchvision.models, depth)(weights=None).state_dict(), files[depth])
+    assert cli(["--paper", "danet", "--table", "1", "--plan", "--executor", "local", "--allow-partial-dataset",
+                "--results", str(tmp_path / "r"), "--weights", *(f"{k}={v}" for k, v in files.items())]) == 0
+    out = capsys.readouterr().out
+    table = load_table(1, "danet")
+    ranges = flops_hours([table], load_preset("paper", "danet"), load_profile("local"), tmp_path / "r", ())
+    for row in table.runnable():
+        low, high = ranges[(1, row.name)]
+        line = next(line for line in out.splitlines() if f" DANet T1 {row.name}  ~" in line)
+        assert f"~{low:.2f}-{high:.2f} device-hours (training steps from FLOPs at an ASSUMED 10%-40%" in line
+        assert high == pytest.approx(4 * low)  # 10 % vs 40 % of the same peak
+    # each attention module costs FLOPs on top of its dilated FCN, and depth costs more than either
+    fcn, pam, dual = (ranges[(1, f"R50 {name}")][0] for name in ("Dilated FCN", "+ PAM", "DANet"))
+    assert fcn < pam < dual and ranges[(1, "R101 Dilated FCN")][0] > fcn
+    total = f"{sum(r[0] for r in ranges.values()):.1f}-{sum(r[1] for r in ranges.values()):.1f} device-hours"
+    assert f"to run, not measured: {len(ranges)} training(s), {total}" in out
+
+
+def test_another_papers_design_names_its_rows(tmp_path, capsys):
+    """--design --budget prices and allocates DANet's rows, naming them as DANet's where it buys seeds."""
+    from ifbf.commands.reproduce import cli
+
+    assert cli(["--paper", "danet", "--table", "1", "--preset", "smoke", "--design", "--budget", "10", "--results",
+                str(tmp_path)]) == 0
+    seeds = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Seeds per row: "))
+    bought = re.findall(r"(?:^Seeds per row: |, )([^:,]+): (\d+)", seeds)
+    assert bought and all(name.startswith("DANet T1 ") and int(n) > 1 for name, n in bought), seeds
+
+
+def test_results_readmes_are_built_from_the_specs():
+    """results/README.md (committed) is what the generator writes; another paper's names its --paper flag,
+    its own tables' files, and the docs one folder further up."""
+    from ifbf.report.readme import results_readme
+
+    repo = PACKAGE.parent
+    assert (repo / "results" / "README.md").read_text() == results_readme()
+    own = results_readme("danet")
+    assert "reproduce.py --paper danet --table N" in own and "(../../docs/verdicts.md" in own
+    assert "`<preset>/table1_delta.{png,pdf}`, `<preset>/table2_delta.{png,pdf}`" in own and "table6" not in own
+    assert "| `danet/` | DANet's results (`--paper danet`)" in results_readme() and "`danet/`" not in own

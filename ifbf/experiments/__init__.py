@@ -101,14 +101,14 @@ class ColumnSpec:
     key: str  # dotted config field, e.g. "model.aspp"
     names: dict[str, str] = field(default_factory=dict)  # printed names of values
     true_unless: Any = None  # show a check mark unless the value equals this
-    many: bool = False  # show a check mark when the value holds more than one element
+    many: bool = False  # show a check mark when the value holds more than one element (None holds none)
 
     def value(self, cfg: Config) -> Any:
         value: Any = cfg
         for part in self.key.split("."):
             value = getattr(value, part)
         if self.many:
-            return len(value) > 1
+            return len(value or ()) > 1
         if self.true_unless is not None:
             unless = tuple(self.true_unless) if isinstance(self.true_unless, list) else self.true_unless
             return value != unless

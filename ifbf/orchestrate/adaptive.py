@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ifbf.errors import IfbfError
-from ifbf.experiments import Preset, ReportPrior, RowSeeds, TableSpec
+from ifbf.experiments import Preset, ReportPrior, RowSeeds, TableSpec, row_label
 from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, assume_missing, design, family,
                                      flops_hours, level, measure_noise, table_claims, training_hours, val_images)
@@ -165,7 +165,7 @@ def run_auto(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, r
         return Observation(rows, measure_noise(rows, tables, preset, val_images(frame)),
                            training_hours(tables, preset, profile, results, extra))
 
-    history = looks(claims, preset.report, budget, observe, _show)
+    history = looks(claims, preset.report, budget, observe, lambda look, more: _show(look, more, preset.paper))
     return row_seeds(history[-1].seeds)
 
 
@@ -190,12 +190,12 @@ def _check_first_pass(tables: list[TableSpec], preset: Preset, profile: ClusterP
               "pass is trained whatever it costs, the budget then counts what it took", flush=True)
 
 
-def _show(look: Look, more: dict[RowKey, int]) -> None:
+def _show(look: Look, more: dict[RowKey, int], paper: str) -> None:
     """Print a look as soon as it is decided: each claim's verdict, then the seeds it adds or why none."""
     print(f"look {look.number}: " + ", ".join(f"{cid} {state}" for cid, state in look.states.items()), flush=True)
     added = {row: n for row, n in more.items() if n > look.seeds[row]}
     if added:
-        print("  adding seeds: " + ", ".join(f"T{t} {r} {look.seeds[(t, r)]}→{n}" for (t, r), n in added.items()),
-              flush=True)
+        steps = (f"{row_label(t, r, paper)} {look.seeds[(t, r)]}→{n}" for (t, r), n in added.items())
+        print("  adding seeds: " + ", ".join(steps), flush=True)
     else:
         print(f"  no more seeds: {look.note}", flush=True)

@@ -24,9 +24,8 @@ from statistics import median
 import pandas as pd
 
 from ifbf.experiments import Preset, RowSeeds, TableSpec, load_table
-from ifbf.models.cost import training_flops
 from ifbf.orchestrate.cluster import ClusterProfile
-from ifbf.orchestrate.estimate import actual_seconds, predict, split_images
+from ifbf.orchestrate.estimate import actual_seconds, flops_price, predict, split_images
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import measurements
 from ifbf.report import records
@@ -237,24 +236,15 @@ def training_hours(tables: list[TableSpec], preset: Preset, profile: ClusterProf
 
 def flops_hours(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, results: Path,
                 extra: tuple[str, ...]) -> dict[RowKey, tuple[float, float]]:
-    """Device-hours of one training of each row from this model's own FLOPs, (at the high utilisation, at the
-    low one): iterations x crops per iteration (batch x processes) x ``training_flops`` at the row's crop, over
-    the preset's ``report.peak_tflops`` x ``report.utilisation``. Empty when the preset states no peak."""
-    prior = preset.report
-    if prior.peak_tflops is None or prior.utilisation is None:
-        return {}
+    """Device-hours of one training of each row from this model's own FLOPs (``estimate.flops_price``: at the
+    high utilisation, at the low one). Empty when the preset states no peak."""
     processes = profile.submitit_params()["tasks_per_node"]
-    flops: dict[object, float] = {}
+    cache: dict[object, float] = {}
     hours: dict[RowKey, tuple[float, float]] = {}
     for cell in build_plan(tables, preset, RowSeeds(1), results, extra).cells:
-        cfg = cell.cfg
-        key = (cfg.model, tuple(cfg.data.crop_size))
-        if key not in flops:
-            flops[key] = training_flops(cfg.model, tuple(cfg.data.crop_size))
-        total = flops[key] * cfg.train.iters * cfg.data.batch_size * processes
-        low_util, high_util = prior.utilisation
-        hours[(cell.table, cell.row.name)] = (total / (prior.peak_tflops * 1e12 * high_util) / 3600,
-                                              total / (prior.peak_tflops * 1e12 * low_util) / 3600)
+        priced = flops_price(cell.cfg, preset.report, processes, cache)
+        if priced is not None:
+            hours[(cell.table, cell.row.name)] = priced
     return hours
 
 

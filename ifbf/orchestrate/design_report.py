@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ifbf.experiments import Preset, TableSpec
+from ifbf.experiments import DEFAULT_PAPER, Preset, TableSpec, row_label
 from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.design import (ALPHA, Allocation, ClaimDesign, Noise, RowKey, allocate, assume_missing, design,
                                      family, flops_hours, level, measure_noise, present_seeds, table_claims,
@@ -76,7 +76,7 @@ def cost_line(hours: dict[RowKey, float | None], preset: Preset,
             f"  the assumption (preset {preset.name}, report.training_hours): {prior.training_hours_source}"), filled
 
 
-def budget_lines(alloc: Allocation, budget: float, assumed: int = 0) -> list[str]:
+def budget_lines(alloc: Allocation, budget: float, assumed: int = 0, paper: str = DEFAULT_PAPER) -> list[str]:
     lines = [f"Budget {budget:g} device-hours: one seed of each of {len(alloc.seeds)} rows costs "
              f"{alloc.base_hours:.2f}{f' ({assumed} at the assumed cost)' if assumed else ''}; "
              "then the claim whose extra seeds cost least, while the budget lasts:"]
@@ -85,7 +85,7 @@ def budget_lines(alloc: Allocation, budget: float, assumed: int = 0) -> list[str
     lines += [f"  resolvable  {d.claim.id:18s} +{cost:.2f} h" for d, cost in alloc.bought]
     lines += [f"  out of reach  {d.claim.id:18s} {_size(d)}: {why}" for d, why in alloc.out_of_reach]
     extra = {row: n for row, n in alloc.seeds.items() if n > 1}
-    rows = ", ".join(f"T{t} {name}: {n}" for (t, name), n in extra.items())
+    rows = ", ".join(f"{row_label(t, name, paper)}: {n}" for (t, name), n in extra.items())
     lines.append(f"Seeds per row: {rows} (others: 1)" if rows else "Seeds per row: one everywhere")
     lines.append(f"This plan costs {alloc.spent:.2f} device-hours of the {budget:g} budgeted; {len(alloc.bought)} of "
                  f"{len(alloc.bought) + len(alloc.out_of_reach)} claims resolvable")
@@ -126,7 +126,7 @@ def run_design(tables: list[TableSpec], preset: Preset, profile: ClusterProfile,
             lines.append(f"Budget {budget:g}: cannot allocate without the cost of every row: {NO_COST}")
         else:
             known = {row: h for row, h in hours.items() if h is not None}
-            lines += budget_lines(allocate(designs, known, budget), budget, len(assumed))
+            lines += budget_lines(allocate(designs, known, budget), budget, len(assumed), preset.paper)
             everything = allocate(designs, known, math.inf)
             lines.append(f"Every claim that can be resolved ({len(everything.bought)}) needs {everything.spent:.2f} "
                          "device-hours in all")

@@ -1,7 +1,8 @@
 """``reproduce.py --plan``'s cost column: each training predicted from ``preflight.json`` (s/it x iterations +
 eval s/img x images x evaluations + the curves' validations + checkpoints + set-up), finished runs with what
 they really took (``RunDir.cost``: training, curves and evaluations, the figure REPORT.md sums), and totals in
-device-hours and wall-clock for the executor's concurrency."""
+device-hours and wall-clock for the executor's concurrency. A training not measured yet is priced from this
+model's own FLOPs where the preset states a device's peak and an assumed utilisation (``flops_price``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ifbf.config import Config
+from ifbf.experiments import ReportPrior
 from ifbf.identity import eval_key
+from ifbf.models.cost import training_flops
 from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.executors import Executor
 from ifbf.orchestrate.plan import Plan, Training
@@ -72,6 +75,30 @@ def predict(training: Training, profile: ClusterProfile, preflight: dict[str, Pr
     return Estimate(seconds, basis, devices, on_gpu)
 
 
+def flops_price(cfg: Config, prior: ReportPrior, processes: int,
+                cache: dict[object, float] | None = None) -> tuple[float, float] | None:
+    """Device-hours of one training from this model's own FLOPs, (at the high utilisation, at the low one):
+    iterations x crops per iteration (batch x processes) x ``training_flops`` at the crop, over the preset's
+    ``report.peak_tflops`` x ``report.utilisation`` (an assumption the preset names). None when it states no
+    peak. ``cache``: FLOPs per (model, crop), for callers pricing many rows."""
+    if prior.peak_tflops is None or prior.utilisation is None:
+        return None
+    cache = {} if cache is None else cache
+    key = (cfg.model, tuple(cfg.data.crop_size))
+    if key not in cache:
+        cache[key] = training_flops(cfg.model, tuple(cfg.data.crop_size))
+    total = cache[key] * cfg.train.iters * cfg.data.batch_size * processes
+    low, high = prior.utilisation
+    return total / (prior.peak_tflops * 1e12 * high) / 3600, total / (prior.peak_tflops * 1e12 * low) / 3600
+
+
+def flops_basis(prior: ReportPrior) -> str:
+    """How a FLOPs price was made, for the line that shows it."""
+    low, high = prior.utilisation or (0.0, 0.0)
+    return (f"training steps from FLOPs at an ASSUMED {low:.0%}-{high:.0%} of {prior.peak_tflops:g} TFLOP/s; "
+            "measure with --preflight")
+
+
 def took(cost: RunCost | None) -> str:
     """A finished run's cost as --plan shows it (the figure REPORT.md's compute line sums)."""
     if cost is None:
@@ -97,7 +124,9 @@ def plan_costs(plan: Plan, executor: Executor, results: Path,
     column: dict[str, str] = {}
     todo_seconds: list[float] = []  # wall seconds of each training still to run
     device_seconds, unknown = 0.0, 0
-    unit = "GPU"
+    priced: list[tuple[float, float]] = []  # FLOPs ranges (device-hours) of trainings to run, not measured
+    unit, flops = "GPU", {}
+    processes = executor.profile.submitit_params()["tasks_per_node"]
     for run_hash, training in plan.trainings.items():
         est = predict(training, executor.profile, preflight, executor.cpus_per_job())
         unit = "GPU" if est.on_gpu else "CPU"
@@ -107,17 +136,27 @@ def plan_costs(plan: Plan, executor: Executor, results: Path,
                 (f" vs {predicted} ({est.basis})" if predicted else f"; {est.basis}")
             continue
         column[run_hash] = f"~{duration(est.seconds)} ({est.basis})" if est.seconds is not None else est.basis
+        hours = flops_price(training.cfg, plan.preset.report, processes, flops) if est.seconds is None else None
+        if hours is not None:
+            column[run_hash] = f"~{hours[0]:.2f}-{hours[1]:.2f} device-hours ({flops_basis(plan.preset.report)})"
         if statuses[run_hash].to_run or statuses[run_hash] is RunState.FAILED:
-            if est.seconds is None:
-                unknown += 1
-            else:
+            if est.seconds is not None:
                 todo_seconds.append(est.seconds)
                 device_seconds += est.seconds * est.devices
+            elif hours is not None:
+                priced.append(hours)
+            else:
+                unknown += 1
     lines = []
     if todo_seconds:
         wall, how = executor.wall_clock(todo_seconds)
         lines.append(f"to run: {len(todo_seconds)} training(s), {device_seconds / 3600:.2f} {unit}-hours; "
                      f"wall-clock ≈ {duration(wall)} with {how}")
+    if priced:
+        lines.append(f"to run, not measured: {len(priced)} training(s), {sum(h[0] for h in priced):.1f}-"
+                     f"{sum(h[1] for h in priced):.1f} device-hours {flops_basis(plan.preset.report)} "
+                     "(same --executor/--profile/--set flags); the assumption (preset "
+                     f"{plan.preset.name}): {plan.preset.report.utilisation_source}")
     if unknown:
         lines.append(f"no estimate for {unknown} training(s): not measured; run --preflight with the same "
                      "--executor/--profile/--set flags")

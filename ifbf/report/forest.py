@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ifbf.errors import IfbfError
-from ifbf.experiments import TableSpec, class_names
+from ifbf.experiments import TableSpec, class_names, table_caption
 from ifbf.report.stats import RESAMPLES, Row, SeedNoise, set_difference
 from ifbf.report.verdicts import NOT_EVALUATED, NOT_RESOLVED, Verdict
 from ifbf.store.runtypes import score_label
@@ -76,6 +76,7 @@ class ClaimLine:
     note: str = ""  # written after the verdict: the seeds a not-resolved claim needs, the verdict after Holm
     axis: str = DELTA  # DELTA (or another metric's ``delta_axis``), VALUE or CLASSES: one panel per axis
     null: float | None = None  # no effect on this line's axis when it is not 0 (a threshold)
+    caption: str = ""  # the table's heading in a grouped figure ("" : "Table <table>"; another paper's: its label)
 
 
 def short_label(text: str) -> str:
@@ -97,7 +98,8 @@ def _note(v: Verdict) -> str:
 def _line(v: Verdict) -> ClaimLine:
     claim = v.claim
     label = short_label(claim.text) + (f" ({claim.metric} IoU)" if claim.metric != "miou" else "")
-    line = ClaimLine(claim.table, label, claim.size, v.ours, v.low, v.high, v.verdict, _note(v))
+    line = ClaimLine(claim.table, label, claim.size, v.ours, v.low, v.high, v.verdict, _note(v),
+                     caption=table_caption(claim.table, claim.paper))
     if claim.kind == "best_of":  # ours: Δ to the deciding rival; paper: margin over its runner-up
         return replace(line, label=label + ": margin over the next best")
     if claim.kind == "value":
@@ -143,7 +145,7 @@ def _rows(lines: Sequence[ClaimLine], grouped: bool) -> list[tuple[float, str, C
     table = None
     for line in lines:
         if grouped and line.table != table:
-            rows.append((-len(rows), f"Table {line.table}", None))
+            rows.append((-len(rows), line.caption or f"Table {line.table}", None))
             table = line.table
         rows.append((-len(rows), textwrap.fill(line.label, LABEL_WIDTH), line))
     return rows

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ifbf.experiments import Preset, TableSpec, class_names
+from ifbf.experiments import DEFAULT_PAPER, Preset, TableSpec, class_names, load_paper
 from ifbf.report.claims import load_claims
 from ifbf.report.figures import plot_claims
 from ifbf.report.forest import claim_lines
@@ -69,6 +69,7 @@ def noise_text(records: pd.DataFrame, preset: Preset) -> str:
     """Where the training noise in every interval comes from: each claim's own paired seeds, and the prior
     (the preset's, or the report's pooled σ where larger) with the degrees of freedom it may lend."""
     noise = seed_noise(records)
+    classes = records.attrs.get("classes", class_names(preset.paper))
     if noise.std is None:
         return ("**Training noise:** no prior: the preset sets no `report.seed_std` and no row has several seeds, "
                 "so one-seed rows get no interval and their claims read not resolved (1 seed).")
@@ -80,7 +81,7 @@ def noise_text(records: pd.DataFrame, preset: Preset) -> str:
             f"from the claim's own seeds combined with the prior σ_d = {diff:.2f} mIoU ({rho}); a row alone uses "
             f"σ = {noise.std:.2f}. Prior: {noise.source} ({df}); it lends at most max(2, own seeds − 1) degrees "
             "of freedom, since one seed cannot check it. Verdicts marked (prior) rest on it alone. A class IoU's "
-            f"prior is sqrt({len(records.attrs.get('classes', class_names()))}) times it unless measured.")
+            f"prior is sqrt({len(classes)}) times it unless measured.")
 
 
 def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], records: pd.DataFrame) -> Path:
@@ -98,7 +99,8 @@ def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], re
     figure = plot_claims(claim_lines([v for s in sections for v in s.verdicts], absolute), out,
                          "" if absolute else "(value claims, the paper's absolute numbers: judged on preset paper only)")
     text = render_report(preset.name, sections, compute=compute_text(records), intro=intro, absolute=absolute,
-                         claims_image=figure[0].name if figure else "")
+                         claims_image=figure[0].name if figure else "",
+                         paper="" if preset.paper == DEFAULT_PAPER else load_paper(preset.paper).label)
     path = make_dirs(out) / REPORT
     atomic_write_text(path, text)
     return path

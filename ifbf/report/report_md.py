@@ -154,12 +154,13 @@ def _summary(verdicts: Sequence[Verdict], absolute: bool) -> list[str]:
 
 
 def render_report(preset: str, sections: Sequence[TableSection], compute: str = "", intro: str = "",
-                  absolute: bool = True, claims_image: str = "") -> str:
+                  absolute: bool = True, claims_image: str = "", paper: str = "") -> str:
     """The whole REPORT.md: a summary of the verdicts, every claim with its verdict in one table, then per
     table its rows (with intervals), figures and links. ``absolute`` False (a preset that is not the
-    paper's): the heading says the verdicts check the pipeline, and "paper in CI" is left blank."""
+    paper's): the heading says the verdicts check the pipeline, and "paper in CI" is left blank. ``paper``: the
+    paper's label in the heading (left out for the default paper, whose heading is as it always was)."""
     verdicts = [v for s in sections for v in s.verdicts]
-    lines = [f"# Reproduction report: preset `{preset}`", ""]
+    lines = [f"# Reproduction report: {f'{paper}, ' if paper else ''}preset `{preset}`", ""]
     if claims_image:  # the forest plot of every claim opens the report
         lines += [f"![The paper's claims: its number and ours]({claims_image})", "", READ_CLAIMS_FIGURE, ""]
     if not absolute:

@@ -14,7 +14,7 @@ import numpy as np
 from ifbf import __version__
 from ifbf.store.runtypes import Environment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the repository root
 
 
 def capture(device: str, world: int, weights: dict[str, Any] | None = None,

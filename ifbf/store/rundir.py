@@ -59,7 +59,7 @@ TRAIN_LOCK = "train.lock"
 SUBMIT_LOCK = "submit.lock"
 RUN_FILES = (f"`config.yaml`, `log.jsonl`, `{CHECKPOINT}`, `{METRICS}` (every evaluation of it), `{ENV}`, "
              f"`{STATUS}`")  # for docs written by the reports
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's results/
 
 
 def runs_root(preset: str, results: Path = RESULTS) -> Path:
