@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from ifbf.config import ConfigError
 from ifbf.commands.reproduce import build_parser, cli
 from ifbf.data.synth import SynthSpec, write_dataset
 from ifbf.experiments import load_preset, load_table, table_cells
@@ -130,3 +131,32 @@ def test_from_scratch_is_marked_in_the_table(tmp_path):
     plain = table_frame(records.collect([table], preset, 1, tmp_path), table)
     assert not any("scratch" in name for name in plain.index)  # smoke trains from scratch without a word
     assert isinstance(df, pd.DataFrame) and len(table_cells(table, preset, 1)) == 4
+
+
+def test_a_profile_that_changes_the_global_batch_is_refused(tmp_path, capsys, three_image_cityscapes, no_submission):
+    """The paper preset trains 8 images a step (4 per GPU on the paper's 2 GPUs): one local process would train
+    4, silently. Refused with both ways to keep 8; either way, the line goes."""
+    args = ["--table", "2", "--preset", "paper", "--executor", "local", "--results", str(tmp_path / "r"),
+            "--from-scratch", "--plan"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert ("preset paper trains a global batch of 8 (our reading: 4 images per GPU on the paper's 2 GPUs" in err
+            and "profile local runs 1 process(es) x data.batch_size 4 = 4 for T2 " in err
+            and ": --profile-set gpus_per_node=2 or --set data.batch_size=8" in err)
+    for fix in (["--profile-set", "gpus_per_node=2"], ["--set", "data.batch_size=8"]):
+        assert cli([*args, *fix]) == 2  # the partial dataset is still refused
+        assert "global batch" not in capsys.readouterr().err, fix
+    # the smoke preset states none: any number of processes
+    assert load_preset("smoke").global_batch is None and load_preset("paper").global_batch == 8
+
+
+def test_global_batch_must_be_a_positive_integer(tmp_path, monkeypatch):
+    from ifbf import experiments
+
+    folder = tmp_path / "ifbfnet"
+    (folder / "presets").mkdir(parents=True)
+    (folder / "presets" / "odd.yaml").write_text("overrides: []\nglobal_batch: eight\n")
+    paper = experiments.Paper("ifbfnet", "a paper", "IFBFNet", "cityscapes", folder)
+    monkeypatch.setattr(experiments, "load_paper", lambda name="ifbfnet": paper)
+    with pytest.raises(ConfigError, match=r"odd.yaml: global_batch is a positive integer .*not 'eight'"):
+        experiments.load_preset("odd")

@@ -82,13 +82,15 @@ def test_curves_figure_from_stored_logs(tmp_path):
     for rec, values in ((first, [0.1, 0.3]), (second, [0.2, 0.25])):
         run_dir = RunDir(runs_root("smoke", tmp_path) / rec.run_hash)
         run_dir.path.mkdir(parents=True)
-        run_dir.append_log(StepRecord(5, {"total": 2.0}, lr=0.01, imgs_per_s=3.0, step_s=1.0))
+        run_dir.append_log(StepRecord(5, {"total": 2.0 + 3 * values[0], "out": 2.0, "aux": 7.5 * values[0]},
+                                      lr=0.01, imgs_per_s=3.0, step_s=1.0))
         for it, v in zip((30, 60), values):
             run_dir.append_log(ValRecord(it, v, val_s=0.5, val_images=12))
     curves = records.val_curves(frame, 5)
     assert curves[curves["label"] == first.row]["val_miou"].tolist() == [0.1, 0.3]
     assert curves[curves["label"] == second.row]["iter"].tolist() == [30, 60]
-    assert records.losses(frame, 5)["loss_total"].tolist() == [2.0, 2.0]  # validation lines are not losses
+    # the main output's loss (rows of another λ differ in their totals only); validation lines are not losses
+    assert records.losses(frame, 5)["loss_out"].tolist() == [2.0, 2.0]
     paths = figures.plot_val_curves(frame, table, tmp_path, "smoke")
     assert [p.name for p in paths] == ["table5_curves.png", "table5_curves.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -20,7 +20,7 @@ from ifbf.errors import ConfigError
 from ifbf.experiments import _report_prior, load_preset, load_table, row_config
 from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.design import (IMAGE_SE_PAPER, ClaimDesign, Contrast, allocate, contrasts, design,
-                                     flops_hours, measure_noise)
+                                     flops_hours, measure_noise, training_cost)
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import group_shapes, preflight_path, val_setting
 from ifbf.identity import eval_key
@@ -215,3 +215,29 @@ def test_measured_noise_replaces_the_assumption():
     assert "measured on 1 paired contrast" in noise.seed_source and "measured on 1 pair" in noise.image_basis
     (ds,) = design([(next(c for c in CLAIMS if c.id == "t2-aspp-r50"), load_table(2))], noise, 0.05)
     assert ds.contrasts[0][1] == noise.measured_image_se[(2, "R50 + ASPP", "R50 BaseNet")] > 0
+
+
+def test_rows_that_share_a_training_pay_for_it_once():
+    """Two rows of one config (another table's copy, an inference-only row) share every seed's training: a plan
+    of 3 seeds for one and 5 for the other trains 5, not 8; a claim over both needs no second training."""
+    hours = {(1, "A"): 1.0, (2, "A again"): 1.0, (1, "C"): 2.0}
+    same = {(1, "A"): (1, "A"), (2, "A again"): (1, "A"), (1, "C"): (1, "C")}
+    seeds = {(1, "A"): 3, (2, "A again"): 5, (1, "C"): 1}
+    assert training_cost(seeds, hours) == 3 + 5 + 2  # as if apart
+    assert training_cost(seeds, hours, same) == 5 + 2
+
+
+def test_design_prices_the_trainings_a_plan_runs(tmp_path, capsys):
+    """DANet's Tables 1 and 2: 12 rows, 10 trainings (Table 2's first row is Table 1's R101 DANet, its MS row an
+    evaluation of the MG row's training): --design's one-seed pass costs the plan's trainings, not its rows."""
+    tables = [load_table(n, "danet") for n in (1, 2)]
+    smoke = load_preset("smoke", "danet")
+    trainings = len(build_plan(tables, smoke, 1, tmp_path).trainings)
+    rows = sum(len(t.runnable()) for t in tables)
+    assert (rows, trainings) == (12, 10)
+    assert cli(["--paper", "danet", "--table", "all", "--preset", "smoke", "--design", "--budget", "100",
+                "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    cost = trainings * smoke.report.training_hours
+    assert f"one seed of each of {rows} rows ({trainings} trainings: rows of one config share theirs) costs " \
+           f"{cost:.2f} " in out

@@ -153,11 +153,16 @@ def test_another_papers_plan_passes_its_checks_and_prices_every_row(tmp_path, ca
     for depth in ("resnet50", "resnet101"):
         files[depth] = tmp_path / f"{depth}.pth"
         torch.save(getattr(torchvision.models, depth)(weights=None).state_dict(), files[depth])
-    assert cli(["--paper", "danet", "--table", "1", "--plan", "--executor", "local", "--allow-partial-dataset",
-                "--results", str(tmp_path / "r"), "--weights", *(f"{k}={v}" for k, v in files.items())]) == 0
+    args = ["--paper", "danet", "--table", "1", "--plan", "--executor", "local", "--allow-partial-dataset",
+            "--results", str(tmp_path / "r"), "--weights", *(f"{k}={v}" for k, v in files.items())]
+    # the paper's batch of 8 is 2 per GPU on 4 GPUs: one local process would train a batch of 2
+    assert cli(args) == 2
+    assert "global batch of 8" in capsys.readouterr().err
+    assert cli([*args, "--profile-set", "gpus_per_node=4"]) == 0
     out = capsys.readouterr().out
     table = load_table(1, "danet")
-    ranges = flops_hours([table], load_preset("paper", "danet"), load_profile("local"), tmp_path / "r", ())
+    ranges = flops_hours([table], load_preset("paper", "danet"), load_profile("local", ["gpus_per_node=4"]),
+                         tmp_path / "r", ())
     for row in table.runnable():
         low, high = ranges[(1, row.name)]
         line = next(line for line in out.splitlines() if f" DANet T1 {row.name}  ~" in line)

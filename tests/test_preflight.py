@@ -278,3 +278,33 @@ def test_preflight_measures_with_the_threads_the_runs_get(tmp_path, monkeypatch)
     cli([*args, "--preflight"])
     cli(args)
     assert threads == {"PreflightJob": {3}, "TrainJob": {3}}
+
+
+def test_plan_prices_unmeasured_trainings_and_says_how(tmp_path, capsys):
+    """No preflight.json: a row whose seed 0 finished prices its next seed as that seed took (RunDir.cost, the
+    figure REPORT.md sums); the others take the preset's assumed report.training_hours; each line says which,
+    and the total adds them (before: "no estimate" for all of them)."""
+    import numpy as np
+
+    from fakeruns import confusions, finish_run
+    from ifbf.store.rundir import RunDir, RunState
+
+    smoke = load_preset("smoke", "danet")
+    table = load_table(1, "danet")
+    first = build_plan([table], smoke, 1, tmp_path / "danet")
+    done = next(iter(first.trainings.values()))  # R50 Dilated FCN, seed 0
+    rd = finish_run(done, confusions(np.full((4, 19), 0.5), np.full((4, 19), 100, dtype=np.int64)))
+    rd.log.write_text(json.dumps({"iter": done.cfg.train.iters, "step_s": 36.0}) + "\n")
+    (done.run_dir / "checkpoint.pth").write_bytes(b"")
+    took_hours = RunDir(done.run_dir).cost().device_hours
+    args = ["--paper", "danet", "--table", "1", "--preset", "smoke", "--executor", "local", "--plan",
+            "--results", str(tmp_path), "--seeds", "2"]
+    assert cli(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    seed1 = next(line for line in lines if "DANet T1 R50 Dilated FCN s1" in line)
+    assert f"~{took_hours:.3g} device-hours (as its seed 0 took; measure with --preflight)" in seed1
+    others = [line for line in lines if " todo " in line and "R50 Dilated FCN" not in line]
+    assert len(others) == 14 and all("ASSUMED by preset smoke's report.training_hours" in line for line in others)
+    total = took_hours + 14 * smoke.report.training_hours
+    assert f"to run, not measured: 15 training(s), {total:.3g} device-hours" in lines[-1]
+    assert "no estimate" not in "\n".join(lines) and smoke.report.training_hours_source.split()[0] in lines[-1]

@@ -257,6 +257,10 @@ class Preset:
     report: ReportPrior = field(default_factory=lambda: ReportPrior())
     paper: str = DEFAULT_PAPER  # whose base.yaml the rows resolve on
     absolute: bool = False  # its absolute numbers can be held against the paper's (the paper's own recipe)
+    # the images of one optimiser step over all processes that the recipe trains with (processes x
+    # data.batch_size); None: any. A profile with another number of processes would change it silently.
+    global_batch: int | None = None
+    global_batch_source: str = ""
 
     @property
     def base(self) -> Path:
@@ -280,9 +284,13 @@ def load_preset(name: str, paper: str = DEFAULT_PAPER) -> Preset:
         raise ConfigError(f"{path}: expected 'overrides' (a list) and optionally 'backbone_map' (a mapping)")
     if "estimate" in data:
         raise ConfigError(f"{path}: 'estimate' is gone: --plan takes costs from measurements (reproduce.py --preflight)")
+    batch = data.get("global_batch")
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise ConfigError(f"{path}: global_batch is a positive integer (processes x data.batch_size), not {batch!r}")
     return Preset(name, tuple(str(o) for o in overrides), {str(k): str(v) for k, v in backbone_map.items()},
                   str(data.get("description", "")), bool(data.get("requires_weights", False)),
-                  _report_prior(data.get("report"), path), paper, data.get("absolute", False) is True)
+                  _report_prior(data.get("report"), path), paper, data.get("absolute", False) is True,
+                  batch, str(data.get("global_batch_source", "")).strip())
 
 
 def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Config:

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ifbf.errors import IfbfError
 from ifbf.experiments import Preset, ReportPrior, RowSeeds, TableSpec, row_label
 from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.design import (ClaimDesign, Noise, RowKey, allocate, assume_missing, design, family,
-                                     flops_hours, level, measure_noise, table_claims, training_hours, val_images)
+                                     flops_hours, level, measure_noise, shared_trainings, table_claims, training_cost,
+                                     training_hours, val_images)
 from ifbf.orchestrate.plan import Plan, build_plan
 from ifbf.report import records
 from ifbf.report.claims import Claim
@@ -79,11 +80,13 @@ def holm_designs(claims: list[tuple[Claim, TableSpec]], noise: Noise, power: flo
 
 
 def next_seeds(designs: list[ClaimDesign], open_ids: set[str], current: dict[RowKey, int],
-               hours: dict[RowKey, float], budget: float, look: int) -> dict[RowKey, int]:
-    """Seeds per row for look ``look + 1``: the open claims the budget can buy (``design.allocate``) move their
-    rows to ceil(target · look / (LOOKS − 1)) seeds (at least one more, at most the target)."""
+               hours: dict[RowKey, float], budget: float, look: int,
+               same: dict[RowKey, RowKey] | None = None) -> dict[RowKey, int]:
+    """Seeds per row for look ``look + 1``: the open claims the budget can buy (``design.allocate``; rows that
+    share a training, ``same``, pay for it once) move their rows to ceil(target · look / (LOOKS − 1)) seeds (at
+    least one more, at most the target)."""
     wanted = [d for d in designs if d.claim.id in open_ids]
-    targets = allocate(wanted, hours, budget, start=current).seeds
+    targets = allocate(wanted, hours, budget, start=current, same=same).seeds
     seeds = dict(current)
     for row, target in targets.items():
         if target > current.get(row, 1):
@@ -95,11 +98,13 @@ def next_seeds(designs: list[ClaimDesign], open_ids: set[str], current: dict[Row
 @dataclass(frozen=True)
 class Observation:
     """What one look sees: per-image counts (table -> row -> one Counts per seed), the noise the design
-    takes from them, and the device-hours of one training of each row (None: no figure)."""
+    takes from them, the device-hours of one training of each row (None: no figure) and which rows share a
+    training (``design.shared_trainings``; empty: none do)."""
 
     rows: dict[int, RowCounts]
     noise: Noise
     hours: dict[RowKey, float | None]
+    same: dict[RowKey, RowKey] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def looks(claims: list[tuple[Claim, TableSpec]], prior: ReportPrior, budget: flo
         if not note:
             hours = {k: v or 0.0 for k, v in seen.hours.items()}
             still = [(c, t) for c, t in claims if c.id in open_ids]
-            more = next_seeds(holm_designs(still, seen.noise), open_ids, current, hours, budget, number)
+            more = next_seeds(holm_designs(still, seen.noise), open_ids, current, hours, budget, number, seen.same)
             if more == current:
                 note = "no open claim is resolvable within what is left of the budget"
         done.append(Look(number, dict(current), states, note))
@@ -158,12 +163,14 @@ def run_auto(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, r
           f"0.05/{LOOKS} = {ALPHA / LOOKS:.4f}; seeds designed for 80 % power at Holm's level of the open claims; "
           f"budget {budget:g} device-hours (finished trainings included)")
 
+    same = shared_trainings(tables, preset, results, extra)
+
     def observe(seeds: dict[RowKey, int]) -> Observation:
         train(build_plan(tables, preset, row_seeds(seeds), results, extra))
         frame = records.collect(tables, preset, row_seeds(seeds), results, extra)
         rows = {t.number: records.row_counts(frame, t.number) for t in tables}
         return Observation(rows, measure_noise(rows, tables, preset, val_images(frame)),
-                           training_hours(tables, preset, profile, results, extra))
+                           training_hours(tables, preset, profile, results, extra), same)
 
     history = looks(claims, preset.report, budget, observe, lambda look, more: _show(look, more, preset.paper))
     return row_seeds(history[-1].seeds)
@@ -176,8 +183,8 @@ def _check_first_pass(tables: list[TableSpec], preset: Preset, profile: ClusterP
     hours = training_hours(tables, preset, profile, results, extra)
     ranges = flops_hours(tables, preset, profile, results, extra) if any(h is None for h in hours.values()) else {}
     assumed = assume_missing(hours, preset, ranges)
-    known = [h for h in hours.values() if h is not None]
-    base = sum(known)
+    known = {row: h for row, h in hours.items() if h is not None}
+    base = training_cost(dict.fromkeys(known, 1), known, shared_trainings(tables, preset, results, extra))
     if base > budget:
         basis = (f"; {len(assumed)} row(s) priced from their FLOPs at {preset.report.utilisation[0]:.0%} utilisation"
                  if assumed and ranges else

@@ -17,7 +17,7 @@ from pathlib import Path
 from ifbf.config import Config, WeightsConfig
 from ifbf.data.verify import VerifyResult, verify_config
 from ifbf.errors import IfbfError
-from ifbf.experiments import Cell, row_label
+from ifbf.experiments import Cell, Preset, row_label
 from ifbf.identity import weights_key, weights_flag_overrides, weights_status
 from ifbf.orchestrate.executors import Executor
 
@@ -61,6 +61,28 @@ def _rows_by(cells: Iterable[Cell], key) -> dict:
 def _names(cells: list[Cell]) -> str:
     names = sorted({row_label(c.table, c.row.name, c.paper) for c in cells})
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def check_global_batch(cells: list[Cell], preset: Preset, processes: int, profile: str) -> list[str]:
+    """One line per per-process batch that, run by ``processes`` processes (the profile's), would not give the
+    preset's ``global_batch``: a cluster profile must not change the recipe silently (each line names both
+    fixes: the processes that keep the batch, or the per-process batch that keeps it on these processes)."""
+    if preset.global_batch is None:
+        return []
+    problems = []
+    for batch, group in sorted(_rows_by(cells, lambda cfg: cfg.data.batch_size).items()):
+        if processes * batch == preset.global_batch:
+            continue
+        fixes = []
+        if preset.global_batch % batch == 0:
+            fixes.append(f"--profile-set gpus_per_node={preset.global_batch // batch}")
+        if preset.global_batch % processes == 0:
+            fixes.append(f"--set data.batch_size={preset.global_batch // processes}")
+        problems.append(f"preset {preset.name} trains a global batch of {preset.global_batch} "
+                        f"({preset.global_batch_source or 'processes x data.batch_size'}); {profile} runs "
+                        f"{processes} process(es) x data.batch_size {batch} = {processes * batch} for {_names(group)}"
+                        f": {' or '.join(fixes) or 'choose processes and data.batch_size whose product is it'}")
+    return problems
 
 
 def check_weights(cells: list[Cell], required: bool) -> list[str]:

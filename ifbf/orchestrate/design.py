@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -25,7 +25,7 @@ import pandas as pd
 
 from ifbf.experiments import Preset, RowSeeds, TableSpec, load_table
 from ifbf.orchestrate.cluster import ClusterProfile
-from ifbf.orchestrate.estimate import actual_seconds, flops_price, predict, split_images
+from ifbf.orchestrate.estimate import flops_price, predict, split_images
 from ifbf.orchestrate.plan import build_plan
 from ifbf.orchestrate.preflight import measurements
 from ifbf.report import records
@@ -34,6 +34,7 @@ from ifbf.report.power import POWER, SeedsNeeded, seeds_for_power
 from ifbf.report.stats import (SeedNoise, common_seeds, paired_difference, per_seed, pooled_noise,
                                seed_ids)
 from ifbf.report.verdicts import RowCounts
+from ifbf.store.rundir import RunDir
 
 ALPHA = 0.05  # family-wise level of the report's verdicts
 IMAGE_SE_PAPER = 0.25  # assumed std (points) of a paired Δ of two ablation rows from 500 val images alone
@@ -95,7 +96,8 @@ class ClaimDesign:
         failing = [(c, n) for c, _, n in self.contrasts if n.seeds is None]
         if not failing:
             return ""
-        c, n = failing[0]
+        # the smallest failing effect: the one the "(min of N)" size beside it shows
+        c, n = min(failing, key=lambda f: abs(f[0].size) if f[0].size is not None else math.inf)
         return n.reason if len(self.contrasts) == 1 else f"{n.reason} (Δ {c.a} − {c.b})"
 
 
@@ -220,17 +222,19 @@ def measure_noise(rows: dict[int, RowCounts], tables: list[TableSpec], preset: P
 
 def training_hours(tables: list[TableSpec], preset: Preset, profile: ClusterProfile, results: Path,
                    extra: tuple[str, ...]) -> dict[RowKey, float | None]:
-    """Device-hours of one training (one seed) of each row: what a finished seed 0 took, else the preflight
-    prediction, else None (no figure: run --preflight)."""
+    """Device-hours of one training (one seed) of each row: what a finished seed 0 took (``RunDir.cost``), else
+    the preflight prediction, else None (no figure: run --preflight)."""
     plan = build_plan(tables, preset, RowSeeds(1), results, extra)
     shapes = measurements(results, preset.name)
     hours: dict[RowKey, float | None] = {}
     for cell in plan.cells:
         training = plan.training_of(cell)
         est = predict(training, profile, shapes)
-        took = actual_seconds(training.run_dir) if training.status() == "done" else None
-        seconds = took if took is not None else est.seconds
-        hours[(cell.table, cell.row.name)] = None if seconds is None else seconds * est.devices / 3600
+        took = RunDir(training.run_dir).cost() if training.status() == "done" else None
+        if took is not None:  # on the devices it had (a CPU run's CPUs): REPORT.md's and --plan's figure
+            hours[(cell.table, cell.row.name)] = took.device_hours
+        else:
+            hours[(cell.table, cell.row.name)] = None if est.seconds is None else est.seconds * est.devices / 3600
     return hours
 
 
@@ -274,17 +278,44 @@ class Allocation:
     spent: float
 
 
+def shared_trainings(tables: list[TableSpec], preset: Preset, results: Path,
+                     extra: tuple[str, ...]) -> dict[RowKey, RowKey]:
+    """Each row -> the first row that trains the same config (itself when none does): such rows share the
+    training of every seed (another table's row, an inference-only row), so a seed of them is paid once."""
+    plan = build_plan(tables, preset, RowSeeds(1), results, extra)
+    first: dict[str, RowKey] = {}  # run hash (seed 0) -> the first row that trains it
+    same: dict[RowKey, RowKey] = {}
+    for cell in plan.cells:
+        row = (cell.table, cell.row.name)
+        same[row] = first.setdefault(plan.training_of(cell).run_hash, row)
+    return same
+
+
+def training_cost(seeds: Mapping[RowKey, int], hours: Mapping[RowKey, float],
+                  same: Mapping[RowKey, RowKey] | None = None) -> float:
+    """Device-hours of training ``seeds`` per row: rows that share a training (``same``, from
+    ``shared_trainings``) pay for it once, at the most seeds any of them asks for."""
+    most: dict[RowKey, tuple[int, float]] = {}  # training -> (most seeds asked, its device-hours)
+    for row, n in seeds.items():
+        key = (same or {}).get(row, row)
+        asked, price = most.get(key, (0, 0.0))
+        most[key] = (max(n, asked), max(hours[row], price))
+    return sum(n * h for n, h in most.values())
+
+
 def allocate(designs: list[ClaimDesign], hours: dict[RowKey, float], budget: float,
-             start: dict[RowKey, int] | None = None) -> Allocation:
-    """Greedy: buy the claim whose missing seeds cost least (rows already bought for another claim are free),
-    while the budget lasts. Every row gets at least one seed (``start``: seeds it has already), paid first."""
+             start: dict[RowKey, int] | None = None, same: Mapping[RowKey, RowKey] | None = None) -> Allocation:
+    """Greedy: buy the claim whose missing seeds cost least (rows already bought for another claim are free,
+    and so are the seeds of a training another row already has: ``same``), while the budget lasts. Every row
+    gets at least one seed (``start``: seeds it has already), paid first."""
     seeds = {row: max(1, (start or {}).get(row, 1)) for row in hours}
-    spent = base = sum(hours[row] * n for row, n in seeds.items())
+    spent = base = training_cost(seeds, hours, same)
     todo = [d for d in designs if d.seeds() is not None]
     bought: list[tuple[ClaimDesign, float]] = []
 
     def extra(d: ClaimDesign) -> float:
-        return sum(hours[row] * max(0, n - seeds[row]) for row, n in (d.seeds() or {}).items())
+        more = {row: max(n, (d.seeds() or {}).get(row, 0)) for row, n in seeds.items()}
+        return training_cost(more, hours, same) - training_cost(seeds, hours, same)
 
     while todo:
         cheapest = min(todo, key=extra)

@@ -8,20 +8,22 @@ from pathlib import Path
 from ifbf.experiments import DEFAULT_PAPER, Preset, TableSpec, row_label
 from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.design import (ALPHA, Allocation, ClaimDesign, Noise, RowKey, allocate, assume_missing, design,
-                                     family, flops_hours, level, measure_noise, present_seeds, table_claims,
-                                     training_hours, val_images)
+                                     family, flops_hours, level, measure_noise, present_seeds, shared_trainings,
+                                     table_claims, training_cost, training_hours, val_images)
 from ifbf.report import records
 from ifbf.report.power import POWER
 
 NO_COST = "run --preflight"
 
 
-def claim_hours(d: ClaimDesign, hours: dict[RowKey, float | None]) -> float | None:
-    """Device-hours of the claim's rows at the seeds it needs (their first seeds included)."""
+def claim_hours(d: ClaimDesign, hours: dict[RowKey, float | None],
+                same: dict[RowKey, RowKey] | None = None) -> float | None:
+    """Device-hours of the claim's rows at the seeds it needs (their first seeds included; a training two of
+    its rows share, paid once)."""
     wanted = d.seeds()
     if wanted is None or any(hours.get(row) is None for row in wanted):
         return None
-    return sum((hours[row] or 0.0) * n for row, n in wanted.items())
+    return training_cost(wanted, {row: hours[row] or 0.0 for row in wanted}, same)
 
 
 def _size(d: ClaimDesign) -> str:
@@ -33,19 +35,20 @@ def _size(d: ClaimDesign) -> str:
 
 
 def claim_lines(designs: list[ClaimDesign], hours: dict[RowKey, float | None],
-                assumed: frozenset[RowKey] = frozenset()) -> list[str]:
+                assumed: frozenset[RowKey] = frozenset(), same: dict[RowKey, RowKey] | None = None) -> list[str]:
     """One line per claim; a device-hours figure that rests on the preset's assumed cost ends in ``*``."""
-    lines = [f"  {'claim':18s} {'paper Δ':>17s} {'image se':>9s} {'seeds/row':>9s} {'device-h':>15s}  note",]
+    width = max([18, *(len(d.claim.id) for d in designs)])
+    lines = [f"  {'claim':{width}s} {'paper Δ':>17s} {'image se':>9s} {'seeds/row':>9s} {'device-h':>15s}  note",]
     for d in designs:
         wanted = d.seeds()
         image = max((se for _, se, _ in d.contrasts), default=None)
-        cost = claim_hours(d, hours)
+        cost = claim_hours(d, hours, same)
         star = "*" if wanted and set(wanted) & assumed else ""
         cost_text = f"{cost:.2f}{star}" if cost is not None else ("—" if wanted is None else NO_COST)
         note = d.reason() if wanted is None else ("a Δ to each rival must be resolved"
                                                  if d.claim.kind == "best_of" else
                                                  "each pair must be resolved" if len(d.contrasts) > 1 else "")
-        lines.append(f"  {d.claim.id:18s} {_size(d):>17s} {'—' if image is None else f'{image:.2f}':>9s} "
+        lines.append(f"  {d.claim.id:{width}s} {_size(d):>17s} {'—' if image is None else f'{image:.2f}':>9s} "
                      f"{'—' if wanted is None else str(max(wanted.values())):>9s} {cost_text:>15s}  {note}")
     return lines
 
@@ -76,8 +79,10 @@ def cost_line(hours: dict[RowKey, float | None], preset: Preset,
             f"  the assumption (preset {preset.name}, report.training_hours): {prior.training_hours_source}"), filled
 
 
-def budget_lines(alloc: Allocation, budget: float, assumed: int = 0, paper: str = DEFAULT_PAPER) -> list[str]:
-    lines = [f"Budget {budget:g} device-hours: one seed of each of {len(alloc.seeds)} rows costs "
+def budget_lines(alloc: Allocation, budget: float, assumed: int = 0, paper: str = DEFAULT_PAPER,
+                 trainings: int | None = None) -> list[str]:
+    shared = "" if trainings in (None, len(alloc.seeds)) else f" ({trainings} trainings: rows of one config share theirs)"
+    lines = [f"Budget {budget:g} device-hours: one seed of each of {len(alloc.seeds)} rows{shared} costs "
              f"{alloc.base_hours:.2f}{f' ({assumed} at the assumed cost)' if assumed else ''}; "
              "then the claim whose extra seeds cost least, while the budget lasts:"]
     if alloc.base_hours > budget:
@@ -87,8 +92,10 @@ def budget_lines(alloc: Allocation, budget: float, assumed: int = 0, paper: str 
     extra = {row: n for row, n in alloc.seeds.items() if n > 1}
     rows = ", ".join(f"{row_label(t, name, paper)}: {n}" for (t, name), n in extra.items())
     lines.append(f"Seeds per row: {rows} (others: 1)" if rows else "Seeds per row: one everywhere")
+    both = sum(d.claim.kind == "all_of" for d, *_ in (*alloc.bought, *alloc.out_of_reach))
     lines.append(f"This plan costs {alloc.spent:.2f} device-hours of the {budget:g} budgeted; {len(alloc.bought)} of "
-                 f"{len(alloc.bought) + len(alloc.out_of_reach)} claims resolvable")
+                 f"{len(alloc.bought) + len(alloc.out_of_reach)} claims resolvable"
+                 + (f" ('both depths' claims included: {both})" if both else ""))
     return lines
 
 
@@ -120,14 +127,16 @@ def run_design(tables: list[TableSpec], preset: Preset, profile: ClusterProfile,
     ranges = flops_hours(tables, preset, profile, results, extra) if any(h is None for h in hours.values()) else {}
     cost, assumed = cost_line(hours, preset, ranges)
     lines.append(cost)
-    lines += claim_lines(designs, hours, assumed)
+    same = shared_trainings(tables, preset, results, extra)
+    lines += claim_lines(designs, hours, assumed, same)
     if budget is not None:
         if any(h is None for h in hours.values()):
             lines.append(f"Budget {budget:g}: cannot allocate without the cost of every row: {NO_COST}")
         else:
             known = {row: h for row, h in hours.items() if h is not None}
-            lines += budget_lines(allocate(designs, known, budget), budget, len(assumed), preset.paper)
-            everything = allocate(designs, known, math.inf)
+            lines += budget_lines(allocate(designs, known, budget, same=same), budget, len(assumed), preset.paper,
+                                  len(set(same.values())))
+            everything = allocate(designs, known, math.inf, same=same)
             lines.append(f"Every claim that can be resolved ({len(everything.bought)}) needs {everything.spent:.2f} "
                          "device-hours in all")
     print("\n".join(lines))

@@ -107,14 +107,45 @@ def took(cost: RunCost | None) -> str:
             f"evaluation {duration(cost.eval_s)}; {RunCost.hours_text(cost.device_hours, cost.unit)})")
 
 
-def actual_seconds(run_dir: Path) -> float | None:
-    """What a finished run took (its ``RunCost``: training steps, curves and evaluations); None: no timing."""
-    cost = RunDir(run_dir).cost()
-    return None if cost is None else cost.seconds
-
-
 def duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class Price:
+    """A training not measured, priced another way: device-hours (low, high) and how."""
+
+    low: float
+    high: float
+    basis: str
+    source: str = ""  # the preset's reason for an assumed price ("": measured on a finished seed)
+
+    def column(self) -> str:
+        span = f"{self.low:.3g}" if self.low == self.high else f"{self.low:.2f}-{self.high:.2f}"
+        return f"~{span} device-hours ({self.basis})"
+
+
+def fallback_price(training: Training, plan: Plan, statuses: dict[str, RunState], processes: int,
+                   flops: dict[object, float]) -> Price | None:
+    """A training without a preflight figure: what a finished seed of the same row took, else this model's
+    FLOPs at the preset's assumed utilisation, else the preset's assumed ``report.training_hours``; None when
+    the preset assumes nothing."""
+    rows = {(c.table, c.row.name) for c in training.cells}
+    for other_hash, other in plan.trainings.items():
+        if statuses[other_hash] is RunState.DONE and rows & {(c.table, c.row.name) for c in other.cells}:
+            cost = RunDir(other.run_dir).cost()
+            if cost is not None:
+                seed = other.cells[0].seed
+                return Price(cost.device_hours, cost.device_hours, f"as its seed {seed} took; measure with --preflight")
+    prior = plan.preset.report
+    hours = flops_price(training.cfg, prior, processes, flops)
+    if hours is not None:
+        return Price(*hours, flops_basis(prior), prior.utilisation_source)
+    if prior.training_hours is not None:
+        return Price(prior.training_hours, prior.training_hours,
+                     f"ASSUMED by preset {plan.preset.name}'s report.training_hours; measure with --preflight",
+                     prior.training_hours_source)
+    return None
 
 
 def plan_costs(plan: Plan, executor: Executor, results: Path,
@@ -124,7 +155,7 @@ def plan_costs(plan: Plan, executor: Executor, results: Path,
     column: dict[str, str] = {}
     todo_seconds: list[float] = []  # wall seconds of each training still to run
     device_seconds, unknown = 0.0, 0
-    priced: list[tuple[float, float]] = []  # FLOPs ranges (device-hours) of trainings to run, not measured
+    priced: list[Price] = []  # trainings to run without a preflight figure, priced another way
     unit, flops = "GPU", {}
     processes = executor.profile.submitit_params()["tasks_per_node"]
     for run_hash, training in plan.trainings.items():
@@ -136,28 +167,35 @@ def plan_costs(plan: Plan, executor: Executor, results: Path,
                 (f" vs {predicted} ({est.basis})" if predicted else f"; {est.basis}")
             continue
         column[run_hash] = f"~{duration(est.seconds)} ({est.basis})" if est.seconds is not None else est.basis
-        hours = flops_price(training.cfg, plan.preset.report, processes, flops) if est.seconds is None else None
-        if hours is not None:
-            column[run_hash] = f"~{hours[0]:.2f}-{hours[1]:.2f} device-hours ({flops_basis(plan.preset.report)})"
+        price = fallback_price(training, plan, statuses, processes, flops) if est.seconds is None else None
+        if price is not None:
+            column[run_hash] = price.column()
         if statuses[run_hash].to_run or statuses[run_hash] is RunState.FAILED:
             if est.seconds is not None:
                 todo_seconds.append(est.seconds)
                 device_seconds += est.seconds * est.devices
-            elif hours is not None:
-                priced.append(hours)
+            elif price is not None:
+                priced.append(price)
             else:
                 unknown += 1
+    return column, _totals(executor, todo_seconds, device_seconds, unit, priced, unknown, plan.preset.name)
+
+
+def _totals(executor: Executor, todo_seconds: list[float], device_seconds: float, unit: str, priced: list[Price],
+            unknown: int, preset: str) -> list[str]:
     lines = []
     if todo_seconds:
         wall, how = executor.wall_clock(todo_seconds)
         lines.append(f"to run: {len(todo_seconds)} training(s), {device_seconds / 3600:.2f} {unit}-hours; "
                      f"wall-clock ≈ {duration(wall)} with {how}")
     if priced:
-        lines.append(f"to run, not measured: {len(priced)} training(s), {sum(h[0] for h in priced):.1f}-"
-                     f"{sum(h[1] for h in priced):.1f} device-hours {flops_basis(plan.preset.report)} "
-                     "(same --executor/--profile/--set flags); the assumption (preset "
-                     f"{plan.preset.name}): {plan.preset.report.utilisation_source}")
+        low, high = sum(p.low for p in priced), sum(p.high for p in priced)
+        span = f"{low:.3g}" if low == high else f"{low:.1f}-{high:.1f}"
+        sources = "; ".join(dict.fromkeys(p.source for p in priced if p.source))
+        lines.append(f"to run, not measured: {len(priced)} training(s), {span} device-hours, priced as each line "
+                     "says (measure with --preflight, same --executor/--profile/--set flags)"
+                     + (f"; the preset's assumption ({preset}): {sources}" if sources else ""))
     if unknown:
         lines.append(f"no estimate for {unknown} training(s): not measured; run --preflight with the same "
                      "--executor/--profile/--set flags")
-    return column, lines
+    return lines

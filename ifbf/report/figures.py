@@ -147,8 +147,9 @@ def _plot_curves(curves: pd.DataFrame, value: str, scale: float, style: str, yla
 
 
 def plot_losses(records: pd.DataFrame, table: TableSpec, out: Path, preset: str) -> list[Path]:
-    """Training-loss curves (log.jsonl) of the runs behind a table's rows."""
-    return _plot_curves(losses(records, table.number), "loss_total", 1.0, "-", "training loss (main + λ·aux)",
+    """Training-loss curves (log.jsonl) of the runs behind a table's rows: the main output's loss, so rows
+    with auxiliary heads (or another λ) compare with those without."""
+    return _plot_curves(losses(records, table.number), "loss_out", 1.0, "-", "training loss, main output (no aux)",
                         f"{table.caption}: training loss (preset {preset})", out / f"table{table.number}_loss")
 
 

@@ -197,9 +197,10 @@ def _curves(records: pd.DataFrame, table: int, key: str, value: Callable[[LogRec
 
 
 def losses(records: pd.DataFrame, table: int) -> pd.DataFrame:
-    """Training-loss curves (log.jsonl) of the runs behind a table."""
-    return _curves(records, table, "loss_total",
-                   lambda r: r.losses.get("total") if isinstance(r, StepRecord) else None)
+    """Training-loss curves (log.jsonl) of the runs behind a table: the main output's loss, which rows with
+    and without auxiliary heads (or with another weight λ) share; the total where a log has no other."""
+    return _curves(records, table, "loss_out",
+                   lambda r: r.losses.get("out", r.losses.get("total")) if isinstance(r, StepRecord) else None)
 
 
 def val_curves(records: pd.DataFrame, table: int) -> pd.DataFrame:
