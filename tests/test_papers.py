@@ -192,3 +192,28 @@ def test_results_readmes_are_built_from_the_specs():
     assert "reproduce.py --paper danet --table N" in own and "(../../docs/verdicts.md" in own
     assert "`<preset>/table1_delta.{png,pdf}`, `<preset>/table2_delta.{png,pdf}`" in own and "table6" not in own
     assert "| `danet/` | DANet's results (`--paper danet`)" in results_readme() and "`danet/`" not in own
+
+
+def test_cost_measures_the_chosen_papers_base_and_names_it(capsys):
+    """ifbf cost --paper danet (no --config): DANet's base.yaml, named in the output; a --config is named by
+    its path."""
+    from ifbf.commands.cli import main
+
+    assert main(["cost", "--paper", "danet", "--size", "32", "64", "--repeat", "1", "model.backbone=resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model       danet, resnet18 (experiments/danet/base.yaml: DANet's base + 1 override)")
+    assert main(["cost", "--config", str(BASE_CONFIG), "--size", "32", "64", "--repeat", "1",
+                 "model.backbone=resnet18", "model.spatial_stream=false"]) == 0
+    assert "ifbfnet, resnet18 (experiments/ifbfnet/base.yaml: IFBFNet's base + 2 overrides)" in capsys.readouterr().out
+
+
+def test_another_papers_cost_table_is_headed_with_its_name(tmp_path):
+    """ifbf cost --paper danet --table 2: results/danet/<preset>/cost_table2.md, headed "DANet Table 2", its
+    footnote true of a model without balance weights nor an S1 aux head."""
+    from ifbf.commands.cli import main
+
+    assert main(["cost", "--paper", "danet", "--table", "2", "--preset", "smoke", "--size", "32", "64",
+                 "--latency-size", "32", "64", "--repeat", "1", "--results", str(tmp_path)]) == 0
+    text = (tmp_path / "danet" / "smoke" / "cost_table2.md").read_text()
+    assert text.startswith(f"# Cost of DANet Table 2's rows: {load_table(2, 'danet').title}\n")
+    assert "balance weights where the model has them" in text and "aux head excluded" not in text

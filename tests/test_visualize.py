@@ -111,6 +111,7 @@ def test_cost_table(tmp_path):
     assert main(["profile", "--table", "3", "--preset", "smoke", "--size", "64", "128", "--latency-size", "64", "128",
                  "--repeat", "1", "--results", str(tmp_path)]) == 0
     text = (tmp_path / "smoke" / "cost_table3.md").read_text()
+    assert text.startswith("# Cost of Table 3's rows: ")
     rows = [line for line in text.splitlines() if line.startswith("| C=")]
     assert len(rows) == 6
     params = [float(r.split("|")[3]) for r in rows]
