@@ -217,3 +217,34 @@ def test_another_papers_cost_table_is_headed_with_its_name(tmp_path):
     text = (tmp_path / "danet" / "smoke" / "cost_table2.md").read_text()
     assert text.startswith(f"# Cost of DANet Table 2's rows: {load_table(2, 'danet').title}\n")
     assert "balance weights where the model has them" in text and "aux head excluded" not in text
+
+
+def test_a_switch_another_arch_reads_names_the_papers_that_build_it():
+    """model.aspp on DANet's rows (or model.pam on IFBFNet's): refused, naming the paper whose base.yaml builds
+    an arch that reads it; a switch of no other paper's arch names none."""
+    danet, default = load_paper("danet"), load_paper()
+    with pytest.raises(ConfigError, match=rf"use model\.arch=ifbfnet \({default.label}'s tables: --paper "
+                                          rf"{DEFAULT_PAPER}\)$"):
+        table_cells(load_table(1, "danet"), load_preset("smoke", "danet"), 1, ("model.aspp=false",))
+    with pytest.raises(ConfigError, match=rf"use model\.arch=danet \({danet.label}'s tables: --paper danet\)$"):
+        table_cells(load_table(2), load_preset("smoke"), 1, ("model.pam=false",))
+    with pytest.raises(ConfigError, match=r"model\.arch=deeplabv3plus does not read it; drop the override or use "
+                                          r"model\.arch=ifbfnet$"):  # Table 1's DeepLabV3+ rows: IFBFNet's own arch
+        table_cells(load_table(1), load_preset("smoke"), 1, ("model.skip=false",))
+
+
+def test_the_help_and_an_unknown_table_name_the_papers(tmp_path, capsys):
+    """reproduce.py --help gives each paper's weights and results folder, ifbf --help says which papers it
+    reproduces, and an unknown table is answered with the other papers' tables."""
+    from ifbf.commands.cli import build_parser as ifbf_parser
+    from ifbf.commands.reproduce import build_parser, cli
+
+    help_text = " ".join(build_parser().format_help().split())
+    assert "IFBFNet's paper preset's: resnet101_deep=" in help_text
+    assert "DANet's (--paper danet): resnet101=PATH resnet50=PATH" in help_text
+    assert "results/<preset>/preflight.json (another paper's: results/<paper>/<preset>/)" in help_text
+    top = " ".join(ifbf_parser([]).format_help().split())
+    assert all(f"{load_paper(p).label} " in top for p in papers()) and "--paper danet" in top
+    assert cli(["--paper", "danet", "--table", "3", "--results", str(tmp_path)]) == 2
+    tables = ", ".join(map(str, load_paper().tables))
+    assert f"DANet's tables are 1, 2; other papers: --paper {DEFAULT_PAPER} (tables {tables})" in capsys.readouterr().err
