@@ -182,13 +182,16 @@ def test_another_papers_design_names_its_rows(tmp_path, capsys):
 
 
 def test_results_readmes_are_built_from_the_specs():
-    """results/README.md (committed) is what the generator writes; another paper's names its --paper flag,
-    its own tables' files, and the docs one folder further up."""
+    """results/README.md and results/danet/README.md (committed) are what the generator writes; another paper's
+    is headed with its folder and names its --paper flag, its own tables' files, and the docs one folder further
+    up."""
     from ifbf.report.readme import results_readme
 
     repo = PACKAGE.parent
     assert (repo / "results" / "README.md").read_text() == results_readme()
     own = results_readme("danet")
+    assert (repo / "results" / "danet" / "README.md").read_text() == own
+    assert results_readme().startswith("# results/\n") and own.startswith("# results/danet/\n")
     assert "reproduce.py --paper danet --table N" in own and "(../../docs/verdicts.md" in own
     assert "`<preset>/table1_delta.{png,pdf}`, `<preset>/table2_delta.{png,pdf}`" in own and "table6" not in own
     assert "| `danet/` | DANet's results (`--paper danet`)" in results_readme() and "`danet/`" not in own
