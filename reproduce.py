@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Reproduce the IFBFNet paper's tables: `python reproduce.py --table 2 --preset smoke --executor local`.
+"""Reproduce a paper's tables (IFBFNet's by default, DANet's with --paper danet):
+`python reproduce.py --table 2 --preset smoke --executor local`.
 See `python reproduce.py --help` and README.md."""
 
 import sys

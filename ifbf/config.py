@@ -19,7 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from ifbf.errors import ConfigError
+from ifbf.errors import ConfigError, UnreadSwitch
 from ifbf.limits import problem
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -106,10 +106,10 @@ def _check_arch(model: ModelConfig, where: str, prefix: str) -> None:
     for f in dataclasses.fields(model):
         value = getattr(model, f.name)
         if f.name not in ARCH_FIELDS[model.arch] and value != getattr(default, f.name):
-            readers = " or ".join(f"{prefix}arch={a}" for a, read in ARCH_FIELDS.items() if f.name in read)
+            readers = tuple(a for a, read in ARCH_FIELDS.items() if f.name in read)
             shown = json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
-            raise ConfigError(f"{where}: {prefix}{f.name}={shown}: {prefix}arch={model.arch} does not read it; "
-                              f"drop the override or use {readers}")
+            raise UnreadSwitch(f"{where}: {prefix}{f.name}={shown}: {prefix}arch={model.arch} does not read it; "
+                               f"drop the override or use {' or '.join(f'{prefix}arch={a}' for a in readers)}", readers)
 
 
 @dataclass(frozen=True)

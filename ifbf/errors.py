@@ -34,6 +34,15 @@ class ConfigError(IfbfError):
     """A config file or override is invalid."""
 
 
+class UnreadSwitch(ConfigError):
+    """A model switch set away from its default under a ``model.arch`` that does not read it; ``readers``: the
+    archs that do (a table's rows add which papers' specs build them: ``experiments.row_config``)."""
+
+    def __init__(self, message: str, readers: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.readers = readers
+
+
 class DataError(IfbfError):
     """The dataset is missing, incomplete or unreadable."""
 

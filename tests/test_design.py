@@ -115,7 +115,7 @@ def test_design_without_preflight_or_assumed_cost_says_so(tmp_path, capsys, monk
 
 
 def test_preset_cost_assumption_is_checked():
-    path = Path("experiments/presets/bad.yaml")
+    path = Path("experiments/ifbfnet/presets/bad.yaml")
     for value, message in [(0, "report.training_hours must be > 0"), ("many", "are numbers")]:
         with pytest.raises(ConfigError, match=message):
             _report_prior({"training_hours": value}, path)

@@ -187,3 +187,25 @@ def test_paths_anchored_on_a_module_point_into_the_repository():
                 for n, line in enumerate(p.read_text().splitlines(), 1) if "Path(__file__)" in line]
     known = {"ifbf/config.py", "ifbf/store/rundir.py", "ifbf/store/environment.py", "ifbf/orchestrate/cluster.py"}
     assert {a.split(":")[0] for a in anchored} <= known, f"check the new anchor(s) here too: {anchored}"
+
+
+CITED_PATH = re.compile(r"(?<![\w/.-])(?:experiments|docs)/[^\s`'\"),;:\]#]*")  # a link's #anchor left off
+
+
+def test_cited_paths_exist():
+    """Every concrete experiments/ or docs/ path that the specs, the docs, the README and the package cite
+    exists (the specs moved to experiments/<paper>/ once and left comments pointing at experiments/presets/)."""
+    repo = PACKAGE.parent
+    files = [repo / "README.md", *sorted((repo / "docs").rglob("*.md")),
+             *sorted((repo / "experiments").rglob("*.yaml")), *sources()]
+    missing = [f"{p.relative_to(repo)}:{n}: {path}" for p in files
+               for n, line in enumerate(p.read_text().splitlines(), 1) for path in CITED_PATH.findall(line)
+               if not _cited_path_exists(repo, path)]
+    assert not missing, "\n".join(missing)
+
+
+def _cited_path_exists(repo: Path, path: str) -> bool:
+    """A path names a file or folder of ``repo``; one with placeholders (``experiments/<paper>/table<N>.yaml``,
+    ``{png,pdf}``) names at least one."""
+    pattern = re.sub(r"<[^>]*>|\{[^}]*\}", "*", path.rstrip(".").rstrip("/"))
+    return "$" in pattern or any(repo.glob(pattern))

@@ -187,13 +187,72 @@ def test_another_papers_design_names_its_rows(tmp_path, capsys):
 
 
 def test_results_readmes_are_built_from_the_specs():
-    """results/README.md (committed) is what the generator writes; another paper's names its --paper flag,
-    its own tables' files, and the docs one folder further up."""
+    """results/README.md and results/danet/README.md (committed) are what the generator writes; another paper's
+    is headed with its folder and names its --paper flag, its own tables' files, and the docs one folder further
+    up."""
     from ifbf.report.readme import results_readme
 
     repo = PACKAGE.parent
     assert (repo / "results" / "README.md").read_text() == results_readme()
     own = results_readme("danet")
+    assert (repo / "results" / "danet" / "README.md").read_text() == own
+    assert results_readme().startswith("# results/\n") and own.startswith("# results/danet/\n")
     assert "reproduce.py --paper danet --table N" in own and "(../../docs/verdicts.md" in own
     assert "`<preset>/table1_delta.{png,pdf}`, `<preset>/table2_delta.{png,pdf}`" in own and "table6" not in own
     assert "| `danet/` | DANet's results (`--paper danet`)" in results_readme() and "`danet/`" not in own
+
+
+def test_cost_measures_the_chosen_papers_base_and_names_it(capsys):
+    """ifbf cost --paper danet (no --config): DANet's base.yaml, named in the output; a --config is named by
+    its path."""
+    from ifbf.commands.cli import main
+
+    assert main(["cost", "--paper", "danet", "--size", "32", "64", "--repeat", "1", "model.backbone=resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model       danet, resnet18 (experiments/danet/base.yaml: DANet's base + 1 override)")
+    assert main(["cost", "--config", str(BASE_CONFIG), "--size", "32", "64", "--repeat", "1",
+                 "model.backbone=resnet18", "model.spatial_stream=false"]) == 0
+    assert "ifbfnet, resnet18 (experiments/ifbfnet/base.yaml: IFBFNet's base + 2 overrides)" in capsys.readouterr().out
+
+
+def test_another_papers_cost_table_is_headed_with_its_name(tmp_path):
+    """ifbf cost --paper danet --table 2: results/danet/<preset>/cost_table2.md, headed "DANet Table 2", its
+    footnote true of a model without balance weights nor an S1 aux head."""
+    from ifbf.commands.cli import main
+
+    assert main(["cost", "--paper", "danet", "--table", "2", "--preset", "smoke", "--size", "32", "64",
+                 "--latency-size", "32", "64", "--repeat", "1", "--results", str(tmp_path)]) == 0
+    text = (tmp_path / "danet" / "smoke" / "cost_table2.md").read_text()
+    assert text.startswith(f"# Cost of DANet Table 2's rows: {load_table(2, 'danet').title}\n")
+    assert "balance weights where the model has them" in text and "aux head excluded" not in text
+
+
+def test_a_switch_another_arch_reads_names_the_papers_that_build_it():
+    """model.aspp on DANet's rows (or model.pam on IFBFNet's): refused, naming the paper whose base.yaml builds
+    an arch that reads it; a switch of no other paper's arch names none."""
+    danet, default = load_paper("danet"), load_paper()
+    with pytest.raises(ConfigError, match=rf"use model\.arch=ifbfnet \({default.label}'s tables: --paper "
+                                          rf"{DEFAULT_PAPER}\)$"):
+        table_cells(load_table(1, "danet"), load_preset("smoke", "danet"), 1, ("model.aspp=false",))
+    with pytest.raises(ConfigError, match=rf"use model\.arch=danet \({danet.label}'s tables: --paper danet\)$"):
+        table_cells(load_table(2), load_preset("smoke"), 1, ("model.pam=false",))
+    with pytest.raises(ConfigError, match=r"model\.arch=deeplabv3plus does not read it; drop the override or use "
+                                          r"model\.arch=ifbfnet$"):  # Table 1's DeepLabV3+ rows: IFBFNet's own arch
+        table_cells(load_table(1), load_preset("smoke"), 1, ("model.skip=false",))
+
+
+def test_the_help_and_an_unknown_table_name_the_papers(tmp_path, capsys):
+    """reproduce.py --help gives each paper's weights and results folder, ifbf --help says which papers it
+    reproduces, and an unknown table is answered with the other papers' tables."""
+    from ifbf.commands.cli import build_parser as ifbf_parser
+    from ifbf.commands.reproduce import build_parser, cli
+
+    help_text = " ".join(build_parser().format_help().split())
+    assert "IFBFNet's paper preset's: resnet101_deep=" in help_text
+    assert "DANet's (--paper danet): resnet101=PATH resnet50=PATH" in help_text
+    assert "results/<preset>/preflight.json (another paper's: results/<paper>/<preset>/)" in help_text
+    top = " ".join(ifbf_parser([]).format_help().split())
+    assert all(f"{load_paper(p).label} " in top for p in papers()) and "--paper danet" in top
+    assert cli(["--paper", "danet", "--table", "3", "--results", str(tmp_path)]) == 2
+    tables = ", ".join(map(str, load_paper().tables))
+    assert f"DANet's tables are 1, 2; other papers: --paper {DEFAULT_PAPER} (tables {tables})" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""A table lists its metrics (``metrics:`` of experiments/table<N>.yaml). Table 4 with pixel accuracy beside
+"""A table lists its metrics (``metrics:`` of experiments/<paper>/table<N>.yaml). Table 4 with pixel accuracy beside
 mIoU (in memory: the paper gives no pixel accuracy): its table files, its bars and its steps' Δ figure, the
 forest lines of its steps and REPORT.md read each metric, checked against values computed here from the
 runs' confusion matrices. Pixel accuracy is one figure of all pixels, never one per class."""

@@ -14,9 +14,13 @@ from ifbf.commands.cli import main
 from ifbf.config import BASE_CONFIG, load_config
 from ifbf.data.cityscapes import resolve_root
 from ifbf.data.labels import NUM_CLASSES, PALETTE
+from ifbf.engine.checkpoint import save_checkpoint
 from ifbf.engine.run import run
+from ifbf.engine.train import build_training
+from ifbf.experiments import load_paper
 from ifbf.models import build_model
 from ifbf.engine.visualize import FeatureHooks, colorize, difference_outline
+from ifbf.store.rundir import RunDir
 
 
 def test_palette_is_cityscapes():
@@ -107,10 +111,27 @@ def test_features_need_a_skip_connection(runs, tmp_path, capsys):
     assert "no skip connection" in capsys.readouterr().err
 
 
+def test_features_are_ifbfnets_figure_only(tmp_path, capsys):
+    """A DANet run (its config and a checkpoint of its tiny model): the feature figure is refused in one line
+    naming the architecture it is drawn for and the run's, exit 2, nothing written."""
+    cfg = load_config(load_paper("danet").base, TINY_TRAIN)
+    run_dir = RunDir(tmp_path / "danet")
+    run_dir.claim(cfg)
+    save_checkpoint(run_dir.checkpoint, cfg, 1, *build_training(cfg, torch.device("cpu")))
+    image = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((64, 128, 3), np.uint8)).save(image)
+    assert main(["visualize", "features", "--run", str(run_dir.path), "--image", str(image), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "exists for model.arch=ifbfnet only; this run's model.arch is danet" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cost_table(tmp_path):
     assert main(["profile", "--table", "3", "--preset", "smoke", "--size", "64", "128", "--latency-size", "64", "128",
                  "--repeat", "1", "--results", str(tmp_path)]) == 0
     text = (tmp_path / "smoke" / "cost_table3.md").read_text()
+    assert text.startswith("# Cost of Table 3's rows: ")
     rows = [line for line in text.splitlines() if line.startswith("| C=")]
     assert len(rows) == 6
     params = [float(r.split("|")[3]) for r in rows]

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from ifbf import __version__
 from ifbf.errors import ExitCode, IfbfError, exit_codes_help
 
+DESCRIPTION = ("Ablation studies of segmentation papers, reproduced: IFBFNet by default, DANet with --paper danet.\n"
+               "reproduce.py runs a paper's tables; these commands train, evaluate, measure and draw one run or model.")
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "synth": ("ifbf.commands.synth", "write the synthetic Cityscapes-layout dataset"),
@@ -49,7 +51,7 @@ def guarded(prog: str, action: Callable[[], int | None]) -> int:
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ifbf", description="IFBFNet reproduction harness", epilog=exit_codes_help(),
+    parser = argparse.ArgumentParser(prog="ifbf", description=DESCRIPTION, epilog=exit_codes_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ifbf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

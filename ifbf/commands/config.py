@@ -9,9 +9,11 @@ from ifbf.config import BASE_CONFIG, dump_yaml, load_config
 from ifbf.identity import config_hash
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config and trailing KEY=VALUE overrides, shared by every command that builds a config."""
-    parser.add_argument("--config", default=str(BASE_CONFIG), help="YAML config (default: experiments/ifbfnet/base.yaml)")
+def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = str(BASE_CONFIG),
+                         default_help: str = "experiments/ifbfnet/base.yaml") -> None:
+    """--config and trailing KEY=VALUE overrides, shared by every command that builds a config; ``default``
+    None: the command resolves it (``ifbf cost``: the --paper's base.yaml), ``default_help`` says which."""
+    parser.add_argument("--config", default=default, help=f"YAML config (default: {default_help})")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.iters=200")
 
 

@@ -26,6 +26,12 @@ def _seeds(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r}: a number of seeds or 'auto'") from None
 
 
+WEIGHTS_HELP = ("ImageNet weights per backbone and stem; IFBFNet's paper preset's: resnet101_deep=/data/r101.pth "
+                "resnet50_deep=/data/r50.pth (`ifbf weights fetch resnet101 --variant deep` downloads them); DANet's "
+                "(--paper danet): resnet101=PATH resnet50=PATH (`ifbf weights fetch resnet101`); other keys: "
+                "*_deep_v1c")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reproduce.py",
@@ -55,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print runs, their status and their cost from preflight.json; submit nothing")
     p.add_argument("--preflight", action="store_true",
                    help="run one short real job per compute shape (same executor and profile) and record speed, "
-                        "memory and evaluation cost in results/<preset>/preflight.json; trains nothing")
+                        "memory and evaluation cost in results/<preset>/preflight.json (another paper's: "
+                        "results/<paper>/<preset>/); trains nothing")
     p.add_argument("--preflight-iters", type=int, default=None, metavar="N",
                    help="timed iterations per preflight job (default: 20 on GPUs, 5 on CPUs, after a warm-up)")
     p.add_argument("--status", action="store_true",
@@ -76,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
                    help="extra config overrides for every run (they change run identities)")
     p.add_argument("--weights", nargs="+", default=[], metavar="KEY=PATH",
-                   help="ImageNet weights per backbone and stem; the paper preset's: resnet101_deep=/data/r101.pth "
-                        "resnet50_deep=/data/r50.pth (other keys: resnet50, resnet101, *_deep_v1c; `ifbf weights "
-                        "fetch resnet101 --variant deep` downloads them)")
+                   help=WEIGHTS_HELP)
     p.add_argument("--from-scratch", action="store_true",
                    help="train rows without weights from random init (marked 'from scratch' in the tables)")
     p.add_argument("--allow-partial-dataset", action="store_true",

@@ -1,4 +1,5 @@
-"""``ifbf visualize``: the paper's Figure 6 (predictions) and Figure 5 (what the balanced fusion does).
+"""``ifbf visualize``: the paper's Figure 6 (predictions, any run) and IFBFNet's Figure 5 (what the balanced fusion
+does; runs of model.arch=ifbfnet).
 
     ifbf visualize predictions --run RUN_DIR [--compare RUN_DIR_B] --split val --n 8 --out DIR
     ifbf visualize features --run RUN_DIR --image FILE --out DIR
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--label", help="title of --run's panel (default: its table row, found from the run's hash)")
     p.add_argument("--compare-label", help="title of --compare's panel (default: likewise)")
-    f = sub.add_parser("features", help="low-level, deep, concatenated and balanced features (Figure 5)")
+    f = sub.add_parser("features", help="low-level, deep, concatenated and balanced features (IFBFNet's Figure 5: "
+                                        "runs of model.arch=ifbfnet)")
     f.add_argument("--run", required=True, help="run directory")
     f.add_argument("--image", type=Path, required=True, help="an RGB image (e.g. a leftImg8bit PNG)")
     f.add_argument("--out", type=Path, required=True)

@@ -25,7 +25,7 @@ from ifbf.engine.checkpoint import locate, model_from_checkpoint
 from ifbf.engine.dist import setup
 from ifbf.engine.evaluate import predict, with_inference
 from ifbf.errors import IfbfError
-from ifbf.models.features import FeatureHooks
+from ifbf.models.features import FeatureHooks, require_figure_arch
 from ifbf.store.safefile import atomic_write_bytes, make_dirs
 from torchvision import tv_tensors  # noqa: E402
 
@@ -119,6 +119,7 @@ def features(run: str, image_path: Path, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    require_figure_arch(locate(run).cfg.model.arch)
     cfg, model, device = _load(run, None)
     if not image_path.is_file():
         raise IfbfError(f"image not found: {image_path}")

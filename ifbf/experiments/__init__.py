@@ -19,6 +19,7 @@ from typing import Any
 
 from ifbf.config import BASE_CONFIG, ConfigError, Config, load_config, read_yaml
 from ifbf.data.labels import DATASET_CLASSES
+from ifbf.errors import UnreadSwitch
 from ifbf.experiments.prior import REPORT_KEYS, ReportPrior, _report_prior  # noqa: F401 - a preset's report:
 from ifbf.identity import config_hash, eval_key
 from ifbf.store.runtypes import SCORES
@@ -50,6 +51,11 @@ class Paper:
     @property
     def classes(self) -> tuple[str, ...]:
         return DATASET_CLASSES[self.dataset]
+
+    @property
+    def arch(self) -> str:
+        """The ``model.arch`` its base.yaml builds (a row may override it)."""
+        return load_config(self.base).model.arch
 
 
 def papers() -> list[str]:
@@ -296,11 +302,22 @@ def load_preset(name: str, paper: str = DEFAULT_PAPER) -> Preset:
 def row_config(row: RowSpec, preset: Preset, extra: tuple[str, ...] = ()) -> Config:
     """Resolved config of one table row: its paper's base.yaml + preset + the row's overrides (+ extra)."""
     assert row.overrides is not None, f"row {row.name!r} has nothing to run"
-    cfg = load_config(preset.base, [*preset.overrides, *row.overrides, *extra])
+    cfg = _on_base(preset, [*preset.overrides, *row.overrides, *extra])
     if cfg.model.backbone in preset.backbone_map:
-        cfg = load_config(preset.base, [*preset.overrides, *row.overrides, *extra,
-                                        f"model.backbone={preset.backbone_map[cfg.model.backbone]}"])
+        cfg = _on_base(preset, [*preset.overrides, *row.overrides, *extra,
+                                f"model.backbone={preset.backbone_map[cfg.model.backbone]}"])
     return cfg
+
+
+def _on_base(preset: Preset, overrides: list[str]) -> Config:
+    """``overrides`` on the preset's paper's base.yaml; a switch the row's arch does not read is refused naming
+    the other papers whose specs build an arch that reads it ("IFBFNet's tables: --paper ifbfnet")."""
+    try:
+        return load_config(preset.base, overrides)
+    except UnreadSwitch as err:
+        builders = [f"{load_paper(p).label}'s tables: --paper {p}" for p in papers()
+                    if p != preset.paper and load_paper(p).arch in err.readers]
+        raise UnreadSwitch(f"{err}" + (f" ({'; '.join(builders)})" if builders else ""), err.readers) from None
 
 
 def row_label(table: int, row: str, paper: str = DEFAULT_PAPER) -> str:

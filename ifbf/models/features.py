@@ -9,7 +9,17 @@ import torch
 from torch import nn
 
 from ifbf.errors import IfbfError
-from ifbf.models.ifbfnet import SkipDecoder
+from ifbf.models.ifbfnet import IFBFNet, SkipDecoder
+
+FIGURE_ARCH = "ifbfnet"  # the model.arch whose modules the hooks know
+
+
+def require_figure_arch(arch: str) -> None:
+    """The feature figure is IFBFNet's: a run of another ``model.arch`` is refused in one line."""
+    if arch != FIGURE_ARCH:
+        raise IfbfError(f"the feature figure (IFBFNet's Figure 5 hooks, ifbf/models/features.py) exists for "
+                        f"model.arch={FIGURE_ARCH} only; this run's model.arch is {arch} (`ifbf visualize "
+                        "predictions` draws any run)")
 
 
 @dataclass
@@ -28,6 +38,8 @@ class FeatureHooks:
     """Forward hooks on the modules Figure 5 shows; ``capture(image)`` returns what they saw."""
 
     def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, IFBFNet):  # a caller's bug: ``require_figure_arch`` refuses such a run first
+            raise TypeError(f"FeatureHooks needs an IFBFNet, got a {type(model).__name__}")
         if not isinstance(model.decoder, SkipDecoder):
             raise IfbfError("this run has no skip connection (model.skip=false): there is no fusion to show")
         self.model, self.seen, self.handles = model, {}, []

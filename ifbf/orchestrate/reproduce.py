@@ -21,7 +21,7 @@ from ifbf.identity import eval_key
 from ifbf.limits import SEEDS
 from ifbf.errors import ExitCode, IfbfError, UnreadableRunFile
 from ifbf.experiments import (DEFAULT_PAPER, Paper, Preset, RowSeeds, load_paper, load_preset, load_table,
-                              results_of, table_cells)
+                              papers, results_of, table_cells)
 from ifbf.orchestrate.adaptive import run_auto
 from ifbf.orchestrate.checks import (check_dataset, check_environment, check_global_batch, check_weights,
                                      plan_weights_overrides, require, unused_weights)
@@ -83,7 +83,10 @@ def _tables(arg: str, paper: Paper) -> list[int]:
     except ValueError:
         raise IfbfError(f"unknown table {arg!r}: give one of {paper.label}'s tables ({known}) or 'all'") from None
     if number not in paper.tables:
-        raise IfbfError(f"unknown table {number}: {paper.label}'s tables are {known} (another paper: --paper NAME)")
+        others = ", ".join(f"--paper {p} (tables {', '.join(map(str, load_paper(p).tables))})"
+                           for p in papers() if p != paper.name)
+        raise IfbfError(f"unknown table {number}: {paper.label}'s tables are {known}"
+                        + (f"; other papers: {others}" if others else ""))
     return [number]
 
 

@@ -38,7 +38,7 @@ def pixel_accuracy(sums: Mapping[str, np.ndarray]) -> np.ndarray:
 # A metric from counts summed over images (fractions; NaN: undefined, left out of the mean): one value per class
 # ([..., K]) whose mean over the classes is the figure a table shows, or a figure of all classes together
 # ([..., 1], e.g. pixel accuracy), which is its own mean. The keys are what a table spec's ``metrics`` and
-# ``paper`` entries name (experiments/table<N>.yaml; a per-class table's figure is mIoU: ``TableSpec.scores``).
+# ``paper`` entries name (experiments/<paper>/table<N>.yaml; a per-class table's figure is mIoU: ``TableSpec.scores``).
 SCORES: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {"miou": iou, "pixel_acc": pixel_accuracy}
 LABELS = {"miou": "mIoU", "pixel_acc": "pixel accuracy"}  # how headers and axes name a score (else its key)
 
