@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fakeruns import finish_smoke_table
 from ifbf.config import BASE_CONFIG, ConfigError
 from ifbf.experiments import (DEFAULT_PAPER, EXPERIMENTS, load_paper, load_preset, load_table, papers, results_of,
                               row_label, table_cells)
@@ -192,3 +193,48 @@ def test_results_readmes_are_built_from_the_specs():
     assert "reproduce.py --paper danet --table N" in own and "(../../docs/verdicts.md" in own
     assert "`<preset>/table1_delta.{png,pdf}`, `<preset>/table2_delta.{png,pdf}`" in own and "table6" not in own
     assert "| `danet/` | DANet's results (`--paper danet`)" in results_readme() and "`danet/`" not in own
+
+
+def _refused(args: list[str], capsys) -> str:
+    """The one line reproduce.py exits 2 with."""
+    from ifbf.commands.reproduce import cli
+
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_results_folder_one_level_too_deep_is_refused_before_planning(tmp_path, capsys):
+    """--results given as a paper's own folder (results/danet/, whose runs would be looked for in
+    results/danet/danet/) or as a preset's folder (results/smoke/, results/danet/smoke/): one line naming the
+    folder to give, nothing planned or written; the results folder itself finds every finished run."""
+    from ifbf.commands.reproduce import cli
+
+    n = finish_smoke_table(tmp_path, 1, "danet")
+    finish_smoke_table(tmp_path, 3)
+    before = sorted(tmp_path.rglob("*"))
+    danet = ["--paper", "danet", "--table", "1", "--preset", "smoke", "--status", "--results"]
+    err = _refused([*danet, str(tmp_path / "danet")], capsys)
+    assert f"--results {tmp_path / 'danet'} is DANet's own results folder" in err
+    assert f"give its parent: --results {tmp_path}" in err
+    err = _refused([*danet, str(tmp_path / "danet" / "smoke")], capsys)
+    assert "is a preset's folder (it holds runs/)" in err and err.endswith(f"--results {tmp_path}\n")
+    err = _refused(["--table", "3", "--preset", "smoke", "--plan", "--results", str(tmp_path / "smoke")], capsys)
+    assert "is a preset's folder (it holds runs/)" in err and err.endswith(f"--results {tmp_path}\n")
+    err = _refused(["--table", "3", "--preset", "smoke", "--plan", "--results", str(tmp_path / "danet")], capsys)
+    assert "is DANet's own results folder" in err  # the default paper's runs do not belong there either
+    assert sorted(tmp_path.rglob("*")) == before
+    assert cli([*danet, str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{n} training(s): {n} done;")
+
+
+def test_a_results_folder_named_after_a_paper_is_one_when_it_holds_that_papers_folder(tmp_path, capsys):
+    """A results folder may itself be called danet/: with danet/danet/ inside (or no runs yet), it is no paper's
+    own folder."""
+    from ifbf.commands.reproduce import cli
+
+    results = tmp_path / "danet"
+    n = finish_smoke_table(results, 1, "danet")
+    assert cli(["--paper", "danet", "--table", "1", "--preset", "smoke", "--status", "--results", str(results)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{n} training(s): {n} done;")

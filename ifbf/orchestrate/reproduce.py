@@ -29,6 +29,7 @@ from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.design_report import run_design
 from ifbf.orchestrate.estimate import Estimate, plan_costs, predict
 from ifbf.orchestrate.executors import Executor, executor_class, make_executor
+from ifbf.orchestrate.folders import check_results_folder
 from ifbf.orchestrate.jobs import Busy, Outcome, TrainJob
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
 from ifbf.orchestrate.preflight import measurements
@@ -246,9 +247,10 @@ def main(args: Request) -> ExitCode:
     executor_class(args.executor)  # an unknown name fails before anything is read
     _check_flags(args)
     paper = load_paper(args.paper)
-    args = dataclasses.replace(args, results=results_of(args.results, paper.name))
     tables = [load_table(n, paper.name) for n in _tables(args.table, paper)]
     preset = load_preset(args.preset, paper.name)
+    check_results_folder(args.results, paper, preset.name)  # one level too deep: every finished run retrained
+    args = dataclasses.replace(args, results=results_of(args.results, paper.name))
     extra = (*args.extra, *plan_weights_overrides(args.weights, args.from_scratch))
     if args.design:
         return ExitCode(run_design(tables, preset, _executor(args).profile, args.results, extra, args.budget))
