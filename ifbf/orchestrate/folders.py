@@ -1,7 +1,7 @@
 """Whose runs lie where in a results folder: the default paper's under ``<results>/<preset>/runs``, another
 paper's under ``<results>/<paper>/<preset>/runs`` (``experiments.results_of``). ``reproduce.py`` refuses a
 folder given one level too deep (a paper's own folder, a preset's folder): planned there, every finished run
-would read "not submitted" and a real run would train it again."""
+would read "not submitted" and a real run would train it again; ``ifbf status`` finds every paper's runs."""
 
 from __future__ import annotations
 
@@ -38,3 +38,17 @@ def check_results_folder(results: Path, paper: Paper, preset: str) -> None:
         raise IfbfError(f"--results {results} is a preset's folder (it holds runs/); give the results folder "
                         f"above it: --results {results_root(folder)}")
 
+
+def run_folders(results: Path, preset: str | None = None) -> list[tuple[str, Path]]:
+    """(label, runs folder) of every preset with runs under ``results`` (or only ``preset``'s), for each paper:
+    ``results`` is a results folder, or one paper's own folder. The label is the preset, ``<paper>/<preset>``
+    for a paper other than the default."""
+    own = paper_folder(results)
+    mine = [own] if own else sorted(papers(), key=lambda name: name != DEFAULT_PAPER)  # the default paper first
+    roots = {name: results if own else results_of(results, name) for name in mine}
+    found = []
+    for name, root in roots.items():
+        prefix = "" if name == DEFAULT_PAPER else f"{name}/"
+        kept = [preset] if preset else sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+        found += [(prefix + p, runs_root(p, root)) for p in kept if runs_root(p, root).is_dir()]
+    return found
