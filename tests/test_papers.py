@@ -190,7 +190,7 @@ def test_results_readmes_are_built_from_the_specs():
     repo = PACKAGE.parent
     assert (repo / "results" / "README.md").read_text() == results_readme()
     own = results_readme("danet")
-    assert "reproduce.py --paper danet --table N" in own and "(../../docs/verdicts.md" in own
+    assert "reproduce.py --paper danet --table all" in own and "(../../docs/verdicts.md" in own
     assert "`<preset>/table1_delta.{png,pdf}`, `<preset>/table2_delta.{png,pdf}`" in own and "table6" not in own
     assert "| `danet/` | DANet's results (`--paper danet`)" in results_readme() and "`danet/`" not in own
 
@@ -238,3 +238,29 @@ def test_a_results_folder_named_after_a_paper_is_one_when_it_holds_that_papers_f
     n = finish_smoke_table(results, 1, "danet")
     assert cli(["--paper", "danet", "--table", "1", "--preset", "smoke", "--status", "--results", str(results)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"{n} training(s): {n} done;")
+
+
+def test_a_report_names_its_tables_and_the_others_with_results(tmp_path, capsys):
+    """--table 1 then --table 2: REPORT.md holds Table 2's claims only, says so in its intro, and the command
+    names Table 1 (its runs finished in the same folder) with the command that reports both; that command's
+    REPORT.md holds both and prints no note."""
+    from ifbf.commands.reproduce import cli
+    from ifbf.report.claims import load_claims
+
+    finish_smoke_table(tmp_path, 1, "danet")
+    finish_smoke_table(tmp_path, 2, "danet")
+    rows = len(load_table(1, "danet").runnable())
+    args = ["--paper", "danet", "--preset", "smoke", "--report-only", "--results", str(tmp_path), "--table"]
+    assert cli([*args, "2"]) == 0
+    out = capsys.readouterr().out
+    command = f"`python reproduce.py --paper danet --table all --preset smoke --report-only --results {tmp_path}`"
+    assert f"note: REPORT.md covers DANet Table 2 only; DANet Table 1 ({rows} of {rows} rows) also has results " \
+           f"here: {command} reports every table in one" in out.splitlines()
+    report = (tmp_path / "danet" / "smoke" / "REPORT.md").read_text()
+    assert "**Tables covered:** DANet Table 2, those of the command that wrote this report" in report
+    claims = {line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| danet-")}
+    assert claims == {c.id for c in load_claims(2, "danet")}  # Table 2's claims, judged as before
+    assert cli([*args, "all"]) == 0
+    assert "note:" not in capsys.readouterr().out
+    report = (tmp_path / "danet" / "smoke" / "REPORT.md").read_text()
+    assert "**Tables covered:** DANet Table 1, DANet Table 2, those" in report

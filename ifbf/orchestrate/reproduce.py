@@ -29,7 +29,7 @@ from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.design_report import run_design
 from ifbf.orchestrate.estimate import Estimate, plan_costs, predict
 from ifbf.orchestrate.executors import Executor, executor_class, make_executor
-from ifbf.orchestrate.folders import check_results_folder
+from ifbf.orchestrate.folders import check_results_folder, other_tables_note
 from ifbf.orchestrate.jobs import Busy, Outcome, TrainJob
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
 from ifbf.orchestrate.preflight import measurements
@@ -238,6 +238,15 @@ def report(plan: Plan, results: Path, seeds: int | RowSeeds, extra: tuple[str, .
     return written
 
 
+def report_and_say(plan: Plan, results: Path, seeds: int | RowSeeds, extra: tuple[str, ...], out: Path) -> None:
+    """``report``, each file it wrote named, then a note naming the paper's other tables with results here
+    (REPORT.md judges the claims of this command's tables only)."""
+    for path in report(plan, results, seeds, extra, out):
+        print(f"wrote {path}")
+    if note := other_tables_note(plan, results, extra):
+        print(note)
+
+
 def write_results_readme(results: Path, paper: str) -> None:
     atomic_write_text(make_dirs(results) / "README.md", results_readme(paper))
 
@@ -282,8 +291,7 @@ def main(args: Request) -> ExitCode:
         return preflight(plan, executor, args.results, args.preflight_iters)
     if not args.report_only:
         _train_what_is_missing(plan, args, executor)
-    for path in report(plan, *report_args):
-        print(f"wrote {path}")
+    report_and_say(plan, *report_args)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return exit_code(plan)
 
@@ -319,8 +327,7 @@ def _auto(args: Request, tables: list, preset: Preset, extra: tuple[str, ...], s
     seeds = run_auto(tables, preset, executor.profile, args.results, extra, args.budget or 0.0,
                      lambda plan: _train_what_is_missing(plan, args, executor))
     plan = build_plan(tables, preset, seeds, args.results, extra)
-    for path in report(plan, args.results, seeds, extra, args.results / preset.name):
-        print(f"wrote {path}")
+    report_and_say(plan, args.results, seeds, extra, args.results / preset.name)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return exit_code(plan)
 
