@@ -1,12 +1,17 @@
 """Finished runs made by hand, for the tests of the report (test_report_file.py, test_faults.py,
-test_adaptive.py, test_table_metrics.py). An evaluation starts from per-image confusion matrices, and its
-per-image counts are every entry of ``runtypes.PER_IMAGE_COUNTS`` computed from them as evaluation computes
-them: a new count needs no change here nor in those tests."""
+test_adaptive.py, test_table_metrics.py) and of where runs are found (test_papers.py, test_status.py). An
+evaluation starts from per-image confusion matrices, and its per-image counts are every entry of
+``runtypes.PER_IMAGE_COUNTS`` computed from them as evaluation computes them: a new count needs no change here
+nor in those tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from ifbf.experiments import DEFAULT_PAPER, load_preset, load_table, results_of
+from ifbf.orchestrate.plan import build_plan
 from ifbf.store.rundir import PER_IMAGE_COUNTS, EvalResult, PerImage, RunDir
 
 
@@ -52,3 +57,14 @@ def finish_run(training, conf: np.ndarray | None, miou: float | None = None) -> 
     for i, e in enumerate(training.evals):
         rd.record_evaluation(training.cfg, e, result, main=i == 0)
     return rd
+
+
+def finish_smoke_table(results: Path, number: int, paper: str = DEFAULT_PAPER) -> int:
+    """Every training of ``paper``'s Table ``number`` on its smoke preset finished by hand under the results folder
+    ``results`` (another paper's in ``results/<paper>/``), each evaluation at mIoU 0.3 without per-image counts;
+    returns how many trainings."""
+    plan = build_plan([load_table(number, paper)], load_preset("smoke", paper), 1, results_of(results, paper))
+    for training in plan.trainings.values():
+        finish_run(training, None, 0.3)
+        (training.run_dir / "checkpoint.pth").write_bytes(b"")
+    return len(plan.trainings)

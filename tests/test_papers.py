@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fakeruns import finish_smoke_table
 from ifbf.config import BASE_CONFIG, ConfigError
 from ifbf.experiments import (DEFAULT_PAPER, EXPERIMENTS, load_paper, load_preset, load_table, papers, results_of,
                               row_label, table_cells)
@@ -197,7 +198,7 @@ def test_results_readmes_are_built_from_the_specs():
     own = results_readme("danet")
     assert (repo / "results" / "danet" / "README.md").read_text() == own
     assert results_readme().startswith("# results/\n") and own.startswith("# results/danet/\n")
-    assert "reproduce.py --paper danet --table N" in own and "(../../docs/verdicts.md" in own
+    assert "reproduce.py --paper danet --table all" in own and "(../../docs/verdicts.md" in own
     assert "`<preset>/table1_delta.{png,pdf}`, `<preset>/table2_delta.{png,pdf}`" in own and "table6" not in own
     assert "| `danet/` | DANet's results (`--paper danet`)" in results_readme() and "`danet/`" not in own
 
@@ -256,3 +257,74 @@ def test_the_help_and_an_unknown_table_name_the_papers(tmp_path, capsys):
     assert cli(["--paper", "danet", "--table", "3", "--results", str(tmp_path)]) == 2
     tables = ", ".join(map(str, load_paper().tables))
     assert f"DANet's tables are 1, 2; other papers: --paper {DEFAULT_PAPER} (tables {tables})" in capsys.readouterr().err
+
+
+def _refused(args: list[str], capsys) -> str:
+    """The one line reproduce.py exits 2 with."""
+    from ifbf.commands.reproduce import cli
+
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_results_folder_one_level_too_deep_is_refused_before_planning(tmp_path, capsys):
+    """--results given as a paper's own folder (results/danet/, whose runs would be looked for in
+    results/danet/danet/) or as a preset's folder (results/smoke/, results/danet/smoke/): one line naming the
+    folder to give, nothing planned or written; the results folder itself finds every finished run."""
+    from ifbf.commands.reproduce import cli
+
+    n = finish_smoke_table(tmp_path, 1, "danet")
+    finish_smoke_table(tmp_path, 3)
+    before = sorted(tmp_path.rglob("*"))
+    danet = ["--paper", "danet", "--table", "1", "--preset", "smoke", "--status", "--results"]
+    err = _refused([*danet, str(tmp_path / "danet")], capsys)
+    assert f"--results {tmp_path / 'danet'} is DANet's own results folder" in err
+    assert f"give its parent: --results {tmp_path}" in err
+    err = _refused([*danet, str(tmp_path / "danet" / "smoke")], capsys)
+    assert "is a preset's folder (it holds runs/)" in err and err.endswith(f"--results {tmp_path}\n")
+    err = _refused(["--table", "3", "--preset", "smoke", "--plan", "--results", str(tmp_path / "smoke")], capsys)
+    assert "is a preset's folder (it holds runs/)" in err and err.endswith(f"--results {tmp_path}\n")
+    err = _refused(["--table", "3", "--preset", "smoke", "--plan", "--results", str(tmp_path / "danet")], capsys)
+    assert "is DANet's own results folder" in err  # the default paper's runs do not belong there either
+    assert sorted(tmp_path.rglob("*")) == before
+    assert cli([*danet, str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{n} training(s): {n} done;")
+
+
+def test_a_results_folder_named_after_a_paper_is_one_when_it_holds_that_papers_folder(tmp_path, capsys):
+    """A results folder may itself be called danet/: with danet/danet/ inside (or no runs yet), it is no paper's
+    own folder."""
+    from ifbf.commands.reproduce import cli
+
+    results = tmp_path / "danet"
+    n = finish_smoke_table(results, 1, "danet")
+    assert cli(["--paper", "danet", "--table", "1", "--preset", "smoke", "--status", "--results", str(results)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{n} training(s): {n} done;")
+
+
+def test_a_report_names_its_tables_and_the_others_with_results(tmp_path, capsys):
+    """--table 1 then --table 2: REPORT.md holds Table 2's claims only, says so in its intro, and the command
+    names Table 1 (its runs finished in the same folder) with the command that reports both; that command's
+    REPORT.md holds both and prints no note."""
+    from ifbf.commands.reproduce import cli
+    from ifbf.report.claims import load_claims
+
+    finish_smoke_table(tmp_path, 1, "danet")
+    finish_smoke_table(tmp_path, 2, "danet")
+    rows = len(load_table(1, "danet").runnable())
+    args = ["--paper", "danet", "--preset", "smoke", "--report-only", "--results", str(tmp_path), "--table"]
+    assert cli([*args, "2"]) == 0
+    out = capsys.readouterr().out
+    command = f"`python reproduce.py --paper danet --table all --preset smoke --report-only --results {tmp_path}`"
+    assert f"note: REPORT.md covers DANet Table 2 only; DANet Table 1 ({rows} of {rows} rows) also has results " \
+           f"here: {command} reports every table in one" in out.splitlines()
+    report = (tmp_path / "danet" / "smoke" / "REPORT.md").read_text()
+    assert "**Tables covered:** DANet Table 2, those of the command that wrote this report" in report
+    claims = {line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| danet-")}
+    assert claims == {c.id for c in load_claims(2, "danet")}  # Table 2's claims, judged as before
+    assert cli([*args, "all"]) == 0
+    assert "note:" not in capsys.readouterr().out
+    report = (tmp_path / "danet" / "smoke" / "REPORT.md").read_text()
+    assert "**Tables covered:** DANet Table 1, DANet Table 2, those" in report

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_TRAIN
+from fakeruns import finish_smoke_table
 from ifbf.commands.cli import main as ifbf_main
 from ifbf.commands.reproduce import cli
 from ifbf.config import BASE_CONFIG, load_config
@@ -102,6 +103,29 @@ def test_ifbf_status_reads_a_results_folder(tmp_path, capsys):
     assert "abc123abc123  running" in out and "6/100" in out and "1 training(s): 1 running" in out
     assert sorted((p.name, p.stat().st_mtime) for p in running.iterdir()) == before  # reads, never writes
     assert ifbf_main(["status", str(tmp_path / "nothing")]) == 2
+
+
+def _groups(out: str) -> dict[str, int]:
+    """Label -> how many lines ``ifbf status`` printed with it."""
+    labels = [line.split("  log: ")[0].rsplit("  ", 1)[1] for line in out.splitlines() if "  log: " in line]
+    return {label: labels.count(label) for label in labels}
+
+
+def test_ifbf_status_finds_every_papers_runs_and_names_the_paper(tmp_path, capsys):
+    """RESULTS/<preset>/runs and RESULTS/<paper>/<preset>/runs alike, another paper's labelled <paper>/<preset>,
+    also when RESULTS is that paper's own folder; --preset keeps that preset of every paper."""
+    danet, ours = finish_smoke_table(tmp_path, 1, "danet"), finish_smoke_table(tmp_path, 3)
+    assert ifbf_main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert _groups(out) == {"smoke": ours, "danet/smoke": danet}
+    assert out.splitlines()[-1].startswith(f"{danet + ours} training(s): {danet + ours} done;")
+    assert ifbf_main(["status", str(tmp_path / "danet")]) == 0
+    assert _groups(capsys.readouterr().out) == {"danet/smoke": danet}
+    assert ifbf_main(["status", str(tmp_path), "--preset", "smoke"]) == 0
+    assert _groups(capsys.readouterr().out) == {"smoke": ours, "danet/smoke": danet}
+    assert ifbf_main(["status", str(tmp_path), "--preset", "paper"]) == 2
+    assert f"no run directories under {tmp_path}/paper/runs nor {tmp_path}/<paper>/paper/runs" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.slurm

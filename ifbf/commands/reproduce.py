@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="profile overrides, e.g. gpus_per_node=4 timeout_min=2880 partition=gpu (--slurm: the "
                         "same flag under its earlier name)")
     p.add_argument("--parallel", type=int, default=1, help="local executor: runs at once, >= 1 (default: 1)")
-    p.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: results/)")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="results folder: the one holding <preset>/ (another paper's: <paper>/<preset>/); a paper's "
+                        "own folder or a preset's given instead is refused (default: results/)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
                    help="extra config overrides for every run (they change run identities)")
     p.add_argument("--weights", nargs="+", default=[], metavar="KEY=PATH",

@@ -370,6 +370,11 @@ def results_of(results: Path, paper: str = DEFAULT_PAPER) -> Path:
     return results if paper == DEFAULT_PAPER else results / paper
 
 
+def results_above(folder: Path, paper: str = DEFAULT_PAPER) -> Path:
+    """The results folder whose ``results_of(..., paper)`` is ``folder`` (what ``--results`` named)."""
+    return folder if paper == DEFAULT_PAPER else folder.parent
+
+
 def table_cells(table: TableSpec, preset: Preset, seeds: int | RowSeeds, extra: tuple[str, ...] = ()) -> list[Cell]:
     """Every runnable row of ``table`` at seeds 0..seeds-1 (the plan and the reports enumerate the same)."""
     if table.paper != preset.paper:

@@ -29,6 +29,7 @@ from ifbf.orchestrate.cluster import ClusterProfile, load_profile
 from ifbf.orchestrate.design_report import run_design
 from ifbf.orchestrate.estimate import Estimate, plan_costs, predict
 from ifbf.orchestrate.executors import Executor, executor_class, make_executor
+from ifbf.orchestrate.folders import check_results_folder, other_tables_note
 from ifbf.orchestrate.jobs import Busy, Outcome, TrainJob
 from ifbf.orchestrate.plan import Plan, Training, build_plan, with_main_eval
 from ifbf.orchestrate.preflight import measurements
@@ -248,6 +249,15 @@ def report(plan: Plan, results: Path, seeds: int | RowSeeds, extra: tuple[str, .
     return written
 
 
+def report_and_say(plan: Plan, results: Path, seeds: int | RowSeeds, extra: tuple[str, ...], out: Path) -> None:
+    """``report``, each file it wrote named, then a note naming the paper's other tables with results here
+    (REPORT.md judges the claims of this command's tables only)."""
+    for path in report(plan, results, seeds, extra, out):
+        print(f"wrote {path}")
+    if note := other_tables_note(plan, results, extra):
+        print(note)
+
+
 def write_results_readme(results: Path, paper: str) -> None:
     atomic_write_text(make_dirs(results) / "README.md", results_readme(paper))
 
@@ -257,9 +267,10 @@ def main(args: Request) -> ExitCode:
     executor_class(args.executor)  # an unknown name fails before anything is read
     _check_flags(args)
     paper = load_paper(args.paper)
-    args = dataclasses.replace(args, results=results_of(args.results, paper.name))
     tables = [load_table(n, paper.name) for n in _tables(args.table, paper)]
     preset = load_preset(args.preset, paper.name)
+    check_results_folder(args.results, paper, preset.name)  # one level too deep: every finished run retrained
+    args = dataclasses.replace(args, results=results_of(args.results, paper.name))
     extra = (*args.extra, *plan_weights_overrides(args.weights, args.from_scratch))
     if args.design:  # prices at a global batch the plan would refuse would mislead: the same check first
         profile = _executor(args).profile
@@ -294,8 +305,7 @@ def main(args: Request) -> ExitCode:
         return preflight(plan, executor, args.results, args.preflight_iters)
     if not args.report_only:
         _train_what_is_missing(plan, args, executor)
-    for path in report(plan, *report_args):
-        print(f"wrote {path}")
+    report_and_say(plan, *report_args)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return exit_code(plan)
 
@@ -331,8 +341,7 @@ def _auto(args: Request, tables: list, preset: Preset, extra: tuple[str, ...], s
     seeds = run_auto(tables, preset, executor.profile, args.results, extra, args.budget or 0.0,
                      lambda plan: _train_what_is_missing(plan, args, executor))
     plan = build_plan(tables, preset, seeds, args.results, extra)
-    for path in report(plan, args.results, seeds, extra, args.results / preset.name):
-        print(f"wrote {path}")
+    report_and_say(plan, args.results, seeds, extra, args.results / preset.name)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return exit_code(plan)
 

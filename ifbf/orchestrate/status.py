@@ -15,7 +15,7 @@ from pathlib import Path
 from ifbf.errors import UnreadableRunFile
 from ifbf.orchestrate.executors import Accounting, accounting, job_alive
 from ifbf.store.rundir import (Alive, Environment, RunCost, RunDir, RunState, Status, StepRecord, Unreadable, read_status,
-                               run_state, runs_root)
+                               run_state)
 from ifbf.store.runlock import DEFAULT_STALE_S
 
 FINAL_BAD = {"timeout", "OOM", "failed", "cancelled"}
@@ -150,17 +150,17 @@ def _batch_size(rd: RunDir) -> int:
         return 1
 
 
-def run_targets(results: Path, presets: list[str]) -> list[Target]:
-    """Every run directory under ``results/<preset>/runs`` (for ``ifbf status``: no table needed)."""
+def run_targets(folders: list[tuple[str, Path]]) -> list[Target]:
+    """Every run directory of each ``(label, runs folder)`` (``folders.run_folders``; for ``ifbf status``: no
+    table needed), its line labelled with the folder's label."""
     targets = []
-    for preset in presets:
-        root = runs_root(preset, results)
+    for label, root in folders:
         for run_dir in sorted(p for p in root.glob("*") if p.is_dir()):
             try:
                 total = RunDir(run_dir).config().train.iters
             except Exception:  # noqa: BLE001 - not a run directory (yet)
                 continue
-            targets.append(Target(run_dir, f"{preset}", total, stale_s=RunDir(run_dir).config().runtime.lock_stale_s))
+            targets.append(Target(run_dir, label, total, stale_s=RunDir(run_dir).config().runtime.lock_stale_s))
     return targets
 
 

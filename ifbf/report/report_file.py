@@ -84,13 +84,21 @@ def noise_text(records: pd.DataFrame, preset: Preset) -> str:
             f"prior is sqrt({len(classes)}) times it unless measured.")
 
 
+def covered_text(sections: Sequence[TableSection], preset: Preset) -> str:
+    """Which tables the report holds: those of the command that wrote it, whose claims alone it judges."""
+    flag = "" if preset.paper == DEFAULT_PAPER else f"--paper {preset.paper} "
+    return (f"**Tables covered:** {', '.join(s.heading for s in sections)}, those of the command that wrote this "
+            "report: its claims, and Holm's correction across them, are theirs alone (`python reproduce.py "
+            f"{flag}--table all --preset {preset.name} --report-only` reports every table of the paper in one).")
+
+
 def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], records: pd.DataFrame) -> Path:
     """Write ``out/REPORT.md`` from the tables' sections (see ``table_section``), their verdicts adjusted
     with Holm's correction across all of them."""
     adjusted = iter(adjust([v for s in sections for v in s.verdicts]))
     sections = [replace(s, verdicts=[next(adjusted) for _ in s.verdicts]) for s in sections]
     absolute = preset.absolute
-    intro = f"Preset `{preset.name}`: {preset.description}".strip()
+    intro = covered_text(sections, preset) + "\n\n" + f"Preset `{preset.name}`: {preset.description}".strip()
     if not absolute:
         intro += (" The paper's absolute numbers (`value` claims) are not judged on this preset: only "
                   "differences between rows carry over from a reduced setting.")
