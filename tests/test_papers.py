@@ -318,7 +318,8 @@ def test_a_report_names_its_tables_and_the_others_with_results(tmp_path, capsys)
     assert cli([*args, "2"]) == 0
     out = capsys.readouterr().out
     command = f"`python reproduce.py --paper danet --table all --preset smoke --report-only --results {tmp_path}`"
-    assert f"note: REPORT.md covers DANet Table 2 only; DANet Table 1 ({rows} of {rows} rows) also has results " \
+    # R101 DANet is Table 2's first row too: its result is in this report already, so 7 of Table 1's 8 are new
+    assert f"note: REPORT.md covers DANet Table 2 only; DANet Table 1 ({rows - 1} of {rows} rows) also has results " \
            f"here: {command} reports every table in one" in out.splitlines()
     report = (tmp_path / "danet" / "smoke" / "REPORT.md").read_text()
     assert "**Tables covered:** DANet Table 2, those of the command that wrote this report" in report
@@ -328,3 +329,13 @@ def test_a_report_names_its_tables_and_the_others_with_results(tmp_path, capsys)
     assert "note:" not in capsys.readouterr().out
     report = (tmp_path / "danet" / "smoke" / "REPORT.md").read_text()
     assert "**Tables covered:** DANet Table 1, DANet Table 2, those" in report
+
+
+def test_rows_shared_with_the_reported_tables_are_no_other_results(tmp_path, capsys):
+    """IFBFNet's Table 2 alone (the README's main job): Tables 1, 3, 4 and 5 repeat some of its rows, whose
+    results the report holds already, so no note names them."""
+    from ifbf.commands.reproduce import cli
+
+    finish_smoke_table(tmp_path, 2)
+    assert cli(["--table", "2", "--preset", "smoke", "--report-only", "--results", str(tmp_path)]) == 0
+    assert "note:" not in capsys.readouterr().out

@@ -57,12 +57,16 @@ def run_folders(results: Path, preset: str | None = None) -> list[tuple[str, Pat
     return found
 
 
-def rows_with_results(plan: Plan) -> dict[int, tuple[int, int]]:
-    """Table number -> (its cells with a result, all its cells), for each table of ``plan`` with any result."""
+def rows_with_results(plan: Plan, reported: frozenset[str] = frozenset()) -> dict[int, tuple[int, int]]:
+    """Table number -> (its cells with a result, all its cells), for each table of ``plan`` with a result of its
+    own: a cell of a training in ``reported`` (run hashes the report already holds, a row another table shares)
+    counts as none."""
     counts: dict[int, tuple[int, int]] = {}
     for cell in plan.cells:
         done, total = counts.get(cell.table, (0, 0))
-        counts[cell.table] = (done + (result_key(cell.cfg) in plan.training_of(cell).evaluated()), total + 1)
+        training = plan.training_of(cell)
+        own = training.run_hash not in reported and result_key(cell.cfg) in training.evaluated()
+        counts[cell.table] = (done + own, total + 1)
     return {number: c for number, c in counts.items() if c[0]}
 
 
@@ -72,10 +76,12 @@ def other_tables_note(plan: Plan, results: Path, extra: tuple[str, ...]) -> str 
     paper = load_paper(plan.preset.paper)
     covered = [t.number for t in plan.tables]
     others = [load_table(n, paper.name) for n in paper.tables if n not in covered]
-    found = rows_with_results(build_plan(others, plan.preset, 1, results, extra)) if others else {}
+    reported = frozenset(plan.trainings)
+    found = rows_with_results(build_plan(others, plan.preset, 1, results, extra), reported) if others else {}
     if not found:
         return None
     listed = ", ".join(f"{table_caption(n, paper.name)} ({done} of {total} rows)" for n, (done, total) in found.items())
+    # (a row shared with the reported tables is not counted: its result is in this report already)
     flag = "" if paper.name == DEFAULT_PAPER else f"--paper {paper.name} "
     again = " with this command's --set/--weights" if extra else ""
     return (f"note: REPORT.md covers {', '.join(t.caption for t in plan.tables)} only; {listed} also "
