@@ -19,6 +19,7 @@ from ifbf.data.verify import VerifyResult, verify_config
 from ifbf.errors import IfbfError
 from ifbf.experiments import Cell, Preset, row_label
 from ifbf.identity import weights_key, weights_flag_overrides, weights_status
+from ifbf.orchestrate.cluster import ClusterProfile
 from ifbf.orchestrate.executors import Executor
 
 # the alternative to fixing a Cityscapes root, on a line of its own under the problems
@@ -63,12 +64,13 @@ def _names(cells: list[Cell]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def check_global_batch(cells: list[Cell], preset: Preset, processes: int, profile: str) -> list[str]:
-    """One line per per-process batch that, run by ``processes`` processes (the profile's), would not give the
-    preset's ``global_batch``: a cluster profile must not change the recipe silently (each line names both
-    fixes: the processes that keep the batch, or the per-process batch that keeps it on these processes)."""
+def check_global_batch(cells: list[Cell], preset: Preset, cluster: ClusterProfile) -> list[str]:
+    """One line per per-process batch that, run by the profile's processes, would not give the preset's
+    ``global_batch``: a cluster profile must not change the recipe silently (each line names both fixes: the
+    processes that keep the batch, or the per-process batch that keeps it on these processes)."""
     if preset.global_batch is None:
         return []
+    processes, profile = cluster.submitit_params()["tasks_per_node"], f"profile {Path(cluster.source).stem}"
     problems = []
     for batch, group in sorted(_rows_by(cells, lambda cfg: cfg.data.batch_size).items()):
         if processes * batch == preset.global_batch:

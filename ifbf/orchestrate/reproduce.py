@@ -25,7 +25,7 @@ from ifbf.experiments import (DEFAULT_PAPER, Paper, Preset, RowSeeds, load_paper
 from ifbf.orchestrate.adaptive import run_auto
 from ifbf.orchestrate.checks import (check_dataset, check_environment, check_global_batch, check_weights,
                                      plan_weights_overrides, require, unused_weights)
-from ifbf.orchestrate.cluster import ClusterProfile, load_profile
+from ifbf.orchestrate.cluster import load_profile
 from ifbf.orchestrate.design_report import run_design
 from ifbf.orchestrate.estimate import Estimate, plan_costs, predict
 from ifbf.orchestrate.executors import Executor, executor_class, make_executor
@@ -102,18 +102,13 @@ def plan_out(plan: Plan) -> Path:
     return next(iter(plan.trainings.values())).run_dir.parent.parent if plan.trainings else RESULTS
 
 
-def _batch_problems(cells: list, preset: Preset, profile: ClusterProfile) -> list[str]:
-    processes = profile.submitit_params()["tasks_per_node"]
-    return check_global_batch(cells, preset, processes, f"profile {Path(profile.source).stem}")
-
-
 def check_before_planning(args: Request, tables: list, preset: Preset, extra: tuple[str, ...]) -> None:
     """Weights of every row, the global batch the profile gives, and the dataset, before any plan: all problems
     at once, nothing written."""
     cells = [cell for table in tables for cell in table_cells(table, preset, args.seeds, extra)]
     dataset, hint = check_dataset(cells, args.allow_partial_dataset)
     profile = _executor(args).profile
-    problems = check_weights(cells, preset.requires_weights) + _batch_problems(cells, preset, profile) + dataset
+    problems = check_weights(cells, preset.requires_weights) + check_global_batch(cells, preset, profile) + dataset
     unused = unused_weights(cells, args.weights)
     # an unused key explains a missing one (the right file under another key); alone it is only a note
     require(problems + unused if problems else [], hint)
@@ -275,7 +270,7 @@ def main(args: Request) -> ExitCode:
     if args.design:  # prices at a global batch the plan would refuse would mislead: the same check first
         profile = _executor(args).profile
         cells = [cell for table in tables for cell in table_cells(table, preset, 1, extra)]
-        require(_batch_problems(cells, preset, profile))
+        require(check_global_batch(cells, preset, profile))
         return ExitCode(run_design(tables, preset, profile, args.results, extra, args.budget))
     if args.seeds == AUTO:
         return _auto(args, tables, preset, extra, started)
