@@ -37,6 +37,7 @@ class Estimate:
     basis: str  # "measured <date> on <device>" or why there is no figure
     devices: int  # GPUs (or processes on CPUs) it holds
     on_gpu: bool
+    failed: bool = False  # its shape's preflight failed: the basis says why, and no other price stands in
 
 
 def predict(training: Training, profile: ClusterProfile, preflight: dict[str, Preflight], cpus: int = 1) -> Estimate:
@@ -49,7 +50,7 @@ def predict(training: Training, profile: ClusterProfile, preflight: dict[str, Pr
     if record is None:
         return Estimate(None, NOT_MEASURED, devices, on_gpu)
     if isinstance(record, PreflightFailure):
-        return Estimate(None, f"preflight failed: {record.cause} (fix: {record.fix})", devices, on_gpu)
+        return Estimate(None, f"preflight failed: {record.cause} (fix: {record.fix})", devices, on_gpu, failed=True)
     seconds = record.setup_s + record.s_per_it.median * cfg.train.iters
     seconds += record.ckpt_s * (cfg.train.iters // cfg.runtime.ckpt_every)
     missing = 0
@@ -167,7 +168,8 @@ def plan_costs(plan: Plan, executor: Executor, results: Path,
                 (f" vs {predicted} ({est.basis})" if predicted else f"; {est.basis}")
             continue
         column[run_hash] = f"~{duration(est.seconds)} ({est.basis})" if est.seconds is not None else est.basis
-        price = fallback_price(training, plan, statuses, processes, flops) if est.seconds is None else None
+        unpriced = est.seconds is None and not est.failed
+        price = fallback_price(training, plan, statuses, processes, flops) if unpriced else None
         if price is not None:
             column[run_hash] = price.column()
         if statuses[run_hash].to_run or statuses[run_hash] is RunState.FAILED:
