@@ -241,3 +241,23 @@ def test_design_prices_the_trainings_a_plan_runs(tmp_path, capsys):
     cost = trainings * smoke.report.training_hours
     assert f"one seed of each of {rows} rows ({trainings} trainings: rows of one config share theirs) costs " \
            f"{cost:.2f} " in out
+
+
+def test_a_finished_rows_cost_is_what_the_report_counts(tmp_path, capsys):
+    """A finished CPU run of 2 CPUs: --design's one-seed pass reads RunDir.cost (36 s x 2 CPUs = 0.02
+    CPU-hours), the figure REPORT.md and --plan show, not its wall-hours (0.01)."""
+    from fakeruns import confusions, finish_run
+    from ifbf.store.rundir import RunDir, RunState, write_status
+
+    table, smoke = load_table(1, "danet"), load_preset("smoke", "danet")
+    plan = build_plan([table], smoke, 1, tmp_path / "danet")
+    for training in plan.trainings.values():
+        rd = finish_run(training, confusions(np.full((4, 19), 0.5), np.full((4, 19), 100, dtype=np.int64)))
+        rd.log.write_text(json.dumps({"iter": training.cfg.train.iters, "step_s": 36.0}) + "\n")
+        (training.run_dir / "checkpoint.pth").write_bytes(b"")
+        write_status(training.run_dir, RunState.DONE, cpus=2)
+        assert RunDir(training.run_dir).cost().device_hours == pytest.approx(0.02)
+    assert cli(["--paper", "danet", "--table", "1", "--preset", "smoke", "--design", "--budget", "5", "--results",
+                str(tmp_path)]) == 0
+    assert f"one seed of each of {len(plan.trainings)} rows costs {0.02 * len(plan.trainings):.2f};" in \
+        capsys.readouterr().out
