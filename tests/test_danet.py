@@ -55,16 +55,21 @@ def _cam_by_loops(beta: torch.Tensor, a: torch.Tensor, sign: float) -> torch.Ten
     return out.reshape(a.shape)
 
 
+def _matches_loops(module: torch.nn.Module, scale: torch.nn.Parameter, value: float, a: torch.Tensor,
+                   loops) -> None:
+    """``module`` (its learnable scale set to ``value``) on each image of ``a`` equals ``loops(image)``."""
+    with torch.no_grad():
+        scale.fill_(value)
+        ours = module(a)
+        for n in range(len(a)):
+            assert torch.allclose(ours[n], loops(a[n]), atol=1e-10)
+
+
 def test_pam_follows_equations_1_and_2():
     torch.manual_seed(0)
     pam = PositionAttention(16, reduction=8).double()
-    with torch.no_grad():
-        pam.alpha.fill_(0.7)
     a = torch.randn(2, 16, 3, 4, dtype=torch.float64)
-    with torch.no_grad():
-        ours = pam(a)
-        for n in range(2):
-            assert torch.allclose(ours[n], _pam_by_loops(pam, a[n]), atol=1e-10)
+    _matches_loops(pam, pam.alpha, 0.7, a, lambda image: _pam_by_loops(pam, image))
     assert pam.b.out_channels == pam.c.out_channels == 2 and pam.d.out_channels == 16  # C/8 and C (the code)
 
 
@@ -79,13 +84,8 @@ def test_pam_softmax_runs_over_the_source_positions():
 def test_cam_follows_equations_3_and_4(energy, sign):
     torch.manual_seed(2)
     cam = ChannelAttention(negated=energy == "negated").double()
-    with torch.no_grad():
-        cam.beta.fill_(0.3)
     a = torch.randn(2, 6, 3, 3, dtype=torch.float64)
-    with torch.no_grad():
-        ours = cam(a)
-        for n in range(2):
-            assert torch.allclose(ours[n], _cam_by_loops(cam.beta, a[n], sign), atol=1e-10)
+    _matches_loops(cam, cam.beta, 0.3, a, lambda image: _cam_by_loops(cam.beta, image, sign))
 
 
 def test_negated_cam_is_the_authors_max_minus_energy():

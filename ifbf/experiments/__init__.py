@@ -320,6 +320,16 @@ def _on_base(preset: Preset, overrides: list[str]) -> Config:
         raise UnreadSwitch(f"{err}" + (f" ({'; '.join(builders)})" if builders else ""), err.readers) from None
 
 
+def paper_flag(paper: str = DEFAULT_PAPER) -> str:
+    """The ``--paper NAME `` a command needs to reach ``paper`` ("" for the default paper)."""
+    return "" if paper == DEFAULT_PAPER else f"--paper {paper} "
+
+
+def report_all_command(paper: str, preset: str) -> str:
+    """The command that reports every table of ``paper`` on ``preset`` from the runs there are."""
+    return f"python reproduce.py {paper_flag(paper)}--table all --preset {preset} --report-only"
+
+
 def row_label(table: int, row: str, paper: str = DEFAULT_PAPER) -> str:
     """How a row is named outside its table (plans, preflight, checks): ``T3 + OHEM``; another paper's row
     says whose it is: ``DANet T1 + PAM``."""

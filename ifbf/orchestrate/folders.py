@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ifbf.errors import IfbfError
-from ifbf.experiments import (DEFAULT_PAPER, Paper, load_paper, load_table, papers, presets, results_above,
-                              results_of, table_caption)
+from ifbf.experiments import (DEFAULT_PAPER, Paper, load_paper, load_table, papers, presets, report_all_command,
+                              results_above, results_of, table_caption)
 from ifbf.orchestrate.plan import Plan, build_plan
 from ifbf.store.rundir import result_key, runs_root
 
@@ -82,9 +82,7 @@ def other_tables_note(plan: Plan, results: Path, extra: tuple[str, ...]) -> str 
         return None
     listed = ", ".join(f"{table_caption(n, paper.name)} ({done} of {total} rows)" for n, (done, total) in found.items())
     # (a row shared with the reported tables is not counted: its result is in this report already)
-    flag = "" if paper.name == DEFAULT_PAPER else f"--paper {paper.name} "
     again = " with this command's --set/--weights" if extra else ""
     return (f"note: REPORT.md covers {', '.join(t.caption for t in plan.tables)} only; {listed} also "
-            f"{'has' if len(found) == 1 else 'have'} results here: `python reproduce.py {flag}--table all --preset "
-            f"{plan.preset.name} --report-only --results {results_above(results, paper.name)}`{again} reports "
-            "every table in one")
+            f"{'has' if len(found) == 1 else 'have'} results here: `{report_all_command(paper.name, plan.preset.name)} "
+            f"--results {results_above(results, paper.name)}`{again} reports every table in one")

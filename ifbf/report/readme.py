@@ -3,8 +3,8 @@ whose results lie there (read from its specs)."""
 
 from pathlib import Path
 
-from ifbf.experiments import (DEFAULT_PAPER, TableSpec, load_paper, load_preset, load_table, papers, presets,
-                              results_of)
+from ifbf.experiments import (DEFAULT_PAPER, TableSpec, load_paper, load_preset, load_table, paper_flag, papers,
+                              presets, results_of)
 from ifbf.store.rundir import RUN_FILES
 
 TEXT = """\
@@ -79,7 +79,7 @@ def results_readme(paper: str = DEFAULT_PAPER) -> str:
     other_rows = "".join(f"| `{p}/` | {load_paper(p).label}'s results (`--paper {p}`), laid out as here, with a "
                          "README.md of its own |\n" for p in others)
     fills = {"RUN_FILES": RUN_FILES, "FIGURE_ROWS": "".join(r + "\n" for r in _figure_rows(tables)),
-             "OTHER_PAPERS": other_rows, "PAPER_FLAG": "" if paper == DEFAULT_PAPER else f"--paper {paper} ",
+             "OTHER_PAPERS": other_rows, "PAPER_FLAG": paper_flag(paper),
              "DOCS/": "../" if paper == DEFAULT_PAPER else "../../",
              "FOLDER": results_of(Path("results"), paper).as_posix(),
              "PRESETS": f"{heading}Presets: {described}. All values are mIoU or IoU in %."}

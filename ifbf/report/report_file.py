@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ifbf.experiments import DEFAULT_PAPER, Preset, TableSpec, class_names, load_paper
+from ifbf.experiments import DEFAULT_PAPER, Preset, TableSpec, class_names, load_paper, report_all_command
 from ifbf.report.claims import load_claims
 from ifbf.report.figures import plot_claims
 from ifbf.report.forest import claim_lines
@@ -86,10 +86,9 @@ def noise_text(records: pd.DataFrame, preset: Preset) -> str:
 
 def covered_text(sections: Sequence[TableSection], preset: Preset) -> str:
     """Which tables the report holds: those of the command that wrote it, whose claims alone it judges."""
-    flag = "" if preset.paper == DEFAULT_PAPER else f"--paper {preset.paper} "
     return (f"**Tables covered:** {', '.join(s.heading for s in sections)}, those of the command that wrote this "
-            "report: its claims, and Holm's correction across them, are theirs alone (`python reproduce.py "
-            f"{flag}--table all --preset {preset.name} --report-only` reports every table of the paper in one).")
+            "report: its claims, and Holm's correction across them, are theirs alone "
+            f"(`{report_all_command(preset.paper, preset.name)}` reports every table of the paper in one).")
 
 
 def write_report(out: Path, preset: Preset, sections: Sequence[TableSection], records: pd.DataFrame) -> Path:
